@@ -1,0 +1,108 @@
+"""The Python API: prune a model end to end, or analyse its channel groups."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from onnxprune import io
+from onnxprune.criteria import get_criterion
+from onnxprune.graph import Analysis, analyze_groups
+from onnxprune.metrics import count_macs, count_params
+from onnxprune.passes.normalize import normalize
+from onnxprune.progress import Stages
+from onnxprune.plan import Plan, allocate_local, check_ratio, plan_from_removals, replay_specs
+from onnxprune.report import build_report
+from onnxprune.surgery import apply_plan
+from onnxprune.validate import compare_models
+
+ModelLike = str | os.PathLike | onnx.ModelProto | ir.Model
+
+
+def load_normalized(model: ModelLike) -> ir.Model:
+    """An onnx-ir model ready for analysis. A path is loaded; a ModelProto is converted (not changed);
+    an ir.Model is normalised in place."""
+    if isinstance(model, (str, os.PathLike)):
+        m = io.load_model(model)
+    elif isinstance(model, onnx.ModelProto):
+        m = ir.from_proto(model)
+    elif isinstance(model, ir.Model):
+        m = model
+    else:
+        raise TypeError(f"expected a path, onnx.ModelProto or onnx_ir.Model, got {type(model).__name__}")
+    return normalize(m)
+
+
+def analyze(model: ModelLike) -> Analysis:
+    """Channel groups of a model, with members and freeze reasons (``group.details()``)."""
+    return analyze_groups(load_normalized(model))
+
+
+def make_plan(analysis: Analysis, ratio: float = 0.0, criterion: str = "l1",
+              remove: list[str] | None = None) -> Plan:
+    """Explicit removals if given, else the criterion's lowest-scored channels at ``ratio`` per group."""
+    if remove:
+        return plan_from_removals(analysis, remove)
+    ratio = check_ratio(ratio)
+    scores = get_criterion(criterion)(analysis)
+    return allocate_local(analysis, scores, ratio)
+
+
+def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove: list[str] | None = None,
+          validate: bool = True, output: str | os.PathLike | None = None, seed: int = 0,
+          input_shapes: dict[str, tuple] | None = None, progress: bool = False) -> tuple[ir.Model, dict]:
+    """Prune ``model`` and return ``(pruned onnx-ir model, report dict)``.
+
+    With ``output`` the model is written atomically (and validated from the written file before it
+    replaces anything). ``validate`` compares original and pruned outputs in onnxruntime.
+    """
+    check_ratio(ratio)
+    get_criterion(criterion)
+    in_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
+    if output is not None:
+        io.check_output_path(in_path, output)
+    with Stages(["load", "analyse", "score", "apply", "save", "validate"], enabled=progress) as stages:
+        stages.next("loading")
+        original = _original_for_validation(model) if validate else None
+        m = load_normalized(model)
+        params_before, macs_before = count_params(m), count_macs(m)
+        stages.next("analysing channel groups")
+        analysis = analyze_groups(m)
+        stages.next(f"scoring ({criterion})" if not remove else "planning removals")
+        plan = make_plan(analysis, ratio, criterion, remove)
+        specs = replay_specs(analysis, plan)
+        stages.next("applying the plan")
+        apply_plan(analysis, plan)
+        report = build_report(analysis, plan, specs, criterion=None if remove else criterion,
+                              ratio=None if remove else ratio, params=(params_before, count_params(m)),
+                              macs=(macs_before, count_macs(m)))
+        stages.next("saving" if output is not None else "serialising")
+        return _finish(m, report, original, output, seed, input_shapes, stages)
+
+
+def _finish(m: ir.Model, report: dict, original, output, seed: int, input_shapes, stages: Stages):
+    """Save (if asked) and validate; with an output file, validation runs before it replaces OUT."""
+
+    def _validate(pruned_file: Path | None) -> None:
+        stages.next("validating in onnxruntime")
+        if original is not None:
+            pruned = pruned_file if pruned_file is not None else ir.to_proto(m).SerializeToString()
+            report["validation"] = compare_models(original, pruned, seed=seed, input_shapes=input_shapes)
+
+    if output is not None:
+        io.save_model(m, output, before_replace=_validate)
+    else:
+        _validate(None)
+    return m, report
+
+
+def _original_for_validation(model: ModelLike):
+    """What onnxruntime loads as the reference: the file itself, or serialized bytes."""
+    if isinstance(model, (str, os.PathLike)):
+        return Path(model)
+    if isinstance(model, onnx.ModelProto):
+        return model.SerializeToString()
+    return ir.to_proto(model).SerializeToString()

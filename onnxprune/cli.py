@@ -1,0 +1,119 @@
+"""Command line: ``onnxprune IN OUT [options]`` and ``onnxprune analyze IN``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from onnxprune import __version__
+from onnxprune.criteria import CRITERIA
+from onnxprune.errors import OnnxPruneError, OptionError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, as for every user error
+        raise OptionError(f"{message} (see '{self.prog} --help')")
+
+
+def _prune_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="onnxprune", description="Structured pruning of ONNX models: removes whole channels "
+                "by rewriting weights and shape constants, then checks the result in onnxruntime. "
+                "Also: 'onnxprune analyze IN' lists channel groups and why some are frozen.")
+    p.add_argument("input", metavar="IN", help="model to prune (.onnx; external data next to it)")
+    p.add_argument("output", metavar="OUT", help="where to write the pruned model (never IN)")
+    p.add_argument("--ratio", default="0", help="fraction of channels removed in every prunable group, in [0, 1) "
+                   "(default 0: nothing)")
+    p.add_argument("--criterion", default="l1", help=f"channel score: {', '.join(CRITERIA)} (default l1)")
+    p.add_argument("--remove", action="append", default=[], metavar="NAME:I,J,...",
+                   help="remove exactly these output channels of the Conv/Gemm/MatMul NAME (node or output "
+                        "tensor name) and everything coupled to them; repeatable; the report lists a plan in "
+                        "this form")
+    p.add_argument("--report", metavar="REPORT.json", help="write the JSON report here")
+    p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison of outputs")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME:D,D,...",
+                   help="shape of a validation input whose declared shape has free dims "
+                        "(default: batch 1, other free dims 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic validation inputs (default 0)")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"onnxprune {__version__}")
+    return p
+
+
+def _analyze_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="onnxprune analyze", description="List channel groups, their members, and frozen groups "
+                "with the reason they cannot be pruned.")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("--verbose", "-v", action="store_true", help="every member of every group")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _parse_shapes(items: list[str]) -> dict[str, tuple]:
+    shapes = {}
+    for item in items:
+        name, sep, dims = item.rpartition(":")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            sep = ""
+        if not sep or not name or any(d <= 0 for d in shapes.get(name, (1,))):
+            raise OptionError(f"--input-shape '{item}': expected NAME:D,D,... with positive integers")
+    return shapes
+
+
+def _run_prune(args) -> int:
+    from onnxprune.api import prune
+    from onnxprune.report import format_summary
+
+    if args.report:
+        report_path = Path(args.report)
+        if not report_path.parent.is_dir():
+            raise OptionError(f"cannot write report {report_path}: folder {report_path.parent} does not exist")
+        if report_path.resolve() == Path(args.input).resolve():
+            raise OptionError("the report path is the input model; choose another path")
+    _, report = prune(args.input, ratio=args.ratio, criterion=args.criterion, remove=args.remove,
+                      validate=not args.no_validate, output=args.output, seed=args.seed,
+                      input_shapes=_parse_shapes(args.input_shape), progress=not args.quiet)
+    report["input"], report["output"] = str(args.input), str(args.output)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    if not args.quiet:
+        print(format_summary(report))
+        print(f"\nwrote {args.output}" + (f" and {args.report}" if args.report else ""))
+    return 0
+
+
+def _run_analyze(args) -> int:
+    from onnxprune.api import analyze
+    from onnxprune.report import analysis_dict, format_analysis
+
+    an = analyze(args.input)
+    print(json.dumps(analysis_dict(an), indent=2) if args.json else format_analysis(an, verbose=args.verbose))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        if argv and argv[0] == "analyze":
+            args = _analyze_parser().parse_args(argv[1:])
+            return _run_analyze(args)
+        args = _prune_parser().parse_args(argv)
+        return _run_prune(args)
+    except OnnxPruneError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"onnxprune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("onnxprune: error: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("onnxprune: error: out of memory", file=sys.stderr)
+        return 2

@@ -1,0 +1,20 @@
+"""Channel scoring criteria: ``(analysis) -> {group id: score per channel}``, lower = pruned first."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from onnxprune.criteria import magnitude
+from onnxprune.errors import OptionError
+
+CRITERIA: dict[str, Callable] = {
+    "l1": magnitude.l1,
+    "l2": magnitude.l2,
+}
+
+
+def get_criterion(name: str) -> Callable:
+    try:
+        return CRITERIA[name]
+    except KeyError:
+        raise OptionError(f"unknown criterion '{name}'; choose one of: {', '.join(CRITERIA)}") from None

@@ -1,0 +1,176 @@
+"""What an op rule sees of one node, and the records it leaves (dims, params, rewrites)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import onnx_ir as ir
+
+if TYPE_CHECKING:
+    from onnxprune.graph.groups import Analysis
+
+Keep = Callable[[np.ndarray], np.ndarray]  # atoms -> bool mask of kept positions
+
+
+@dataclass
+class Dim:
+    """The tracked channel axis of an activation and the atom at each position."""
+
+    axis: int
+    atoms: np.ndarray
+
+
+@dataclass
+class ParamMember:
+    """A constant input of a node that is sliced along ``axis`` when channels go."""
+
+    node: ir.Node
+    input_index: int
+    axis: int
+    atoms: np.ndarray
+    role: str  # "producer" (output filters), "consumer" (input columns), "param" (per-channel values)
+    blocks: int = 1  # >1: grouped-conv input columns, laid out per conv group
+
+    @property
+    def value(self) -> ir.Value:
+        return self.node.inputs[self.input_index]
+
+
+@dataclass
+class Rewrite:
+    """A literal (attribute or constant input) that states a channel count or offset."""
+
+    node: ir.Node
+    what: str
+    apply: Callable[[Keep], None]
+
+
+class RuleUnsupported(Exception):
+    """Raised by a rule for a configuration it cannot prove exact; becomes a freeze reason."""
+
+
+@dataclass
+class NodeContext:
+    analysis: "Analysis"
+    node: ir.Node
+    opset: int
+    handled: set[int] = field(default_factory=set)
+
+    # -- reading the node ---------------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        return f"{self.node.op_type} node '{self.node.name}'"
+
+    def input(self, i: int) -> ir.Value | None:
+        return self.node.inputs[i] if i < len(self.node.inputs) else None
+
+    def dim(self, i: int) -> Dim | None:
+        v = self.input(i)
+        return self.analysis.dims.get(v) if v is not None else None
+
+    def take(self, i: int) -> Dim | None:
+        """The tracked dim of input i, marking it as handled by this rule."""
+        self.handled.add(i)
+        return self.dim(i)
+
+    def const(self, i: int) -> np.ndarray | None:
+        v = self.input(i)
+        if v is None or v.const_value is None:
+            return None
+        return v.const_value.numpy()
+
+    def is_const(self, i: int) -> bool:
+        v = self.input(i)
+        return v is not None and v.const_value is not None
+
+    def attr_int(self, name: str, default: int | None = None) -> int | None:
+        a = self.node.attributes.get(name)
+        return a.as_int() if a is not None else default
+
+    def attr_ints(self, name: str, default=None):
+        a = self.node.attributes.get(name)
+        return list(a.as_ints()) if a is not None else default
+
+    def ints(self, attr: str, index: int) -> list[int] | None:
+        """An int list given as attribute (old opsets) or constant input (new ones); None if absent.
+
+        Raises RuleUnsupported if it is an input computed at run time."""
+        if attr in self.node.attributes:
+            return self.attr_ints(attr)
+        v = self.input(index)
+        if v is None:
+            return None
+        arr = self.const(index)
+        if arr is None:
+            raise RuleUnsupported(f"input '{v.name}' ({attr}) is computed at run time")
+        return [int(x) for x in np.atleast_1d(arr)]
+
+    def shape(self, v: ir.Value | None) -> list | None:
+        """Dims as int (static), str (symbolic) or None (unknown); None if the rank is unknown."""
+        if v is None:
+            return None
+        if v.const_value is not None:
+            return list(v.const_value.shape)
+        if v.shape is None:
+            return None
+        out = []
+        for d in v.shape:
+            if isinstance(d, int):
+                out.append(d)
+            else:
+                out.append(d.value if getattr(d, "value", None) else None)
+        return out
+
+    def rank(self, v: ir.Value | None) -> int:
+        s = self.shape(v)
+        if s is None:
+            raise RuleUnsupported(f"rank of '{v.name if v is not None else '?'}' is unknown")
+        return len(s)
+
+    def size(self, v: ir.Value, axis: int) -> int:
+        s = self.shape(v)
+        if s is None or not isinstance(s[axis], int):
+            raise RuleUnsupported(f"size of axis {axis} of '{v.name}' is not static")
+        return s[axis]
+
+    # -- recording ----------------------------------------------------------------------------
+    def set_output(self, j: int, axis: int, atoms: np.ndarray) -> None:
+        out = self.node.outputs[j]
+        self.analysis.dims[out] = Dim(axis, np.asarray(atoms, dtype=np.int64))
+
+    def new_space(self, size: int) -> np.ndarray:
+        return self.analysis.store.new_space(size, self.node.name or self.node.op_type)
+
+    def frozen_source(self, v: ir.Value, size: int, why: str) -> np.ndarray:
+        """Atoms for channels that come from a tensor we cannot slice (graph input, frozen op...)."""
+        return self.analysis.store.new_space(size, v.name or "?", frozen=f"{self.where}: {why}")
+
+    def couple(self, a: np.ndarray, b: np.ndarray) -> None:
+        if len(a) != len(b):
+            raise RuleUnsupported(f"coupled channel axes differ in size ({len(a)} vs {len(b)})")
+        self.analysis.store.couple(a, b)
+
+    def param(self, i: int, axis: int, atoms: np.ndarray, role: str, blocks: int = 1) -> None:
+        v = self.input(i)
+        size = v.const_value.shape[axis]
+        expected = len(atoms) // blocks if blocks > 1 else len(atoms)
+        if size != expected:
+            raise RuleUnsupported(f"constant '{v.name}' axis {axis} has {size} entries, expected {expected}")
+        self.analysis.params.append(ParamMember(self.node, i, axis % max(len(v.const_value.shape), 1),
+                                                np.asarray(atoms, dtype=np.int64), role, blocks))
+
+    def rewrite(self, what: str, apply: Callable[[Keep], None]) -> None:
+        self.analysis.rewrites.append(Rewrite(self.node, what, apply))
+
+    def balance(self, atoms: np.ndarray, blocks: int) -> None:
+        """Each of ``blocks`` equal runs of ``atoms`` must lose the same number of channels."""
+        self.analysis.balances.append((np.asarray(atoms).reshape(blocks, -1), self.where))
+
+    def freeze_inputs(self, reason: str) -> None:
+        for i, v in enumerate(self.node.inputs):
+            d = self.analysis.dims.get(v) if v is not None else None
+            if d is not None:
+                self.analysis.store.freeze(d.atoms, f"{self.where}: {reason}")
+            self.handled.add(i)

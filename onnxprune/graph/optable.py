@@ -1,0 +1,86 @@
+"""THE op table: (domain, op type, opset range) -> the rule that maps its channel axes.
+
+An op not listed here freezes every channel group that reaches it; nothing is assumed element-wise.
+Ranges are inclusive; ``None`` means open-ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from onnxprune.graph.rules import conv, elementwise, layout, linear, norm, pool, reduce
+
+
+@dataclass(frozen=True)
+class Entry:
+    op: str
+    rule: Callable
+    since: int = 1
+    until: int | None = None
+    domain: str = ""
+
+
+_UNARY = [
+    "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
+    "Gelu", "Erf", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Shrink", "Identity", "Dropout",
+    "Cast", "CastLike", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round",
+    "Sign", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
+    "Not", "IsNaN", "IsInf",
+]
+_BROADCAST = [
+    "Add", "Sub", "Mul", "Div", "Pow", "Sum", "Max", "Min", "Mean", "PRelu", "Where", "Mod",
+    "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor",
+    "BitwiseAnd", "BitwiseOr", "BitwiseXor",
+]
+_POOL = ["MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"]
+_REDUCE = [
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
+]
+
+TABLE: list[Entry] = [
+    *(Entry(op, elementwise.passthrough) for op in _UNARY),
+    *(Entry(op, elementwise.broadcast) for op in _BROADCAST),
+    Entry("Conv", conv.conv),
+    Entry("ConvTranspose", conv.conv_transpose),
+    Entry("Gemm", linear.gemm),
+    Entry("MatMul", linear.matmul),
+    Entry("BatchNormalization", norm.per_channel_norm),
+    Entry("InstanceNormalization", norm.per_channel_norm),
+    Entry("LayerNormalization", norm.layer_norm, since=17),
+    Entry("Softmax", norm.softmax),
+    Entry("LogSoftmax", norm.softmax),
+    Entry("Hardmax", norm.softmax),
+    Entry("LpNormalization", norm.lp_norm),
+    Entry("MeanVarianceNormalization", norm.mean_variance_norm),
+    *(Entry(op, pool.pool) for op in _POOL),
+    Entry("Pad", pool.pad),
+    Entry("Resize", pool.resize, since=10),
+    Entry("Upsample", pool.resize, until=9),
+    Entry("Concat", layout.concat),
+    Entry("Split", layout.split),
+    Entry("Slice", layout.slice_),
+    Entry("Gather", layout.gather),
+    Entry("Transpose", layout.transpose),
+    Entry("Squeeze", layout.squeeze),
+    Entry("Unsqueeze", layout.unsqueeze),
+    Entry("Flatten", layout.flatten),
+    Entry("Reshape", layout.reshape, since=5),
+    *(Entry(op, reduce.reduce) for op in _REDUCE),
+    Entry("ArgMax", reduce.arg_reduce),
+    Entry("ArgMin", reduce.arg_reduce),
+]
+
+_INDEX: dict[tuple[str, str], list[Entry]] = {}
+for _e in TABLE:
+    _INDEX.setdefault((_e.domain, _e.op), []).append(_e)
+
+
+def lookup(domain: str, op: str, opset: int) -> Callable | None:
+    """The rule for this op at this opset, or None (the caller freezes what reaches the node)."""
+    domain = "" if domain == "ai.onnx" else domain
+    for e in _INDEX.get((domain, op), ()):
+        if e.since <= opset and (e.until is None or opset <= e.until):
+            return e.rule
+    return None

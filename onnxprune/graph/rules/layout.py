@@ -1,0 +1,274 @@
+"""Ops that move, cut, join or reshape the channel axis; literal sizes they state are rewritten."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxprune.graph.context import NodeContext, RuleUnsupported
+from onnxprune.graph.edit import set_constant_input, set_ints_attr
+
+
+def _only_input0_tracked(ctx: NodeContext):
+    d = ctx.take(0)
+    for i in range(1, len(ctx.node.inputs)):
+        if ctx.take(i) is not None:
+            raise RuleUnsupported(f"input {i} carries channels")
+    return d
+
+
+def _set_ints(ctx: NodeContext, attr: str, index: int, values: list[int]) -> None:
+    """Write an int list back where the node keeps it (attribute or constant input)."""
+    if attr in ctx.node.attributes:
+        set_ints_attr(ctx.node, attr, values)
+    else:
+        set_constant_input(ctx.node, index, np.array(values, dtype=np.int64))
+
+
+def transpose(ctx: NodeContext) -> None:
+    d = _only_input0_tracked(ctx)
+    if d is None:
+        return
+    r = ctx.rank(ctx.input(0))
+    perm = ctx.attr_ints("perm", list(reversed(range(r))))
+    ctx.set_output(0, perm.index(d.axis), d.atoms)
+
+
+def squeeze(ctx: NodeContext) -> None:
+    d = _only_input0_tracked(ctx)
+    if d is None:
+        return
+    shape = ctx.shape(ctx.input(0))
+    r = len(shape)
+    axes = ctx.ints("axes", 1)
+    if axes is None:
+        if any(not isinstance(s, int) for s in shape):
+            raise RuleUnsupported("squeezed axes depend on run-time sizes")
+        axes = [i for i, s in enumerate(shape) if s == 1]
+    axes = [a % r for a in axes]
+    if d.axis in axes:
+        raise RuleUnsupported("it squeezes the channel axis")
+    ctx.set_output(0, d.axis - sum(a < d.axis for a in axes), d.atoms)
+
+
+def unsqueeze(ctx: NodeContext) -> None:
+    d = _only_input0_tracked(ctx)
+    if d is None:
+        return
+    rout = ctx.rank(ctx.node.outputs[0])
+    axes = sorted(a % rout for a in ctx.ints("axes", 1))
+    kept = [i for i in range(rout) if i not in axes]
+    ctx.set_output(0, kept[d.axis], d.atoms)
+
+
+def flatten(ctx: NodeContext) -> None:
+    """A channel owns a block of inner-size consecutive features, repeated outer-size times."""
+    d = _only_input0_tracked(ctx)
+    if d is None:
+        return
+    shape = ctx.shape(ctx.input(0))
+    r = len(shape)
+    axis = ctx.attr_int("axis", 1) % r if r else 0
+    if d.axis < axis:
+        if all(s == 1 for i, s in enumerate(shape[:axis]) if i != d.axis):
+            ctx.set_output(0, 0, d.atoms)
+            return
+        raise RuleUnsupported("it merges the channel axis into the leading axis with other axes")
+    inner = _static_prod(shape[d.axis + 1:])
+    outer = _static_prod(shape[axis:d.axis])
+    ctx.set_output(0, 1, np.tile(np.repeat(d.atoms, inner), outer))
+
+
+def _static_prod(dims) -> int:
+    if any(not isinstance(s, int) for s in dims):
+        raise RuleUnsupported("the axes merged with the channels are not static")
+    return int(np.prod(dims)) if dims else 1
+
+
+def reshape(ctx: NodeContext) -> None:
+    """Reshape that keeps the channel axis whole, or merges it with neighbouring static axes."""
+    d = _only_input0_tracked(ctx)
+    if d is None:
+        return
+    target = ctx.const(1)
+    if target is None:
+        raise RuleUnsupported("its target shape is computed at run time")
+    target = [int(t) for t in target]
+    s = ctx.shape(ctx.input(0))
+    t = ctx.shape(ctx.node.outputs[0])
+    if s is None or t is None or len(t) != len(target):
+        raise RuleUnsupported("input or output shape is unknown")
+    allowzero = ctx.attr_int("allowzero", 0)
+    a = d.axis
+    # Find the output axis j whose span of input axes [a0, a1) contains the channel axis:
+    # prod(s[:a0]) == prod(t[:j]) and s[a0:a1] multiplies to t[j].
+    for j in range(len(t)):
+        for a0 in range(a + 1):
+            if not _same_prod(s[:a0], t[:j]):
+                continue
+            for a1 in range(a + 1, len(s) + 1):
+                if _same_prod(s[a0:a1], [t[j]]):
+                    break
+            else:
+                continue
+            inner = _static_prod(s[a + 1:a1])
+            outer = _static_prod(s[a0:a])
+            atoms = np.tile(np.repeat(d.atoms, inner), outer)
+            if target[j] == 0 and not allowzero and not (j == a and a0 == a and a1 == a + 1):
+                raise RuleUnsupported("a 0 (copy) entry stands for a merged channel axis")
+            if target[j] > 0:
+                node, entry = ctx.node, j
+
+                def _rewrite(keep, node=node, target=target, entry=entry, atoms=atoms):
+                    new = np.array(target, dtype=np.int64)
+                    new[entry] = int(keep(atoms).sum())
+                    set_constant_input(node, 1, new)
+
+                ctx.rewrite("Reshape shape", _rewrite)
+            ctx.set_output(0, j, atoms)
+            return
+    raise RuleUnsupported(f"it splits the channel axis ({s} -> {t})")
+
+
+def _same_prod(x, y) -> bool:
+    """Products of dims equal, symbolic dims matched by name (unknown dims never match)."""
+    def split(dims):
+        n, names = 1, []
+        for v in dims:
+            if isinstance(v, int):
+                n *= v
+            elif v is None:
+                return None
+            else:
+                names.append(v)
+        return n, sorted(names)
+    a, b = split(x), split(y)
+    return a is not None and a == b
+
+
+def concat(ctx: NodeContext) -> None:
+    out = ctx.node.outputs[0]
+    r = ctx.rank(out)
+    axis = ctx.attr_int("axis", 0) % r
+    dims = [ctx.take(i) for i in range(len(ctx.node.inputs))]
+    tracked_axes = {d.axis for d in dims if d is not None}
+    if not tracked_axes:
+        return
+    if len(tracked_axes) > 1:
+        raise RuleUnsupported("inputs carry channels on different axes")
+    (taxis,) = tracked_axes
+    if taxis == axis:
+        parts = []
+        for i, (v, d) in enumerate(zip(ctx.node.inputs, dims)):
+            if d is not None:
+                parts.append(d.atoms)
+            else:
+                parts.append(ctx.frozen_source(v, ctx.size(v, axis), f"input '{v.name}' is concatenated without tracked channels"))
+        ctx.set_output(0, axis, np.concatenate(parts))
+        return
+    atoms = next(d.atoms for d in dims if d is not None)
+    for v, d in zip(ctx.node.inputs, dims):
+        if d is not None:
+            ctx.couple(atoms, d.atoms)
+        else:
+            ctx.couple(atoms, ctx.frozen_source(v, ctx.size(v, taxis), f"input '{v.name}' has channels that cannot be removed"))
+    ctx.set_output(0, taxis, atoms)
+
+
+def split(ctx: NodeContext) -> None:
+    d = _only_input0_tracked(ctx)
+    if d is None:
+        return
+    r = ctx.rank(ctx.input(0))
+    axis = ctx.attr_int("axis", 0) % r
+    outs = ctx.node.outputs
+    if d.axis != axis:
+        for j in range(len(outs)):
+            ctx.set_output(j, d.axis, d.atoms)
+        return
+    sizes = ctx.ints("split", 1)
+    n = len(d.atoms)
+    if sizes is None:
+        k = len(outs)
+        chunk = -(-n // k)
+        sizes = [min(chunk, n - i * chunk) for i in range(k)]
+    if sum(sizes) != n:
+        raise RuleUnsupported(f"split sizes {sizes} do not add up to {n} channels")
+    bounds = np.cumsum([0] + list(sizes))
+    pieces = [d.atoms[bounds[j]:bounds[j + 1]] for j in range(len(outs))]
+    node = ctx.node
+    has_input = len(node.inputs) > 1 and node.inputs[1] is not None
+
+    def _rewrite(keep, node=node, pieces=pieces, has_input=has_input):
+        new = [int(keep(p).sum()) for p in pieces]
+        if "num_outputs" in node.attributes:
+            del node.attributes["num_outputs"]
+        if ctx.opset >= 13:
+            if has_input:
+                set_constant_input(node, 1, np.array(new, dtype=np.int64))
+            else:
+                import onnx_ir as ir
+                name = f"{node.name or 'split'}__sizes"
+                v = ir.Value(name=name, shape=ir.Shape([len(new)]), type=ir.TensorType(ir.DataType.INT64),
+                             const_value=ir.tensor(np.array(new, dtype=np.int64), name=name))
+                node.graph.register_initializer(v)
+                node.resize_inputs(2)
+                node.replace_input_with(1, v)
+        else:
+            set_ints_attr(node, "split", new)
+
+    ctx.rewrite("Split sizes", _rewrite)
+    for j, p in enumerate(pieces):
+        ctx.set_output(j, axis, p)
+
+
+def slice_(ctx: NodeContext) -> None:
+    d = _only_input0_tracked(ctx)
+    if d is None:
+        return
+    r = ctx.rank(ctx.input(0))
+    starts = ctx.ints("starts", 1)
+    ends = ctx.ints("ends", 2)
+    axes = ctx.ints("axes", 3) if ("axes" in ctx.node.attributes or ctx.input(3) is not None) else None
+    steps = ctx.ints("steps", 4) if ctx.input(4) is not None else None
+    axes = [a % r for a in axes] if axes is not None else list(range(len(starts)))
+    if d.axis not in axes:
+        ctx.set_output(0, d.axis, d.atoms)
+        return
+    k = axes.index(d.axis)
+    if steps is not None and steps[k] != 1:
+        raise RuleUnsupported("it slices the channel axis with a step other than 1")
+    n = len(d.atoms)
+    start, stop, _ = slice(starts[k], ends[k]).indices(n)
+    stop = max(stop, start)
+    before, piece = d.atoms[:start], d.atoms[start:stop]
+    node = ctx.node
+
+    def _rewrite(keep, node=node, before=before, piece=piece, k=k, starts=starts, ends=ends):
+        new_start = int(keep(before).sum())
+        new_starts, new_ends = list(starts), list(ends)
+        new_starts[k] = new_start
+        new_ends[k] = new_start + int(keep(piece).sum())
+        _set_ints_on(node, "starts", 1, new_starts)
+        _set_ints_on(node, "ends", 2, new_ends)
+
+    ctx.rewrite("Slice bounds", _rewrite)
+    ctx.set_output(0, d.axis, piece)
+
+
+def _set_ints_on(node, attr: str, index: int, values: list[int]) -> None:
+    if attr in node.attributes:
+        set_ints_attr(node, attr, values)
+    else:
+        set_constant_input(node, index, np.array(values, dtype=node.inputs[index].const_value.numpy().dtype))
+
+
+def gather(ctx: NodeContext) -> None:
+    d = _only_input0_tracked(ctx)
+    if d is None:
+        return
+    r = ctx.rank(ctx.input(0))
+    axis = ctx.attr_int("axis", 0) % r
+    if axis == d.axis:
+        raise RuleUnsupported("it gathers along the channel axis")
+    ri = ctx.rank(ctx.input(1))
+    ctx.set_output(0, d.axis if d.axis < axis else d.axis + ri - 1, d.atoms)

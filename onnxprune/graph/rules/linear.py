@@ -1,0 +1,81 @@
+"""Gemm and MatMul: the contraction axis consumes channels, a constant weight makes new ones."""
+
+from __future__ import annotations
+
+from onnxprune.graph.context import NodeContext, RuleUnsupported
+
+
+def gemm(ctx: NodeContext) -> None:
+    trans_a = ctx.attr_int("transA", 0)
+    trans_b = ctx.attr_int("transB", 0)
+    if not ctx.is_const(1):
+        if ctx.dim(1) is not None:
+            raise RuleUnsupported("B is an activation that carries channels")
+        if ctx.dim(0) is not None:
+            raise RuleUnsupported("B is computed at run time, so A's channels cannot be removed")
+        return
+    bshape = ctx.input(1).const_value.shape
+    k_axis_b, n_axis_b = (1, 0) if trans_b else (0, 1)
+    d = ctx.take(0)
+    ctx.take(1)
+    if d is not None:
+        if d.axis != (0 if trans_a else 1):
+            raise RuleUnsupported("A carries channels on its row axis")
+        ctx.param(1, k_axis_b, d.atoms, "consumer")
+    out = ctx.new_space(bshape[n_axis_b])
+    ctx.param(1, n_axis_b, out, "producer")
+    if ctx.input(2) is not None:
+        dc = ctx.take(2)
+        cshape = ctx.shape(ctx.input(2))
+        if dc is not None:
+            raise RuleUnsupported("C carries channels")
+        if cshape and cshape[-1] != 1:
+            if ctx.is_const(2):
+                ctx.param(2, len(cshape) - 1, out, "param")
+            else:
+                ctx.couple(out, ctx.frozen_source(ctx.input(2), bshape[n_axis_b], "bias C is computed at run time"))
+    ctx.set_output(0, 1, out)
+
+
+def matmul(ctx: NodeContext) -> None:
+    a, b = ctx.input(0), ctx.input(1)
+    ra, rb = ctx.rank(a), ctx.rank(b)
+    if ra < 2 or rb < 2:
+        if ctx.dim(0) is not None or ctx.dim(1) is not None:
+            raise RuleUnsupported("1-D operand")
+        return
+    rout = ctx.rank(ctx.node.outputs[0])
+    da, db = ctx.take(0), ctx.take(1)
+    out_axis, out_atoms = None, None
+    # Contraction axis: A's last and B's second to last must lose the same channels.
+    ka = da.atoms if da is not None and da.axis == ra - 1 else None
+    kb = db.atoms if db is not None and db.axis == rb - 2 else None
+    if ka is not None or kb is not None:
+        if ka is not None and kb is not None:
+            ctx.couple(ka, kb)
+        elif ka is not None:
+            if ctx.is_const(1):
+                ctx.param(1, rb - 2, ka, "consumer")
+            else:
+                ctx.couple(ka, ctx.frozen_source(b, len(ka), "B is an activation without tracked channels"))
+        else:
+            if ctx.is_const(0):
+                ctx.param(0, ra - 1, kb, "consumer")
+            else:
+                ctx.couple(kb, ctx.frozen_source(a, len(kb), "A is an activation without tracked channels"))
+    # Row axis of A / column axis of B pass through.
+    if da is not None and da.axis == ra - 2:
+        out_axis, out_atoms = rout - 2, da.atoms
+    if db is not None and db.axis == rb - 1:
+        out_axis, out_atoms = rout - 1, db.atoms
+    for d, r, name in ((da, ra, "A"), (db, rb, "B")):
+        if d is not None and d.axis < r - 2:
+            raise RuleUnsupported(f"{name} carries channels on a batch axis")
+    if ctx.is_const(1) and out_axis is None:
+        out_atoms = ctx.new_space(ctx.input(1).const_value.shape[-1])
+        out_axis = rout - 1
+        ctx.param(1, rb - 1, out_atoms, "producer")
+    elif ctx.is_const(1) and out_axis == rout - 2:
+        raise RuleUnsupported("A carries channels on its rows while B makes new ones")
+    if out_axis is not None:
+        ctx.set_output(0, out_axis, out_atoms)

@@ -1,0 +1,142 @@
+"""Loading and saving models through onnx-ir: weights stay memory-mapped, IN is never written."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import onnx_ir as ir
+
+from onnxprune.errors import InputError, OptionError
+
+
+def load_model(path: str | os.PathLike) -> ir.Model:
+    """Load IN with its external data resolved next to it; raise InputError on anything unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected an .onnx file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+    try:
+        model = ir.load(path)
+    except Exception as exc:  # protobuf raises several unrelated types on garbage
+        raise InputError(f"{path}: not a readable ONNX model ({_short(exc)})") from exc
+    if len(model.graph) == 0 or not model.graph.outputs:
+        raise InputError(f"{path}: not a readable ONNX model (the graph has no nodes or outputs)")
+    _check_external_data(model, path)
+    return model
+
+
+def _check_external_data(model: ir.Model, path: Path) -> None:
+    """Fail early and clearly if an external-data file is missing or too short."""
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            data = Path(tensor.base_dir) / tensor.location
+            if not data.is_file():
+                raise InputError(
+                    f"{path}: external data file '{tensor.location}' for tensor '{value.name}' "
+                    f"not found next to the model (looked at {data})"
+                )
+            if data.stat().st_size < tensor.offset + tensor.length if tensor.length else False:
+                raise InputError(
+                    f"{path}: external data file '{tensor.location}' is truncated "
+                    f"(tensor '{value.name}' needs bytes up to {tensor.offset + tensor.length})"
+                )
+
+
+def check_output_path(in_path: str | os.PathLike | None, out_path: str | os.PathLike) -> Path:
+    """Refuse OUT == IN and an OUT whose folder cannot be written, before any work is done."""
+    out = Path(out_path)
+    if in_path is not None:
+        src = Path(in_path)
+        if out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(out, src)):
+            raise OptionError(f"output {out} is the input model; choose another output path")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OptionError(f"cannot write {out}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OptionError(f"cannot write {out}: folder {parent} is not writable")
+    if out.is_dir():
+        raise OptionError(f"cannot write {out}: it is a directory")
+    return out
+
+
+# Models whose weights would not fit one protobuf (2 GiB) are written with external data.
+_EXTERNAL_THRESHOLD = 1_800_000_000
+
+
+def save_model(model: ir.Model, out_path: str | os.PathLike, external_data: bool | None = None,
+               before_replace: Callable[[Path], None] | None = None) -> Path:
+    """Write atomically: a temp file beside OUT, then rename; external data goes next to OUT.
+
+    ``external_data=None`` keeps external data when the input had it or the weights are large.
+    ``before_replace(temp_path)`` runs on the written temp model (e.g. validation); if it raises,
+    nothing is left at OUT.
+    """
+    out = Path(out_path)
+    if external_data is None:
+        external_data = _uses_external_data(model) or _weight_bytes(model) > _EXTERNAL_THRESHOLD
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    data_name = f"{out.name}.data"
+    tmp_data = out.parent / f".{data_name}.tmp{os.getpid()}"
+    try:
+        if external_data:
+            # onnx-ir writes the data file relative to the model file; give it its final name
+            # in the model, then move both into place.
+            ir.save(model, tmp, external_data=tmp_data.name)
+            if before_replace is not None:
+                before_replace(tmp)
+            _relocate_external_name(tmp, tmp_data.name, data_name)
+            os.replace(tmp_data, out.parent / data_name)
+        else:
+            ir.save(model, tmp)
+            if before_replace is not None:
+                before_replace(tmp)
+        os.replace(tmp, out)
+    except Exception as exc:
+        for leftover in (tmp, tmp_data):
+            if leftover.exists():
+                leftover.unlink()
+        if isinstance(exc, OSError):
+            raise OptionError(f"cannot write {out}: {exc.strerror or exc}") from exc
+        raise
+    return out
+
+
+def _relocate_external_name(model_file: Path, old: str, new: str) -> None:
+    """Point every external tensor of a saved model at the final data file name."""
+    proto = onnx.load(model_file, load_external_data=False)
+    for tensor in _all_tensors(proto):
+        for entry in tensor.external_data:
+            if entry.key == "location" and entry.value == old:
+                entry.value = new
+    onnx.save(proto, model_file)
+
+
+def _all_tensors(proto: onnx.ModelProto):
+    yield from proto.graph.initializer
+    for node in proto.graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+
+
+def _uses_external_data(model: ir.Model) -> bool:
+    return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
+
+
+def _weight_bytes(model: ir.Model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

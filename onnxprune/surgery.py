@@ -1,0 +1,61 @@
+"""Apply a plan: slice every member of every touched group, rewrite literal sizes, re-infer shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.errors import PlanError
+from onnxprune.graph import Analysis
+from onnxprune.graph.context import ParamMember
+from onnxprune.graph.edit import set_constant_input
+from onnxprune.passes.normalize import clear_inferred_shapes, infer_shapes
+from onnxprune.plan import Plan, check_removable
+
+
+def apply_plan(analysis: Analysis, plan: Plan) -> None:
+    """Remove the plan's channels from ``analysis.model`` in place."""
+    if getattr(analysis, "applied", False):
+        raise PlanError("this analysis was already used to prune its model; analyse the pruned model again")
+    removed_root = np.zeros(len(analysis.roots), dtype=bool)
+    for gid, cls in plan.removed.items():
+        group = analysis.groups[gid]
+        if group.frozen:
+            raise PlanError(f"group '{group.name}' is frozen: " + "; ".join(group.frozen))
+        check_removable(group, cls)
+        removed_root[group.classes[cls]] = True
+    if not removed_root.any():
+        analysis.applied = True
+        return
+
+    def keep(atoms: np.ndarray) -> np.ndarray:
+        return ~removed_root[analysis.roots[atoms]]
+
+    members: dict[tuple[int, int], list[ParamMember]] = {}
+    for p in analysis.params:
+        expected = len(p.atoms) // p.blocks
+        if p.value.const_value is None or p.value.const_value.shape[p.axis] != expected:
+            raise PlanError(f"constant '{p.value.name}' no longer has the size the plan was made for "
+                            "(was the plan applied already?)")
+        if keep(p.atoms).all():
+            continue
+        members.setdefault((id(p.node), p.input_index), []).append(p)
+    analysis.applied = True
+    for group_members in members.values():
+        group_members.sort(key=lambda m: m.blocks == 1)  # grouped columns first: they need the original rows
+        node, index = group_members[0].node, group_members[0].input_index
+        arr = node.inputs[index].const_value.numpy()
+        for m in group_members:
+            arr = _slice_grouped(arr, keep(m.atoms), m.blocks) if m.blocks > 1 else np.compress(keep(m.atoms), arr, axis=m.axis)
+        set_constant_input(node, index, arr)
+    for r in analysis.rewrites:
+        r.apply(keep)
+    clear_inferred_shapes(analysis.model)
+    infer_shapes(analysis.model)
+
+
+def _slice_grouped(w: np.ndarray, mask: np.ndarray, groups: int) -> np.ndarray:
+    """Input columns of a grouped conv: rows of conv group b keep the columns kept in block b."""
+    mask = mask.reshape(groups, -1)
+    rows = w.reshape(groups, w.shape[0] // groups, *w.shape[1:])
+    return np.concatenate([rows[b][:, mask[b]] for b in range(groups)], axis=0)
