@@ -68,7 +68,7 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
         stages.next("loading")
         original = _original_for_validation(model) if validate else None
         m = load_normalized(model)
-        params_before, macs_before = count_params(m), count_macs(m)
+        params_before, macs_before = count_params(m), count_macs(m, input_shapes)
         stages.next("analysing channel groups")
         analysis = analyze_groups(m)
         stages.next(f"scoring ({criterion})" if not remove else "planning removals")
@@ -78,7 +78,7 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
         apply_plan(analysis, plan)
         report = build_report(analysis, plan, specs, criterion=None if remove else criterion,
                               ratio=None if remove else ratio, params=(params_before, count_params(m)),
-                              macs=(macs_before, count_macs(m)))
+                              macs=(macs_before, count_macs(m, input_shapes)))
         stages.next("saving" if output is not None else "serialising")
         return _finish(m, report, original, output, seed, input_shapes, stages)
 

@@ -18,11 +18,47 @@ def count_params(model: ir.Model) -> int:
 def _static(shape) -> list[int] | None:
     if shape is None:
         return None
-    return [d if isinstance(d, int) else 1 for d in shape]  # symbolic dims count as 1 (batch 1)
+    return [d if isinstance(d, int) and d > 0 else 1 for d in shape]
 
 
-def count_macs(model: ir.Model) -> int:
-    """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul from inferred shapes."""
+def concrete_input_shapes(model: ir.Model, overrides: dict[str, tuple] | None = None) -> dict[str, tuple]:
+    """The shapes MACs are counted at: declared static dims, batch 1, other free dims 64 (as validation)."""
+    from onnxprune.validate.fidelity import DEFAULT_BATCH, DEFAULT_FREE_DIM
+    shapes = {}
+    for v in model.graph.inputs:
+        if overrides and v.name in overrides:
+            shapes[v.name] = tuple(overrides[v.name])
+        elif v.shape is not None:
+            shapes[v.name] = tuple(d if isinstance(d, int) and d > 0 else (DEFAULT_BATCH if i == 0 else DEFAULT_FREE_DIM)
+                                   for i, d in enumerate(v.shape))
+    return shapes
+
+
+def count_macs(model: ir.Model, input_shapes: dict[str, tuple] | None = None) -> int:
+    """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul at concrete input shapes.
+
+    Free input dims are fixed for the count only (shapes re-inferred), then restored."""
+    from onnxprune.passes.normalize import clear_inferred_shapes, infer_shapes
+    shapes = concrete_input_shapes(model, input_shapes)
+    declared = {v.name: v.shape for v in model.graph.inputs}
+    dynamic = any(declared[n] is None or list(declared[n]) != list(s) for n, s in shapes.items())
+    if dynamic:
+        for v in model.graph.inputs:
+            if v.name in shapes:
+                v.shape = ir.Shape(shapes[v.name])
+        clear_inferred_shapes(model)
+        infer_shapes(model)
+    try:
+        return _count(model)
+    finally:
+        if dynamic:
+            for v in model.graph.inputs:
+                v.shape = declared[v.name]
+            clear_inferred_shapes(model)
+            infer_shapes(model)
+
+
+def _count(model: ir.Model) -> int:
     total = 0
     for node in model.graph:
         op = node.op_type

@@ -31,23 +31,33 @@ def check_ratio(ratio) -> float:
     return r
 
 
+def balanced_parts(group: Group) -> list[np.ndarray]:
+    """The group's classes as [n_blocks, per_block] arrays: each grouped-conv constraint, then the
+    unconstrained rest as one block. Allocation removes equal counts per row, keeping one per row."""
+    parts = list(group.blocks)
+    constrained = set(np.concatenate([b.ravel() for b in parts]).tolist()) if parts else set()
+    rest = np.array([k for k in range(group.size) if k not in constrained], dtype=np.int64)
+    if len(rest):
+        parts.append(rest[None, :])
+    return parts
+
+
 def allocate_local(analysis: Analysis, scores: dict[int, np.ndarray], ratio: float) -> Plan:
     """The same ratio in every prunable group, lowest scores first, at least one channel kept
-    (per conv group where the group is balanced over a grouped conv)."""
+    (in every conv group where a grouped conv reads the group)."""
     plan = Plan()
     for group in analysis.prunable_groups:
         s = scores[group.id]
-        blocks = group.blocks if group.blocks is not None else np.arange(group.size)[None, :]
-        per = blocks.shape[1]
-        k = min(int(np.floor(ratio * per + 1e-9)), per - 1)
-        if k <= 0:
-            continue
         chosen = []
-        for block in blocks:
-            order = np.lexsort((block, s[block]))  # score, then index: deterministic ties
-            chosen.extend(block[order[:k]].tolist())
-        plan.removed[group.id] = np.array(sorted(chosen), dtype=np.int64)
-        plan.reasons[group.id] = f"lowest {k * len(blocks)} of {group.size} by score"
+        for blocks in balanced_parts(group):
+            per = blocks.shape[1]
+            k = min(int(np.floor(ratio * per + 1e-9)), per - 1)
+            for block in blocks if k > 0 else ():
+                order = np.lexsort((block, s[block]))  # score, then index: deterministic ties
+                chosen.extend(block[order[:k]].tolist())
+        if chosen:
+            plan.removed[group.id] = np.array(sorted(chosen), dtype=np.int64)
+            plan.reasons[group.id] = f"lowest {len(chosen)} of {group.size} by score"
     return plan
 
 
@@ -84,13 +94,13 @@ def plan_from_removals(analysis: Analysis, specs: list[str]) -> Plan:
 def check_removable(group: Group, cls: np.ndarray) -> None:
     if len(cls) >= group.size:
         raise PlanError(f"group '{group.name}' would lose all {group.size} channels; keep at least one")
-    if group.blocks is not None:
-        counts = [int(np.isin(b, cls).sum()) for b in group.blocks]
+    for blocks in group.blocks:
+        counts = [int(np.isin(b, cls).sum()) for b in blocks]
         if len(set(counts)) > 1:
-            raise PlanError(f"group '{group.name}' feeds a grouped conv: remove the same number of channels "
-                            f"from each of its {len(group.blocks)} conv groups (got {counts})")
-        if counts[0] >= group.blocks.shape[1]:
-            raise PlanError(f"group '{group.name}' would empty its conv groups")
+            raise PlanError(f"group '{group.name}' meets a grouped conv: remove the same number of channels "
+                            f"from each of its {len(blocks)} conv groups (got {counts})")
+        if counts[0] >= blocks.shape[1]:
+            raise PlanError(f"group '{group.name}' would empty the conv groups of a grouped conv")
 
 
 def replay_specs(analysis: Analysis, plan: Plan) -> dict[int, list[str]]:

@@ -23,7 +23,8 @@ class Group:
     producers: list[ParamMember] = field(default_factory=list)
     params: list[ParamMember] = field(default_factory=list)
     dims: list[tuple[ir.Value, Dim]] = field(default_factory=list)
-    blocks: np.ndarray | None = None  # [n_blocks, per_block] class indices that lose equal counts
+    # Grouped convs: each [n_blocks, per_block] array of class indices must lose equal counts per row.
+    blocks: list[np.ndarray] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -38,8 +39,8 @@ class Group:
         lines = [f"group {self.id} '{self.name}': {self.size} channels" + (" (frozen)" if self.frozen else "")]
         for reason in self.frozen:
             lines.append(f"  frozen: {reason}")
-        if self.blocks is not None:
-            lines.append(f"  balanced over {len(self.blocks)} conv groups")
+        for b in self.blocks:
+            lines.append(f"  {b.size} channels balanced over {len(b)} conv groups")
         for p in self.producers + self.params:
             lines.append(f"  {p.role:9s} {p.node.op_type} '{p.node.name}' input {p.input_index} "
                          f"'{p.value.name}' axis {p.axis}")
@@ -193,21 +194,31 @@ def _build_groups(an: Analysis) -> None:
 
 
 def _attach_balances(an: Analysis, gid_of, grp_roots) -> None:
+    """Record each grouped conv's equal-loss blocks on its group; overlapping, unequal ones freeze."""
     for blocks, where in an.balances:
         gids = {gid_of[int(grp_roots[a])] for a in blocks.ravel().tolist()}
         if len(gids) > 1:
             for gid in gids:
-                an.groups[gid].frozen.append(f"{where}: its conv groups span several channel groups")
+                _add_reason(an.groups[gid], f"{where}: its conv groups span several channel groups")
             continue
         g = an.groups[gids.pop()]
-        idx = np.vectorize(lambda a: an.class_group[int(an.roots[a])][1])(blocks)
-        if g.blocks is None:
-            g.blocks = idx
-        elif not (g.blocks.shape == idx.shape and np.array_equal(np.sort(g.blocks, axis=1), np.sort(idx, axis=1))):
-            reason = f"{where}: conv-group constraints that do not line up"
-            if reason not in g.frozen:
-                g.frozen.append(reason)
-        if len(np.unique(idx)) != idx.size or len(np.unique(idx)) != g.size:
-            reason = f"{where}: its conv groups do not partition the channel group"
-            if reason not in g.frozen:
-                g.frozen.append(reason)
+        idx = np.array([[an.class_group[int(an.roots[a])][1] for a in row] for row in blocks.tolist()])
+        if len(np.unique(idx)) != idx.size:
+            _add_reason(g, f"{where}: a channel appears in two of its conv groups")
+            continue
+        canon = np.sort(idx, axis=1)
+        canon = canon[np.argsort(canon[:, 0])]
+        members = set(idx.ravel().tolist())
+        for other in g.blocks:
+            if np.array_equal(other, canon):
+                break
+            if members & set(other.ravel().tolist()):
+                _add_reason(g, f"{where}: grouped convs split this channel group in different ways")
+                break
+        else:
+            g.blocks.append(canon)
+
+
+def _add_reason(group: Group, reason: str) -> None:
+    if reason not in group.frozen:
+        group.frozen.append(reason)

@@ -67,6 +67,8 @@ TABLE: list[Entry] = [
     Entry("Unsqueeze", layout.unsqueeze),
     Entry("Flatten", layout.flatten),
     Entry("Reshape", layout.reshape, since=5),
+    Entry("Shape", layout.shape_of),
+    Entry("Size", layout.shape_of),
     *(Entry(op, reduce.reduce) for op in _REDUCE),
     Entry("ArgMax", reduce.arg_reduce),
     Entry("ArgMin", reduce.arg_reduce),

@@ -272,3 +272,9 @@ def gather(ctx: NodeContext) -> None:
         raise RuleUnsupported("it gathers along the channel axis")
     ri = ctx.rank(ctx.input(1))
     ctx.set_output(0, d.axis if d.axis < axis else d.axis + ri - 1, d.atoms)
+
+
+def shape_of(ctx: NodeContext) -> None:
+    """Shape/Size read the channel count: whatever they feed would change with pruning."""
+    if ctx.take(0) is not None:
+        raise RuleUnsupported("it reads the channel count at run time (a data-dependent shape)")

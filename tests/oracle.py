@@ -1,0 +1,59 @@
+"""The exactness oracle: plant dead channels, prune them, require identical outputs.
+
+Planting: pick channels with the library's own allocation (random scores, so any channel can be
+picked), then zero every weight that reads them (consumer columns) and everything that makes them
+(producer filters, biases, additive constants, BN shift and mean). Those channels are then invisible
+to the output, and the l1 criterion must rank them lowest. Pruning the planted model at the same
+ratio must remove exactly them and leave the outputs equal within 1e-5 relative.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.api import load_normalized
+from onnxprune.graph import analyze_groups
+from onnxprune.graph.context import ParamMember
+from onnxprune.plan import Plan, allocate_local
+
+# Per-channel constants that add to a dead channel (so must be zeroed to keep it at 0).
+_ADDITIVE = {("Conv", 2), ("ConvTranspose", 2), ("Gemm", 2), ("Add", 0), ("Add", 1), ("Sub", 0), ("Sub", 1),
+             ("BatchNormalization", 2), ("BatchNormalization", 3), ("InstanceNormalization", 2)}
+
+
+def plant_dead_channels(model, out_path: Path, ratio: float, seed: int = 0) -> tuple[dict[str, int], int]:
+    """Write a copy of ``model`` with planted dead channels; return removed count per group name
+    and the number of prunable groups."""
+    m = load_normalized(model)
+    an = analyze_groups(m)
+    rng = np.random.default_rng(seed)
+    scores = {g.id: rng.random(g.size) for g in an.prunable_groups}
+    plan: Plan = allocate_local(an, scores, ratio)
+    dead_root = np.zeros(len(an.roots), dtype=bool)
+    for gid, cls in plan.removed.items():
+        dead_root[an.groups[gid].classes[cls]] = True
+    for p in an.params:
+        dead = dead_root[an.roots[p.atoms]]
+        if dead.any() and (p.role in ("consumer", "producer") or (p.node.op_type, p.input_index) in _ADDITIVE):
+            _zero_positions(p, dead)
+    ir.save(m, out_path)
+    planted = {an.groups[gid].name: len(cls) for gid, cls in plan.removed.items()}
+    return planted, len(an.prunable_groups)
+
+
+def _zero_positions(p: ParamMember, dead: np.ndarray) -> None:
+    v = p.value
+    arr = np.array(v.const_value.numpy(), copy=True)
+    if p.blocks > 1:
+        dead = dead.reshape(p.blocks, -1)
+        rows = arr.shape[0] // p.blocks
+        for b in range(p.blocks):
+            arr[b * rows:(b + 1) * rows][:, dead[b]] = 0
+    else:
+        idx = [slice(None)] * arr.ndim
+        idx[p.axis] = dead
+        arr[tuple(idx)] = 0
+    v.const_value = ir.tensor(arr, name=v.name)
