@@ -123,11 +123,15 @@ class NodeContext:
                 out.append(d.value if getattr(d, "value", None) else None)
         return out
 
-    def rank(self, v: ir.Value | None) -> int:
+    def known_shape(self, v: ir.Value | None) -> list:
+        """Like ``shape`` but an unknown rank makes the rule unsupported."""
         s = self.shape(v)
         if s is None:
-            raise RuleUnsupported(f"rank of '{v.name if v is not None else '?'}' is unknown")
-        return len(s)
+            raise RuleUnsupported(f"the shape of '{v.name if v is not None else '?'}' is unknown")
+        return s
+
+    def rank(self, v: ir.Value | None) -> int:
+        return len(self.known_shape(v))
 
     def size(self, v: ir.Value, axis: int) -> int:
         s = self.shape(v)

@@ -128,7 +128,11 @@ def _run_rule(an: Analysis, node: ir.Node) -> None:
         return
     spaces_before = len(an.store.spaces)
     try:
-        rule(ctx)
+        try:
+            rule(ctx)
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
+            # A configuration the rule was not written for: not understood, so frozen, never guessed.
+            raise RuleUnsupported(f"not understood by its rule ({type(exc).__name__}: {exc})") from exc
     except RuleUnsupported as exc:
         _undo_outputs(an, node)
         ctx.freeze_inputs(str(exc))

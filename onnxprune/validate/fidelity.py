@@ -21,7 +21,7 @@ _ORT_TO_NUMPY = {
 }
 
 
-def session(model, threads: int = 0) -> ort.InferenceSession:
+def session(model, threads: int = 0, role: str = "model") -> ort.InferenceSession:
     """A CPU session from a path or serialized bytes; load failures become ValidationError."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -31,7 +31,8 @@ def session(model, threads: int = 0) -> ort.InferenceSession:
         return ort.InferenceSession(os.fspath(model) if not isinstance(model, bytes) else model, opts,
                                     providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ValidationError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from exc
+        hint = " (validation needs it: --no-validate skips validation)" if role == "original model" else ""
+        raise ValidationError(f"onnxruntime cannot load the {role}: {str(exc).splitlines()[0][:300]}{hint}") from exc
 
 
 def synthetic_inputs(sess: ort.InferenceSession, seed: int = 0, batch: int = DEFAULT_BATCH,
@@ -75,7 +76,7 @@ def output_metrics(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
 def compare_models(original, pruned, feeds: dict[str, np.ndarray] | None = None, seed: int = 0,
                    input_shapes: dict[str, tuple] | None = None) -> dict:
     """Both models on the same inputs: output names and shapes must match; metrics per output."""
-    ref_sess, new_sess = session(original), session(pruned)
+    ref_sess, new_sess = session(original, role="original model"), session(pruned, role="pruned model")
     ref_in = [(i.name, i.type) for i in ref_sess.get_inputs()]
     new_in = [(i.name, i.type) for i in new_sess.get_inputs()]
     if ref_in != new_in:

@@ -37,7 +37,7 @@ def squeeze(ctx: NodeContext) -> None:
     d = _only_input0_tracked(ctx)
     if d is None:
         return
-    shape = ctx.shape(ctx.input(0))
+    shape = ctx.known_shape(ctx.input(0))
     r = len(shape)
     axes = ctx.ints("axes", 1)
     if axes is None:
@@ -65,7 +65,7 @@ def flatten(ctx: NodeContext) -> None:
     d = _only_input0_tracked(ctx)
     if d is None:
         return
-    shape = ctx.shape(ctx.input(0))
+    shape = ctx.known_shape(ctx.input(0))
     r = len(shape)
     axis = ctx.attr_int("axis", 1) % r if r else 0
     if d.axis < axis:
@@ -93,10 +93,10 @@ def reshape(ctx: NodeContext) -> None:
     if target is None:
         raise RuleUnsupported("its target shape is computed at run time")
     target = [int(t) for t in target]
-    s = ctx.shape(ctx.input(0))
-    t = ctx.shape(ctx.node.outputs[0])
-    if s is None or t is None or len(t) != len(target):
-        raise RuleUnsupported("input or output shape is unknown")
+    s = ctx.known_shape(ctx.input(0))
+    t = ctx.known_shape(ctx.node.outputs[0])
+    if len(t) != len(target):
+        raise RuleUnsupported("the output rank differs from the target shape's length")
     allowzero = ctx.attr_int("allowzero", 0)
     a = d.axis
     # Find the output axis j whose span of input axes [a0, a1) contains the channel axis:
