@@ -42,20 +42,21 @@ def count_macs(model: ir.Model, input_shapes: dict[str, tuple] | None = None) ->
     shapes = concrete_input_shapes(model, input_shapes)
     declared = {v.name: v.shape for v in model.graph.inputs}
     dynamic = any(declared[n] is None or list(declared[n]) != list(s) for n, s in shapes.items())
-    if dynamic:
-        for v in model.graph.inputs:
-            if v.name in shapes:
-                v.shape = ir.Shape(shapes[v.name])
+    if not dynamic:
+        return _count(model)
+    saved = {out: out.shape for node in model.graph for out in node.outputs}
+    for v in model.graph.inputs:
+        if v.name in shapes:
+            v.shape = ir.Shape(shapes[v.name])
+    try:
         clear_inferred_shapes(model)
         infer_shapes(model)
-    try:
         return _count(model)
     finally:
-        if dynamic:
-            for v in model.graph.inputs:
-                v.shape = declared[v.name]
-            clear_inferred_shapes(model)
-            infer_shapes(model)
+        for v in model.graph.inputs:
+            v.shape = declared[v.name]
+        for out, shape in saved.items():
+            out.shape = shape
 
 
 def _count(model: ir.Model) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxprune.errors import PlanError
 from onnxprune.graph import Analysis
@@ -50,6 +50,7 @@ def apply_plan(analysis: Analysis, plan: Plan) -> None:
         set_constant_input(node, index, arr)
     for r in analysis.rewrites:
         r.apply(keep)
+    RemoveUnusedNodesPass()(analysis.model)  # originals of tensors that were copied before editing
     clear_inferred_shapes(analysis.model)
     infer_shapes(analysis.model)
 

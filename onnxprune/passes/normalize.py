@@ -8,6 +8,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import (
     LiftConstantsToInitializersPass,
     RemoveInitializersFromInputsPass,
+    RemoveUnusedNodesPass,
     TopologicalSortPass,
 )
 from onnx_ir.passes.common._c_api_utils import call_onnx_api
@@ -21,13 +22,14 @@ _FOLD_LIMIT = 64 * 1024 * 1024  # bytes; folding never copies a large tensor
 
 
 def normalize(model: ir.Model) -> ir.Model:
-    """Constants become initializers, constant-only reshapes are folded, shapes are inferred."""
+    """Constants become initializers, constant-only reshapes are folded, dead code goes, shapes are inferred."""
     # IR < 4 lists initializers as graph inputs; they are weights, not inputs, so take them out
     # (which needs IR >= 4, readable by every runtime that reads IR 3).
     RemoveInitializersFromInputsPass()(model)
     model.ir_version = max(model.ir_version, 4)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     fold_constant_nodes(model)
+    RemoveUnusedNodesPass()(model)  # dead nodes and initializers left by folding or by the exporter
     TopologicalSortPass()(model)
     infer_shapes(model)
     return model

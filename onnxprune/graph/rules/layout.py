@@ -94,10 +94,8 @@ def reshape(ctx: NodeContext) -> None:
         raise RuleUnsupported("its target shape is computed at run time")
     target = [int(t) for t in target]
     s = ctx.known_shape(ctx.input(0))
-    t = ctx.known_shape(ctx.node.outputs[0])
-    if len(t) != len(target):
-        raise RuleUnsupported("the output rank differs from the target shape's length")
     allowzero = ctx.attr_int("allowzero", 0)
+    t = _target_dims(s, target, allowzero)
     a = d.axis
     # Find the output axis j whose span of input axes [a0, a1) contains the channel axis:
     # prod(s[:a0]) == prod(t[:j]) and s[a0:a1] multiplies to t[j].
@@ -129,19 +127,39 @@ def reshape(ctx: NodeContext) -> None:
     raise RuleUnsupported(f"it splits the channel axis ({s} -> {t})")
 
 
+def _target_dims(s: list, target: list[int], allowzero: int) -> list:
+    """Reshape's output dims from its input dims and target: ints, symbolic names, or None."""
+    t = [s[j] if v == 0 and not allowzero and j < len(s) else (v if v > 0 else None) for j, v in enumerate(target)]
+    if -1 in target:
+        total, rest = _split_prod(s), _split_prod([d for d, v in zip(t, target) if v != -1])
+        if total is not None and rest is not None and rest[0] and total[0] % rest[0] == 0:
+            names = list(total[1])
+            for n in rest[1]:
+                if n not in names:
+                    break
+                names.remove(n)
+            else:
+                k = total[0] // rest[0]
+                t[target.index(-1)] = names[0] if (k == 1 and len(names) == 1) else (k if not names else None)
+    return t
+
+
+def _split_prod(dims):
+    """(product of the static dims, sorted symbolic names), or None if a dim is unknown."""
+    n, names = 1, []
+    for v in dims:
+        if isinstance(v, int):
+            n *= v
+        elif v is None:
+            return None
+        else:
+            names.append(v)
+    return n, sorted(names)
+
+
 def _same_prod(x, y) -> bool:
     """Products of dims equal, symbolic dims matched by name (unknown dims never match)."""
-    def split(dims):
-        n, names = 1, []
-        for v in dims:
-            if isinstance(v, int):
-                n *= v
-            elif v is None:
-                return None
-            else:
-                names.append(v)
-        return n, sorted(names)
-    a, b = split(x), split(y)
+    a, b = _split_prod(x), _split_prod(y)
     return a is not None and a == b
 
 
