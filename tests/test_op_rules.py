@@ -155,17 +155,37 @@ def build(case):
         cond = g.const(np.array(True))
         y = g.op("If", [cond], then_branch=then_g, else_branch=else_g)
         return g.model(_head(g, g.conv(y, 16, 8), 8))
-    if case == "reshape_split_channels":
+    if case == "channel_shuffle":
+        c1 = g.op("Relu", [g.conv(c1, 16, 16, group=4)])
         r = g.op("Reshape", [c1, g.const(np.array([1, 4, 4, 6, 6], np.int64))])
         t = g.op("Transpose", [r], perm=[0, 2, 1, 3, 4])
         r2 = g.op("Reshape", [t, g.const(np.array([1, 16, 6, 6], np.int64))])
-        return g.model(_head(g, g.conv(r2, 16, 8), 8))
+        return g.model(_head(g, g.conv(r2, 16, 8, group=4), 8))
+    if case == "attention_heads":
+        g = G()
+        x = g.op("Reshape", [g.op("Relu", [g.conv("x", 8, 16)]), g.const(np.array([1, 16, 36], np.int64))])
+        x = g.op("Transpose", [x], perm=[0, 2, 1])  # [1, 36 tokens, 16]
+
+        def heads(src):
+            h = g.op("MatMul", [src, g.const(W(16, 24))])
+            h = g.op("Reshape", [h, g.const(np.array([1, 36, 2, 12], np.int64))])
+            return g.op("Transpose", [h], perm=[0, 2, 1, 3])  # [1, 2 heads, 36, 12]
+
+        q, k, v = heads(x), heads(x), heads(x)
+        att = g.op("Softmax", [g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])])], axis=-1)
+        o = g.op("Transpose", [g.op("MatMul", [att, v])], perm=[0, 2, 1, 3])
+        o = g.op("Reshape", [o, g.const(np.array([1, 36, 24], np.int64))])
+        return g.model(g.op("MatMul", [o, g.const(W(24, 5))]))
+    if case == "reshape_regroups_channels":
+        r = g.op("Reshape", [c1, g.const(np.array([1, 4, 4, 6, 6], np.int64))])
+        r2 = g.op("Reshape", [r, g.const(np.array([1, 8, 2, 36], np.int64))])
+        return g.model(_head(g, g.conv(g.op("Reshape", [r2, g.const(np.array([1, 16, 6, 6], np.int64))]), 16, 8), 8))
     raise KeyError(case)
 
 
 PRUNABLE = ["split_attr", "split_input", "split_equal", "slice", "flatten_gemm", "reshape_gemm", "transpose_matmul",
             "squeeze_unsqueeze", "pad_resize", "grouped_conv", "depthwise_multiplier", "conv_transpose",
-            "norms_prelu", "concat_residual", "gemm_transposed_a"]
+            "norms_prelu", "concat_residual", "gemm_transposed_a", "channel_shuffle", "attention_heads"]
 FROZEN = {
     "unknown_op": "LRN node",
     "softmax_channels": "normalises over the channel axis",
@@ -173,7 +193,7 @@ FROZEN = {
     "graph_output": "is a graph output",
     "custom_domain": "custom-domain op",
     "control_flow": "used inside a subgraph of",
-    "reshape_split_channels": "splits the channel axis",
+    "reshape_regroups_channels": "reshapes the channel axis in a way no rule covers",
 }
 
 

@@ -207,6 +207,8 @@ def _attach_balances(an: Analysis, gid_of, grp_roots) -> None:
             continue
         g = an.groups[gids.pop()]
         idx = np.array([[an.class_group[int(an.roots[a])][1] for a in row] for row in blocks.tolist()])
+        if all(set(row) == set(idx[0]) for row in idx.tolist()):
+            continue  # every conv group holds the same channels (coupled by a shuffle): always balanced
         if len(np.unique(idx)) != idx.size:
             _add_reason(g, f"{where}: a channel appears in two of its conv groups")
             continue

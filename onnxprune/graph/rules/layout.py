@@ -124,7 +124,32 @@ def reshape(ctx: NodeContext) -> None:
                 ctx.rewrite("Reshape shape", _rewrite)
             ctx.set_output(0, j, atoms)
             return
-    raise RuleUnsupported(f"it splits the channel axis ({s} -> {t})")
+    # Split of the channel axis into [outer..., inner] (channel shuffle, attention heads): the inner
+    # axis stays tracked and position j of every outer slice is coupled, so removal stays rectangular.
+    for j in range(len(t)):
+        if not _same_prod(s[:a], t[:j]):
+            continue
+        for k in range(j + 2, len(t) + 1):
+            if _same_prod(t[j:k], [s[a]]) and isinstance(t[k - 1], int):
+                inner = t[k - 1]
+                grid = d.atoms.reshape(-1, inner)
+                for row in grid[1:]:
+                    ctx.couple(grid[0], row)
+                atoms = grid[0]
+                if target[k - 1] > 0:
+                    node, entry = ctx.node, k - 1
+
+                    def _rewrite_split(keep, node=node, target=target, entry=entry, atoms=atoms):
+                        new = np.array(target, dtype=np.int64)
+                        new[entry] = int(keep(atoms).sum())
+                        set_constant_input(node, 1, new)
+
+                    ctx.rewrite("Reshape shape", _rewrite_split)
+                elif target[k - 1] == 0:
+                    raise RuleUnsupported("a 0 (copy) entry stands for the split channel axis")
+                ctx.set_output(0, k - 1, atoms)
+                return
+    raise RuleUnsupported(f"it reshapes the channel axis in a way no rule covers ({s} -> {t})")
 
 
 def _target_dims(s: list, target: list[int], allowzero: int) -> list:
