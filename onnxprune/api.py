@@ -17,7 +17,6 @@ from onnxprune.progress import Stages
 from onnxprune.plan import Plan, allocate_local, check_ratio, plan_from_removals, replay_specs
 from onnxprune.report import build_report
 from onnxprune.surgery import apply_plan
-from onnxprune.validate import compare_models
 
 ModelLike = str | os.PathLike | onnx.ModelProto | ir.Model
 
@@ -89,6 +88,8 @@ def _finish(m: ir.Model, report: dict, original, output, seed: int, input_shapes
     def _validate(pruned_file: Path | None) -> None:
         stages.next("validating in onnxruntime")
         if original is not None:
+            from onnxprune.validate import compare_models  # onnxruntime loads only when validating
+
             pruned = pruned_file if pruned_file is not None else ir.to_proto(m).SerializeToString()
             report["validation"] = compare_models(original, pruned, seed=seed, input_shapes=input_shapes)
 

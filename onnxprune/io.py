@@ -84,6 +84,9 @@ def save_model(model: ir.Model, out_path: str | os.PathLike, external_data: bool
         external_data = _uses_external_data(model) or _weight_bytes(model) > _EXTERNAL_THRESHOLD
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; OUT gets normal file permissions
     tmp = Path(tmp_name)
     data_name = f"{out.name}.data"
     tmp_data = out.parent / f".{data_name}.tmp{os.getpid()}"

@@ -1,9 +1,10 @@
-"""Channel atoms: every channel a producer creates is an integer atom; coupled channels are unioned.
+"""Channel atoms: every channel a producer creates is an integer atom; coupled channels are joined.
 
 A tracked tensor dimension is an int array of atoms, one per position. Concat concatenates arrays,
-Split slices them, Flatten repeats them, and an elementwise coupling unions them position by position.
-Two union-finds: ``chan`` says which atoms are the same channel (removed together), ``grp`` says which
-atoms share a group (scored and allocated together).
+Split slices them, Flatten repeats them, and an elementwise coupling joins them position by position.
+Two partitions of the atoms are computed at the end (connected components, in one scipy call each):
+*channels* (atoms removed together) and *groups* (atoms scored and allocated together; a producer's
+atoms always share a group).
 """
 
 from __future__ import annotations
@@ -11,36 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-
-class UnionFind:
-    """Growable union-find over ints with path halving."""
-
-    def __init__(self) -> None:
-        self.parent: list[int] = []
-
-    def add(self, n: int) -> int:
-        start = len(self.parent)
-        self.parent.extend(range(start, start + n))
-        return start
-
-    def find(self, x: int) -> int:
-        parent = self.parent
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            # Keep the smaller id as root so roots follow graph order (stable names).
-            if rb < ra:
-                ra, rb = rb, ra
-            self.parent[rb] = ra
-
-    def roots(self) -> np.ndarray:
-        return np.fromiter((self.find(i) for i in range(len(self.parent))), dtype=np.int64, count=len(self.parent))
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 
 @dataclass
@@ -54,19 +27,17 @@ class Space:
 
 
 class ChannelStore:
-    """All atoms of a model with their two union-finds."""
+    """All atoms of a model, the couplings between them, and freeze records."""
 
     def __init__(self) -> None:
-        self.chan = UnionFind()
-        self.grp = UnionFind()
+        self.n_atoms = 0
         self.spaces: list[Space] = []
+        self._couplings: list[tuple[np.ndarray, np.ndarray]] = []
         self.freezes: list[tuple[int, str]] = []  # (any atom of the group, reason)
 
     def new_space(self, size: int, origin: str, frozen: str | None = None) -> np.ndarray:
-        start = self.chan.add(size)
-        self.grp.add(size)
-        for i in range(start + 1, start + size):
-            self.grp.union(start, i)
+        start = self.n_atoms
+        self.n_atoms += size
         self.spaces.append(Space(start, size, origin, frozen))
         if frozen and size:
             self.freezes.append((start, frozen))
@@ -75,11 +46,35 @@ class ChannelStore:
     def couple(self, a: np.ndarray, b: np.ndarray) -> None:
         """Position i of ``a`` and of ``b`` are the same channel."""
         assert len(a) == len(b), (len(a), len(b))
-        for x, y in zip(a.tolist(), b.tolist()):
-            self.chan.union(x, y)
-            self.grp.union(x, y)
+        self._couplings.append((np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)))
 
     def freeze(self, atoms: np.ndarray, reason: str) -> None:
         # Everything the frozen tensor carries is frozen, even across concat segments.
         for a in np.unique(atoms).tolist():
             self.freezes.append((a, reason))
+
+    def partitions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(channel root, group root) of every atom; a root is the smallest atom of its set, so
+        roots follow graph order."""
+        n = self.n_atoms
+        if self._couplings:
+            src = np.concatenate([a for a, _ in self._couplings])
+            dst = np.concatenate([b for _, b in self._couplings])
+        else:
+            src = dst = np.zeros(0, dtype=np.int64)
+        chan = _min_labels(n, src, dst)
+        # Groups: couplings plus every atom joined to the first atom of its space.
+        firsts = np.repeat(np.array([s.start for s in self.spaces], dtype=np.int64),
+                           [s.size for s in self.spaces])
+        grp = _min_labels(n, np.concatenate([src, np.arange(n)]), np.concatenate([dst, firsts]))
+        return chan, grp
+
+
+def _min_labels(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    smallest = np.full(labels.max() + 1, n, dtype=np.int64)
+    np.minimum.at(smallest, labels, np.arange(n))
+    return smallest[labels]

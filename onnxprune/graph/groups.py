@@ -61,17 +61,15 @@ class Analysis:
         self.rewrites: list[Rewrite] = []
         self.balances: list[tuple[np.ndarray, str]] = []
         self.groups: list[Group] = []
-        self.roots: np.ndarray = np.zeros(0, dtype=np.int64)
-        self.class_group: dict[int, tuple[int, int]] = {}  # chan root -> (group id, class index)
+        self.roots: np.ndarray = np.zeros(0, dtype=np.int64)  # atom -> its channel's root atom
+        self.class_gid: np.ndarray = np.zeros(0, dtype=np.int64)  # root atom -> group id
+        self.class_pos: np.ndarray = np.zeros(0, dtype=np.int64)  # root atom -> channel index in its group
 
     # -- lookups used by criteria, plans and surgery --------------------------------------------
     def class_index(self, atoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Group id and class index of every position of an atoms array."""
-        pairs = [self.class_group[r] for r in self.roots[atoms].tolist()]
-        if not pairs:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        g, k = zip(*pairs)
-        return np.array(g), np.array(k)
+        r = self.roots[np.asarray(atoms, dtype=np.int64)]
+        return self.class_gid[r], self.class_pos[r]
 
     def producer_node(self, name: str) -> tuple[ir.Node, ParamMember]:
         """A Conv/Gemm/MatMul by node name or output tensor name, with its producer weight member."""
@@ -152,48 +150,37 @@ def _undo_outputs(an: Analysis, node: ir.Node) -> None:
 
 def _build_groups(an: Analysis) -> None:
     store = an.store
-    n = len(store.chan.parent)
-    an.roots = store.chan.roots()
-    grp_roots = store.grp.roots()
-    # Classes of a group in first-appearance order (atom ids follow graph order).
-    by_group: dict[int, list[int]] = {}
-    seen = set()
-    for atom in range(n):
-        r = int(an.roots[atom])
-        if r in seen:
-            continue
-        seen.add(r)
-        by_group.setdefault(int(grp_roots[atom]), []).append(r)
-    gid_of: dict[int, int] = {}
-    for gid, (groot, classes) in enumerate(sorted(by_group.items())):
-        gid_of[groot] = gid
-        an.groups.append(Group(gid, "", np.array(classes, dtype=np.int64)))
-        for k, r in enumerate(classes):
-            an.class_group[r] = (gid, k)
-    reasons: dict[int, list[str]] = {}
+    an.roots, grp_roots = store.partitions()
+    classes = np.unique(an.roots)  # class roots in graph order
+    class_grp = grp_roots[classes]
+    group_roots, group_of_class = np.unique(class_grp, return_inverse=True)
+    an.class_gid = np.full(store.n_atoms, -1, dtype=np.int64)
+    an.class_pos = np.full(store.n_atoms, -1, dtype=np.int64)
+    order = np.argsort(group_of_class, kind="stable")
+    bounds = np.searchsorted(group_of_class[order], np.arange(len(group_roots) + 1))
+    for gid in range(len(group_roots)):
+        members = classes[order[bounds[gid]:bounds[gid + 1]]]
+        an.groups.append(Group(gid, "", members))
+        an.class_gid[members] = gid
+        an.class_pos[members] = np.arange(len(members))
+    gid_of = {int(r): gid for gid, r in enumerate(group_roots)}
     for atom, reason in store.freezes:
-        lst = reasons.setdefault(gid_of[int(grp_roots[atom])], [])
-        if reason not in lst:
-            lst.append(reason)
-    for gid, lst in reasons.items():
-        an.groups[gid].frozen = lst
+        _add_reason(an.groups[gid_of[int(grp_roots[atom])]], reason)
     for p in an.params:
-        if len(p.atoms) == 0:
-            continue
-        g = an.groups[gid_of[int(grp_roots[p.atoms[0]])]]
-        (g.producers if p.role == "producer" else g.params).append(p)
+        if len(p.atoms):
+            g = an.groups[gid_of[int(grp_roots[p.atoms[0]])]]
+            (g.producers if p.role == "producer" else g.params).append(p)
     for v, d in an.dims.items():
         if len(d.atoms):
             an.groups[gid_of[int(grp_roots[d.atoms[0]])]].dims.append((v, d))
     for g in an.groups:
         if g.producers:
             g.name = g.producers[0].node.name or g.producers[0].node.outputs[0].name
-        else:
-            space = next((s for s in store.spaces if s.size and int(grp_roots[s.start]) in gid_of
-                          and gid_of[int(grp_roots[s.start])] == g.id), None)
-            g.name = space.origin if space else f"group{g.id}"
-            if not g.frozen:
-                g.frozen.append("no producer weights (channels come from an input or a constant)")
+            continue
+        space = next((s for s in store.spaces if s.size and gid_of.get(int(grp_roots[s.start])) == g.id), None)
+        g.name = space.origin if space else f"group{g.id}"
+        if not g.frozen:
+            g.frozen.append("no producer weights (channels come from an input or a constant)")
     _attach_balances(an, gid_of, grp_roots)
 
 
@@ -206,7 +193,7 @@ def _attach_balances(an: Analysis, gid_of, grp_roots) -> None:
                 _add_reason(an.groups[gid], f"{where}: its conv groups span several channel groups")
             continue
         g = an.groups[gids.pop()]
-        idx = np.array([[an.class_group[int(an.roots[a])][1] for a in row] for row in blocks.tolist()])
+        idx = an.class_pos[an.roots[blocks]]
         if all(set(row) == set(idx[0]) for row in idx.tolist()):
             continue  # every conv group holds the same channels (coupled by a shuffle): always balanced
         if len(np.unique(idx)) != idx.size:
