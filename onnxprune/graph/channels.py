@@ -2,7 +2,7 @@
 
 A tracked tensor dimension is an int array of atoms, one per position. Concat concatenates arrays,
 Split slices them, Flatten repeats them, and an elementwise coupling joins them position by position.
-Two partitions of the atoms are computed at the end (connected components, in one scipy call each):
+Two partitions of the atoms are computed at the end (connected components, vectorised in numpy):
 *channels* (atoms removed together) and *groups* (atoms scored and allocated together; a producer's
 atoms always share a group).
 """
@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 
 @dataclass
@@ -71,10 +69,21 @@ class ChannelStore:
 
 
 def _min_labels(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    graph = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    smallest = np.full(labels.max() + 1, n, dtype=np.int64)
-    np.minimum.at(smallest, labels, np.arange(n))
-    return smallest[labels]
+    """Connected components by hooking roots onto smaller roots and full pointer jumping; each atom
+    ends labelled with the smallest atom of its component."""
+    labels = np.arange(n, dtype=np.int64)
+    while len(src):
+        a, b = labels[src], labels[dst]
+        differ = a != b
+        if not differ.any():
+            break
+        a, b = a[differ], b[differ]
+        low = np.minimum(a, b)
+        np.minimum.at(labels, a, low)
+        np.minimum.at(labels, b, low)
+        while True:  # compress: every atom points at its root
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+    return labels
