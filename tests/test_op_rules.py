@@ -176,6 +176,12 @@ def build(case):
         o = g.op("Transpose", [g.op("MatMul", [att, v])], perm=[0, 2, 1, 3])
         o = g.op("Reshape", [o, g.const(np.array([1, 36, 24], np.int64))])
         return g.model(g.op("MatMul", [o, g.const(W(24, 5))]))
+    if case == "shuffle_unaligned":
+        c1 = g.op("Relu", [g.conv("x", 8, 24, group=4)])
+        r = g.op("Reshape", [c1, g.const(np.array([1, 4, 6, 6, 6], np.int64))])
+        t = g.op("Transpose", [r], perm=[0, 2, 1, 3, 4])
+        r2 = g.op("Reshape", [t, g.const(np.array([1, 24, 6, 6], np.int64))])
+        return g.model(_head(g, g.conv(r2, 24, 8, group=4), 8))
     if case == "reshape_regroups_channels":
         r = g.op("Reshape", [c1, g.const(np.array([1, 4, 4, 6, 6], np.int64))])
         r2 = g.op("Reshape", [r, g.const(np.array([1, 8, 2, 36], np.int64))])
@@ -194,6 +200,8 @@ FROZEN = {
     "custom_domain": "custom-domain op",
     "control_flow": "used inside a subgraph of",
     "reshape_regroups_channels": "reshapes the channel axis in a way no rule covers",
+    # after the shuffle, channel j fills positions 4j..4j+3, which straddle the 6-wide conv groups
+    "shuffle_unaligned": "a channel spans several of its conv groups",
 }
 
 

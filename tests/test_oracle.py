@@ -18,7 +18,6 @@ TOL = 1e-5
 
 # Models whose every channel group is frozen, with the reason the analysis must give.
 ALL_FROZEN = {
-    "light_shufflenet": "grouped convs split this channel group in different ways",
     # torch.chunk exported by TorchScript: Slice bounds computed from Shape at run time.
     "channel_split_torchscript13": "computed at run time",
     "channel_split_torchscript17": "computed at run time",

@@ -194,11 +194,16 @@ def _attach_balances(an: Analysis, gid_of, grp_roots) -> None:
             continue
         g = an.groups[gids.pop()]
         idx = an.class_pos[an.roots[blocks]]
-        if all(set(row) == set(idx[0]) for row in idx.tolist()):
+        rows, counts = zip(*(np.unique(r, return_counts=True) for r in idx))
+        if all(np.array_equal(r, rows[0]) for r in rows):
             continue  # every conv group holds the same channels (coupled by a shuffle): always balanced
-        if len(np.unique(idx)) != idx.size:
-            _add_reason(g, f"{where}: a channel appears in two of its conv groups")
+        # After a shuffle a channel may fill several positions of one conv group; that is fine as long
+        # as each channel lives in one conv group and all fill the same number of positions.
+        if (len(set(np.concatenate(rows).tolist())) != sum(len(r) for r in rows) or len({len(r) for r in rows}) > 1
+                or len(set(np.concatenate(counts).tolist())) > 1):
+            _add_reason(g, f"{where}: a channel spans several of its conv groups")
             continue
+        idx = np.stack(rows)
         canon = np.sort(idx, axis=1)
         canon = canon[np.argsort(canon[:, 0])]
         members = set(idx.ravel().tolist())
