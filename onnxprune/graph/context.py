@@ -56,7 +56,8 @@ class NodeContext:
     analysis: "Analysis"
     node: ir.Node
     opset: int
-    handled: set[int] = field(default_factory=set)
+    handled: set[int] = field(default_factory=set)  # inputs whose tracked channel axis the rule followed
+    shapes_read: set[int] = field(default_factory=set)  # Shape-result inputs the rule followed
 
     # -- reading the node ---------------------------------------------------------------------
     @property

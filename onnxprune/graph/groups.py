@@ -10,6 +10,8 @@ import onnx_ir as ir
 from onnxprune.graph import optable
 from onnxprune.graph.channels import ChannelStore
 from onnxprune.graph.context import Dim, NodeContext, ParamMember, Rewrite, RuleUnsupported
+from onnxprune.graph.rules import shapes
+from onnxprune.passes.normalize import infer_shapes
 
 
 @dataclass
@@ -60,6 +62,8 @@ class Analysis:
         self.params: list[ParamMember] = []
         self.rewrites: list[Rewrite] = []
         self.balances: list[tuple[np.ndarray, str]] = []
+        self.shape_vecs: dict[ir.Value, list] = {}  # Shape results: where each entry's number comes from
+        self.filled_shapes = 0  # output shapes rules derived where ONNX inference gave up
         self.groups: list[Group] = []
         self.roots: np.ndarray = np.zeros(0, dtype=np.int64)  # atom -> its channel's root atom
         self.class_gid: np.ndarray = np.zeros(0, dtype=np.int64)  # root atom -> group id
@@ -86,11 +90,35 @@ class Analysis:
 def analyze_groups(model: ir.Model) -> Analysis:
     """Run each node's rule from the op table in graph order and build the channel groups.
 
-    The model must be normalised (constants as initializers, shapes inferred)."""
+    The model must be normalised (constants as initializers, shapes inferred). Where a rule derived a
+    shape ONNX inference could not (Shape-computed Reshape targets), shapes are inferred again from
+    it and the analysis runs once more, so ops downstream see ranks and sizes."""
+    an = _analyze_once(model)
+    known = _known_shapes(model)
+    for _ in range(8):  # each round can only add shapes; stop when none was added
+        if not an.filled_shapes:
+            break
+        infer_shapes(model)
+        now = _known_shapes(model)
+        if now <= known:
+            break
+        known = now
+        an = _analyze_once(model)
+    return an
+
+
+def _known_shapes(model: ir.Model) -> int:
+    return sum(1 for node in model.graph for out in node.outputs if out.shape is not None)
+
+
+def _analyze_once(model: ir.Model) -> Analysis:
     an = Analysis(model)
     graph = model.graph
     for node in graph:
         _run_rule(an, node)
+    for value in an.shape_vecs:
+        if value.is_graph_output() or any(u.node.graph is not graph for u in value.uses()):
+            _freeze_shape_readers(an, value, f"shape tensor '{value.name}' leaves the graph or enters a subgraph")
     for value, d in an.dims.items():
         if value.is_graph_output():
             an.store.freeze(d.atoms, f"tensor '{value.name}' is a graph output")
@@ -118,6 +146,7 @@ def _run_rule(an: Analysis, node: ir.Node) -> None:
     rule = optable.lookup(node.domain, node.op_type, an.opset if node.domain in ("", "ai.onnx") else 1)
     ctx = NodeContext(an, node, an.opset)
     if rule is None:
+        _freeze_unhandled_shapes(an, node, None)
         if tracked:
             where = f"{node.op_type} node '{node.name}'"
             kind = "custom-domain op" if node.domain not in ("", "ai.onnx") else "op not in the op table"
@@ -133,6 +162,7 @@ def _run_rule(an: Analysis, node: ir.Node) -> None:
             raise RuleUnsupported(f"not understood by its rule ({type(exc).__name__}: {exc})") from exc
     except RuleUnsupported as exc:
         _undo_outputs(an, node)
+        _freeze_unhandled_shapes(an, node, None)
         ctx.freeze_inputs(str(exc))
         for space in an.store.spaces[spaces_before:]:
             an.store.freeze(np.arange(space.start, space.start + space.size), f"{ctx.where}: {exc}")
@@ -141,11 +171,26 @@ def _run_rule(an: Analysis, node: ir.Node) -> None:
         if i not in ctx.handled:
             d = an.dims[node.inputs[i]]
             an.store.freeze(d.atoms, f"{ctx.where}: input {i} carries channels on axis {d.axis} the rule does not handle")
+    _freeze_unhandled_shapes(an, node, ctx)
+
+
+def _freeze_unhandled_shapes(an: Analysis, node: ir.Node, ctx: NodeContext | None) -> None:
+    """A Shape result used where no rule follows it: any channel count it holds must not change."""
+    for i, v in enumerate(node.inputs):
+        if v is not None and v in an.shape_vecs and (ctx is None or i not in ctx.shapes_read):
+            _freeze_shape_readers(an, v, f"{node.op_type} node '{node.name}' computes with it (a data-dependent shape)")
+
+
+def _freeze_shape_readers(an: Analysis, value: ir.Value, why: str) -> None:
+    for e in an.shape_vecs[value]:
+        if shapes.reads_channels(an, e):
+            an.store.freeze(an.dims[e.value].atoms, f"the channel count of '{e.value.name}' is read at run time: {why}")
 
 
 def _undo_outputs(an: Analysis, node: ir.Node) -> None:
     for out in node.outputs:
         an.dims.pop(out, None)
+        an.shape_vecs.pop(out, None)
 
 
 def _build_groups(an: Analysis) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from onnxprune.graph.rules import conv, elementwise, layout, linear, norm, pool, reduce
+from onnxprune.graph.rules import conv, elementwise, layout, linear, norm, pool, reduce, shapes
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ TABLE: list[Entry] = [
     Entry("Unsqueeze", layout.unsqueeze),
     Entry("Flatten", layout.flatten),
     Entry("Reshape", layout.reshape, since=5),
-    Entry("Shape", layout.shape_of),
-    Entry("Size", layout.shape_of),
+    Entry("Shape", shapes.shape_of),
+    Entry("Size", shapes.shape_of),
     *(Entry(op, reduce.reduce) for op in _REDUCE),
     Entry("ArgMax", reduce.arg_reduce),
     Entry("ArgMin", reduce.arg_reduce),

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from onnxprune.graph.context import NodeContext, RuleUnsupported
+from onnxprune.graph.rules import shapes
 
 
 def passthrough(ctx: NodeContext) -> None:
     """Output j carries input 0's channel axis unchanged (unary activations, casts, Dropout)."""
+    if ctx.node.op_type in ("Cast", "CastLike", "Identity") and shapes.is_vector_op(ctx):
+        return shapes.same(ctx)
     d = ctx.take(0)
     if d is not None:
         for j in range(len(ctx.node.outputs)):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 
 from onnxprune.graph.context import NodeContext, RuleUnsupported
 from onnxprune.graph.edit import set_constant_input, set_ints_attr
+from onnxprune.graph.rules import shapes
 
 
 def _only_input0_tracked(ctx: NodeContext):
@@ -34,6 +36,8 @@ def transpose(ctx: NodeContext) -> None:
 
 
 def squeeze(ctx: NodeContext) -> None:
+    if shapes.is_vector_op(ctx):
+        return shapes.same(ctx)
     d = _only_input0_tracked(ctx)
     if d is None:
         return
@@ -51,6 +55,8 @@ def squeeze(ctx: NodeContext) -> None:
 
 
 def unsqueeze(ctx: NodeContext) -> None:
+    if shapes.is_vector_op(ctx):
+        return shapes.same(ctx)
     d = _only_input0_tracked(ctx)
     if d is None:
         return
@@ -85,18 +91,25 @@ def _static_prod(dims) -> int:
 
 
 def reshape(ctx: NodeContext) -> None:
-    """Reshape that keeps the channel axis whole, or merges it with neighbouring static axes."""
+    """Reshape that keeps the channel axis whole, merges it with neighbouring static axes, or splits
+    it into [outer, inner] (channel shuffle, attention heads)."""
     d = _only_input0_tracked(ctx)
     if d is None:
         return
-    target = ctx.const(1)
-    if target is None:
-        raise RuleUnsupported("its target shape is computed at run time")
-    target = [int(t) for t in target]
     s = ctx.known_shape(ctx.input(0))
-    allowzero = ctx.attr_int("allowzero", 0)
-    t = _target_dims(s, target, allowzero)
+    spec = shapes.reshape_target(ctx, s)
+    t = _target_dims(s, spec)
     a = d.axis
+    out = ctx.node.outputs[0]
+    if ctx.shape(out) is None and all(x is not None for x in t):
+        out.shape = ir.Shape(t)  # ONNX inference gives up on Shape-derived targets; later rules need it
+        out.dtype = out.dtype or ctx.input(0).dtype
+        ctx.analysis.filled_shapes += 1
+
+    def rewrite_literal(j: int, atoms: np.ndarray) -> None:
+        if spec[j].literal:
+            ctx.rewrite("Reshape shape", lambda keep, w=spec[j].write, atoms=atoms: w(int(keep(atoms).sum())))
+
     # Find the output axis j whose span of input axes [a0, a1) contains the channel axis:
     # prod(s[:a0]) == prod(t[:j]) and s[a0:a1] multiplies to t[j].
     for j in range(len(t)):
@@ -111,52 +124,35 @@ def reshape(ctx: NodeContext) -> None:
             inner = _static_prod(s[a + 1:a1])
             outer = _static_prod(s[a0:a])
             atoms = np.tile(np.repeat(d.atoms, inner), outer)
-            if target[j] == 0 and not allowzero and not (j == a and a0 == a and a1 == a + 1):
-                raise RuleUnsupported("a 0 (copy) entry stands for a merged channel axis")
-            if target[j] > 0:
-                node, entry = ctx.node, j
-
-                def _rewrite(keep, node=node, target=target, entry=entry, atoms=atoms):
-                    new = np.array(target, dtype=np.int64)
-                    new[entry] = int(keep(atoms).sum())
-                    set_constant_input(node, 1, new)
-
-                ctx.rewrite("Reshape shape", _rewrite)
+            if spec[j].kind in ("copy", "dim") and not (j == a and a0 == a and a1 == a + 1):
+                raise RuleUnsupported("a copied entry stands for a merged channel axis")
+            rewrite_literal(j, atoms)
             ctx.set_output(0, j, atoms)
             return
-    # Split of the channel axis into [outer..., inner] (channel shuffle, attention heads): the inner
-    # axis stays tracked and position j of every outer slice is coupled, so removal stays rectangular.
+    # Split of the channel axis into [outer..., inner]: the inner axis stays tracked and position j of
+    # every outer slice is coupled, so removal stays rectangular.
     for j in range(len(t)):
         if not _same_prod(s[:a], t[:j]):
             continue
         for k in range(j + 2, len(t) + 1):
             if _same_prod(t[j:k], [s[a]]) and isinstance(t[k - 1], int):
-                inner = t[k - 1]
-                grid = d.atoms.reshape(-1, inner)
+                if spec[k - 1].kind in ("copy", "dim"):
+                    raise RuleUnsupported("a copied entry stands for the split channel axis")
+                grid = d.atoms.reshape(-1, t[k - 1])
                 for row in grid[1:]:
                     ctx.couple(grid[0], row)
-                atoms = grid[0]
-                if target[k - 1] > 0:
-                    node, entry = ctx.node, k - 1
-
-                    def _rewrite_split(keep, node=node, target=target, entry=entry, atoms=atoms):
-                        new = np.array(target, dtype=np.int64)
-                        new[entry] = int(keep(atoms).sum())
-                        set_constant_input(node, 1, new)
-
-                    ctx.rewrite("Reshape shape", _rewrite_split)
-                elif target[k - 1] == 0:
-                    raise RuleUnsupported("a 0 (copy) entry stands for the split channel axis")
-                ctx.set_output(0, k - 1, atoms)
+                rewrite_literal(k - 1, grid[0])
+                ctx.set_output(0, k - 1, grid[0])
                 return
     raise RuleUnsupported(f"it reshapes the channel axis in a way no rule covers ({s} -> {t})")
 
 
-def _target_dims(s: list, target: list[int], allowzero: int) -> list:
+def _target_dims(s: list, spec: list) -> list:
     """Reshape's output dims from its input dims and target: ints, symbolic names, or None."""
-    t = [s[j] if v == 0 and not allowzero and j < len(s) else (v if v > 0 else None) for j, v in enumerate(target)]
-    if -1 in target:
-        total, rest = _split_prod(s), _split_prod([d for d, v in zip(t, target) if v != -1])
+    t = [e.size if e.kind != "infer" else None for e in spec]
+    infer = [j for j, e in enumerate(spec) if e.kind == "infer"]
+    if len(infer) == 1:
+        total, rest = _split_prod(s), _split_prod([d for j, d in enumerate(t) if j != infer[0]])
         if total is not None and rest is not None and rest[0] and total[0] % rest[0] == 0:
             names = list(total[1])
             for n in rest[1]:
@@ -165,7 +161,8 @@ def _target_dims(s: list, target: list[int], allowzero: int) -> list:
                 names.remove(n)
             else:
                 k = total[0] // rest[0]
-                t[target.index(-1)] = names[0] if (k == 1 and len(names) == 1) else (k if not names else None)
+                # a product of symbolic dims is named by its factors ("2*H*W"), which _split_prod reads back
+                t[infer[0]] = "*".join(([str(k)] if k != 1 else []) + names) if names else k
     return t
 
 
@@ -178,7 +175,11 @@ def _split_prod(dims):
         elif v is None:
             return None
         else:
-            names.append(v)
+            for factor in v.split("*"):
+                if factor.isdigit():
+                    n *= int(factor)
+                else:
+                    names.append(factor)
     return n, sorted(names)
 
 
@@ -189,6 +190,8 @@ def _same_prod(x, y) -> bool:
 
 
 def concat(ctx: NodeContext) -> None:
+    if shapes.is_vector_op(ctx):
+        return shapes.concat(ctx)
     out = ctx.node.outputs[0]
     r = ctx.rank(out)
     axis = ctx.attr_int("axis", 0) % r
@@ -265,6 +268,8 @@ def split(ctx: NodeContext) -> None:
 
 
 def slice_(ctx: NodeContext) -> None:
+    if shapes.is_vector_op(ctx):
+        return shapes.slice_(ctx)
     d = _only_input0_tracked(ctx)
     if d is None:
         return
@@ -306,6 +311,8 @@ def _set_ints_on(node, attr: str, index: int, values: list[int]) -> None:
 
 
 def gather(ctx: NodeContext) -> None:
+    if shapes.is_vector_op(ctx):
+        return shapes.gather(ctx)
     d = _only_input0_tracked(ctx)
     if d is None:
         return
@@ -315,9 +322,3 @@ def gather(ctx: NodeContext) -> None:
         raise RuleUnsupported("it gathers along the channel axis")
     ri = ctx.rank(ctx.input(1))
     ctx.set_output(0, d.axis if d.axis < axis else d.axis + ri - 1, d.atoms)
-
-
-def shape_of(ctx: NodeContext) -> None:
-    """Shape/Size read the channel count: whatever they feed would change with pruning."""
-    if ctx.take(0) is not None:
-        raise RuleUnsupported("it reads the channel count at run time (a data-dependent shape)")

@@ -1,0 +1,159 @@
+"""Shape vectors: what ``Shape`` returns, followed through Gather/Slice/Concat/Cast/(Un)squeeze.
+
+Each entry says where its number comes from: a dim of a tensor, or a literal in a constant. An entry
+that reads a tracked channel axis changes when channels are removed; that is fine where it is used as
+a Reshape target entry that copies the same axis of the reshaped tensor, and freezes the group anywhere
+else (arithmetic on the channel count, Expand, ConstantOfShape...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.graph.context import NodeContext, RuleUnsupported
+from onnxprune.graph.edit import set_constant_input
+
+
+@dataclass(frozen=True)
+class Entry:
+    value: ir.Value | None = None  # a dim of this tensor...
+    axis: int = -1
+    literal: int | None = None  # ...or a literal number
+    source: tuple | None = None  # (node, input index, offset) of the constant holding the literal
+
+
+def vector(ctx: NodeContext, i: int) -> list[Entry] | None:
+    """Input i as a shape vector: a tracked Shape result or a small int constant; else None."""
+    v = ctx.input(i)
+    if v is None:
+        return None
+    if v in ctx.analysis.shape_vecs:
+        return ctx.analysis.shape_vecs[v]
+    arr = ctx.const(i)
+    if arr is not None and arr.dtype.kind in "iu" and arr.ndim <= 1 and arr.size <= 16:
+        return [Entry(literal=int(x), source=(ctx.node, i, k)) for k, x in enumerate(np.atleast_1d(arr))]
+    return None
+
+
+def is_vector_op(ctx: NodeContext) -> bool:
+    """True when an input is a Shape result (so the op computes on shapes, not on activations)."""
+    return any(v is not None and v in ctx.analysis.shape_vecs for v in ctx.node.inputs)
+
+
+def _set(ctx: NodeContext, entries: list[Entry]) -> None:
+    ctx.analysis.shape_vecs[ctx.node.outputs[0]] = entries
+    ctx.shapes_read.update(range(len(ctx.node.inputs)))
+
+
+def shape_of(ctx: NodeContext) -> None:
+    x = ctx.input(0)
+    ctx.take(0)
+    if ctx.node.op_type == "Size":
+        if ctx.dim(0) is not None:
+            raise RuleUnsupported("it reads the element count, which depends on the channel count")
+        return
+    r = ctx.rank(x)
+    start = ctx.attr_int("start", 0)
+    end = ctx.attr_int("end", r)
+    start, end, _ = slice(start, end).indices(r)
+    _set(ctx, [Entry(value=x, axis=k) for k in range(start, max(end, start))])
+
+
+def gather(ctx: NodeContext) -> None:
+    vec = ctx.analysis.shape_vecs[ctx.input(0)]
+    idx = ctx.const(1)
+    if idx is None or ctx.attr_int("axis", 0) != 0:
+        raise RuleUnsupported("it indexes a shape with run-time indices")
+    _set(ctx, [vec[int(k)] for k in np.atleast_1d(idx).ravel()])
+
+
+def slice_(ctx: NodeContext) -> None:
+    vec = ctx.analysis.shape_vecs[ctx.input(0)]
+    starts, ends = ctx.ints("starts", 1), ctx.ints("ends", 2)
+    axes = ctx.ints("axes", 3) if ("axes" in ctx.node.attributes or ctx.input(3) is not None) else [0]
+    steps = ctx.ints("steps", 4) if ctx.input(4) is not None else [1]
+    if axes != [0] or steps != [1]:
+        raise RuleUnsupported("it slices a shape with axes or steps no rule covers")
+    s, e, _ = slice(starts[0], ends[0]).indices(len(vec))
+    _set(ctx, vec[s:max(e, s)])
+
+
+def concat(ctx: NodeContext) -> None:
+    if ctx.attr_int("axis", 0) not in (0, -1):
+        raise RuleUnsupported("it concatenates shapes on an axis other than 0")
+    entries = []
+    for i in range(len(ctx.node.inputs)):
+        part = vector(ctx, i)
+        if part is None:
+            raise RuleUnsupported(f"input {i} of a shape concatenation is computed at run time")
+        entries.extend(part)
+    _set(ctx, entries)
+
+
+def same(ctx: NodeContext) -> None:
+    """Cast, Identity, Squeeze/Unsqueeze of a 0-d or 1-d shape vector keep the entries."""
+    _set(ctx, list(ctx.analysis.shape_vecs[ctx.input(0)]))
+
+
+def reads_channels(an, entry: Entry) -> bool:
+    d = an.dims.get(entry.value) if entry.value is not None else None
+    return d is not None and d.axis == entry.axis
+
+
+@dataclass
+class TargetEntry:
+    """One entry of a Reshape target: a literal (rewritable), a copy of an input dim, or inferred."""
+
+    kind: str  # "literal", "copy" (same input axis), "infer" (-1), "dim" (a known non-channel size)
+    size: int | str | None = None
+    write: object = None  # callable(new int) for literals
+
+    @property
+    def literal(self) -> bool:
+        return self.kind == "literal"
+
+
+def reshape_target(ctx: NodeContext, in_shape: list) -> list[TargetEntry]:
+    """Read a Reshape's target (a constant, or a Shape-derived vector) as TargetEntry list."""
+    allowzero = ctx.attr_int("allowzero", 0)
+    x = ctx.input(0)
+    arr = ctx.const(1)
+    if arr is not None:
+        entries = [Entry(literal=int(v), source=(ctx.node, 1, k)) for k, v in enumerate(arr.ravel())]
+    elif ctx.input(1) in ctx.analysis.shape_vecs:
+        entries = ctx.analysis.shape_vecs[ctx.input(1)]
+        ctx.shapes_read.add(1)
+    else:
+        raise RuleUnsupported("its target shape is computed at run time")
+    out = []
+    for j, e in enumerate(entries):
+        if e.literal is not None:
+            if e.literal == 0 and not allowzero:
+                out.append(TargetEntry("copy", in_shape[j] if j < len(in_shape) else None))
+            elif e.literal == -1:
+                out.append(TargetEntry("infer"))
+            else:
+                out.append(TargetEntry("literal", e.literal, _writer(e.source)))
+        elif e.value is x and e.axis == j:
+            out.append(TargetEntry("copy", in_shape[j]))
+        elif reads_channels(ctx.analysis, e):
+            raise RuleUnsupported("its target reads a channel count at another position")
+        else:
+            shape = ctx.shape(e.value)
+            out.append(TargetEntry("dim", shape[e.axis] if shape is not None else None))
+    return out
+
+
+def _writer(source):
+    node, index, offset = source
+
+    def write(new: int) -> None:
+        arr = np.array(node.inputs[index].const_value.numpy(), copy=True)
+        flat = arr.reshape(-1)
+        flat[offset] = new
+        set_constant_input(node, index, arr)
+
+    return write
