@@ -134,7 +134,26 @@ def build(case):
         f = g.op("Flatten", [g.op("GlobalAveragePool", [c1])])
         t = g.op("Transpose", [f], perm=[1, 0])
         return g.model(g.op("Gemm", [t, g.const(W(16, 5))], transA=1))
+    if case == "shape_reshape_copy":
+        # Paddle-style: reshape to [N, C, -1] with N and C read from the tensor itself at run time.
+        nc = g.op("Slice", [g.op("Shape", [c1]), g.const(np.array([0], np.int64)), g.const(np.array([2], np.int64))])
+        target = g.op("Concat", [nc, g.const(np.array([-1], np.int64))], axis=0)
+        r = g.op("Transpose", [g.op("Reshape", [c1, target])], perm=[0, 2, 1])  # [1, 36, 16]
+        return g.model(g.op("MatMul", [r, g.const(W(16, 5))]))
+    if case == "shape_literal_rewrite":
+        # Paddle-style flatten: [N (read at run time), 16 (a literal that must follow the pruning)]
+        p = g.op("GlobalAveragePool", [c1])
+        n = g.op("Slice", [g.op("Shape", ["x"]), g.const(np.array([0], np.int64)), g.const(np.array([1], np.int64))])
+        target = g.op("Concat", [n, g.op("Cast", [g.const(np.array([16], np.int32))], to=TensorProto.INT64)], axis=0)
+        return g.model(g.op("MatMul", [g.op("Reshape", [p, target]), g.const(W(16, 5))]))
     # freezing cases
+    if case == "shape_arithmetic":
+        # TorchScript's chunk: slice bounds computed from the channel count
+        half = g.op("Div", [g.op("Gather", [g.op("Shape", [c1]), g.const(np.array(1, np.int64))], axis=0),
+                            g.const(np.array(2, np.int64))])
+        end = g.op("Unsqueeze", [half, g.const(np.array([0], np.int64))])
+        s = g.op("Slice", [c1, g.const(np.array([0], np.int64)), end, g.const(np.array([1], np.int64))])
+        return g.model(_head(g, g.conv(s, 8, 8), 8))
     if case == "unknown_op":
         return g.model(_head(g, g.conv(g.op("LRN", [c1], size=3), 16, 8), 8))
     if case == "softmax_channels":
@@ -191,8 +210,10 @@ def build(case):
 
 PRUNABLE = ["split_attr", "split_input", "split_equal", "slice", "flatten_gemm", "reshape_gemm", "transpose_matmul",
             "squeeze_unsqueeze", "pad_resize", "grouped_conv", "depthwise_multiplier", "conv_transpose",
-            "norms_prelu", "concat_residual", "gemm_transposed_a", "channel_shuffle", "attention_heads"]
+            "norms_prelu", "concat_residual", "gemm_transposed_a", "channel_shuffle", "attention_heads",
+            "shape_reshape_copy", "shape_literal_rewrite"]
 FROZEN = {
+    "shape_arithmetic": "is read at run time: Div node",
     "unknown_op": "LRN node",
     "softmax_channels": "normalises over the channel axis",
     "reduce_channels": "reduces over the channel axis",

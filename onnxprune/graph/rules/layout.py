@@ -113,7 +113,7 @@ def reshape(ctx: NodeContext) -> None:
     # Find the output axis j whose span of input axes [a0, a1) contains the channel axis:
     # prod(s[:a0]) == prod(t[:j]) and s[a0:a1] multiplies to t[j].
     for j in range(len(t)):
-        for a0 in range(a + 1):
+        for a0 in range(a, -1, -1):  # tightest span first: size-1 axes make several spans match
             if not _same_prod(s[:a0], t[:j]):
                 continue
             for a1 in range(a + 1, len(s) + 1):
