@@ -43,10 +43,11 @@ def _check_external_data(model: ir.Model, path: Path) -> None:
                     f"{path}: external data file '{tensor.location}' for tensor '{value.name}' "
                     f"not found next to the model (looked at {data})"
                 )
-            if data.stat().st_size < tensor.offset + tensor.length if tensor.length else False:
+            end = (tensor.offset or 0) + (tensor.length or 0)
+            if tensor.length and data.stat().st_size < end:
                 raise InputError(
                     f"{path}: external data file '{tensor.location}' is truncated "
-                    f"(tensor '{value.name}' needs bytes up to {tensor.offset + tensor.length})"
+                    f"(tensor '{value.name}' needs bytes up to {end})"
                 )
 
 

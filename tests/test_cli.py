@@ -172,3 +172,13 @@ def test_external_data_round_trip(tmp_path):
                  for e in t.external_data if e.key == "location"}
     assert locations == {"p.onnx.data"}
     onnx.checker.check_model(onnx.load(out / "p.onnx"))  # its data loads from beside it
+
+
+def test_truncated_external_data(tmp_path):
+    m = onnx.load(CNN)
+    onnx.save(m, tmp_path / "ext.onnx", save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    data = tmp_path / "ext.onnx.data"
+    data.write_bytes(data.read_bytes()[:1000])
+    res = run(tmp_path / "ext.onnx", tmp_path / "o.onnx")
+    assert_user_error(res, "truncated", "ext.onnx.data")
+    assert not (tmp_path / "o.onnx").exists()

@@ -76,6 +76,14 @@ class NodeContext:
         self.handled.add(i)
         return self.dim(i)
 
+    def take_data_input(self) -> Dim | None:
+        """The tracked dim of input 0 (handled); any other input carrying channels is unsupported."""
+        d = self.take(0)
+        for i in range(1, len(self.node.inputs)):
+            if self.take(i) is not None:
+                raise RuleUnsupported(f"input {i} carries channels")
+        return d
+
     def const(self, i: int) -> np.ndarray | None:
         v = self.input(i)
         if v is None or v.const_value is None:

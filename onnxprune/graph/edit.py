@@ -7,18 +7,22 @@ import onnx_ir as ir
 
 
 def set_constant_input(node: ir.Node, index: int, array: np.ndarray) -> None:
-    """Give ``node`` a new value for a constant input; a tensor shared with other uses is copied."""
-    old = node.inputs[index]
+    """Give ``node`` a new value for a constant input (added if the optional input is absent);
+    a tensor shared with other uses is copied rather than edited."""
+    old = node.inputs[index] if index < len(node.inputs) else None
     array = np.ascontiguousarray(array)
-    if len(old.uses()) == 1 and not old.is_graph_output() and not old.is_graph_input():
+    if old is not None and len(old.uses()) == 1 and not old.is_graph_output() and not old.is_graph_input():
         old.const_value = ir.tensor(array, name=old.name)
         old.shape = ir.Shape(array.shape)
         return
     graph = node.graph
-    name = _unique_name(graph, f"{old.name}__{node.name or node.op_type}")
-    new = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(old.dtype),
+    base = old.name if old is not None else f"{node.name or node.op_type}_input{index}"
+    name = _unique_name(graph, f"{base}__{node.name or node.op_type}" if old is not None else base)
+    new = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
                    const_value=ir.tensor(array, name=name))
     graph.register_initializer(new)
+    if index >= len(node.inputs):
+        node.resize_inputs(index + 1)
     node.replace_input_with(index, new)
 
 
@@ -28,6 +32,15 @@ def set_int_attr(node: ir.Node, name: str, value: int) -> None:
 
 def set_ints_attr(node: ir.Node, name: str, values) -> None:
     node.attributes[name] = ir.AttrInt64s(name, [int(v) for v in values])
+
+
+def set_ints(node: ir.Node, attr: str, index: int, values) -> None:
+    """Write an int list back where the node keeps it: the attribute (old opsets) or constant input."""
+    if attr in node.attributes:
+        set_ints_attr(node, attr, values)
+    else:
+        dtype = node.inputs[index].const_value.numpy().dtype
+        set_constant_input(node, index, np.array(values, dtype=dtype))
 
 
 def _unique_name(graph: ir.Graph, base: str) -> str:

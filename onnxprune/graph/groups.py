@@ -148,10 +148,8 @@ def _run_rule(an: Analysis, node: ir.Node) -> None:
     if rule is None:
         _freeze_unhandled_shapes(an, node, None)
         if tracked:
-            where = f"{node.op_type} node '{node.name}'"
             kind = "custom-domain op" if node.domain not in ("", "ai.onnx") else "op not in the op table"
-            ctx.freeze_inputs(f"{kind}" + (" (control flow)" if node.op_type in ("If", "Loop", "Scan") else ""))
-            del where
+            ctx.freeze_inputs(kind + (" (control flow)" if node.op_type in ("If", "Loop", "Scan") else ""))
         return
     spaces_before = len(an.store.spaces)
     try:

@@ -6,28 +6,12 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.graph.context import NodeContext, RuleUnsupported
-from onnxprune.graph.edit import set_constant_input, set_ints_attr
+from onnxprune.graph.edit import set_constant_input, set_ints, set_ints_attr
 from onnxprune.graph.rules import shapes
 
 
-def _only_input0_tracked(ctx: NodeContext):
-    d = ctx.take(0)
-    for i in range(1, len(ctx.node.inputs)):
-        if ctx.take(i) is not None:
-            raise RuleUnsupported(f"input {i} carries channels")
-    return d
-
-
-def _set_ints(ctx: NodeContext, attr: str, index: int, values: list[int]) -> None:
-    """Write an int list back where the node keeps it (attribute or constant input)."""
-    if attr in ctx.node.attributes:
-        set_ints_attr(ctx.node, attr, values)
-    else:
-        set_constant_input(ctx.node, index, np.array(values, dtype=np.int64))
-
-
 def transpose(ctx: NodeContext) -> None:
-    d = _only_input0_tracked(ctx)
+    d = ctx.take_data_input()
     if d is None:
         return
     r = ctx.rank(ctx.input(0))
@@ -38,7 +22,7 @@ def transpose(ctx: NodeContext) -> None:
 def squeeze(ctx: NodeContext) -> None:
     if shapes.is_vector_op(ctx):
         return shapes.same(ctx)
-    d = _only_input0_tracked(ctx)
+    d = ctx.take_data_input()
     if d is None:
         return
     shape = ctx.known_shape(ctx.input(0))
@@ -57,7 +41,7 @@ def squeeze(ctx: NodeContext) -> None:
 def unsqueeze(ctx: NodeContext) -> None:
     if shapes.is_vector_op(ctx):
         return shapes.same(ctx)
-    d = _only_input0_tracked(ctx)
+    d = ctx.take_data_input()
     if d is None:
         return
     rout = ctx.rank(ctx.node.outputs[0])
@@ -68,7 +52,7 @@ def unsqueeze(ctx: NodeContext) -> None:
 
 def flatten(ctx: NodeContext) -> None:
     """A channel owns a block of inner-size consecutive features, repeated outer-size times."""
-    d = _only_input0_tracked(ctx)
+    d = ctx.take_data_input()
     if d is None:
         return
     shape = ctx.known_shape(ctx.input(0))
@@ -93,7 +77,7 @@ def _static_prod(dims) -> int:
 def reshape(ctx: NodeContext) -> None:
     """Reshape that keeps the channel axis whole, merges it with neighbouring static axes, or splits
     it into [outer, inner] (channel shuffle, attention heads)."""
-    d = _only_input0_tracked(ctx)
+    d = ctx.take_data_input()
     if d is None:
         return
     s = ctx.known_shape(ctx.input(0))
@@ -221,7 +205,7 @@ def concat(ctx: NodeContext) -> None:
 
 
 def split(ctx: NodeContext) -> None:
-    d = _only_input0_tracked(ctx)
+    d = ctx.take_data_input()
     if d is None:
         return
     r = ctx.rank(ctx.input(0))
@@ -241,24 +225,15 @@ def split(ctx: NodeContext) -> None:
         raise RuleUnsupported(f"split sizes {sizes} do not add up to {n} channels")
     bounds = np.cumsum([0] + list(sizes))
     pieces = [d.atoms[bounds[j]:bounds[j + 1]] for j in range(len(outs))]
-    node = ctx.node
-    has_input = len(node.inputs) > 1 and node.inputs[1] is not None
+    node, sizes_as_input = ctx.node, ctx.opset >= 13
 
-    def _rewrite(keep, node=node, pieces=pieces, has_input=has_input):
+    def _rewrite(keep, node=node, pieces=pieces, sizes_as_input=sizes_as_input):
+        # Always explicit sizes: an equal split may become unequal.
         new = [int(keep(p).sum()) for p in pieces]
         if "num_outputs" in node.attributes:
             del node.attributes["num_outputs"]
-        if ctx.opset >= 13:
-            if has_input:
-                set_constant_input(node, 1, np.array(new, dtype=np.int64))
-            else:
-                import onnx_ir as ir
-                name = f"{node.name or 'split'}__sizes"
-                v = ir.Value(name=name, shape=ir.Shape([len(new)]), type=ir.TensorType(ir.DataType.INT64),
-                             const_value=ir.tensor(np.array(new, dtype=np.int64), name=name))
-                node.graph.register_initializer(v)
-                node.resize_inputs(2)
-                node.replace_input_with(1, v)
+        if sizes_as_input:
+            set_constant_input(node, 1, np.array(new, dtype=np.int64))
         else:
             set_ints_attr(node, "split", new)
 
@@ -270,7 +245,7 @@ def split(ctx: NodeContext) -> None:
 def slice_(ctx: NodeContext) -> None:
     if shapes.is_vector_op(ctx):
         return shapes.slice_(ctx)
-    d = _only_input0_tracked(ctx)
+    d = ctx.take_data_input()
     if d is None:
         return
     r = ctx.rank(ctx.input(0))
@@ -296,24 +271,17 @@ def slice_(ctx: NodeContext) -> None:
         new_starts, new_ends = list(starts), list(ends)
         new_starts[k] = new_start
         new_ends[k] = new_start + int(keep(piece).sum())
-        _set_ints_on(node, "starts", 1, new_starts)
-        _set_ints_on(node, "ends", 2, new_ends)
+        set_ints(node, "starts", 1, new_starts)
+        set_ints(node, "ends", 2, new_ends)
 
     ctx.rewrite("Slice bounds", _rewrite)
     ctx.set_output(0, d.axis, piece)
 
 
-def _set_ints_on(node, attr: str, index: int, values: list[int]) -> None:
-    if attr in node.attributes:
-        set_ints_attr(node, attr, values)
-    else:
-        set_constant_input(node, index, np.array(values, dtype=node.inputs[index].const_value.numpy().dtype))
-
-
 def gather(ctx: NodeContext) -> None:
     if shapes.is_vector_op(ctx):
         return shapes.gather(ctx)
-    d = _only_input0_tracked(ctx)
+    d = ctx.take_data_input()
     if d is None:
         return
     r = ctx.rank(ctx.input(0))

@@ -28,10 +28,7 @@ def per_channel_norm(ctx: NodeContext) -> None:
 
 
 def _normalised_axes_freeze(ctx: NodeContext, axes: list[int]) -> None:
-    d = ctx.take(0)
-    for i in range(1, len(ctx.node.inputs)):
-        if ctx.take(i) is not None:
-            raise RuleUnsupported(f"input {i} carries channels")
+    d = ctx.take_data_input()
     if d is None:
         return
     r = ctx.rank(ctx.input(0))

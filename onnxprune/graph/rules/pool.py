@@ -20,10 +20,7 @@ def pool(ctx: NodeContext) -> None:
 
 
 def pad(ctx: NodeContext) -> None:
-    d = ctx.take(0)
-    for i in range(1, len(ctx.node.inputs)):
-        if ctx.take(i) is not None:
-            raise RuleUnsupported(f"input {i} carries channels")
+    d = ctx.take_data_input()
     if d is None:
         return
     r = ctx.rank(ctx.input(0))
@@ -42,10 +39,7 @@ def pad(ctx: NodeContext) -> None:
 
 def resize(ctx: NodeContext) -> None:
     """Resize/Upsample: the channel scale must be 1; a literal channel size is rewritten."""
-    d = ctx.take(0)
-    for i in range(1, len(ctx.node.inputs)):
-        if ctx.take(i) is not None:
-            raise RuleUnsupported(f"input {i} carries channels")
+    d = ctx.take_data_input()
     if d is None:
         return
     r = ctx.rank(ctx.input(0))
