@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
+from onnx_ir.passes.common._c_api_utils import call_onnx_api
 
 from onnxprune.errors import PlanError
 from onnxprune.graph import Analysis
@@ -53,6 +56,26 @@ def apply_plan(analysis: Analysis, plan: Plan) -> None:
     RemoveUnusedNodesPass()(analysis.model)  # originals of tensors that were copied before editing
     clear_inferred_shapes(analysis.model)
     infer_shapes(analysis.model)
+    check_pruned(analysis.model)
+
+
+def check_pruned(model: ir.Model) -> None:
+    """onnx.checker and strict shape inference on the pruned graph (weights stripped, so cheap).
+    A failure here is a bug in onnxprune, never something the user did."""
+    def _check(proto: onnx.ModelProto) -> None:
+        # Small tensors still pointing at external data: the checker would look for the file relative to
+        # the working directory. They are graph inputs here already, so their data is not needed.
+        external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        for t in external:
+            proto.graph.initializer.remove(t)
+        onnx.checker.check_model(proto)
+        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+
+    try:
+        call_onnx_api(_check, model)
+    except Exception as exc:
+        raise PlanError(f"the pruned model fails onnx.checker or shape inference ({str(exc).splitlines()[0][:300]}); "
+                        "this is a bug in onnxprune, please report it with the model") from exc
 
 
 def _slice_grouped(w: np.ndarray, mask: np.ndarray, groups: int) -> np.ndarray:

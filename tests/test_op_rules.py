@@ -297,3 +297,15 @@ def test_shared_weight_is_copied_before_editing(tmp_path):
     _, rep = onnxprune.prune(tmp_path / "p.onnx", ratio=0.25)
     assert {x["name"]: x["removed"] for x in rep["groups"] if x["removed"]} == planted
     assert all(o["max_rel"] <= 1e-5 for o in rep["validation"]["outputs"].values())
+
+
+def test_surgery_that_leaves_the_graph_inconsistent_is_caught(tmp_path):
+    """If a literal were not rewritten (here: the Split sizes), the checker after surgery must say so."""
+    from onnxprune.criteria import get_criterion
+    from onnxprune.plan import allocate_local
+    from onnxprune.surgery import apply_plan
+    an = onnxprune.analyze(_save("split_input", tmp_path))
+    an.rewrites.clear()
+    plan = allocate_local(an, get_criterion("l1")(an), 0.4)
+    with pytest.raises(onnxprune.errors.PlanError, match="fails onnx.checker or shape inference"):
+        apply_plan(an, plan)
