@@ -147,13 +147,25 @@ def build(case):
         target = g.op("Concat", [n, g.op("Cast", [g.const(np.array([16], np.int32))], to=TensorProto.INT64)], axis=0)
         return g.model(g.op("MatMul", [g.op("Reshape", [p, target]), g.const(W(16, 5))]))
     # freezing cases
+    if case == "shape_chunk":
+        # TorchScript's torch.chunk(x, 2, dim=1): bounds (C + 1) // 2 * {1, 2} read from x at run time
+        half = g.op("Div", [g.op("Add", [g.op("Gather", [g.op("Shape", [c1]), g.const(np.array([1], np.int64))],
+                                                axis=0), g.const(np.array([1], np.int64))]),
+                            g.const(np.array([2], np.int64))])
+        e0 = g.op("Mul", [half, g.const(np.array([1], np.int64))])
+        e1 = g.op("Mul", [half, g.const(np.array([2], np.int64))])
+        one = g.const(np.array([1], np.int64))
+        a = g.op("Slice", [c1, g.const(np.array([0], np.int64)), e0, one])
+        b = g.op("Slice", [c1, e0, e1, one])
+        return g.model(_head(g, g.op("Add", [g.conv(a, 8, 8), g.conv(b, 8, 8)]), 8))
     if case == "shape_arithmetic":
-        # TorchScript's chunk: slice bounds computed from the channel count
+        # slice bounds computed from the channel count in a form no rule covers (C // 2 as an end of
+        # a slice that starts at 2)
         half = g.op("Div", [g.op("Gather", [g.op("Shape", [c1]), g.const(np.array(1, np.int64))], axis=0),
                             g.const(np.array(2, np.int64))])
         end = g.op("Unsqueeze", [half, g.const(np.array([0], np.int64))])
-        s = g.op("Slice", [c1, g.const(np.array([0], np.int64)), end, g.const(np.array([1], np.int64))])
-        return g.model(_head(g, g.conv(s, 8, 8), 8))
+        s = g.op("Slice", [c1, g.const(np.array([2], np.int64)), end, g.const(np.array([1], np.int64))])
+        return g.model(_head(g, g.conv(s, 6, 8), 8))
     if case == "unknown_op":
         return g.model(_head(g, g.conv(g.op("LRN", [c1], size=3), 16, 8), 8))
     if case == "softmax_channels":
@@ -211,9 +223,9 @@ def build(case):
 PRUNABLE = ["split_attr", "split_input", "split_equal", "slice", "flatten_gemm", "reshape_gemm", "transpose_matmul",
             "squeeze_unsqueeze", "pad_resize", "grouped_conv", "depthwise_multiplier", "conv_transpose",
             "norms_prelu", "concat_residual", "gemm_transposed_a", "channel_shuffle", "attention_heads",
-            "shape_reshape_copy", "shape_literal_rewrite"]
+            "shape_reshape_copy", "shape_literal_rewrite", "shape_chunk"]
 FROZEN = {
-    "shape_arithmetic": "is read at run time: Div node",
+    "shape_arithmetic": "is read at run time: Slice node",
     "unknown_op": "LRN node",
     "softmax_channels": "normalises over the channel axis",
     "reduce_channels": "reduces over the channel axis",

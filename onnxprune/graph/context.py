@@ -177,9 +177,9 @@ class NodeContext:
     def rewrite(self, what: str, apply: Callable[[Keep], None]) -> None:
         self.analysis.rewrites.append(Rewrite(self.node, what, apply))
 
-    def balance(self, atoms: np.ndarray, blocks: int) -> None:
-        """Each of ``blocks`` equal runs of ``atoms`` must lose the same number of channels."""
-        self.analysis.balances.append((np.asarray(atoms).reshape(blocks, -1), self.where))
+    def balance(self, atoms: np.ndarray, blocks: int, unit: str = "conv groups") -> None:
+        """Each of ``blocks`` equal runs of ``atoms`` (its ``unit``) must lose the same number of channels."""
+        self.analysis.balances.append((np.asarray(atoms).reshape(blocks, -1), self.where, unit))
 
     def freeze_inputs(self, reason: str) -> None:
         for i, v in enumerate(self.node.inputs):

@@ -25,7 +25,8 @@ class Group:
     producers: list[ParamMember] = field(default_factory=list)
     params: list[ParamMember] = field(default_factory=list)
     dims: list[tuple[ir.Value, Dim]] = field(default_factory=list)
-    # Grouped convs: each [n_blocks, per_block] array of class indices must lose equal counts per row.
+    # Grouped convs and torch.chunk: each [n_blocks, per_block] array of class indices must lose
+    # equal counts per row.
     blocks: list[np.ndarray] = field(default_factory=list)
 
     @property
@@ -42,7 +43,7 @@ class Group:
         for reason in self.frozen:
             lines.append(f"  frozen: {reason}")
         for b in self.blocks:
-            lines.append(f"  {b.size} channels balanced over {len(b)} conv groups")
+            lines.append(f"  {b.size} channels balanced over {len(b)} conv groups or chunks")
         for p in self.producers + self.params:
             lines.append(f"  {p.role:9s} {p.node.op_type} '{p.node.name}' input {p.input_index} "
                          f"'{p.value.name}' axis {p.axis}")
@@ -229,22 +230,22 @@ def _build_groups(an: Analysis) -> None:
 
 def _attach_balances(an: Analysis, gid_of, grp_roots) -> None:
     """Record each grouped conv's equal-loss blocks on its group; overlapping, unequal ones freeze."""
-    for blocks, where in an.balances:
+    for blocks, where, unit in an.balances:
         gids = {gid_of[int(grp_roots[a])] for a in blocks.ravel().tolist()}
         if len(gids) > 1:
             for gid in gids:
-                _add_reason(an.groups[gid], f"{where}: its conv groups span several channel groups")
+                _add_reason(an.groups[gid], f"{where}: its {unit} span several channel groups")
             continue
         g = an.groups[gids.pop()]
         idx = an.class_pos[an.roots[blocks]]
         rows, counts = zip(*(np.unique(r, return_counts=True) for r in idx))
         if all(np.array_equal(r, rows[0]) for r in rows):
-            continue  # every conv group holds the same channels (coupled by a shuffle): always balanced
-        # After a shuffle a channel may fill several positions of one conv group; that is fine as long
-        # as each channel lives in one conv group and all fill the same number of positions.
+            continue  # every block holds the same channels (coupled by a shuffle): always balanced
+        # After a shuffle a channel may fill several positions of one block; that is fine as long
+        # as each channel lives in one block and all fill the same number of positions.
         if (len(set(np.concatenate(rows).tolist())) != sum(len(r) for r in rows) or len({len(r) for r in rows}) > 1
                 or len(set(np.concatenate(counts).tolist())) > 1):
-            _add_reason(g, f"{where}: a channel spans several of its conv groups")
+            _add_reason(g, f"{where}: a channel spans several of its {unit}")
             continue
         idx = np.stack(rows)
         canon = np.sort(idx, axis=1)
@@ -254,7 +255,7 @@ def _attach_balances(an: Analysis, gid_of, grp_roots) -> None:
             if np.array_equal(other, canon):
                 break
             if members & set(other.ravel().tolist()):
-                _add_reason(g, f"{where}: grouped convs split this channel group in different ways")
+                _add_reason(g, f"{where}: grouped convs or chunks split this channel group in different ways")
                 break
         else:
             g.blocks.append(canon)

@@ -22,6 +22,8 @@ def passthrough(ctx: NodeContext) -> None:
 
 def broadcast(ctx: NodeContext) -> None:
     """Add/Mul/Where...: numpy broadcasting; tracked inputs couple, per-channel constants follow."""
+    if shapes.is_vector_op(ctx):
+        return shapes.arith(ctx)
     out = ctx.node.outputs[0]
     out_rank = ctx.rank(out)
     axis = None

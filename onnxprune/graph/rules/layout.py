@@ -20,7 +20,7 @@ def transpose(ctx: NodeContext) -> None:
 
 
 def squeeze(ctx: NodeContext) -> None:
-    if shapes.is_vector_op(ctx):
+    if shapes.is_vector_op(ctx, 0):
         return shapes.same(ctx)
     d = ctx.take_data_input()
     if d is None:
@@ -39,7 +39,7 @@ def squeeze(ctx: NodeContext) -> None:
 
 
 def unsqueeze(ctx: NodeContext) -> None:
-    if shapes.is_vector_op(ctx):
+    if shapes.is_vector_op(ctx, 0):
         return shapes.same(ctx)
     d = ctx.take_data_input()
     if d is None:
@@ -243,14 +243,13 @@ def split(ctx: NodeContext) -> None:
 
 
 def slice_(ctx: NodeContext) -> None:
-    if shapes.is_vector_op(ctx):
+    if shapes.is_vector_op(ctx, 0):
         return shapes.slice_(ctx)
     d = ctx.take_data_input()
     if d is None:
         return
     r = ctx.rank(ctx.input(0))
-    starts = ctx.ints("starts", 1)
-    ends = ctx.ints("ends", 2)
+    starts, ends = shapes.bounds(ctx, "starts", 1), shapes.bounds(ctx, "ends", 2)
     axes = ctx.ints("axes", 3) if ("axes" in ctx.node.attributes or ctx.input(3) is not None) else None
     steps = ctx.ints("steps", 4) if ctx.input(4) is not None else None
     axes = [a % r for a in axes] if axes is not None else list(range(len(starts)))
@@ -261,12 +260,21 @@ def slice_(ctx: NodeContext) -> None:
     if steps is not None and steps[k] != 1:
         raise RuleUnsupported("it slices the channel axis with a step other than 1")
     n = len(d.atoms)
-    start, stop, _ = slice(starts[k], ends[k]).indices(n)
+    if starts[k].literal is None or ends[k].literal is None:
+        ctx.set_output(0, d.axis, _chunk_piece(ctx, d, starts[k], ends[k]))
+        return
+    start, stop, _ = slice(starts[k].literal, ends[k].literal).indices(n)
     stop = max(stop, start)
     before, piece = d.atoms[:start], d.atoms[start:stop]
+    if any(e.literal is None for e in starts + ends):
+        if (start, stop) != (0, n):
+            raise RuleUnsupported("literal channel bounds next to bounds computed at run time")
+        ctx.set_output(0, d.axis, piece)
+        return
     node = ctx.node
+    lit_starts, lit_ends = [e.literal for e in starts], [e.literal for e in ends]
 
-    def _rewrite(keep, node=node, before=before, piece=piece, k=k, starts=starts, ends=ends):
+    def _rewrite(keep, node=node, before=before, piece=piece, k=k, starts=lit_starts, ends=lit_ends):
         new_start = int(keep(before).sum())
         new_starts, new_ends = list(starts), list(ends)
         new_starts[k] = new_start
@@ -278,8 +286,31 @@ def slice_(ctx: NodeContext) -> None:
     ctx.set_output(0, d.axis, piece)
 
 
+def _chunk_piece(ctx: NodeContext, d, start, end) -> np.ndarray:
+    """torch.chunk's Slice: bounds m * C / k computed from this tensor's own channel count C. The
+    bounds stay right after pruning when each of the k chunks loses the same number of channels."""
+    n = len(d.atoms)
+    chunks, pos = set(), []
+    for e, default in ((start, 0), (end, n)):
+        if e.literal is not None:
+            if e.literal not in (0,) and e.literal < n:
+                raise RuleUnsupported("a literal channel bound next to a bound computed at run time")
+            pos.append(min(max(e.literal, 0), n))
+            continue
+        form = e.chunk_of(n) if e.value is ctx.input(0) and e.axis == d.axis else None
+        if form is None:
+            raise RuleUnsupported("its channel bounds are computed at run time in a form no rule covers")
+        m, k = form
+        chunks.add(k)
+        pos.append(m * n // k)
+    if len(chunks) != 1:
+        raise RuleUnsupported("its channel bounds come from different chunk counts")
+    ctx.balance(d.atoms, chunks.pop(), unit="chunks")
+    return d.atoms[pos[0]:max(pos[1], pos[0])]
+
+
 def gather(ctx: NodeContext) -> None:
-    if shapes.is_vector_op(ctx):
+    if shapes.is_vector_op(ctx, 0):
         return shapes.gather(ctx)
     d = ctx.take_data_input()
     if d is None:

@@ -8,7 +8,7 @@ else (arithmetic on the channel count, Expand, ConstantOfShape...).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx_ir as ir
@@ -19,10 +19,53 @@ from onnxprune.graph.edit import set_constant_input
 
 @dataclass(frozen=True)
 class Entry:
-    value: ir.Value | None = None  # a dim of this tensor...
+    """mul * floor((num * dim + add) / den) + plus for a dim of ``value``, or a literal number."""
+
+    value: ir.Value | None = None
     axis: int = -1
-    literal: int | None = None  # ...or a literal number
+    literal: int | None = None
     source: tuple | None = None  # (node, input index, offset) of the constant holding the literal
+    mul: int = 1
+    num: int = 1
+    add: int = 0
+    den: int = 1
+    plus: int = 0
+
+    @property
+    def is_plain_dim(self) -> bool:
+        return self.literal is None and (self.mul, self.num, self.add, self.den, self.plus) == (1, 1, 0, 1, 0)
+
+    def chunk_of(self, size: int) -> tuple[int, int] | None:
+        """(m, k) if this entry is m * size / k, the bound torch.chunk computes from a dim of ``size``
+        (m * ceil(size / k), exact when k divides size); None otherwise."""
+        if self.literal is not None or self.num != 1 or self.plus != 0 or not 0 <= self.add < self.den:
+            return None
+        if size % self.den:
+            return None
+        return self.mul, self.den
+
+
+def _apply(e: Entry, op: str, c: int) -> Entry | None:
+    """``e op c`` for integer shape arithmetic, or None where the closed form does not cover it."""
+    if e.literal is not None:
+        a = e.literal
+        val = {"Add": a + c, "Sub": a - c, "Mul": a * c, "Div": a // c if c else None}[op]
+        return None if val is None else replace(e, literal=val, source=None)
+    if op == "Sub":
+        op, c = "Add", -c
+    if e.den == 1:  # no floor yet: keep the form num * dim + add
+        if op == "Add":
+            return replace(e, add=e.add + c)
+        if op == "Mul":
+            return replace(e, num=e.num * c, add=e.add * c)
+        return replace(e, den=c) if c > 0 else None
+    if op == "Add":
+        return replace(e, plus=e.plus + c)
+    if op == "Mul":
+        return replace(e, mul=e.mul * c, plus=e.plus * c)
+    if c > 0 and e.plus == 0 and e.mul == 1:
+        return replace(e, den=e.den * c)
+    return None
 
 
 def vector(ctx: NodeContext, i: int) -> list[Entry] | None:
@@ -38,9 +81,21 @@ def vector(ctx: NodeContext, i: int) -> list[Entry] | None:
     return None
 
 
-def is_vector_op(ctx: NodeContext) -> bool:
-    """True when an input is a Shape result (so the op computes on shapes, not on activations)."""
-    return any(v is not None and v in ctx.analysis.shape_vecs for v in ctx.node.inputs)
+def is_vector_op(ctx: NodeContext, index: int | None = None) -> bool:
+    """True when input ``index`` (default: any input) is a Shape result, so the op computes on
+    shapes rather than on activations."""
+    inputs = ctx.node.inputs if index is None else ctx.node.inputs[index:index + 1]
+    return any(v is not None and v in ctx.analysis.shape_vecs for v in inputs)
+
+
+def bounds(ctx: NodeContext, attr: str, index: int) -> list[Entry] | None:
+    """Slice starts/ends as entries: literals (attribute or constant) or a followed Shape result."""
+    v = ctx.input(index) if attr not in ctx.node.attributes else None
+    if v is not None and v in ctx.analysis.shape_vecs:
+        ctx.shapes_read.add(index)
+        return ctx.analysis.shape_vecs[v]
+    values = ctx.ints(attr, index)
+    return None if values is None else [Entry(literal=x) for x in values]
 
 
 def _set(ctx: NodeContext, entries: list[Entry]) -> None:
@@ -93,6 +148,27 @@ def concat(ctx: NodeContext) -> None:
     _set(ctx, entries)
 
 
+def arith(ctx: NodeContext) -> None:
+    """Add/Sub/Mul/Div of a shape vector and an integer constant (torch.chunk's bound arithmetic)."""
+    op = ctx.node.op_type
+    vec, other = vector(ctx, 0), vector(ctx, 1)
+    if vec is None or other is None or op not in ("Add", "Sub", "Mul", "Div"):
+        raise RuleUnsupported("shape arithmetic with a run-time operand")
+    if all(e.literal is not None for e in vec) and any(e.literal is None for e in other):
+        if op in ("Sub", "Div"):
+            raise RuleUnsupported("shape arithmetic no rule covers")
+        vec, other = other, vec
+    if any(e.literal is None for e in other) or len(other) not in (1, len(vec)):
+        raise RuleUnsupported("shape arithmetic between two run-time shapes")
+    out = []
+    for k, e in enumerate(vec):
+        new = _apply(e, op, other[k if len(other) > 1 else 0].literal)
+        if new is None:
+            raise RuleUnsupported(f"shape arithmetic ({op}) no rule covers")
+        out.append(new)
+    _set(ctx, out)
+
+
 def same(ctx: NodeContext) -> None:
     """Cast, Identity, Squeeze/Unsqueeze of a 0-d or 1-d shape vector keep the entries."""
     _set(ctx, list(ctx.analysis.shape_vecs[ctx.input(0)]))
@@ -137,13 +213,15 @@ def reshape_target(ctx: NodeContext, in_shape: list) -> list[TargetEntry]:
                 out.append(TargetEntry("infer"))
             else:
                 out.append(TargetEntry("literal", e.literal, _writer(e.source)))
-        elif e.value is x and e.axis == j:
+        elif e.value is x and e.axis == j and e.is_plain_dim:
             out.append(TargetEntry("copy", in_shape[j]))
         elif reads_channels(ctx.analysis, e):
             raise RuleUnsupported("its target reads a channel count at another position")
-        else:
+        elif e.is_plain_dim:
             shape = ctx.shape(e.value)
             out.append(TargetEntry("dim", shape[e.axis] if shape is not None else None))
+        else:
+            out.append(TargetEntry("dim", None))
     return out
 
 
