@@ -18,7 +18,7 @@ from onnxprune.plan import Plan, check_removable
 
 def apply_plan(analysis: Analysis, plan: Plan) -> None:
     """Remove the plan's channels from ``analysis.model`` in place."""
-    if getattr(analysis, "applied", False):
+    if analysis.applied:
         raise PlanError("this analysis was already used to prune its model; analyse the pruned model again")
     removed_root = np.zeros(len(analysis.roots), dtype=bool)
     for gid, cls in plan.removed.items():

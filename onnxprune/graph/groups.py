@@ -62,13 +62,14 @@ class Analysis:
         self.dims: dict[ir.Value, Dim] = {}
         self.params: list[ParamMember] = []
         self.rewrites: list[Rewrite] = []
-        self.balances: list[tuple[np.ndarray, str]] = []
+        self.balances: list[tuple[np.ndarray, str, str]] = []  # (atoms [blocks, per block], where, unit)
         self.shape_vecs: dict[ir.Value, list] = {}  # Shape results: where each entry's number comes from
         self.filled_shapes = 0  # output shapes rules derived where ONNX inference gave up
         self.groups: list[Group] = []
         self.roots: np.ndarray = np.zeros(0, dtype=np.int64)  # atom -> its channel's root atom
         self.class_gid: np.ndarray = np.zeros(0, dtype=np.int64)  # root atom -> group id
         self.class_pos: np.ndarray = np.zeros(0, dtype=np.int64)  # root atom -> channel index in its group
+        self.applied = False  # set by the surgery: an analysis prunes its model once
 
     # -- lookups used by criteria, plans and surgery --------------------------------------------
     def class_index(self, atoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +77,7 @@ class Analysis:
         r = self.roots[np.asarray(atoms, dtype=np.int64)]
         return self.class_gid[r], self.class_pos[r]
 
-    def producer_node(self, name: str) -> tuple[ir.Node, ParamMember]:
+    def producer_node(self, name: str) -> tuple[ir.Node | None, ParamMember | None]:
         """A Conv/Gemm/MatMul by node name or output tensor name, with its producer weight member."""
         for p in self.params:
             if p.role == "producer" and (p.node.name == name or p.node.outputs[0].name == name):
