@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx
+import onnxruntime as ort
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 NAMES = ("digits_cnn", "digits_resnet")

@@ -146,6 +146,10 @@ def build(case):
         n = g.op("Slice", [g.op("Shape", ["x"]), g.const(np.array([0], np.int64)), g.const(np.array([1], np.int64))])
         target = g.op("Concat", [n, g.op("Cast", [g.const(np.array([16], np.int32))], to=TensorProto.INT64)], axis=0)
         return g.model(g.op("MatMul", [g.op("Reshape", [p, target]), g.const(W(16, 5))]))
+    if case == "expand_tile":
+        e = g.op("Expand", [c1, g.const(np.array([2, 16, 6, 6], np.int64))])  # batch 1 -> 2
+        t = g.op("Tile", [e, g.const(np.array([1, 1, 2, 1], np.int64))])  # H 6 -> 12
+        return g.model(_head(g, g.conv(t, 16, 8), 8))
     # freezing cases
     if case == "shape_chunk":
         # TorchScript's torch.chunk(x, 2, dim=1): bounds (C + 1) // 2 * {1, 2} read from x at run time
@@ -223,7 +227,7 @@ def build(case):
 PRUNABLE = ["split_attr", "split_input", "split_equal", "slice", "flatten_gemm", "reshape_gemm", "transpose_matmul",
             "squeeze_unsqueeze", "pad_resize", "grouped_conv", "depthwise_multiplier", "conv_transpose",
             "norms_prelu", "concat_residual", "gemm_transposed_a", "channel_shuffle", "attention_heads",
-            "shape_reshape_copy", "shape_literal_rewrite", "shape_chunk"]
+            "shape_reshape_copy", "shape_literal_rewrite", "shape_chunk", "expand_tile"]
 FROZEN = {
     "shape_arithmetic": "is read at run time: Slice node",
     "unknown_op": "LRN node",

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx
+import onnxruntime as ort
+import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import torch_archs  # noqa: E402
@@ -19,11 +19,6 @@ from torch_archs import ARCHS, EXPORTERS, INPUT_SHAPES, export_arch, reference_o
 
 RTOL = 1e-4
 ATOL = 1e-5
-
-
-def _needs_onnxscript(exporter: str) -> None:
-    if exporter.startswith("dynamo"):
-        pytest.importorskip("onnxscript")
 
 
 def _session(path: pathlib.Path) -> ort.InferenceSession:
@@ -77,7 +72,6 @@ def test_batchnorm_is_nontrivial(name):
 @pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_export_matches_torch(name, exporter, export_dir):
-    _needs_onnxscript(exporter)
     path = export_arch(name, exporter, export_dir)
     assert path == export_dir / f"{name}_{exporter}.onnx"
     assert path.is_file()
@@ -116,7 +110,6 @@ def test_output_shapes():
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
 def test_export_is_deterministic(exporter, tmp_path):
-    _needs_onnxscript(exporter)
     a = export_arch("flatten_gemm", exporter, tmp_path / "a")
     b = export_arch("flatten_gemm", exporter, tmp_path / "b")
     assert a.name == b.name == f"flatten_gemm_{exporter}.onnx"

@@ -67,6 +67,8 @@ TABLE: list[Entry] = [
     Entry("Unsqueeze", layout.unsqueeze),
     Entry("Flatten", layout.flatten),
     Entry("Reshape", layout.reshape, since=5),
+    Entry("Expand", layout.expand, since=8),
+    Entry("Tile", layout.tile, since=6),
     Entry("Shape", shapes.shape_of),
     Entry("Size", shapes.shape_of),
     *(Entry(op, reduce.reduce) for op in _REDUCE),

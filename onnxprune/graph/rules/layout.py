@@ -321,3 +321,33 @@ def gather(ctx: NodeContext) -> None:
         raise RuleUnsupported("it gathers along the channel axis")
     ri = ctx.rank(ctx.input(1))
     ctx.set_output(0, d.axis if d.axis < axis else d.axis + ri - 1, d.atoms)
+
+
+def expand(ctx: NodeContext) -> None:
+    """Expand broadcasts other axes; a literal channel count in its shape follows the pruning."""
+    d = ctx.take_data_input()
+    if d is None:
+        return
+    rin, rout = ctx.rank(ctx.input(0)), ctx.rank(ctx.node.outputs[0])
+    axis = d.axis + rout - rin
+    spec = shapes.reshape_target(ctx, [None] * (rout - rin) + ctx.known_shape(ctx.input(0)))
+    entry = spec[axis] if axis < len(spec) else None
+    if entry is None:
+        pass  # shorter shape: broadcast leaves the channel axis as it is
+    elif entry.literal and entry.size not in (1, len(d.atoms)):
+        raise RuleUnsupported(f"it expands the channel axis to {entry.size}")
+    elif entry.literal and entry.size == len(d.atoms):
+        ctx.rewrite("Expand shape", lambda keep, w=entry.write, atoms=d.atoms: w(int(keep(atoms).sum())))
+    elif entry.kind == "dim":
+        raise RuleUnsupported("its shape reads the channel count of another tensor")
+    ctx.set_output(0, axis, d.atoms)
+
+
+def tile(ctx: NodeContext) -> None:
+    d = ctx.take_data_input()
+    if d is None:
+        return
+    repeats = ctx.ints("repeats", 1)
+    if repeats is None or repeats[d.axis] != 1:
+        raise RuleUnsupported("it repeats the channel axis")
+    ctx.set_output(0, d.axis, d.atoms)
