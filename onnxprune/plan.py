@@ -57,7 +57,8 @@ def allocate_local(analysis: Analysis, scores: dict[int, np.ndarray], ratio: flo
                 chosen.extend(block[order[:k]].tolist())
         if chosen:
             plan.removed[group.id] = np.array(sorted(chosen), dtype=np.int64)
-            plan.reasons[group.id] = f"lowest {len(chosen)} of {group.size} by score"
+            note = getattr(scores, "notes", {}).get(group.id)
+            plan.reasons[group.id] = f"lowest {len(chosen)} of {group.size} by score" + (f" ({note})" if note else "")
     return plan
 
 

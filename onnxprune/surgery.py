@@ -12,7 +12,7 @@ from onnxprune.errors import PlanError
 from onnxprune.graph import Analysis
 from onnxprune.graph.context import ParamMember
 from onnxprune.graph.edit import set_constant_input
-from onnxprune.passes.normalize import clear_inferred_shapes, infer_shapes
+from onnxprune.passes.normalize import STRICT_SHAPES_OK, clear_inferred_shapes, infer_shapes
 from onnxprune.plan import Plan, check_removable
 
 
@@ -55,13 +55,14 @@ def apply_plan(analysis: Analysis, plan: Plan) -> None:
         r.apply(keep)
     RemoveUnusedNodesPass()(analysis.model)  # originals of tensors that were copied before editing
     clear_inferred_shapes(analysis.model)
+    strict = analysis.model.meta.get(STRICT_SHAPES_OK, True)  # as the input model was, before surgery
     infer_shapes(analysis.model)
-    check_pruned(analysis.model)
+    check_pruned(analysis.model, strict)
 
 
-def check_pruned(model: ir.Model) -> None:
-    """onnx.checker and strict shape inference on the pruned graph (weights stripped, so cheap).
-    A failure here is a bug in onnxprune, never something the user did."""
+def check_pruned(model: ir.Model, strict: bool = True) -> None:
+    """onnx.checker and shape inference on the pruned graph (weights stripped, so cheap); strict when
+    the input model passed strict inference. A failure here is a bug in onnxprune."""
     def _check(proto: onnx.ModelProto) -> None:
         # Small tensors still pointing at external data: the checker would look for the file relative to
         # the working directory. They are graph inputs here already, so their data is not needed.
@@ -69,7 +70,7 @@ def check_pruned(model: ir.Model) -> None:
         for t in external:
             proto.graph.initializer.remove(t)
         onnx.checker.check_model(proto)
-        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=strict)
 
     try:
         call_onnx_api(_check, model)

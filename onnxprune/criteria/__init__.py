@@ -10,6 +10,8 @@ from onnxprune.errors import OptionError
 CRITERIA: dict[str, Callable] = {
     "l1": magnitude.l1,
     "l2": magnitude.l2,
+    "fpgm": magnitude.fpgm,
+    "bn": magnitude.bn,
 }
 
 

@@ -40,3 +40,64 @@ def l2(analysis: Analysis) -> dict[int, np.ndarray]:
     return {g.id: np.sum(np.sqrt(_producer_sums(analysis, g, lambda r: np.square(r, dtype=np.float64).sum(axis=1))),
                          axis=0)
             for g in analysis.prunable_groups}
+
+
+_FPGM_MAX_DIM = 1024  # longer filters are projected (seeded Gaussian, distances kept in expectation)
+
+
+def fpgm(analysis: Analysis) -> dict[int, np.ndarray]:
+    """Filter pruning via geometric median: sum of Euclidean distances from each channel's filter to
+    the others' (per producer, summed over producers). The smallest are closest to the median, i.e.
+    the most replaceable, and go first."""
+    scores = {}
+    for g in analysis.prunable_groups:
+        total = np.zeros(g.size)
+        for p in g.producers:
+            rows, cls = _filters(analysis, p)
+            gram = rows @ rows.T
+            sq = np.diag(gram)
+            dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * gram, 0.0))
+            np.add.at(total, cls, dist.sum(axis=1))
+        scores[g.id] = total
+    return scores
+
+
+def _filters(analysis: Analysis, p) -> tuple[np.ndarray, np.ndarray]:
+    """One float64 row per output position of a producer (projected if long), and its class index."""
+    w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0)
+    rows = w.reshape(w.shape[0], -1)
+    if rows.shape[1] > _FPGM_MAX_DIM:
+        proj = np.random.default_rng(0).standard_normal((rows.shape[1], _FPGM_MAX_DIM)) / np.sqrt(_FPGM_MAX_DIM)
+        rows = np.concatenate([rows[i:i + 256].astype(np.float64) @ proj for i in range(0, len(rows), 256)])
+    else:
+        rows = rows.astype(np.float64)
+    return rows, analysis.class_index(p.atoms)[1]
+
+
+def bn(analysis: Analysis) -> dict[int, np.ndarray]:
+    """|gamma| of the BatchNormalization(s) on each channel (summed over the group's BNs).
+
+    Exporters that fold BN into the conv (the dynamo exporter, constant folding) leave no gamma:
+    such groups fall back to l2, and ``fallbacks`` on the returned dict says which."""
+    scores, fallback = {}, []
+    l2_scores = None
+    for g in analysis.prunable_groups:
+        gammas = [p for p in g.params if p.node.op_type == "BatchNormalization" and p.input_index == 1]
+        if not gammas:
+            l2_scores = l2_scores or l2(analysis)
+            scores[g.id] = l2_scores[g.id]
+            fallback.append(g.id)
+            continue
+        total = np.zeros(g.size)
+        for p in gammas:
+            np.add.at(total, analysis.class_index(p.atoms)[1], np.abs(p.value.const_value.numpy().astype(np.float64)))
+        scores[g.id] = total
+    return ScoreDict(scores, notes={gid: "no BatchNormalization (folded?): scored by l2" for gid in fallback})
+
+
+class ScoreDict(dict):
+    """Scores per group with a note per group where the criterion could not apply as named."""
+
+    def __init__(self, scores: dict, notes: dict[int, str] | None = None) -> None:
+        super().__init__(scores)
+        self.notes = notes or {}

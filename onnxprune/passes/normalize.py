@@ -107,15 +107,27 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
     return value.const_value.numpy()
 
 
+STRICT_SHAPES_OK = "onnxprune.strict_shapes_ok"  # model.meta key: the input passed strict inference
+
+
 def infer_shapes(model: ir.Model) -> None:
-    """Run ONNX shape inference (weights stripped for speed) and store the shapes on the values."""
-    def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:
-        return onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+    """Run ONNX shape inference (weights stripped for speed) and store the shapes on the values.
+
+    Strict first; a model whose own declared shapes contradict inference gets lenient inference,
+    and ``model.meta[STRICT_SHAPES_OK]`` records which, so the post-surgery check knows what to expect."""
+    def _infer(strict: bool):
+        return lambda proto: onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=strict,
+                                                               data_prop=True)
 
     try:
-        inferred = call_onnx_api(_infer, model)
-    except Exception as exc:
-        raise InputError(f"ONNX shape inference failed on this model: {str(exc).splitlines()[0][:300]}") from exc
+        inferred = call_onnx_api(_infer(True), model)
+        model.meta.setdefault(STRICT_SHAPES_OK, True)
+    except Exception:
+        model.meta[STRICT_SHAPES_OK] = False
+        try:
+            inferred = call_onnx_api(_infer(False), model)
+        except Exception as exc:
+            raise InputError(f"ONNX shape inference failed on this model: {str(exc).splitlines()[0][:300]}") from exc
     shapes = {}
     for info in list(inferred.graph.value_info) + list(inferred.graph.output):
         if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):

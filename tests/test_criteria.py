@@ -1,0 +1,77 @@
+"""Each criterion ranks a constructed case the way its definition says."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxprune
+from onnxprune.criteria import get_criterion
+
+
+def _conv_model(w: np.ndarray, gamma: np.ndarray | None = None) -> onnx.ModelProto:
+    """x -> Conv(w) [-> BN(gamma)] -> Relu -> Conv(1x1 to 2) -> y"""
+    m = w.shape[0]
+    inits = [numpy_helper.from_array(w.astype(np.float32), "w"),
+             numpy_helper.from_array(np.ones((2, m, 1, 1), np.float32), "w2")]
+    pads = [k // 2 for k in w.shape[2:]] * 2
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=list(w.shape[2:]), pads=pads)]
+    last = "c"
+    if gamma is not None:
+        for name, arr in (("g", gamma), ("b", np.zeros(m)), ("mu", np.zeros(m)), ("var", np.ones(m))):
+            inits.append(numpy_helper.from_array(arr.astype(np.float32), name))
+        nodes.append(helper.make_node("BatchNormalization", ["c", "g", "b", "mu", "var"], ["n"], name="bn"))
+        last = "n"
+    nodes += [helper.make_node("Relu", [last], ["r"], name="relu"),
+              helper.make_node("Conv", ["r", "w2"], ["y"], name="head", kernel_shape=[1, 1])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, w.shape[1], 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 5, 5])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _scores(model, name):
+    an = onnxprune.analyze(model)
+    (group,) = an.prunable_groups
+    return get_criterion(name)(an)[group.id]
+
+
+def test_fpgm_removes_the_filter_at_the_median_and_l1_does_not():
+    rng = np.random.default_rng(0)
+    center = rng.standard_normal((3, 3, 3)) * 3  # a large common part: the median filter is not small
+    w = center + rng.standard_normal((8, 3, 3, 3))
+    w[5] = center  # exactly the geometric median of a symmetric cloud around center
+    model = _conv_model(w)
+    assert np.argmin(_scores(model, "fpgm")) == 5
+    assert np.argmin(_scores(model, "l1")) != 5
+
+
+def test_l1_and_l2_rank_by_norm():
+    w = np.ones((6, 2, 1, 1)) * np.arange(1, 7)[:, None, None, None]
+    w[3] *= 0.01
+    for name in ("l1", "l2"):
+        s = _scores(_conv_model(w), name)
+        assert np.argmin(s) == 3 and np.all(np.argsort(s)[1:] == [0, 1, 2, 4, 5])
+
+
+def test_bn_ranks_by_gamma_and_says_when_it_falls_back():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((6, 2, 3, 3))
+    gamma = np.array([1.0, 0.9, -0.01, 1.2, -0.8, 0.7])
+    model = _conv_model(w, gamma)
+    assert np.argmin(_scores(model, "bn")) == 2  # |gamma| smallest, sign ignored
+    an = onnxprune.analyze(_conv_model(w))  # no BN: falls back to l2, with a note
+    scores = get_criterion("bn")(an)
+    (group,) = an.prunable_groups
+    assert "no BatchNormalization" in scores.notes[group.id]
+    np.testing.assert_allclose(scores[group.id], get_criterion("l2")(an)[group.id])
+    _, report = onnxprune.prune(_conv_model(w), ratio=0.5, criterion="bn", validate=False)
+    assert any("scored by l2" in g["why"] for g in report["groups"])
+
+
+def test_model_whose_declared_shapes_contradict_inference_still_prunes():
+    """An exporter's wrong value_info is the model's, not a surgery bug: lenient checks apply."""
+    model = _conv_model(np.random.default_rng(2).standard_normal((6, 2, 3, 3)))
+    model.graph.output[0].type.tensor_type.shape.dim[2].dim_value = 4  # really 5
+    _, report = onnxprune.prune(model, ratio=0.5, validate=False)
+    assert report["channels_removed"] == 3
