@@ -14,7 +14,8 @@ from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.metrics import count_macs, count_params
 from onnxprune.passes.normalize import normalize
 from onnxprune.progress import Stages
-from onnxprune.plan import Plan, allocate_local, check_ratio, plan_from_removals, replay_specs
+from onnxprune.allocation import AllocationOptions, allocate
+from onnxprune.plan import Plan, check_ratio, plan_from_removals, replay_specs
 from onnxprune.report import build_report
 from onnxprune.surgery import apply_plan
 
@@ -41,25 +42,37 @@ def analyze(model: ModelLike) -> Analysis:
 
 
 def make_plan(analysis: Analysis, ratio: float = 0.0, criterion: str = "l1",
-              remove: list[str] | None = None) -> Plan:
-    """Explicit removals if given, else the criterion's lowest-scored channels at ``ratio`` per group."""
+              remove: list[str] | None = None, allocation: AllocationOptions | None = None) -> Plan:
+    """Explicit removals if given, else the criterion's lowest-scored channels, allocated by
+    ``allocation`` (default: ``ratio`` in every group)."""
     if remove:
         return plan_from_removals(analysis, remove)
-    ratio = check_ratio(ratio)
-    scores = get_criterion(criterion)(analysis)
-    return allocate_local(analysis, scores, ratio)
+    opts = allocation or AllocationOptions()
+    opts.ratio = check_ratio(ratio)
+    opts.check()
+    return allocate(analysis, get_criterion(criterion)(analysis), opts)
 
 
 def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove: list[str] | None = None,
           validate: bool = True, output: str | os.PathLike | None = None, seed: int = 0,
-          input_shapes: dict[str, tuple] | None = None, progress: bool = False) -> tuple[ir.Model, dict]:
+          input_shapes: dict[str, tuple] | None = None, progress: bool = False,
+          allocation: str = "local", normalize: str = "mean", round_to: int = 1,
+          max_group_ratio: float | None = None, overrides: list[tuple[str, float]] | None = None,
+          ignore: list[str] | None = None) -> tuple[ir.Model, dict]:
     """Prune ``model`` and return ``(pruned onnx-ir model, report dict)``.
+
+    Allocation (see ``onnxprune.allocation``): ``allocation`` "local" (``ratio`` in every group) or
+    "global" (one threshold over scores normalised per group by ``normalize``: "mean" or "lamp");
+    ``overrides`` [(regex, ratio)] and ``ignore`` [regex] match group or producer names;
+    ``max_group_ratio`` caps any group; ``round_to`` keeps channel counts at multiples of N.
 
     With ``output`` the model is written atomically (and validated from the written file before it
     replaces anything). ``validate`` compares original and pruned outputs in onnxruntime.
     """
     check_ratio(ratio)
     get_criterion(criterion)
+    opts = AllocationOptions(mode=allocation, normalize=normalize, round_to=round_to, max_group_ratio=max_group_ratio,
+                             overrides=list(overrides or []), ignore=list(ignore or [])).check()
     in_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
     if output is not None:
         io.check_output_path(in_path, output)
@@ -71,12 +84,13 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
         stages.next("analysing channel groups")
         analysis = analyze_groups(m)
         stages.next(f"scoring ({criterion})" if not remove else "planning removals")
-        plan = make_plan(analysis, ratio, criterion, remove)
+        plan = make_plan(analysis, ratio, criterion, remove, opts)
         specs = replay_specs(analysis, plan)
         stages.next("applying the plan")
         apply_plan(analysis, plan)
         report = build_report(analysis, plan, specs, criterion=None if remove else criterion,
-                              ratio=None if remove else ratio, params=(params_before, count_params(m)),
+                              ratio=None if remove else ratio, allocation=None if remove else opts,
+                              params=(params_before, count_params(m)),
                               macs=(macs_before, count_macs(m, input_shapes)))
         stages.next("saving" if output is not None else "serialising")
         return _finish(m, report, original, output, seed, input_shapes, stages)

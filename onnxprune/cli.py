@@ -27,6 +27,20 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", default="0", help="fraction of channels removed in every prunable group, in [0, 1) "
                    "(default 0: nothing)")
     p.add_argument("--criterion", default="l1", help=f"channel score: {', '.join(CRITERIA)} (default l1)")
+    p.add_argument("--allocation", choices=["local", "global"], default="local",
+                   help="local: RATIO of every group (default); global: RATIO of all channels, under one "
+                        "threshold over scores normalised per group")
+    p.add_argument("--normalize", choices=["mean", "lamp"], default="mean",
+                   help="global allocation: divide scores by the group's mean (default), or LAMP")
+    p.add_argument("--round-to", type=int, default=1, metavar="N",
+                   help="keep channel counts at multiples of N (default 1: no rounding)")
+    p.add_argument("--max-group-ratio", type=float, default=None, metavar="R",
+                   help="never remove more than this fraction of any group (default: keep at least one)")
+    p.add_argument("--override", action="append", default=[], metavar="REGEX=RATIO",
+                   help="groups whose name or producer node name matches REGEX use RATIO; repeatable, "
+                        "first match wins")
+    p.add_argument("--ignore", action="append", default=[], metavar="REGEX",
+                   help="leave groups whose name or producer node name matches REGEX whole; repeatable")
     p.add_argument("--remove", action="append", default=[], metavar="NAME:I,J,...",
                    help="remove exactly these output channels of the Conv/Gemm/MatMul NAME (node or output "
                         "tensor name) and everything coupled to them; repeatable; the report lists a plan in "
@@ -66,6 +80,19 @@ def _parse_shapes(items: list[str]) -> dict[str, tuple]:
     return shapes
 
 
+def _parse_overrides(items: list[str]) -> list[tuple[str, float]]:
+    out = []
+    for item in items:
+        pattern, sep, ratio = item.rpartition("=")
+        try:
+            out.append((pattern, float(ratio)))
+        except ValueError:
+            sep = ""
+        if not sep or not pattern:
+            raise OptionError(f"--override '{item}': expected REGEX=RATIO")
+    return out
+
+
 def _run_prune(args) -> int:
     from onnxprune.api import prune
     from onnxprune.report import format_summary
@@ -78,7 +105,10 @@ def _run_prune(args) -> int:
             raise OptionError("the report path is the input model; choose another path")
     _, report = prune(args.input, ratio=args.ratio, criterion=args.criterion, remove=args.remove,
                       validate=not args.no_validate, output=args.output, seed=args.seed,
-                      input_shapes=_parse_shapes(args.input_shape), progress=not args.quiet)
+                      input_shapes=_parse_shapes(args.input_shape), progress=not args.quiet,
+                      allocation=args.allocation, normalize=args.normalize, round_to=args.round_to,
+                      max_group_ratio=args.max_group_ratio, overrides=_parse_overrides(args.override),
+                      ignore=args.ignore)
     report["input"], report["output"] = str(args.input), str(args.output)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")

@@ -15,7 +15,8 @@ class Plan:
     """Removed class indices per group id (indices into ``Group.classes``)."""
 
     removed: dict[int, np.ndarray] = field(default_factory=dict)
-    reasons: dict[int, str] = field(default_factory=dict)
+    reasons: dict[int, str] = field(default_factory=dict)  # why each touched group lost what it lost
+    skipped: dict[int, str] = field(default_factory=dict)  # prunable groups left whole on purpose
 
     def count(self) -> int:
         return int(sum(len(v) for v in self.removed.values()))
@@ -29,37 +30,6 @@ def check_ratio(ratio) -> float:
     if not (0.0 <= r < 1.0) or r != r:
         raise OptionError(f"ratio must be in [0, 1), got {ratio}")
     return r
-
-
-def balanced_parts(group: Group) -> list[np.ndarray]:
-    """The group's classes as [n_blocks, per_block] arrays: each grouped-conv constraint, then the
-    unconstrained rest as one block. Allocation removes equal counts per row, keeping one per row."""
-    parts = list(group.blocks)
-    constrained = set(np.concatenate([b.ravel() for b in parts]).tolist()) if parts else set()
-    rest = np.array([k for k in range(group.size) if k not in constrained], dtype=np.int64)
-    if len(rest):
-        parts.append(rest[None, :])
-    return parts
-
-
-def allocate_local(analysis: Analysis, scores: dict[int, np.ndarray], ratio: float) -> Plan:
-    """The same ratio in every prunable group, lowest scores first, at least one channel kept
-    (in every conv group where a grouped conv reads the group)."""
-    plan = Plan()
-    for group in analysis.prunable_groups:
-        s = scores[group.id]
-        chosen = []
-        for blocks in balanced_parts(group):
-            per = blocks.shape[1]
-            k = min(int(np.floor(ratio * per + 1e-9)), per - 1)
-            for block in blocks if k > 0 else ():
-                order = np.lexsort((block, s[block]))  # score, then index: deterministic ties
-                chosen.extend(block[order[:k]].tolist())
-        if chosen:
-            plan.removed[group.id] = np.array(sorted(chosen), dtype=np.int64)
-            note = getattr(scores, "notes", {}).get(group.id)
-            plan.reasons[group.id] = f"lowest {len(chosen)} of {group.size} by score" + (f" ({note})" if note else "")
-    return plan
 
 
 def plan_from_removals(analysis: Analysis, specs: list[str]) -> Plan:

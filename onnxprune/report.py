@@ -8,7 +8,7 @@ from onnxprune.plan import Plan
 
 
 def build_report(analysis: Analysis, plan: Plan, specs: dict[int, list[str]], *, criterion: str | None,
-                 ratio: float | None, params: tuple[int, int], macs: tuple[int, int]) -> dict:
+                 ratio: float | None, params: tuple[int, int], macs: tuple[int, int], allocation=None) -> dict:
     groups = []
     for g in analysis.groups:
         removed = plan.removed.get(g.id)
@@ -19,7 +19,7 @@ def build_report(analysis: Analysis, plan: Plan, specs: dict[int, list[str]], *,
             "channels": g.size,
             "kept": g.size - n_removed,
             "removed": n_removed,
-            "why": plan.reasons.get(g.id, "") if n_removed else "",
+            "why": plan.reasons.get(g.id, "") if n_removed else plan.skipped.get(g.id, ""),
             "remove": specs.get(g.id, []),
             "frozen": list(g.frozen),
         })
@@ -27,6 +27,10 @@ def build_report(analysis: Analysis, plan: Plan, specs: dict[int, list[str]], *,
         "onnxprune_version": __version__,
         "criterion": criterion,
         "ratio": ratio,
+        "allocation": None if allocation is None else {
+            "mode": allocation.mode, "normalize": allocation.normalize, "round_to": allocation.round_to,
+            "max_group_ratio": allocation.max_group_ratio,
+            "overrides": [list(o) for o in allocation.overrides], "ignore": list(allocation.ignore)},
         "params_before": params[0],
         "params_after": params[1],
         "flops_before": macs[0],

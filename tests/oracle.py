@@ -17,7 +17,8 @@ import onnx_ir as ir
 from onnxprune.api import load_normalized
 from onnxprune.graph import analyze_groups
 from onnxprune.graph.context import ParamMember
-from onnxprune.plan import Plan, allocate_local
+from onnxprune.allocation import allocate_local
+from onnxprune.plan import Plan
 
 # Per-channel constants that add to a dead channel (so must be zeroed to keep it at 0).
 _ADDITIVE = {("Conv", 2), ("ConvTranspose", 2), ("Gemm", 2), ("Add", 0), ("Add", 1), ("Sub", 0), ("Sub", 1),

@@ -289,7 +289,7 @@ def test_grouped_conv_removal_is_balanced(tmp_path):
 
 
 def test_same_plan_twice_is_an_error(tmp_path):
-    from onnxprune.plan import allocate_local
+    from onnxprune.allocation import allocate_local
     from onnxprune.criteria import get_criterion
     from onnxprune.surgery import apply_plan
     an = onnxprune.analyze(_save("concat_residual", tmp_path))
@@ -318,7 +318,7 @@ def test_shared_weight_is_copied_before_editing(tmp_path):
 def test_surgery_that_leaves_the_graph_inconsistent_is_caught(tmp_path):
     """If a literal were not rewritten (here: the Split sizes), the checker after surgery must say so."""
     from onnxprune.criteria import get_criterion
-    from onnxprune.plan import allocate_local
+    from onnxprune.allocation import allocate_local
     from onnxprune.surgery import apply_plan
     an = onnxprune.analyze(_save("split_input", tmp_path))
     an.rewrites.clear()
