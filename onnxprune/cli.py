@@ -122,8 +122,17 @@ def _run_analyze(args) -> int:
     from onnxprune.api import analyze
     from onnxprune.report import analysis_dict, format_analysis
 
+    from onnxprune.criteria.distribution import format_statistics, weight_statistics
+
     an = analyze(args.input)
-    print(json.dumps(analysis_dict(an), indent=2) if args.json else format_analysis(an, verbose=args.verbose))
+    layers = weight_statistics(an)
+    if args.json:
+        print(json.dumps({**analysis_dict(an), "layers": layers}, indent=2))
+    else:
+        print(format_analysis(an, verbose=args.verbose))
+        if layers:
+            print()
+            print(format_statistics(layers))
     return 0
 
 

@@ -75,3 +75,32 @@ def test_model_whose_declared_shapes_contradict_inference_still_prunes():
     model.graph.output[0].type.tensor_type.shape.dim[2].dim_value = 4  # really 5
     _, report = onnxprune.prune(model, ratio=0.5, validate=False)
     assert report["channels_removed"] == 3
+
+
+def test_weight_statistics_tell_gaussian_layers_from_spread_ones():
+    from onnxprune.criteria.distribution import weight_statistics
+    rng = np.random.default_rng(3)
+    iid = rng.standard_normal((64, 16, 3, 3))
+    (rec,) = weight_statistics(onnxprune.analyze(_conv_model(iid)))
+    assert rec["weights_per_filter"] == 144 and rec["normality_p"] > 0.01
+    assert abs(rec["l2_cv"] - rec["gaussian_cv"]) < 0.3 * rec["gaussian_cv"]
+    assert rec["spearman"]["l1~l2"] > 0.9
+    assert "too concentrated" in rec["verdict"] and abs(rec["mean_cosine"]) < 0.05
+    spread = iid * rng.uniform(0.1, 3.0, (64, 1, 1, 1))  # filters of very different scales
+    (rec,) = weight_statistics(onnxprune.analyze(_conv_model(spread)))
+    assert rec["normality_p"] < 1e-6 and rec["l2_cv"] > 5 * rec["gaussian_cv"]
+    assert "too concentrated" not in rec["verdict"]
+
+
+def test_analyze_cli_reports_weight_distribution():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    model = Path(__file__).resolve().parents[1] / "models" / "digits_cnn.onnx"
+    res = subprocess.run([sys.executable, "-m", "onnxprune", "analyze", str(model)], capture_output=True, text=True)
+    assert res.returncode == 0 and "weight distribution per layer" in res.stdout
+    data = json.loads(subprocess.run([sys.executable, "-m", "onnxprune", "analyze", str(model), "--json"],
+                                     capture_output=True, text=True).stdout)
+    assert len(data["layers"]) == data["groups_prunable"]
+    assert {"normality_p", "l2_cv", "gaussian_cv", "spearman", "mean_cosine", "verdict"} <= set(data["layers"][0])

@@ -1,0 +1,77 @@
+"""The weight-distribution analysis of seed 002 (CWDA): per layer, do the norm criteria even differ?
+
+If a layer's filters look i.i.d. Gaussian, l1/l2/fpgm rank them almost identically and l2 scores
+concentrate (coefficient of variation ~ 1/sqrt(2d) for d weights per filter): then the criterion
+choice does not matter there, and norms barely separate the channels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from onnxprune.criteria import magnitude
+from onnxprune.graph import Analysis
+
+_SAMPLE = 5000  # weights per normality test
+
+
+def weight_statistics(analysis: Analysis) -> list[dict]:
+    """One record per prunable group: normality p-value, l2 CV next to 1/sqrt(2d), Spearman
+    correlations of the criteria's rankings, mean pairwise cosine of filters, and a verdict."""
+    by_name = {name: magnitude.__dict__[name](analysis) for name in ("l1", "l2", "fpgm")}
+    bn = magnitude.bn(analysis)
+    rng = np.random.default_rng(0)
+    records = []
+    for g in analysis.prunable_groups:
+        p = g.producers[0]
+        w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0)
+        rows = w.reshape(w.shape[0], -1).astype(np.float64)
+        d = rows.shape[1]
+        flat = rows.ravel()
+        sample = flat if flat.size <= _SAMPLE else rng.choice(flat, _SAMPLE, replace=False)
+        normal_p = float(stats.normaltest(sample).pvalue) if sample.size >= 20 else float("nan")
+        l2 = by_name["l2"][g.id]
+        cv = float(l2.std() / l2.mean()) if l2.mean() > 0 else float("nan")
+        scores = dict(by_name, **({"bn": bn} if g.id not in bn.notes else {}))
+        names = list(scores)
+        rho = {}
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                r = stats.spearmanr(scores[a][g.id], scores[b][g.id]).statistic
+                rho[f"{a}~{b}"] = float(r) if np.isfinite(r) else float("nan")
+        unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        n = len(unit)
+        cos = unit @ unit.T
+        mean_cos = float((cos.sum() - np.trace(cos)) / (n * (n - 1))) if n > 1 else float("nan")
+        records.append({
+            "group": g.name, "channels": g.size, "weights_per_filter": d,
+            "normality_p": normal_p, "l2_cv": cv, "gaussian_cv": float(1 / np.sqrt(2 * d)),
+            "spearman": rho, "mean_cosine": mean_cos,
+            "verdict": _verdict(cv, 1 / np.sqrt(2 * d), rho),
+        })
+    return records
+
+
+def _verdict(cv: float, gaussian_cv: float, rho: dict) -> str:
+    finite = [r for r in rho.values() if np.isfinite(r)]
+    parts = []
+    if np.isfinite(cv) and cv <= 2 * gaussian_cv:
+        parts.append("scores too concentrated to separate channels")
+    if finite and min(finite) >= 0.9:
+        parts.append("criteria interchangeable here")
+    elif finite:
+        parts.append("criteria disagree: the choice matters here")
+    return "; ".join(parts) or "n/a"
+
+
+def format_statistics(records: list[dict]) -> str:
+    lines = ["weight distribution per layer (seed 002): normality p, l2 CV vs Gaussian 1/sqrt(2d), "
+             "min Spearman of l1/l2/fpgm(/bn), mean cosine",
+             f"{'group':<40} {'ch':>5} {'p':>8} {'cv':>7} {'1/√2d':>7} {'rho_min':>7} {'cos':>6}  verdict"]
+    for r in records:
+        rho = [v for v in r["spearman"].values() if np.isfinite(v)]
+        lines.append(f"{r['group'][:40]:<40} {r['channels']:>5} {r['normality_p']:>8.2g} {r['l2_cv']:>7.3f} "
+                     f"{r['gaussian_cv']:>7.3f} {min(rho) if rho else float('nan'):>7.3f} {r['mean_cosine']:>6.3f}  "
+                     f"{r['verdict']}")
+    return "\n".join(lines)
