@@ -28,6 +28,8 @@ class AllocationOptions:
     max_group_ratio: float | None = None
     overrides: list[tuple[str, float]] = field(default_factory=list)  # (regex, ratio), first match wins
     ignore: list[str] = field(default_factory=list)  # regexes
+    threshold: float | None = None  # remove every channel scoring below this (e.g. gaussian's k)
+    threshold_why: str = ""  # what the threshold means, for the report
 
     def check(self) -> "AllocationOptions":
         if self.mode not in ("local", "global"):
@@ -77,6 +79,9 @@ def allocate(analysis: Analysis, scores: dict[int, np.ndarray], opts: Allocation
         override = next((r for p, r in opts.overrides if _matches(p, g)), None)
         if override is not None:
             fractions[g.id] = (override, f"override ratio {override:g}")
+        elif opts.threshold is not None:
+            below = float(np.sum(scores[g.id] < opts.threshold))
+            fractions[g.id] = (below / g.size, opts.threshold_why or f"score below {opts.threshold:g}")
         elif opts.mode == "local":
             fractions[g.id] = (opts.ratio, f"ratio {opts.ratio:g}")
         else:

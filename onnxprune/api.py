@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import onnx
 import onnx_ir as ir
 
 from onnxprune import io
 from onnxprune.criteria import get_criterion
+from onnxprune.criteria.gaussian import gaussian_scores
+from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.metrics import count_macs, count_params
 from onnxprune.passes.normalize import normalize
@@ -41,16 +44,18 @@ def analyze(model: ModelLike) -> Analysis:
     return analyze_groups(load_normalized(model))
 
 
-def make_plan(analysis: Analysis, ratio: float = 0.0, criterion: str = "l1",
+def make_plan(analysis: Analysis, ratio: float = 0.0, criterion: str | Callable = "l1",
               remove: list[str] | None = None, allocation: AllocationOptions | None = None) -> Plan:
     """Explicit removals if given, else the criterion's lowest-scored channels, allocated by
-    ``allocation`` (default: ``ratio`` in every group)."""
+    ``allocation`` (default: ``ratio`` in every group). ``criterion`` is a name or a scorer
+    ``(analysis) -> {group id: scores}``."""
     if remove:
         return plan_from_removals(analysis, remove)
     opts = allocation or AllocationOptions()
     opts.ratio = check_ratio(ratio)
     opts.check()
-    return allocate(analysis, get_criterion(criterion)(analysis), opts)
+    scorer = get_criterion(criterion) if isinstance(criterion, str) else criterion
+    return allocate(analysis, scorer(analysis), opts)
 
 
 def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove: list[str] | None = None,
@@ -58,13 +63,16 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
           input_shapes: dict[str, tuple] | None = None, progress: bool = False,
           allocation: str = "local", normalize: str = "mean", round_to: int = 1,
           max_group_ratio: float | None = None, overrides: list[tuple[str, float]] | None = None,
-          ignore: list[str] | None = None) -> tuple[ir.Model, dict]:
+          ignore: list[str] | None = None, gaussian_k: float = 1.0, gaussian_feature: str = "l1",
+          gaussian_outside: bool = False) -> tuple[ir.Model, dict]:
     """Prune ``model`` and return ``(pruned onnx-ir model, report dict)``.
 
     Allocation (see ``onnxprune.allocation``): ``allocation`` "local" (``ratio`` in every group) or
     "global" (one threshold over scores normalised per group by ``normalize``: "mean" or "lamp");
     ``overrides`` [(regex, ratio)] and ``ignore`` [regex] match group or producer names;
     ``max_group_ratio`` caps any group; ``round_to`` keeps channel counts at multiples of N.
+    ``criterion="gaussian"`` with ``ratio=0`` prunes every channel whose feature lies within
+    ``gaussian_k`` standard deviations of its layer's mean (outside, with ``gaussian_outside``).
 
     With ``output`` the model is written atomically (and validated from the written file before it
     replaces anything). ``validate`` compares original and pruned outputs in onnxruntime.
@@ -73,6 +81,15 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     get_criterion(criterion)
     opts = AllocationOptions(mode=allocation, normalize=normalize, round_to=round_to, max_group_ratio=max_group_ratio,
                              overrides=list(overrides or []), ignore=list(ignore or [])).check()
+    scorer = criterion
+    if criterion == "gaussian":
+        scorer = gaussian_scores(gaussian_feature, gaussian_outside)
+        if check_ratio(ratio) == 0:
+            if not gaussian_k > 0:
+                raise OptionError(f"gaussian k must be > 0, got {gaussian_k}")
+            opts.threshold = -gaussian_k if gaussian_outside else gaussian_k
+            opts.threshold_why = (f"{gaussian_feature} {'beyond' if gaussian_outside else 'within'} {gaussian_k:g} sigma "
+                                  "of the layer mean")
     in_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
     if output is not None:
         io.check_output_path(in_path, output)
@@ -84,7 +101,7 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
         stages.next("analysing channel groups")
         analysis = analyze_groups(m)
         stages.next(f"scoring ({criterion})" if not remove else "planning removals")
-        plan = make_plan(analysis, ratio, criterion, remove, opts)
+        plan = make_plan(analysis, ratio, scorer, remove, opts)
         specs = replay_specs(analysis, plan)
         stages.next("applying the plan")
         apply_plan(analysis, plan)

@@ -25,8 +25,15 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN", help="model to prune (.onnx; external data next to it)")
     p.add_argument("output", metavar="OUT", help="where to write the pruned model (never IN)")
     p.add_argument("--ratio", default="0", help="fraction of channels removed in every prunable group, in [0, 1) "
-                   "(default 0: nothing)")
+                   "(default 0: nothing, except with --criterion gaussian, which then uses --gaussian-k)")
     p.add_argument("--criterion", default="l1", help=f"channel score: {', '.join(CRITERIA)} (default l1)")
+    p.add_argument("--gaussian-k", type=float, default=1.0, metavar="K",
+                   help="criterion gaussian without --ratio: prune channels whose feature lies within K "
+                        "standard deviations of the layer mean (default 1.0, ~68%% of a Gaussian layer)")
+    p.add_argument("--gaussian-feature", choices=["l1", "l2", "mean", "sum"], default="l1",
+                   help="criterion gaussian: the per-filter feature fitted (default l1)")
+    p.add_argument("--gaussian-outside", action="store_true",
+                   help="criterion gaussian: prune outside the interval instead (the tails)")
     p.add_argument("--allocation", choices=["local", "global"], default="local",
                    help="local: RATIO of every group (default); global: RATIO of all channels, under one "
                         "threshold over scores normalised per group")
@@ -108,7 +115,8 @@ def _run_prune(args) -> int:
                       input_shapes=_parse_shapes(args.input_shape), progress=not args.quiet,
                       allocation=args.allocation, normalize=args.normalize, round_to=args.round_to,
                       max_group_ratio=args.max_group_ratio, overrides=_parse_overrides(args.override),
-                      ignore=args.ignore)
+                      ignore=args.ignore, gaussian_k=args.gaussian_k, gaussian_feature=args.gaussian_feature,
+                      gaussian_outside=args.gaussian_outside)
     report["input"], report["output"] = str(args.input), str(args.output)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")

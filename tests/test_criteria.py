@@ -104,3 +104,25 @@ def test_analyze_cli_reports_weight_distribution():
                                      capture_output=True, text=True).stdout)
     assert len(data["layers"]) == data["groups_prunable"]
     assert {"normality_p", "l2_cv", "gaussian_cv", "spearman", "mean_cosine", "verdict"} <= set(data["layers"][0])
+
+
+def test_gaussian_prunes_inside_the_interval_and_keeps_the_tails():
+    rng = np.random.default_rng(4)
+    # l1 features: a central bulk plus two distinctive filters far out on either side
+    scale = np.concatenate([rng.normal(1.0, 0.05, 18), [0.2, 3.0]])
+    w = np.sign(rng.standard_normal((20, 4, 3, 3))) * scale[:, None, None, None]
+    model = _conv_model(w)
+    _, report = onnxprune.prune(model, criterion="gaussian", gaussian_k=1.0, validate=False)
+    (row,) = [g for g in report["groups"] if g["removed"]]
+    feats = np.abs(w).reshape(20, -1).sum(axis=1)
+    z = np.abs(feats - feats.mean()) / feats.std()
+    assert row["removed"] == int(np.sum(z < 1.0)) and "l1 within 1 sigma of the layer mean" in row["why"]
+    an = onnxprune.analyze(model)
+    from onnxprune.criteria.gaussian import gaussian_scores
+    (gid,) = [g.id for g in an.prunable_groups]
+    inside = gaussian_scores("l1")(an)[gid]
+    assert set(np.argsort(inside)[-2:]) == {18, 19}  # the tails score highest: kept
+    outside = gaussian_scores("l1", outside=True)(an)[gid]
+    assert set(np.argsort(outside)[:2]) == {18, 19}  # read the other way they go first
+    _, report = onnxprune.prune(model, criterion="gaussian", ratio=0.5, validate=False)
+    assert sum(g["removed"] for g in report["groups"]) == 10

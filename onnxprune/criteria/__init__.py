@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from onnxprune.criteria import magnitude
+from onnxprune.criteria import gaussian, magnitude
 from onnxprune.errors import OptionError
 
 CRITERIA: dict[str, Callable] = {
@@ -12,6 +12,7 @@ CRITERIA: dict[str, Callable] = {
     "l2": magnitude.l2,
     "fpgm": magnitude.fpgm,
     "bn": magnitude.bn,
+    "gaussian": gaussian.gaussian,
 }
 
 

@@ -12,7 +12,7 @@ from onnxprune.graph import Analysis, Group
 _CHUNK_BYTES = 16 * 1024 * 1024  # scoring never copies more than this of a weight at once
 
 
-def _producer_sums(analysis: Analysis, group: Group, row_stat: Callable) -> list[np.ndarray]:
+def producer_sums(analysis: Analysis, group: Group, row_stat: Callable) -> list[np.ndarray]:
     """For each producer: row_stat (float64) of each position's filter, summed per channel of the group.
 
     Works on chunks of the (memory-mapped) weight so a large Gemm is never copied whole."""
@@ -31,13 +31,13 @@ def _producer_sums(analysis: Analysis, group: Group, row_stat: Callable) -> list
 
 def l1(analysis: Analysis) -> dict[int, np.ndarray]:
     """Sum of |w| of each channel's filters."""
-    return {g.id: np.sum(_producer_sums(analysis, g, lambda r: np.abs(r).sum(axis=1, dtype=np.float64)), axis=0)
+    return {g.id: np.sum(producer_sums(analysis, g, lambda r: np.abs(r).sum(axis=1, dtype=np.float64)), axis=0)
             for g in analysis.prunable_groups}
 
 
 def l2(analysis: Analysis) -> dict[int, np.ndarray]:
     """Euclidean norm of each channel's filters, per producer, summed over producers."""
-    return {g.id: np.sum(np.sqrt(_producer_sums(analysis, g, lambda r: np.square(r, dtype=np.float64).sum(axis=1))),
+    return {g.id: np.sum(np.sqrt(producer_sums(analysis, g, lambda r: np.square(r, dtype=np.float64).sum(axis=1))),
                          axis=0)
             for g in analysis.prunable_groups}
 

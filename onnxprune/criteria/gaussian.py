@@ -1,0 +1,44 @@
+"""PFGDF (seed 003), our design from METHODS.md section 2: per layer, fit N(mu, sigma^2) to a scalar
+feature of each filter; filters inside [mu - k sigma, mu + k sigma] are "insignificant in
+distribution" and go, the distinctive tails stay. The score is |feature - mu| / sigma, so a threshold
+at k prunes the interval (``--gaussian-k``), and a ratio prunes the most central channels first.
+``outside=True`` reads the rule the other way (the tails go first)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from onnxprune.criteria import magnitude
+from onnxprune.errors import OptionError
+from onnxprune.graph import Analysis
+
+FEATURES = ("l1", "l2", "mean", "sum")
+
+
+def gaussian_scores(feature: str = "l1", outside: bool = False) -> Callable[[Analysis], dict]:
+    if feature not in FEATURES:
+        raise OptionError(f"gaussian feature must be one of {', '.join(FEATURES)}, got '{feature}'")
+
+    def score(analysis: Analysis) -> dict[int, np.ndarray]:
+        feats = _features(analysis, feature)
+        out = {}
+        for gid, f in feats.items():
+            sigma = f.std()
+            z = np.abs(f - f.mean()) / sigma if sigma > 0 else np.zeros_like(f)
+            out[gid] = -z if outside else z
+        return out
+
+    return score
+
+
+def _features(analysis: Analysis, feature: str) -> dict[int, np.ndarray]:
+    if feature in ("l1", "l2"):
+        return getattr(magnitude, feature)(analysis)
+    stat = (lambda r: r.mean(axis=1, dtype=np.float64)) if feature == "mean" else (
+        lambda r: r.sum(axis=1, dtype=np.float64))
+    return {g.id: np.sum(magnitude.producer_sums(analysis, g, stat), axis=0) for g in analysis.prunable_groups}
+
+
+gaussian = gaussian_scores()
