@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 CNN = ROOT / "models" / "digits_cnn.onnx"

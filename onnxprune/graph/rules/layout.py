@@ -188,7 +188,7 @@ def concat(ctx: NodeContext) -> None:
     (taxis,) = tracked_axes
     if taxis == axis:
         parts = []
-        for i, (v, d) in enumerate(zip(ctx.node.inputs, dims)):
+        for v, d in zip(ctx.node.inputs, dims):
             if d is not None:
                 parts.append(d.atoms)
             else:
@@ -291,9 +291,9 @@ def _chunk_piece(ctx: NodeContext, d, start, end) -> np.ndarray:
     bounds stay right after pruning when each of the k chunks loses the same number of channels."""
     n = len(d.atoms)
     chunks, pos = set(), []
-    for e, default in ((start, 0), (end, n)):
+    for e in (start, end):
         if e.literal is not None:
-            if e.literal not in (0,) and e.literal < n:
+            if 0 < e.literal < n or e.literal < 0:  # only "from the start" and "to the end" stay right
                 raise RuleUnsupported("a literal channel bound next to a bound computed at run time")
             pos.append(min(max(e.literal, 0), n))
             continue
