@@ -12,6 +12,7 @@ import onnx_ir as ir
 from onnxprune import io
 from onnxprune.criteria import get_criterion
 from onnxprune.criteria.gaussian import gaussian_scores
+from onnxprune.criteria.lumping import lumping_plan
 from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.metrics import count_macs, count_params
@@ -25,9 +26,9 @@ from onnxprune.surgery import apply_plan
 ModelLike = str | os.PathLike | onnx.ModelProto | ir.Model
 
 
-def load_normalized(model: ModelLike) -> ir.Model:
+def load_normalized(model: ModelLike, fold_bn: bool = False) -> ir.Model:
     """An onnx-ir model ready for analysis. A path is loaded; a ModelProto is converted (not changed);
-    an ir.Model is normalised in place."""
+    an ir.Model is normalised in place. ``fold_bn`` folds BatchNormalization into the Conv before it."""
     if isinstance(model, (str, os.PathLike)):
         m = io.load_model(model)
     elif isinstance(model, onnx.ModelProto):
@@ -36,7 +37,7 @@ def load_normalized(model: ModelLike) -> ir.Model:
         m = model
     else:
         raise TypeError(f"expected a path, onnx.ModelProto or onnx_ir.Model, got {type(model).__name__}")
-    return normalize(m)
+    return normalize(m, fold_bn=fold_bn)
 
 
 def analyze(model: ModelLike) -> Analysis:
@@ -82,6 +83,10 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     opts = AllocationOptions(mode=allocation, normalize=normalize, round_to=round_to, max_group_ratio=max_group_ratio,
                              overrides=list(overrides or []), ignore=list(ignore or [])).check()
     scorer = criterion
+    lumping = criterion == "lumping"
+    if lumping and check_ratio(ratio) > 0:
+        raise OptionError("--criterion lumping removes exactly what is lossless; it takes no --ratio yet "
+                          "(relaxed, nearly proportional merges are not implemented)")
     if criterion == "gaussian":
         scorer = gaussian_scores(gaussian_feature, gaussian_outside)
         if check_ratio(ratio) == 0:
@@ -96,12 +101,12 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     with Stages(["load", "analyse", "score", "apply", "save", "validate"], enabled=progress) as stages:
         stages.next("loading")
         original = _original_for_validation(model) if validate else None
-        m = load_normalized(model)
+        m = load_normalized(model, fold_bn=lumping)
         params_before, macs_before = count_params(m), count_macs(m, input_shapes)
         stages.next("analysing channel groups")
         analysis = analyze_groups(m)
         stages.next(f"scoring ({criterion})" if not remove else "planning removals")
-        plan = make_plan(analysis, ratio, scorer, remove, opts)
+        plan = lumping_plan(analysis) if lumping and not remove else make_plan(analysis, ratio, scorer, remove, opts)
         specs = replay_specs(analysis, plan)
         stages.next("applying the plan")
         apply_plan(analysis, plan)

@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 
 from onnxprune import __version__
-from onnxprune.criteria import CRITERIA
+from onnxprune.criteria import CRITERIA, PLANNERS
 from onnxprune.errors import OnnxPruneError, OptionError
 
 
@@ -26,7 +26,8 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUT", help="where to write the pruned model (never IN)")
     p.add_argument("--ratio", default="0", help="fraction of channels removed in every prunable group, in [0, 1) "
                    "(default 0: nothing, except with --criterion gaussian, which then uses --gaussian-k)")
-    p.add_argument("--criterion", default="l1", help=f"channel score: {', '.join(CRITERIA)} (default l1)")
+    p.add_argument("--criterion", default="l1", help=f"channel score: {', '.join(CRITERIA)} (default l1); or {', '.join(PLANNERS)}: remove only "
+                        "what is lossless (unread, dead and proportional channels)")
     p.add_argument("--gaussian-k", type=float, default=1.0, metavar="K",
                    help="criterion gaussian without --ratio: prune channels whose feature lies within K "
                         "standard deviations of the layer mean (default 1.0, ~68%% of a Gaussian layer)")

@@ -17,6 +17,9 @@ class Plan:
     removed: dict[int, np.ndarray] = field(default_factory=dict)
     reasons: dict[int, str] = field(default_factory=dict)  # why each touched group lost what it lost
     skipped: dict[int, str] = field(default_factory=dict)  # prunable groups left whole on purpose
+    # Lumping: removed channel j folded into kept channel i of the same group with coefficient c
+    # (its consumers' weights for i gain c times those for j). Every j must be in ``removed``.
+    merges: dict[int, list[tuple[int, int, float]]] = field(default_factory=dict)
 
     def count(self) -> int:
         return int(sum(len(v) for v in self.removed.values()))

@@ -27,6 +27,7 @@ def apply_plan(analysis: Analysis, plan: Plan) -> None:
             raise PlanError(f"group '{group.name}' is frozen: " + "; ".join(group.frozen))
         check_removable(group, cls)
         removed_root[group.classes[cls]] = True
+    merge_rows = _merge_table(analysis, plan, removed_root)
     if not removed_root.any():
         analysis.applied = True
         return
@@ -49,6 +50,8 @@ def apply_plan(analysis: Analysis, plan: Plan) -> None:
         node, index = group_members[0].node, group_members[0].input_index
         arr = node.inputs[index].const_value.numpy()
         for m in group_members:
+            if m.role == "consumer" and merge_rows:
+                arr = _fold_merges(arr, m, analysis, merge_rows)
             arr = _slice_grouped(arr, keep(m.atoms), m.blocks) if m.blocks > 1 else np.compress(keep(m.atoms), arr, axis=m.axis)
         set_constant_input(node, index, arr)
     for r in analysis.rewrites:
@@ -77,6 +80,40 @@ def check_pruned(model: ir.Model, strict: bool = True) -> None:
     except Exception as exc:
         raise PlanError(f"the pruned model fails onnx.checker or shape inference ({str(exc).splitlines()[0][:300]}); "
                         "this is a bug in onnxprune, please report it with the model") from exc
+
+
+def _merge_table(analysis: Analysis, plan: Plan, removed_root: np.ndarray) -> dict[int, tuple[int, float]]:
+    """removed channel root -> (kept channel root, coefficient) for every merge in the plan."""
+    table = {}
+    for gid, merges in plan.merges.items():
+        group = analysis.groups[gid]
+        if group.blocks:
+            raise PlanError(f"group '{group.name}': merges are not supported where grouped convs or chunks read it")
+        for j, i, c in merges:
+            rj, ri = int(group.classes[j]), int(group.classes[i])
+            if not removed_root[rj] or removed_root[ri]:
+                raise PlanError(f"group '{group.name}': a merge must fold a removed channel into a kept one")
+            table[rj] = (ri, float(c))
+    return table
+
+
+def _fold_merges(arr: np.ndarray, m: ParamMember, analysis: Analysis, table: dict[int, tuple[int, float]]) -> np.ndarray:
+    """Consumer weights: the columns of each kept channel gain c times those of the channel folded
+    into it (a_j = c * a_i, so W_i a_i + W_j a_j = (W_i + c W_j) a_i). Positions pair up in order (a
+    flattened channel owns its block of features in the same layout as every other)."""
+    roots = analysis.roots[m.atoms]
+    touched = [r for r in np.unique(roots).tolist() if r in table]
+    if not touched:
+        return arr
+    arr = np.array(arr, copy=True)
+    moved = np.moveaxis(arr, m.axis, 0)  # a view: writes land in arr
+    for rj in touched:
+        ri, c = table[rj]
+        pj, pi = np.nonzero(roots == rj)[0], np.nonzero(roots == ri)[0]
+        if len(pj) != len(pi):
+            raise PlanError(f"constant '{m.value.name}': merged channels hold different numbers of positions")
+        moved[pi] += (c * moved[pj].astype(np.float64)).astype(arr.dtype)
+    return arr
 
 
 def _slice_grouped(w: np.ndarray, mask: np.ndarray, groups: int) -> np.ndarray:

@@ -16,8 +16,15 @@ CRITERIA: dict[str, Callable] = {
 }
 
 
-def get_criterion(name: str) -> Callable:
+# Criteria that make a whole plan (removals and merges) rather than scores.
+PLANNERS = ("lumping",)
+
+
+def get_criterion(name: str) -> Callable | None:
+    """The scorer of a criterion (None for planners such as lumping); unknown names are user errors."""
+    if name in PLANNERS:
+        return None
     try:
         return CRITERIA[name]
     except KeyError:
-        raise OptionError(f"unknown criterion '{name}'; choose one of: {', '.join(CRITERIA)}") from None
+        raise OptionError(f"unknown criterion '{name}'; choose one of: {', '.join([*CRITERIA, *PLANNERS])}") from None

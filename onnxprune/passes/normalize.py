@@ -21,14 +21,17 @@ _FOLDABLE = {"Identity", "Unsqueeze", "Squeeze", "Reshape", "Cast", "Transpose",
 _FOLD_LIMIT = 64 * 1024 * 1024  # bytes; folding never copies a large tensor
 
 
-def normalize(model: ir.Model) -> ir.Model:
-    """Constants become initializers, constant-only reshapes are folded, dead code goes, shapes are inferred."""
+def normalize(model: ir.Model, fold_bn: bool = False) -> ir.Model:
+    """Constants become initializers, constant-only reshapes are folded, dead code goes, shapes are
+    inferred; with ``fold_bn`` inference BatchNormalization is folded into the Conv before it."""
     # IR < 4 lists initializers as graph inputs; they are weights, not inputs, so take them out
     # (which needs IR >= 4, readable by every runtime that reads IR 3).
     RemoveInitializersFromInputsPass()(model)
     model.ir_version = max(model.ir_version, 4)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     fold_constant_nodes(model)
+    if fold_bn:
+        fold_batchnorm(model)
     RemoveUnusedNodesPass()(model)  # dead nodes and initializers left by folding or by the exporter
     TopologicalSortPass()(model)
     infer_shapes(model)
@@ -98,6 +101,39 @@ def _fold(node: ir.Node, arrays: list) -> np.ndarray | None:
             shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
         return x.reshape(shape)
     return None
+
+
+def fold_batchnorm(model: ir.Model) -> int:
+    """Conv -> BatchNormalization (inference, constants, the Conv output used by the BN alone) becomes
+    one Conv with W * gamma / sqrt(var + eps) and (b - mean) * gamma / sqrt(var + eps) + beta."""
+    from onnxprune.graph.edit import set_constant_input
+
+    count = 0
+    for bn in list(model.graph):
+        if bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx") or len(bn.outputs) > 1:
+            continue
+        conv = bn.inputs[0].producer()
+        if conv is None or conv.op_type != "Conv" or len(bn.inputs[0].uses()) != 1 or bn.outputs[0].is_graph_output():
+            continue
+        if bn.inputs[0].is_graph_output():
+            continue
+        arrays = [constant_array(v) for v in bn.inputs[1:5]]
+        w = constant_array(conv.inputs[1])
+        bias_in = conv.inputs[2] if len(conv.inputs) > 2 else None
+        b = constant_array(bias_in) if bias_in is not None else np.zeros(w.shape[0] if w is not None else 0)
+        if w is None or b is None or any(a is None for a in arrays):
+            continue
+        gamma, beta, mean, var = (a.astype(np.float64) for a in arrays)
+        eps = bn.attributes["epsilon"].as_float() if "epsilon" in bn.attributes else 1e-5
+        scale = gamma / np.sqrt(var + eps)
+        new_w = (w.astype(np.float64) * scale.reshape(-1, *([1] * (w.ndim - 1)))).astype(w.dtype)
+        new_b = ((b.astype(np.float64) - mean) * scale + beta).astype(w.dtype)
+        set_constant_input(conv, 1, new_w)
+        set_constant_input(conv, 2, new_b)
+        bn.outputs[0].replace_all_uses_with(conv.outputs[0])
+        model.graph.remove(bn, safe=True)
+        count += 1
+    return count
 
 
 def constant_array(value: ir.Value | None) -> np.ndarray | None:
