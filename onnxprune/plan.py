@@ -20,6 +20,9 @@ class Plan:
     # Lumping: removed channel j folded into kept channel i of the same group with coefficient c
     # (its consumers' weights for i gain c times those for j). Every j must be in ``removed``.
     merges: dict[int, list[tuple[int, int, float]]] = field(default_factory=dict)
+    # Lumping: removed constant channel j (value v where consumer node reads it) folded into that
+    # consumer's bias as v * (sum of its weights for j).
+    bias_folds: dict[int, list[tuple[int, object, float]]] = field(default_factory=dict)
 
     def count(self) -> int:
         return int(sum(len(v) for v in self.removed.values()))

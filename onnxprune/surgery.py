@@ -35,6 +35,9 @@ def apply_plan(analysis: Analysis, plan: Plan) -> None:
     def keep(atoms: np.ndarray) -> np.ndarray:
         return ~removed_root[analysis.roots[atoms]]
 
+    for gid, folds in plan.bias_folds.items():
+        for j, node, v in folds:
+            _fold_into_bias(analysis, analysis.groups[gid], j, node, v)
     members: dict[tuple[int, int], list[ParamMember]] = {}
     for p in analysis.params:
         expected = len(p.atoms) // p.blocks
@@ -80,6 +83,31 @@ def check_pruned(model: ir.Model, strict: bool = True) -> None:
     except Exception as exc:
         raise PlanError(f"the pruned model fails onnx.checker or shape inference ({str(exc).splitlines()[0][:300]}); "
                         "this is a bug in onnxprune, please report it with the model") from exc
+
+
+def _fold_into_bias(analysis: Analysis, group, j: int, node: ir.Node, v: float) -> None:
+    """Consumer ``node`` reads channel j as the constant v everywhere: add v * (its weights for j,
+    summed over everything but its output axis) to its bias, creating the bias if it has none."""
+    member = next((p for p in group.params if p.role == "consumer" and p.node is node), None)
+    if member is None or node.op_type not in ("Conv", "Gemm"):
+        raise PlanError(f"channel {j} of group '{group.name}': no Conv/Gemm consumer '{node.name}' to fold into")
+    w = node.inputs[1].const_value.numpy()
+    out_axis = (1 if not node.attributes.get("transB") or not node.attributes["transB"].as_int() else 0) \
+        if node.op_type == "Gemm" else 0
+    _, cls = analysis.class_index(member.atoms)
+    cols = np.take(w.astype(np.float64), np.nonzero(cls == j)[0], axis=member.axis)
+    delta = v * cols.sum(axis=tuple(a for a in range(w.ndim) if a != out_axis))
+    if node.op_type == "Gemm" and "beta" in node.attributes:
+        delta = delta / node.attributes["beta"].as_float()
+    has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
+    bias = node.inputs[2].const_value.numpy().astype(np.float64) if has_bias else np.zeros(len(delta))
+    set_constant_input(node, 2, (bias + delta).astype(w.dtype))
+    if not any(p.node is node and p.input_index == 2 for p in analysis.params):
+        # a new (or newly per-channel) bias follows the consumer's own output channels
+        producer = next((p for p in analysis.params if p.role == "producer" and p.node is node), None)
+        if producer is not None:
+            axis = len(node.inputs[2].const_value.shape) - 1
+            analysis.params.append(ParamMember(node, 2, axis, producer.atoms, "param"))
 
 
 def _merge_table(analysis: Analysis, plan: Plan, removed_root: np.ndarray) -> dict[int, tuple[int, float]]:

@@ -15,13 +15,16 @@ import onnxprune
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _model(act="Relu", residual=False, head="conv"):
+def _model(act="Relu", residual=False, head="conv", constant=False, head_pads=0):
     """x[1,6,8,8] -> conv1 (12, bias) [+ conv1b (12, bias)] -> act -> MaxPool -> consumer -> y"""
     rng = np.random.default_rng(0)
     w1, b1 = rng.standard_normal((12, 6, 3, 3)), rng.standard_normal(12)
     w1[3], b1[3] = 2.5 * w1[1], 2.5 * b1[1]  # proportional, c > 0: folded into channel 1
     w1[5], b1[5] = 0, 0  # dead
     w1[9], b1[9] = -2 * w1[2], -2 * b1[2]  # proportional with c < 0: must stay
+    if constant:
+        w1[10], b1[10] = 0, 0.7  # constant relu(0.7) everywhere: into the consumer's bias
+        w1[11], b1[11] = 0, -0.4  # constant relu(-0.4) = 0: dead in effect, also folded (adds 0)
     inits = {"w1": w1, "b1": b1}
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1] * 4)]
     last = "c1"
@@ -36,10 +39,12 @@ def _model(act="Relu", residual=False, head="conv"):
     nodes += [helper.make_node(act, [last], ["a"], name="act"),
               helper.make_node("MaxPool", ["a"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2])]
     if head == "conv":
-        w2 = rng.standard_normal((4, 12, 1, 1))
+        k = 1 + 2 * head_pads
+        w2 = rng.standard_normal((4, 12, k, k))
         w2[:, 7] = 0  # nobody reads channel 7
         inits.update(w2=w2)
-        nodes.append(helper.make_node("Conv", ["p", "w2"], ["y"], name="conv2", kernel_shape=[1, 1]))
+        nodes.append(helper.make_node("Conv", ["p", "w2"], ["y"], name="conv2", kernel_shape=[k, k],
+                                      pads=[head_pads] * 4))
         y_shape = [1, 4, 4, 4]
     else:
         w2 = rng.standard_normal((12 * 16, 5))
@@ -120,3 +125,17 @@ def test_trained_cnn_with_planted_proportional_channels_keeps_its_accuracy(tmp_p
             for p in (path, tmp_path / "lumped.onnx")]
     np.testing.assert_array_equal(outs[0].argmax(1), outs[1].argmax(1))
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-4, atol=1e-4 * np.abs(outs[0]).max())
+
+
+@pytest.mark.parametrize("head", ["conv", "flatten_gemm"])
+def test_constant_channels_fold_into_the_consumer_bias(head):
+    row, worst = _lump(_model(head=head, constant=True))
+    assert row["removed"] == 5 and "2 constant" in row["why"], row  # 3, 5, 7 as before, and 10, 11
+    assert worst <= 1e-5
+
+
+def test_constant_channel_is_kept_before_a_padded_conv():
+    """A zero-padded 3x3 consumer sees the constant only inside the border: not foldable exactly."""
+    row, worst = _lump(_model(constant=True, head_pads=1))
+    assert row["removed"] == 3 and "constant" not in row["why"], row
+    assert worst <= 1e-5

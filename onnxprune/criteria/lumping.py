@@ -8,7 +8,10 @@ exactly c > 0 times another channel, are removed or folded into it; outputs do n
   the way is positively homogeneous (ReLU, LeakyReLU, pools, pads, resizes, reshapes, routing, residual
   adds), so a_j = c a_i and the consumers take (W_i + c W_j) a_i. BatchNormalization after a Conv is
   folded into it first (``passes.normalize.fold_batchnorm``).
-Not yet: constant channels folded into consumer biases, relaxed (nearly proportional) merges.
+- constant: its producer filters are 0 but its bias is not, and on the way to each consumer there are
+  only ops that keep a constant constant (ReLU/LeakyReLU, which map it, max and global pools,
+  reshapes); a Conv consumer without padding or a Gemm takes it into its bias.
+Not yet: relaxed (nearly proportional) merges.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ HOMOGENEOUS = {
     "Transpose", "Concat", "Split", "Slice", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Resize", "Add", "Pad",
 }
 _BIAS = {("Conv", 2), ("Gemm", 2)}
+# Ops that map a channel that is constant over space to a constant (value changed by activations only).
+_KEEPS_CONSTANT = {"Relu", "LeakyRelu", "MaxPool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape",
+                   "Identity", "Dropout", "Squeeze", "Unsqueeze", "Transpose"}
 _COS_TOL = 1e-9
 
 
@@ -41,21 +47,87 @@ def lumping_plan(analysis: Analysis) -> Plan:
             norms = np.linalg.norm(vectors, axis=1)
             dead = set(np.nonzero(norms == 0)[0].tolist())
             merges = _proportional(vectors, norms, exclude=dead | zero_out)
-        removed = sorted(zero_out | dead | {j for j, _, _ in merges})
+        folds = _constant_channels(analysis, g, exclude=zero_out | dead | {j for j, _, _ in merges})
+        removed = sorted(zero_out | dead | {j for j, _, _ in merges} | {j for j, _, _ in folds})
         if len(removed) >= g.size:  # keep one channel; it does not matter which
             keep = removed[0]
             removed = removed[1:]
             merges = [m for m in merges if m[0] != keep]
+            folds = [f for f in folds if f[0] != keep]
         if not removed:
             if why_not:
                 plan.skipped[g.id] = f"not lumped: {why_not}"
             continue
         plan.removed[g.id] = np.array(removed, dtype=np.int64)
         plan.merges[g.id] = [m for m in merges if m[0] in set(removed)]
+        plan.bias_folds[g.id] = folds
         parts = [f"{len(zero_out)} unread", f"{len(dead - zero_out)} dead",
-                 f"{len(plan.merges[g.id])} folded into proportional channels"]
+                 f"{len(plan.merges[g.id])} folded into proportional channels",
+                 f"{len({f[0] for f in folds})} constant, folded into consumer biases"]
         plan.reasons[g.id] = "lossless: " + ", ".join(p for p in parts if not p.startswith("0 "))
     return plan
+
+
+def _constant_channels(analysis: Analysis, g: Group, exclude: set[int]) -> list[tuple[int, object, float]]:
+    """(j, consumer node, value it reads) for channels whose filters are 0 and bias is not, where every
+    consumer sees the constant at every position."""
+    if len(g.producers) != 1:
+        return []
+    producer = g.producers[0]
+    bias = next((b for b in g.params if b.node is producer.node and (b.node.op_type, b.input_index) in _BIAS), None)
+    if bias is None:
+        return []
+    vectors = _producer_vectors(analysis, g)
+    filters_zero = np.all(vectors[:, :-1] == 0, axis=1)
+    b = vectors[:, -1]
+    candidates = [k for k in np.nonzero(filters_zero & (b != 0))[0].tolist() if k not in exclude]
+    if not candidates:
+        return []
+    consumers = [p for p in g.params if p.role == "consumer"]
+    paths = {}
+    for c in consumers:
+        acts = _constant_path(c.node.inputs[0], producer.node.outputs[0])  # the data input it reads
+        if acts is None or not _reads_constant_everywhere(c):
+            return []
+        paths[id(c.node)] = (c.node, acts)
+    return [(k, node, float(_apply_acts(acts, b[k]))) for k in candidates for node, acts in paths.values()]
+
+
+def _constant_path(value, source) -> list | None:
+    """The activation nodes between ``source`` and ``value`` along single-input ops that keep
+    constants constant, or None if the path holds anything else."""
+    acts = []
+    while value is not source:
+        node = value.producer()
+        if node is None or node.op_type not in _KEEPS_CONSTANT:
+            return None
+        if node.op_type in ("Relu", "LeakyRelu"):
+            acts.append(node)
+        value = node.inputs[0]
+    return acts
+
+
+def _apply_acts(acts: list, v: float) -> float:
+    for node in reversed(acts):  # collected consumer-first
+        if node.op_type == "Relu":
+            v = max(v, 0.0)
+        else:
+            alpha = node.attributes["alpha"].as_float() if "alpha" in node.attributes else 0.01
+            v = v if v >= 0 else alpha * v
+    return v
+
+
+def _reads_constant_everywhere(c) -> bool:
+    """A Gemm, or a Conv (group 1) without padding: every output position sums the same inputs."""
+    node = c.node
+    if node.op_type == "Gemm":
+        return c.blocks == 1 and (len(node.inputs) < 3 or node.inputs[2] is None or node.inputs[2].const_value is not None)
+    if node.op_type != "Conv" or c.blocks > 1:
+        return False
+    pads = node.attributes["pads"].as_ints() if "pads" in node.attributes else [0]
+    auto = node.attributes["auto_pad"].as_string() if "auto_pad" in node.attributes else "NOTSET"
+    group = node.attributes["group"].as_int() if "group" in node.attributes else 1
+    return group == 1 and not any(pads) and auto in ("NOTSET", "VALID")
 
 
 def _zero_outgoing(analysis: Analysis, g: Group) -> set[int]:
