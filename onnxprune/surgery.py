@@ -94,8 +94,8 @@ def _fold_into_bias(analysis: Analysis, group, j: int, node: ir.Node, v: float) 
     w = node.inputs[1].const_value.numpy()
     out_axis = (1 if not node.attributes.get("transB") or not node.attributes["transB"].as_int() else 0) \
         if node.op_type == "Gemm" else 0
-    _, cls = analysis.class_index(member.atoms)
-    cols = np.take(w.astype(np.float64), np.nonzero(cls == j)[0], axis=member.axis)
+    pos, cls = analysis.channels_in(group, member.atoms)
+    cols = np.take(w.astype(np.float64), pos[cls == j], axis=member.axis)
     delta = v * cols.sum(axis=tuple(a for a in range(w.ndim) if a != out_axis))
     if node.op_type == "Gemm" and "beta" in node.attributes:
         delta = delta / node.attributes["beta"].as_float()

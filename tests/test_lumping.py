@@ -38,7 +38,16 @@ def _model(act="Relu", residual=False, head="conv", constant=False, head_pads=0)
         last = "sum"
     nodes += [helper.make_node(act, [last], ["a"], name="act"),
               helper.make_node("MaxPool", ["a"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2])]
-    if head == "conv":
+    if head == "concat":  # the consumer reads conv1's channels after 4 channels of another conv
+        w3 = rng.standard_normal((4, 6, 2, 2))
+        w2 = rng.standard_normal((4, 16, 1, 1))
+        w2[:, 4 + 7] = 0
+        inits.update(w2=w2, w3=w3)
+        nodes += [helper.make_node("Conv", ["x", "w3"], ["c3"], name="conv3", kernel_shape=[2, 2], strides=[2, 2]),
+                  helper.make_node("Concat", ["c3", "p"], ["cat"], name="cat", axis=1),
+                  helper.make_node("Conv", ["cat", "w2"], ["y"], name="conv2", kernel_shape=[1, 1])]
+        y_shape = [1, 4, 4, 4]
+    elif head == "conv":
         k = 1 + 2 * head_pads
         w2 = rng.standard_normal((4, 12, k, k))
         w2[:, 7] = 0  # nobody reads channel 7
@@ -67,7 +76,7 @@ def _lump(model):
 
 
 @pytest.mark.parametrize("residual", [False, True])
-@pytest.mark.parametrize("head", ["conv", "flatten_gemm"])
+@pytest.mark.parametrize("head", ["conv", "flatten_gemm", "concat"])
 def test_unread_dead_and_proportional_channels_go_losslessly(residual, head):
     row, worst = _lump(_model(residual=residual, head=head))
     assert row["removed"] == 3 and row["kept"] == 9, row  # 3 (folded), 5 (dead), 7 (unread); 9 (c < 0) stays
@@ -138,4 +147,17 @@ def test_constant_channel_is_kept_before_a_padded_conv():
     """A zero-padded 3x3 consumer sees the constant only inside the border: not foldable exactly."""
     row, worst = _lump(_model(constant=True, head_pads=1))
     assert row["removed"] == 3 and "constant" not in row["why"], row
+    assert worst <= 1e-5
+
+
+def test_non_homogeneous_op_after_a_concat_blocks_merges():
+    """The group's channels reach the consumer through Concat and then a Sigmoid: the path check must
+    see the Sigmoid although the Concat output also holds another group's channels."""
+    model = _model(head="concat")
+    conv2 = next(n for n in model.graph.node if n.name == "conv2")
+    conv2.input[0] = "cat_sig"
+    model.graph.node.insert(list(model.graph.node).index(conv2),
+                            helper.make_node("Sigmoid", ["cat"], ["cat_sig"], name="sig"))
+    row, worst = _lump(model)
+    assert row["removed"] == 1 and "1 unread" in row["why"], row
     assert worst <= 1e-5

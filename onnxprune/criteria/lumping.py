@@ -141,8 +141,8 @@ def _zero_outgoing(analysis: Analysis, g: Group) -> set[int]:
         if p.blocks > 1:
             return set()
         any_nz = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) > 0
-        _, cls = analysis.class_index(p.atoms)
-        np.logical_or.at(nonzero, cls, any_nz)
+        pos, cls = analysis.channels_in(g, p.atoms)
+        np.logical_or.at(nonzero, cls, any_nz[pos])
     return set(np.nonzero(~nonzero)[0].tolist())
 
 
@@ -173,14 +173,15 @@ def _producer_vectors(analysis: Analysis, g: Group) -> np.ndarray:
     parts = []
     for p in g.producers:
         w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0).astype(np.float64)
-        rows = np.zeros((g.size, int(np.prod(w.shape[1:])) * 1))
-        _, cls = analysis.class_index(p.atoms)
-        np.add.at(rows, cls, w.reshape(w.shape[0], -1))
+        rows = np.zeros((g.size, int(np.prod(w.shape[1:]))))
+        pos, cls = analysis.channels_in(g, p.atoms)
+        np.add.at(rows, cls, w.reshape(w.shape[0], -1)[pos])
         parts.append(rows)
         for b in g.params:
             if b.node is p.node and (b.node.op_type, b.input_index) in _BIAS:
                 bias = np.zeros((g.size, 1))
-                np.add.at(bias[:, 0], analysis.class_index(b.atoms)[1], b.value.const_value.numpy().astype(np.float64))
+                bpos, bcls = analysis.channels_in(g, b.atoms)
+                np.add.at(bias[:, 0], bcls, b.value.const_value.numpy().astype(np.float64)[bpos])
                 parts.append(bias)
     return np.concatenate(parts, axis=1)
 

@@ -22,9 +22,9 @@ def producer_sums(analysis: Analysis, group: Group, row_stat: Callable) -> list[
         n = w.shape[0]
         step = max(1, _CHUNK_BYTES // max(1, w[0].nbytes if n else 1))
         stats = np.concatenate([row_stat(w[i:i + step].reshape(min(step, n - i), -1)) for i in range(0, n, step)])
-        _, cls = analysis.class_index(p.atoms)
+        pos, cls = analysis.channels_in(group, p.atoms)
         per_class = np.zeros(group.size)
-        np.add.at(per_class, cls, stats)
+        np.add.at(per_class, cls, stats[pos])
         sums.append(per_class)
     return sums
 
@@ -53,7 +53,7 @@ def fpgm(analysis: Analysis) -> dict[int, np.ndarray]:
     for g in analysis.prunable_groups:
         total = np.zeros(g.size)
         for p in g.producers:
-            rows, cls = _filters(analysis, p)
+            rows, cls = _filters(analysis, g, p)
             gram = rows @ rows.T
             sq = np.diag(gram)
             dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * gram, 0.0))
@@ -62,16 +62,17 @@ def fpgm(analysis: Analysis) -> dict[int, np.ndarray]:
     return scores
 
 
-def _filters(analysis: Analysis, p) -> tuple[np.ndarray, np.ndarray]:
+def _filters(analysis: Analysis, group: Group, p) -> tuple[np.ndarray, np.ndarray]:
     """One float64 row per output position of a producer (projected if long), and its class index."""
-    w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0)
+    pos, cls = analysis.channels_in(group, p.atoms)
+    w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0)[pos]
     rows = w.reshape(w.shape[0], -1)
     if rows.shape[1] > _FPGM_MAX_DIM:
         proj = np.random.default_rng(0).standard_normal((rows.shape[1], _FPGM_MAX_DIM)) / np.sqrt(_FPGM_MAX_DIM)
         rows = np.concatenate([rows[i:i + 256].astype(np.float64) @ proj for i in range(0, len(rows), 256)])
     else:
         rows = rows.astype(np.float64)
-    return rows, analysis.class_index(p.atoms)[1]
+    return rows, cls
 
 
 def bn(analysis: Analysis) -> dict[int, np.ndarray]:
@@ -90,7 +91,8 @@ def bn(analysis: Analysis) -> dict[int, np.ndarray]:
             continue
         total = np.zeros(g.size)
         for p in gammas:
-            np.add.at(total, analysis.class_index(p.atoms)[1], np.abs(p.value.const_value.numpy().astype(np.float64)))
+            pos, cls = analysis.channels_in(g, p.atoms)
+            np.add.at(total, cls, np.abs(p.value.const_value.numpy().astype(np.float64))[pos])
         scores[g.id] = total
     return ScoreDict(scores, notes={gid: "no BatchNormalization (folded?): scored by l2" for gid in fallback})
 

@@ -77,6 +77,13 @@ class Analysis:
         r = self.roots[np.asarray(atoms, dtype=np.int64)]
         return self.class_gid[r], self.class_pos[r]
 
+    def channels_in(self, group: Group, atoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of ``atoms`` that hold channels of ``group`` (a tensor after a Concat holds several
+        groups), and the channel index at each of them."""
+        r = self.roots[np.asarray(atoms, dtype=np.int64)]
+        positions = np.nonzero(self.class_gid[r] == group.id)[0]
+        return positions, self.class_pos[r[positions]]
+
     def producer_node(self, name: str) -> tuple[ir.Node | None, ParamMember | None]:
         """A Conv/Gemm/MatMul by node name or output tensor name, with its producer weight member."""
         for p in self.params:
@@ -211,13 +218,14 @@ def _build_groups(an: Analysis) -> None:
     gid_of = {int(r): gid for gid, r in enumerate(group_roots)}
     for atom, reason in store.freezes:
         _add_reason(an.groups[gid_of[int(grp_roots[atom])]], reason)
+    # A member after a Concat holds channels of several groups: it belongs to each of them.
     for p in an.params:
-        if len(p.atoms):
-            g = an.groups[gid_of[int(grp_roots[p.atoms[0]])]]
+        for gid in np.unique(an.class_gid[an.roots[p.atoms]]).tolist():
+            g = an.groups[gid]
             (g.producers if p.role == "producer" else g.params).append(p)
     for v, d in an.dims.items():
-        if len(d.atoms):
-            an.groups[gid_of[int(grp_roots[d.atoms[0]])]].dims.append((v, d))
+        for gid in np.unique(an.class_gid[an.roots[d.atoms]]).tolist():
+            an.groups[gid].dims.append((v, d))
     for g in an.groups:
         if g.producers:
             g.name = g.producers[0].node.name or g.producers[0].node.outputs[0].name
