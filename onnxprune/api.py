@@ -6,13 +6,16 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
 from onnxprune import io
 from onnxprune.criteria import get_criterion
 from onnxprune.criteria.gaussian import gaussian_scores
+from onnxprune.auto import Budget, prune_gaussian, search_k
 from onnxprune.criteria.lumping import lumping_plan
+from onnxprune.data import load_npz
 from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.metrics import count_macs, count_params
@@ -65,7 +68,8 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
           allocation: str = "local", normalize: str = "mean", round_to: int = 1,
           max_group_ratio: float | None = None, overrides: list[tuple[str, float]] | None = None,
           ignore: list[str] | None = None, gaussian_k: float = 1.0, gaussian_feature: str = "l1",
-          gaussian_outside: bool = False) -> tuple[ir.Model, dict]:
+          gaussian_outside: bool = False, data: str | os.PathLike | None = None,
+          budget: Budget | None = None) -> tuple[ir.Model, dict]:
     """Prune ``model`` and return ``(pruned onnx-ir model, report dict)``.
 
     Allocation (see ``onnxprune.allocation``): ``allocation`` "local" (``ratio`` in every group) or
@@ -75,9 +79,17 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     ``criterion="gaussian"`` with ``ratio=0`` prunes every channel whose feature lies within
     ``gaussian_k`` standard deviations of its layer's mean (outside, with ``gaussian_outside``).
 
+    ``ratio="auto"`` (data-free, ``onnxprune.auto``): everything lossless, then the gaussian rule with
+    the largest k whose model stays within ``budget`` on ``data`` (an .npz) or synthetic inputs.
+
     With ``output`` the model is written atomically (and validated from the written file before it
     replaces anything). ``validate`` compares original and pruned outputs in onnxruntime.
     """
+    if isinstance(ratio, str) and ratio.strip().lower() == "auto":
+        if remove or criterion not in ("l1", "gaussian"):
+            raise OptionError("--ratio auto searches the gaussian rule after lossless lumping; it takes no "
+                              "--remove, and no --criterion other than gaussian (gradient criteria come later)")
+        return _prune_auto(model, output, seed, input_shapes, progress, data, budget or Budget())
     check_ratio(ratio)
     get_criterion(criterion)
     opts = AllocationOptions(mode=allocation, normalize=normalize, round_to=round_to, max_group_ratio=max_group_ratio,
@@ -116,6 +128,57 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
                               macs=(macs_before, count_macs(m, input_shapes)))
         stages.next("saving" if output is not None else "serialising")
         return _finish(m, report, original, output, seed, input_shapes, stages)
+
+
+def _prune_auto(model: ModelLike, output, seed: int, input_shapes, progress: bool, data, budget: Budget):
+    from onnxprune.validate.fidelity import session, synthetic_inputs
+
+    in_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
+    if output is not None:
+        io.check_output_path(in_path, output)
+    with Stages(["load", "lossless", "reference", "search", "final", "save", "validate"], enabled=progress) as stages:
+        stages.next("loading")
+        original = _original_for_validation(model)
+        m = load_normalized(model, fold_bn=True)
+        params_before, macs_before = count_params(m), count_macs(m, input_shapes)
+        stages.next("lumping what is lossless")
+        an = analyze_groups(m)
+        lossless = lumping_plan(an)
+        apply_plan(an, lossless)
+        base = ir.to_proto(m).SerializeToString()
+        stages.next("reference outputs")
+        ref = session(original, role="original model")
+        if data is not None:
+            inputs = {i.name: (i.shape, _ORT_NUMPY.get(i.type, np.float32)) for i in ref.get_inputs()}
+            feeds, source = load_npz(data, inputs, limit=256), f"data file {data}"
+        else:
+            feeds, source = synthetic_inputs(ref, seed, batch=32, overrides=input_shapes), f"synthetic (seed {seed})"
+        reference = ref.run(None, feeds)
+        stages.next("searching k")
+        k, trace = search_k(base, lambda b: session(b, role="pruned model").run(None, feeds), reference, budget,
+                            progress=stages.bar.set_description_str)
+        stages.next("final model")
+        final, an2, plan = prune_gaussian(base, k) if k > 0 else (m, an, Plan())
+        report = build_report(an2, plan, replay_specs(an2, plan), criterion="gaussian", ratio="auto",
+                              params=(params_before, count_params(final)),
+                              macs=(macs_before, count_macs(final, input_shapes)))
+        best = next((t for t in reversed(trace) if t["k"] == k), None)
+        report["channels_removed"] += lossless.count()
+        report["auto"] = {
+            "budget": budget.describe(), "inputs": source, "lossless_channels_removed": lossless.count(),
+            "gaussian_k": k, "fidelity": {key: best[key] for key in ("top1", "cosine_other", "cosine")} if best else None,
+            "search": trace,
+            "stopped": (f"no k >= {trace[0]['k']:g} stays within the budget" if k == 0 else
+                        f"bisection over k in (0, {trace[-1]['k'] if trace else 0:.3g}...]: k = {k:.3g} is the largest "
+                        "tried within the budget"),
+            "remove_applies_to": "the model after lossless lumping (BatchNormalization folded)",
+        }
+        stages.next("saving" if output is not None else "serialising")
+        return _finish(final, report, original, output, seed, input_shapes, stages)
+
+
+_ORT_NUMPY = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
 
 
 def _finish(m: ir.Model, report: dict, original, output, seed: int, input_shapes, stages: Stages):

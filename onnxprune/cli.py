@@ -25,9 +25,17 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN", help="model to prune (.onnx; external data next to it)")
     p.add_argument("output", metavar="OUT", help="where to write the pruned model (never IN)")
     p.add_argument("--ratio", default="0", help="fraction of channels removed in every prunable group, in [0, 1) "
-                   "(default 0: nothing, except with --criterion gaussian, which then uses --gaussian-k)")
+                   "(default 0: nothing, except with --criterion gaussian, which then uses --gaussian-k); or "
+                   "'auto': everything lossless, then the gaussian rule with the largest k within the budget")
     p.add_argument("--criterion", default="l1", help=f"channel score: {', '.join(CRITERIA)} (default l1); or {', '.join(PLANNERS)}: remove only "
                         "what is lossless (unread, dead and proportional channels)")
+    p.add_argument("--data", metavar="FILE.npz", help="calibration inputs (arrays keyed by input name, samples on "
+                   "the first axis) for --ratio auto's fidelity budget; default: seeded synthetic inputs")
+    p.add_argument("--budget-cosine", type=float, default=0.99, metavar="C",
+                   help="--ratio auto: minimum cosine between original and pruned outputs that are not "
+                        "classifier-shaped (default 0.99)")
+    p.add_argument("--budget-top1", type=float, default=0.99, metavar="A",
+                   help="--ratio auto: minimum top-1 agreement on classifier outputs [N, classes] (default 0.99)")
     p.add_argument("--gaussian-k", type=float, default=1.0, metavar="K",
                    help="criterion gaussian without --ratio: prune channels whose feature lies within K "
                         "standard deviations of the layer mean (default 1.0, ~68%% of a Gaussian layer)")
@@ -103,6 +111,7 @@ def _parse_overrides(items: list[str]) -> list[tuple[str, float]]:
 
 def _run_prune(args) -> int:
     from onnxprune.api import prune
+    from onnxprune.auto import Budget
     from onnxprune.report import format_summary
 
     if args.report:
@@ -117,7 +126,8 @@ def _run_prune(args) -> int:
                       allocation=args.allocation, normalize=args.normalize, round_to=args.round_to,
                       max_group_ratio=args.max_group_ratio, overrides=_parse_overrides(args.override),
                       ignore=args.ignore, gaussian_k=args.gaussian_k, gaussian_feature=args.gaussian_feature,
-                      gaussian_outside=args.gaussian_outside)
+                      gaussian_outside=args.gaussian_outside, data=args.data,
+                      budget=Budget(cosine=args.budget_cosine, top1=args.budget_top1))
     report["input"], report["output"] = str(args.input), str(args.output)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
@@ -159,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"onnxprune: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("onnxprune: error: interrupted", file=sys.stderr)
         return 130
