@@ -14,6 +14,7 @@ from onnxprune import io
 from onnxprune.criteria import get_criterion
 from onnxprune.criteria.gaussian import gaussian_scores
 from onnxprune.auto import Budget, prune_gaussian, search_k
+from onnxprune.criteria.compensate import add_compensation
 from onnxprune.criteria.lumping import lumping_plan
 from onnxprune.data import load_npz
 from onnxprune.errors import OptionError
@@ -69,7 +70,7 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
           max_group_ratio: float | None = None, overrides: list[tuple[str, float]] | None = None,
           ignore: list[str] | None = None, gaussian_k: float = 1.0, gaussian_feature: str = "l1",
           gaussian_outside: bool = False, data: str | os.PathLike | None = None,
-          budget: Budget | None = None) -> tuple[ir.Model, dict]:
+          budget: Budget | None = None, compensate: bool = False) -> tuple[ir.Model, dict]:
     """Prune ``model`` and return ``(pruned onnx-ir model, report dict)``.
 
     Allocation (see ``onnxprune.allocation``): ``allocation`` "local" (``ratio`` in every group) or
@@ -79,6 +80,8 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     ``criterion="gaussian"`` with ``ratio=0`` prunes every channel whose feature lies within
     ``gaussian_k`` standard deviations of its layer's mean (outside, with ``gaussian_outside``).
 
+    ``compensate`` adds removed channels' mean contributions (from BatchNormalization statistics) to
+    their consumers' biases where that is well defined (``onnxprune.criteria.compensate``).
     ``ratio="auto"`` (data-free, ``onnxprune.auto``): everything lossless, then the gaussian rule with
     the largest k whose model stays within ``budget`` on ``data`` (an .npz) or synthetic inputs.
 
@@ -119,6 +122,8 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
         analysis = analyze_groups(m)
         stages.next(f"scoring ({criterion})" if not remove else "planning removals")
         plan = lumping_plan(analysis) if lumping and not remove else make_plan(analysis, ratio, scorer, remove, opts)
+        if compensate:
+            add_compensation(analysis, plan)
         specs = replay_specs(analysis, plan)
         stages.next("applying the plan")
         apply_plan(analysis, plan)

@@ -29,6 +29,9 @@ def _prune_parser() -> argparse.ArgumentParser:
                    "'auto': everything lossless, then the gaussian rule with the largest k within the budget")
     p.add_argument("--criterion", default="l1", help=f"channel score: {', '.join(CRITERIA)} (default l1); or {', '.join(PLANNERS)}: remove only "
                         "what is lossless (unread, dead and proportional channels)")
+    p.add_argument("--compensate", action="store_true",
+                   help="fold removed channels' mean contributions (from BatchNormalization statistics) into "
+                        "the consumers' biases where every position reads them alike")
     p.add_argument("--data", metavar="FILE.npz", help="calibration inputs (arrays keyed by input name, samples on "
                    "the first axis) for --ratio auto's fidelity budget; default: seeded synthetic inputs")
     p.add_argument("--budget-cosine", type=float, default=0.99, metavar="C",
@@ -127,7 +130,7 @@ def _run_prune(args) -> int:
                       max_group_ratio=args.max_group_ratio, overrides=_parse_overrides(args.override),
                       ignore=args.ignore, gaussian_k=args.gaussian_k, gaussian_feature=args.gaussian_feature,
                       gaussian_outside=args.gaussian_outside, data=args.data,
-                      budget=Budget(cosine=args.budget_cosine, top1=args.budget_top1))
+                      budget=Budget(cosine=args.budget_cosine, top1=args.budget_top1), compensate=args.compensate)
     report["input"], report["output"] = str(args.input), str(args.output)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,77 @@
+"""Mean compensation (METHODS.md section 6): a removed channel's average contribution is added to the
+biases of its consumers, so the pruned model is right on average. E[a_j] comes from the
+BatchNormalization on the channel under a Gaussian assumption: the BN output is N(beta, gamma^2), and
+E[relu(x)] = sigma * phi(mu / sigma) + mu * Phi(mu / sigma). Like constant folding, it needs consumers
+that read every position alike (a Conv without padding, a Gemm) and ops on the way that keep the mean
+(ReLU is accounted for; average and global average pools, reshapes keep it; max pools do not)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import norm
+
+from onnxprune.criteria.lumping import _reads_constant_everywhere
+from onnxprune.graph import Analysis
+from onnxprune.plan import Plan
+
+_KEEPS_MEAN = {"Relu", "GlobalAveragePool", "Flatten", "Reshape", "Identity", "Dropout", "Squeeze", "Unsqueeze",
+               "AveragePool"}
+
+
+def add_compensation(analysis: Analysis, plan: Plan) -> None:
+    """Add bias folds for every removed (not merged, not already folded) channel the plan can
+    compensate; ``plan.reasons`` says which groups were compensated or why not."""
+    for gid, removed in plan.removed.items():
+        g = analysis.groups[gid]
+        handled = {j for j, _, _ in plan.merges.get(gid, [])} | {j for j, _, _ in plan.bias_folds.get(gid, [])}
+        todo = [j for j in removed.tolist() if j not in handled]
+        if not todo:
+            continue
+        folds, why_not = [], None
+        for c in (p for p in g.params if p.role == "consumer"):
+            found = _mean_path(analysis, g, c)
+            if isinstance(found, str):
+                why_not = found
+                break
+            mean = found
+            folds.extend((j, c.node, float(mean[j])) for j in todo)
+        if why_not is None and folds:
+            plan.bias_folds.setdefault(gid, []).extend(folds)
+            plan.reasons[gid] = plan.reasons.get(gid, "") + "; mean-compensated from BatchNormalization statistics"
+        elif why_not:
+            plan.reasons[gid] = plan.reasons.get(gid, "") + f"; not compensated: {why_not}"
+
+
+def _mean_path(analysis: Analysis, g, consumer) -> np.ndarray | str:
+    """Per channel of the group, the mean the consumer reads; or why it cannot be known."""
+    if not _reads_constant_everywhere(consumer):
+        return f"{consumer.node.op_type} '{consumer.node.name}' pads or is grouped"
+    value, relu = consumer.node.inputs[0], False
+    while True:
+        node = value.producer()
+        if node is None:
+            return "no BatchNormalization before the consumer"
+        if node.op_type == "BatchNormalization":
+            break
+        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+            return "no BatchNormalization statistics for these channels"
+        if node.op_type not in _KEEPS_MEAN:
+            return f"{node.op_type} '{node.name}' does not keep the mean"
+        if node.op_type == "AveragePool" and any(node.attributes["pads"].as_ints() if "pads" in node.attributes else []):
+            return f"AveragePool '{node.name}' pads"
+        relu = relu or node.op_type == "Relu"  # relu(relu(x)) = relu(x)
+        value = node.inputs[0]
+    gamma = next((p for p in g.params if p.node is node and p.input_index == 1), None)
+    beta = next((p for p in g.params if p.node is node and p.input_index == 2), None)
+    if gamma is None or beta is None:
+        return "its BatchNormalization is not on this group's channels"
+    mu = np.zeros(g.size)
+    sigma = np.zeros(g.size)
+    pos, cls = analysis.channels_in(g, beta.atoms)
+    mu[cls] = beta.value.const_value.numpy().astype(np.float64)[pos]
+    pos, cls = analysis.channels_in(g, gamma.atoms)
+    sigma[cls] = np.abs(gamma.value.const_value.numpy().astype(np.float64))[pos]
+    if not relu:
+        return mu
+    safe = np.where(sigma > 0, sigma, 1.0)
+    return np.where(sigma > 0, sigma * norm.pdf(mu / safe) + mu * norm.cdf(mu / safe), np.maximum(mu, 0.0))
