@@ -42,6 +42,10 @@ def build_report(analysis: Analysis, plan: Plan, specs: dict[int, list[str]], *,
         "groups_frozen": sum(1 for g in analysis.groups if g.frozen),
         "groups": groups,
         "remove": [s for g in groups for s in g["remove"]],
+        "folds": sum(len(v) for v in plan.merges.values()) + sum(len(v) for v in plan.bias_folds.values()),
+        **({"remove_note": "this plan also folds removed channels into their consumers' weights or biases; "
+                           "--remove replays the removals only"}
+           if any(plan.merges.values()) or any(plan.bias_folds.values()) else {}),
     }
 
 
