@@ -26,10 +26,10 @@ def weight_statistics(analysis: Analysis) -> list[dict]:
     for g in analysis.prunable_groups:
         p = g.producers[0]
         w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0)
-        rows = w.reshape(w.shape[0], -1).astype(np.float64)
-        d = rows.shape[1]
-        flat = rows.ravel()
-        sample = flat if flat.size <= _SAMPLE else rng.choice(flat, _SAMPLE, replace=False)
+        n, d = w.shape[0], int(np.prod(w.shape[1:]))
+        rows = w.reshape(n, d)  # a view of the (memory-mapped) weight: no copy of a large layer
+        idx = rng.integers(0, n * d, min(_SAMPLE, n * d))
+        sample = rows.reshape(-1)[idx].astype(np.float64)
         normal_p = float(stats.normaltest(sample).pvalue) if sample.size >= 20 else float("nan")
         l2 = by_name["l2"][g.id]
         cv = float(l2.std() / l2.mean()) if l2.mean() > 0 else float("nan")
@@ -40,10 +40,14 @@ def weight_statistics(analysis: Analysis) -> list[dict]:
             for b in names[i + 1:]:
                 r = stats.spearmanr(scores[a][g.id], scores[b][g.id]).statistic
                 rho[f"{a}~{b}"] = float(r) if np.isfinite(r) else float("nan")
-        unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-        n = len(unit)
-        cos = unit @ unit.T
-        mean_cos = float((cos.sum() - np.trace(cos)) / (n * (n - 1))) if n > 1 else float("nan")
+        # mean pairwise cosine = (|sum of unit filters|^2 - n) / (n (n - 1)), in chunks of filters
+        total, nonzero = np.zeros(d), 0
+        for i in range(0, n, 256):
+            block = rows[i:i + 256].astype(np.float64)
+            norms = np.linalg.norm(block, axis=1, keepdims=True)
+            total += (block / np.maximum(norms, 1e-12)).sum(axis=0)
+            nonzero += int(np.sum(norms > 1e-12))  # self terms: 1 per nonzero filter
+        mean_cos = float((total @ total - nonzero) / (n * (n - 1))) if n > 1 else float("nan")
         records.append({
             "group": g.name, "channels": g.size, "weights_per_filter": d,
             "normality_p": normal_p, "l2_cv": cv, "gaussian_cv": float(1 / np.sqrt(2 * d)),
