@@ -182,3 +182,12 @@ def test_truncated_external_data(tmp_path):
     res = run(tmp_path / "ext.onnx", tmp_path / "o.onnx")
     assert_user_error(res, "truncated", "ext.onnx.data")
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_pruning_path_imports_no_heavy_optional_modules():
+    """Start-up is most of a small prune's wall time: torch, scipy.stats and onnxruntime load only
+    where they are used (validation, analyze's statistics), never on import."""
+    code = ("import sys, onnxprune, onnxprune.api, onnxprune.cli; "
+            "print(sorted(m for m in ('torch', 'scipy.stats', 'onnxruntime') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr

@@ -7,8 +7,9 @@ that read every position alike (a Conv without padding, a Gemm) and ops on the w
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from scipy.stats import norm
 
 from onnxprune.criteria.lumping import _reads_constant_everywhere
 from onnxprune.graph import Analysis
@@ -73,5 +74,7 @@ def _mean_path(analysis: Analysis, g, consumer) -> np.ndarray | str:
     sigma[cls] = np.abs(gamma.value.const_value.numpy().astype(np.float64))[pos]
     if not relu:
         return mu
-    safe = np.where(sigma > 0, sigma, 1.0)
-    return np.where(sigma > 0, sigma * norm.pdf(mu / safe) + mu * norm.cdf(mu / safe), np.maximum(mu, 0.0))
+    z = mu / np.where(sigma > 0, sigma, 1.0)
+    pdf = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))  # no scipy import on the pruning path
+    return np.where(sigma > 0, sigma * pdf + mu * cdf, np.maximum(mu, 0.0))
