@@ -40,14 +40,14 @@ def lumping_plan(analysis: Analysis) -> Plan:
         if g.blocks:
             continue
         zero_out = _zero_outgoing(analysis, g)
-        dead, merges, why_not = set(), [], None
+        dead, merges = set(), []
         why_not = _path_blocker(analysis, g)
+        vectors = _producer_vectors(analysis, g)
         if why_not is None:
-            vectors = _producer_vectors(analysis, g)
             norms = np.linalg.norm(vectors, axis=1)
             dead = set(np.nonzero(norms == 0)[0].tolist())
             merges = _proportional(vectors, norms, exclude=dead | zero_out)
-        folds = _constant_channels(analysis, g, exclude=zero_out | dead | {j for j, _, _ in merges})
+        folds = _constant_channels(analysis, g, vectors, exclude=zero_out | dead | {j for j, _, _ in merges})
         removed = sorted(zero_out | dead | {j for j, _, _ in merges} | {j for j, _, _ in folds})
         if len(removed) >= g.size:  # keep one channel; it does not matter which
             keep = removed[0]
@@ -68,7 +68,8 @@ def lumping_plan(analysis: Analysis) -> Plan:
     return plan
 
 
-def _constant_channels(analysis: Analysis, g: Group, exclude: set[int]) -> list[tuple[int, object, float]]:
+def _constant_channels(analysis: Analysis, g: Group, vectors: np.ndarray,
+                       exclude: set[int]) -> list[tuple[int, object, float]]:
     """(j, consumer node, value it reads) for channels whose filters are 0 and bias is not, where every
     consumer sees the constant at every position."""
     if len(g.producers) != 1:
@@ -77,7 +78,6 @@ def _constant_channels(analysis: Analysis, g: Group, exclude: set[int]) -> list[
     bias = next((b for b in g.params if b.node is producer.node and (b.node.op_type, b.input_index) in _BIAS), None)
     if bias is None:
         return []
-    vectors = _producer_vectors(analysis, g)
     filters_zero = np.all(vectors[:, :-1] == 0, axis=1)
     b = vectors[:, -1]
     candidates = [k for k in np.nonzero(filters_zero & (b != 0))[0].tolist() if k not in exclude]
