@@ -110,9 +110,7 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
             opts.threshold = -gaussian_k if gaussian_outside else gaussian_k
             opts.threshold_why = (f"{gaussian_feature} {'beyond' if gaussian_outside else 'within'} {gaussian_k:g} sigma "
                                   "of the layer mean")
-    in_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
-    if output is not None:
-        io.check_output_path(in_path, output)
+    _check_output(model, output)
     with Stages(["load", "analyse", "score", "apply", "save", "validate"], enabled=progress) as stages:
         stages.next("loading")
         original = _original_for_validation(model) if validate else None
@@ -136,11 +134,9 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
 
 
 def _prune_auto(model: ModelLike, output, seed: int, input_shapes, progress: bool, data, budget: Budget):
-    from onnxprune.validate.fidelity import session, synthetic_inputs
+    from onnxprune.validate.fidelity import ORT_TO_NUMPY, session, synthetic_inputs
 
-    in_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
-    if output is not None:
-        io.check_output_path(in_path, output)
+    _check_output(model, output)
     with Stages(["load", "lossless", "reference", "search", "final", "save", "validate"], enabled=progress) as stages:
         stages.next("loading")
         original = _original_for_validation(model)
@@ -154,7 +150,7 @@ def _prune_auto(model: ModelLike, output, seed: int, input_shapes, progress: boo
         stages.next("reference outputs")
         ref = session(original, role="original model")
         if data is not None:
-            inputs = {i.name: (i.shape, _ORT_NUMPY.get(i.type, np.float32)) for i in ref.get_inputs()}
+            inputs = {i.name: (i.shape, ORT_TO_NUMPY.get(i.type, np.float32)) for i in ref.get_inputs()}
             feeds, source = load_npz(data, inputs, limit=256), f"data file {data}"
         else:
             feeds, source = synthetic_inputs(ref, seed, batch=32, overrides=input_shapes), f"synthetic (seed {seed})"
@@ -182,10 +178,6 @@ def _prune_auto(model: ModelLike, output, seed: int, input_shapes, progress: boo
         return _finish(final, report, original, output, seed, input_shapes, stages)
 
 
-_ORT_NUMPY = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
-
-
 def _finish(m: ir.Model, report: dict, original, output, seed: int, input_shapes, stages: Stages):
     """Save (if asked) and validate; with an output file, validation runs before it replaces OUT."""
 
@@ -202,6 +194,12 @@ def _finish(m: ir.Model, report: dict, original, output, seed: int, input_shapes
     else:
         _validate(None)
     return m, report
+
+
+def _check_output(model: ModelLike, output) -> None:
+    """Refuse OUT == IN and an unwritable OUT before any work is done."""
+    if output is not None:
+        io.check_output_path(Path(model) if isinstance(model, (str, os.PathLike)) else None, output)
 
 
 def _original_for_validation(model: ModelLike):

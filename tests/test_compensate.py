@@ -4,7 +4,6 @@ outputs are right on average; where padding or a max pool makes the mean unknowa
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from onnxprune.criteria.lumping import _reads_constant_everywhere
+from onnxprune.criteria.lumping import path_back, reads_every_position
 from onnxprune.graph import Analysis
 from onnxprune.plan import Plan
 
@@ -45,23 +45,19 @@ def add_compensation(analysis: Analysis, plan: Plan) -> None:
 
 def _mean_path(analysis: Analysis, g, consumer) -> np.ndarray | str:
     """Per channel of the group, the mean the consumer reads; or why it cannot be known."""
-    if not _reads_constant_everywhere(consumer):
+    if not reads_every_position(consumer):
         return f"{consumer.node.op_type} '{consumer.node.name}' pads or is grouped"
-    value, relu = consumer.node.inputs[0], False
-    while True:
-        node = value.producer()
-        if node is None:
-            return "no BatchNormalization before the consumer"
-        if node.op_type == "BatchNormalization":
-            break
-        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-            return "no BatchNormalization statistics for these channels"
-        if node.op_type not in _KEEPS_MEAN:
-            return f"{node.op_type} '{node.name}' does not keep the mean"
-        if node.op_type == "AveragePool" and any(node.attributes["pads"].as_ints() if "pads" in node.attributes else []):
-            return f"AveragePool '{node.name}' pads"
-        relu = relu or node.op_type == "Relu"  # relu(relu(x)) = relu(x)
-        value = node.inputs[0]
+    path, node = path_back(consumer.node.inputs[0], _KEEPS_MEAN)
+    if node is None:
+        return "no BatchNormalization before the consumer"
+    if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+        return "no BatchNormalization statistics for these channels"
+    if node.op_type != "BatchNormalization":
+        return f"{node.op_type} '{node.name}' does not keep the mean"
+    for n in path:
+        if n.op_type == "AveragePool" and any(n.attributes["pads"].as_ints() if "pads" in n.attributes else []):
+            return f"AveragePool '{n.name}' pads"
+    relu = any(n.op_type == "Relu" for n in path)  # relu(relu(x)) = relu(x)
     gamma = next((p for p in g.params if p.node is node and p.input_index == 1), None)
     beta = next((p for p in g.params if p.node is node and p.input_index == 2), None)
     if gamma is None or beta is None:

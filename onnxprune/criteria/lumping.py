@@ -86,25 +86,31 @@ def _constant_channels(analysis: Analysis, g: Group, vectors: np.ndarray,
     consumers = [p for p in g.params if p.role == "consumer"]
     paths = {}
     for c in consumers:
-        acts = _constant_path(c.node.inputs[0], producer.node.outputs[0])  # the data input it reads
-        if acts is None or not _reads_constant_everywhere(c):
+        acts = _constant_path(c.node.inputs[0], producer.node)  # the data input it reads
+        if acts is None or not reads_every_position(c):
             return []
         paths[id(c.node)] = (c.node, acts)
     return [(k, node, float(_apply_acts(acts, b[k]))) for k in candidates for node, acts in paths.values()]
 
 
-def _constant_path(value, source) -> list | None:
-    """The activation nodes between ``source`` and ``value`` along single-input ops that keep
+def path_back(value, allowed: set[str]) -> tuple[list, object]:
+    """Follow ``value`` back through the data input of ops in ``allowed``: the nodes passed (nearest
+    first) and the first node that is not allowed (None at a graph input)."""
+    path = []
+    node = value.producer()
+    while node is not None and node.op_type in allowed:
+        path.append(node)
+        node = node.inputs[0].producer()
+    return path, node
+
+
+def _constant_path(value, source_node) -> list | None:
+    """The activation nodes between ``source_node`` and ``value`` along single-input ops that keep
     constants constant, or None if the path holds anything else."""
-    acts = []
-    while value is not source:
-        node = value.producer()
-        if node is None or node.op_type not in _KEEPS_CONSTANT:
-            return None
-        if node.op_type in ("Relu", "LeakyRelu"):
-            acts.append(node)
-        value = node.inputs[0]
-    return acts
+    path, stop = path_back(value, _KEEPS_CONSTANT)
+    if stop is not source_node:
+        return None
+    return [n for n in path if n.op_type in ("Relu", "LeakyRelu")]
 
 
 def _apply_acts(acts: list, v: float) -> float:
@@ -117,7 +123,7 @@ def _apply_acts(acts: list, v: float) -> float:
     return v
 
 
-def _reads_constant_everywhere(c) -> bool:
+def reads_every_position(c) -> bool:
     """A Gemm, or a Conv (group 1) without padding: every output position sums the same inputs."""
     node = c.node
     if node.op_type == "Gemm":

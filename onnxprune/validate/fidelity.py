@@ -14,7 +14,7 @@ from onnxprune.errors import ValidationError
 DEFAULT_BATCH = 1
 DEFAULT_FREE_DIM = 64
 
-_ORT_TO_NUMPY = {
+ORT_TO_NUMPY = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
     "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
     "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_, "tensor(int16)": np.int16,
@@ -46,7 +46,7 @@ def synthetic_inputs(sess: ort.InferenceSession, seed: int = 0, batch: int = DEF
         else:
             shape = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else DEFAULT_FREE_DIM)
                      for i, d in enumerate(inp.shape)]
-        dtype = _ORT_TO_NUMPY.get(inp.type)
+        dtype = ORT_TO_NUMPY.get(inp.type)
         if dtype is None:
             raise ValidationError(f"input '{inp.name}' has type {inp.type}, which synthetic inputs do not cover")
         if np.issubdtype(dtype, np.floating):
