@@ -19,7 +19,7 @@ _SAMPLE = 5000  # weights per normality test
 def weight_statistics(analysis: Analysis) -> list[dict]:
     """One record per prunable group: normality p-value, l2 CV next to 1/sqrt(2d), Spearman
     correlations of the criteria's rankings, mean pairwise cosine of filters, and a verdict."""
-    by_name = {name: magnitude.__dict__[name](analysis) for name in ("l1", "l2", "fpgm")}
+    by_name = {name: getattr(magnitude, name)(analysis) for name in ("l1", "l2", "fpgm")}
     bn = magnitude.bn(analysis)
     rng = np.random.default_rng(0)
     records = []
