@@ -13,9 +13,10 @@ import onnx_ir as ir
 from onnxprune import io
 from onnxprune.criteria import get_criterion
 from onnxprune.criteria.gaussian import gaussian_scores
-from onnxprune.auto import Budget, prune_gaussian, search_k
+from onnxprune.auto import RATIO_STEP, Budget, prune_gaussian, prune_merged, search_k
 from onnxprune.criteria.compensate import add_compensation
 from onnxprune.criteria.lumping import lumping_plan
+from onnxprune.criteria.merging import fold_removed, merge_scores
 from onnxprune.data import load_npz
 from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, analyze_groups
@@ -70,7 +71,7 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
           max_group_ratio: float | None = None, overrides: list[tuple[str, float]] | None = None,
           ignore: list[str] | None = None, gaussian_k: float = 1.0, gaussian_feature: str = "l1",
           gaussian_outside: bool = False, data: str | os.PathLike | None = None,
-          budget: Budget | None = None, compensate: bool = False) -> tuple[ir.Model, dict]:
+          budget: Budget | None = None, compensate: bool = False, merge: bool = False) -> tuple[ir.Model, dict]:
     """Prune ``model`` and return ``(pruned onnx-ir model, report dict)``.
 
     Allocation (see ``onnxprune.allocation``): ``allocation`` "local" (``ratio`` in every group) or
@@ -80,6 +81,9 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     ``criterion="gaussian"`` with ``ratio=0`` prunes every channel whose feature lies within
     ``gaussian_k`` standard deviations of its layer's mean (outside, with ``gaussian_outside``).
 
+    ``merge`` folds each removed channel into the kept channel it is most nearly proportional to
+    (relaxed lumping, ``onnxprune.criteria.merging``); ``criterion="lumping"`` with a ratio does so
+    with the channels that fold best going first.
     ``compensate`` adds removed channels' mean contributions (from BatchNormalization statistics) to
     their consumers' biases where that is well defined (``onnxprune.criteria.compensate``).
     ``ratio="auto"`` (data-free, ``onnxprune.auto``): everything lossless, then the gaussian rule with
@@ -89,19 +93,19 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     replaces anything). ``validate`` compares original and pruned outputs in onnxruntime.
     """
     if isinstance(ratio, str) and ratio.strip().lower() == "auto":
-        if remove or criterion not in ("l1", "gaussian"):
-            raise OptionError("--ratio auto searches the gaussian rule after lossless lumping; it takes no "
-                              "--remove, and no --criterion other than gaussian (gradient criteria come later)")
-        return _prune_auto(model, output, seed, input_shapes, progress, data, budget or Budget())
+        if remove or criterion == "lumping":
+            raise OptionError("--ratio auto removes what is lossless, then searches how far --criterion can go "
+                              "within the budget; it takes no --remove and no --criterion lumping")
+        get_criterion(criterion)
+        return _prune_auto(model, criterion, output, seed, input_shapes, progress, data, budget or Budget())
     check_ratio(ratio)
     get_criterion(criterion)
     opts = AllocationOptions(mode=allocation, normalize=normalize, round_to=round_to, max_group_ratio=max_group_ratio,
                              overrides=list(overrides or []), ignore=list(ignore or [])).check()
     scorer = criterion
-    lumping = criterion == "lumping"
-    if lumping and check_ratio(ratio) > 0:
-        raise OptionError("--criterion lumping removes exactly what is lossless; it takes no --ratio yet "
-                          "(relaxed, nearly proportional merges are not implemented)")
+    lumping = criterion == "lumping" and check_ratio(ratio) == 0 and not remove
+    if criterion == "lumping" and not lumping:  # relaxed: nearly proportional channels fold first
+        scorer, merge = merge_scores, True
     if criterion == "gaussian":
         scorer = gaussian_scores(gaussian_feature, gaussian_outside)
         if check_ratio(ratio) == 0:
@@ -119,7 +123,9 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
         stages.next("analysing channel groups")
         analysis = analyze_groups(m)
         stages.next(f"scoring ({criterion})" if not remove else "planning removals")
-        plan = lumping_plan(analysis) if lumping and not remove else make_plan(analysis, ratio, scorer, remove, opts)
+        plan = lumping_plan(analysis) if lumping else make_plan(analysis, ratio, scorer, remove, opts)
+        if merge:
+            fold_removed(analysis, plan)
         if compensate:
             add_compensation(analysis, plan)
         specs = replay_specs(analysis, plan)
@@ -133,14 +139,17 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
         return _finish(m, report, original, output, seed, input_shapes, stages)
 
 
-def _prune_auto(model: ModelLike, output, seed: int, input_shapes, progress: bool, data, budget: Budget):
+def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shapes, progress: bool, data,
+                budget: Budget):
+    from onnxprune.auto import input_moments, search_ratio
     from onnxprune.validate.fidelity import ORT_TO_NUMPY, session, synthetic_inputs
 
     _check_output(model, output)
+    gaussian = criterion == "gaussian"
     with Stages(["load", "lossless", "reference", "search", "final", "save", "validate"], enabled=progress) as stages:
         stages.next("loading")
         original = _original_for_validation(model)
-        m = load_normalized(model, fold_bn=True)
+        m = load_normalized(model, fold_bn=gaussian)
         params_before, macs_before = count_params(m), count_macs(m, input_shapes)
         stages.next("lumping what is lossless")
         an = analyze_groups(m)
@@ -149,30 +158,50 @@ def _prune_auto(model: ModelLike, output, seed: int, input_shapes, progress: boo
         base = ir.to_proto(m).SerializeToString()
         stages.next("reference outputs")
         ref = session(original, role="original model")
+        budget.synthetic = data is None
         if data is not None:
             inputs = {i.name: (i.shape, ORT_TO_NUMPY.get(i.type, np.float32)) for i in ref.get_inputs()}
             feeds, source = load_npz(data, inputs, limit=256), f"data file {data}"
         else:
-            feeds, source = synthetic_inputs(ref, seed, batch=32, overrides=input_shapes), f"synthetic (seed {seed})"
+            feeds = synthetic_inputs(ref, seed, batch=32, overrides=input_shapes)
+            moments = input_moments(m)
+            for name, (mu, sigma) in moments.items():
+                shape = (1, -1) + (1,) * (feeds[name].ndim - 2)
+                feeds[name] = (feeds[name] * sigma.reshape(shape) + mu.reshape(shape)).astype(feeds[name].dtype)
+            source = (f"synthetic (seed {seed}): N(0, 1)" + (
+                f"; {', '.join(moments)} scaled to the mean and spread its first BatchNormalization saw"
+                if moments else ""))
         reference = ref.run(None, feeds)
-        stages.next("searching k")
-        k, trace = search_k(base, lambda b: session(b, role="pruned model").run(None, feeds), reference, budget,
-                            progress=stages.bar.set_description_str)
+        run = lambda b: session(b, role="pruned model").run(None, feeds)  # noqa: E731
+        stages.next("searching k" if gaussian else "searching the ratio")
+        if gaussian:
+            value, trace = search_k(base, run, reference, budget, progress=stages.bar.set_description_str)
+            key, how = "k", "bisection over k"
+        else:
+            scorer = get_criterion(criterion)
+            value, trace = search_ratio(base, scorer, run, reference, budget, progress=stages.bar.set_description_str)
+            key, how = "ratio", f"ratio raised in steps of {RATIO_STEP:g}"
         stages.next("final model")
-        final, an2, plan = prune_gaussian(base, k) if k > 0 else (m, an, Plan())
-        report = build_report(an2, plan, replay_specs(an2, plan), criterion="gaussian", ratio="auto",
+        if value > 0:
+            final, an2, plan = prune_gaussian(base, value) if gaussian else prune_merged(base, value, scorer)
+        else:
+            final, an2, plan = m, an, Plan()
+        report = build_report(an2, plan, replay_specs(an2, plan), criterion=criterion, ratio="auto",
                               params=(params_before, count_params(final)),
                               macs=(macs_before, count_macs(final, input_shapes)))
-        best = next((t for t in reversed(trace) if t["k"] == k), None)
+        best = next((t for t in reversed(trace) if t[key] == value), None)
+        over = next((t for t in trace if not t["within_budget"]), None)
         report["channels_removed"] += lossless.count()
         report["auto"] = {
             "budget": budget.describe(), "inputs": source, "lossless_channels_removed": lossless.count(),
-            "gaussian_k": k, "fidelity": {key: best[key] for key in ("top1", "cosine_other", "cosine")} if best else None,
+            "searched": key, key: value,
+            "fidelity": {f: best[f] for f in ("top1", "cosine_other", "cosine")} if best else None,
             "search": trace,
-            "stopped": (f"no k >= {trace[0]['k']:g} stays within the budget" if k == 0 else
-                        f"bisection over k in (0, {trace[-1]['k'] if trace else 0:.3g}...]: k = {k:.3g} is the largest "
-                        "tried within the budget"),
-            "remove_applies_to": "the model after lossless lumping (BatchNormalization folded)",
+            "stopped": (f"{how}: {key} = {value:.3g} is the largest tried within the budget" + (
+                f"; {key} = {over[key]:.3g} gave cosine {over['cosine']:.4f}, top-1 agreement {over['top1']:.3f}"
+                if over else "") if value > 0 else f"no {key} >= {trace[0][key]:g} stays within the budget"),
+            "allocation": None if gaussian else "global LAMP; removed channels folded into nearly proportional kept ones",
+            "remove_applies_to": "the model after lossless lumping" + (" (BatchNormalization folded)" if gaussian else ""),
         }
         stages.next("saving" if output is not None else "serialising")
         return _finish(final, report, original, output, seed, input_shapes, stages)

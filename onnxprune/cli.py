@@ -26,19 +26,29 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUT", help="where to write the pruned model (never IN)")
     p.add_argument("--ratio", default="0", help="fraction of channels removed in every prunable group, in [0, 1) "
                    "(default 0: nothing, except with --criterion gaussian, which then uses --gaussian-k); or "
-                   "'auto': everything lossless, then the gaussian rule with the largest k within the budget")
-    p.add_argument("--criterion", default="l1", help=f"channel score: {', '.join(CRITERIA)} (default l1); or {', '.join(PLANNERS)}: remove only "
-                        "what is lossless (unread, dead and proportional channels)")
+                   "'auto': everything lossless, then the largest ratio (global LAMP, removed channels folded "
+                   "as with --merge) whose model stays within the budget; with --criterion gaussian the largest k")
+    p.add_argument("--criterion", default="l1", help=f"channel score: {', '.join(CRITERIA)} (default l1); or {', '.join(PLANNERS)}: "
+                        "without --ratio remove only what is lossless (unread, dead, constant and proportional "
+                        "channels); with --ratio the channels nearest to proportional to another fold into it first")
+    p.add_argument("--merge", action="store_true",
+                   help="fold each removed channel into the kept channel it is most nearly proportional to "
+                        "(c > 0; relaxed lumping): consumers read c x that channel instead of nothing. The report "
+                        "states the error bound")
     p.add_argument("--compensate", action="store_true",
                    help="fold removed channels' mean contributions (from BatchNormalization statistics) into "
                         "the consumers' biases where every position reads them alike")
     p.add_argument("--data", metavar="FILE.npz", help="calibration inputs (arrays keyed by input name, samples on "
                    "the first axis) for --ratio auto's fidelity budget; default: seeded synthetic inputs")
     p.add_argument("--budget-cosine", type=float, default=0.99, metavar="C",
-                   help="--ratio auto: minimum cosine between original and pruned outputs that are not "
-                        "classifier-shaped (default 0.99)")
+                   help="--ratio auto with --data: minimum cosine between original and pruned outputs "
+                        "that are not classifier-shaped (default 0.99)")
     p.add_argument("--budget-top1", type=float, default=0.99, metavar="A",
-                   help="--ratio auto: minimum top-1 agreement on classifier outputs [N, classes] (default 0.99)")
+                   help="--ratio auto with --data: minimum top-1 agreement on classifier outputs [N, classes] "
+                        "(default 0.99)")
+    p.add_argument("--budget-synthetic-cosine", type=float, default=0.94, metavar="C",
+                   help="--ratio auto without --data: minimum cosine of every output on seeded noise inputs "
+                        "(scaled to the first BatchNormalization's statistics; default 0.94)")
     p.add_argument("--gaussian-k", type=float, default=1.0, metavar="K",
                    help="criterion gaussian without --ratio: prune channels whose feature lies within K "
                         "standard deviations of the layer mean (default 1.0, ~68%% of a Gaussian layer)")
@@ -130,7 +140,9 @@ def _run_prune(args) -> int:
                       max_group_ratio=args.max_group_ratio, overrides=_parse_overrides(args.override),
                       ignore=args.ignore, gaussian_k=args.gaussian_k, gaussian_feature=args.gaussian_feature,
                       gaussian_outside=args.gaussian_outside, data=args.data,
-                      budget=Budget(cosine=args.budget_cosine, top1=args.budget_top1), compensate=args.compensate)
+                      budget=Budget(cosine=args.budget_cosine, top1=args.budget_top1,
+                                    synthetic_cosine=args.budget_synthetic_cosine),
+                      compensate=args.compensate, merge=args.merge)
     report["input"], report["output"] = str(args.input), str(args.output)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")

@@ -63,6 +63,10 @@ def format_summary(report: dict) -> str:
         f"groups  {report['groups_prunable']} prunable, {report['groups_frozen']} frozen, "
         f"{report['channels_removed']} channels removed",
     ]
+    auto = report.get("auto")
+    if auto:
+        lines.append(f"auto    {auto['searched']} {auto[auto['searched']]:.3g}: {auto['budget']}; inputs: {auto['inputs']}")
+        lines.append(f"        stopped: {auto['stopped']}")
     touched = [g for g in report["groups"] if g["removed"]]
     if touched:
         lines.append("")

@@ -1,4 +1,4 @@
-"""--ratio auto: lossless first, then the gaussian rule with the largest k within the fidelity budget."""
+"""--ratio auto: lossless first, then the most pruning (a ratio, or gaussian's k) within the fidelity budget."""
 
 from __future__ import annotations
 
@@ -29,22 +29,56 @@ def test_fidelity_budgets_classifiers_by_top1_and_others_by_cosine():
     assert fid["top1"] == 0.5 and fid["cosine_other"] == pytest.approx(-1.0) and not Budget().met(fid)
 
 
-def test_auto_with_data_stays_within_its_budget(tmp_path):
-    _, report = onnxprune.prune(CNN, ratio="auto", data=CALIB, output=tmp_path / "auto.onnx")
+@pytest.mark.parametrize("criterion, key", [("l1", "ratio"), ("gaussian", "k")])
+def test_auto_with_data_stays_within_its_budget(tmp_path, criterion, key):
+    _, report = onnxprune.prune(CNN, ratio="auto", criterion=criterion, data=CALIB, output=tmp_path / "auto.onnx")
     auto = report["auto"]
     assert auto["inputs"].startswith("data file") and "top-1" in auto["budget"]
-    assert auto["gaussian_k"] > 0 and report["flops_after"] < report["flops_before"]
-    chosen = [t for t in auto["search"] if t["k"] == auto["gaussian_k"]]
+    assert auto["searched"] == key and auto[key] > 0 and report["flops_after"] < report["flops_before"]
+    chosen = [t for t in auto["search"] if t[key] == auto[key]]
     assert chosen and chosen[-1]["within_budget"] and chosen[-1]["top1"] >= 0.99
-    # every k larger than the chosen one that was tried is over budget, every smaller one within
-    assert all(not t["within_budget"] for t in auto["search"] if t["k"] > auto["gaussian_k"])
-    assert all(t["within_budget"] for t in auto["search"] if t["k"] < auto["gaussian_k"])
+    # every larger value that was tried is over budget, every smaller one within
+    assert all(not t["within_budget"] for t in auto["search"] if t[key] > auto[key])
+    assert all(t["within_budget"] for t in auto["search"] if t[key] < auto[key])
     assert "largest tried within the budget" in auto["stopped"]
+
+
+def test_auto_without_data_meets_the_digits_target(tmp_path):
+    """The issue's acceptance: no data, >= 30% of MACs removed, test accuracy within 1 point."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import digits_models as dm
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "auto.onnx"
+    _, report = onnxprune.prune(CNN, ratio="auto", output=out)
+    auto = report["auto"]
+    assert "synthetic" in auto["inputs"] and "BatchNormalization" in auto["inputs"]
+    assert auto["budget"].startswith("cosine >=") and "gave cosine" in auto["stopped"]
+    test = np.load(ROOT / "models" / "digits_test.npz")
+    before = dm.onnx_accuracy(str(CNN), test["input"], test["labels"])
+    after = dm.onnx_accuracy(str(out), test["input"], test["labels"])
+    assert 1 - report["flops_after"] / report["flops_before"] >= 0.30
+    assert after >= before - 0.01
+
+
+def test_input_moments_match_the_first_batchnorm():
+    """The noise auto uses without data has the mean and spread the first BN implies (the digits
+    inputs have mean -0.39 and std 0.64)."""
+    from onnxprune.api import load_normalized
+    from onnxprune.auto import input_moments
+
+    (mu, sigma), = input_moments(load_normalized(CNN)).values()
+    assert mu.shape == sigma.shape == (1,)
+    test = np.load(ROOT / "models" / "digits_test.npz")["input"]
+    assert abs(mu[0] - test.mean()) < 0.1 and abs(sigma[0] - test.std()) < 0.05
 
 
 def test_auto_option_errors(tmp_path):
     with pytest.raises(OptionError, match="auto"):
         onnxprune.prune(CNN, ratio="auto", remove=["x:1"])
+    with pytest.raises(OptionError, match="lumping"):
+        onnxprune.prune(CNN, ratio="auto", criterion="lumping")
     np.savez(tmp_path / "bad.npz", wrong=np.zeros((4, 1, 16, 16), np.float32))
     with pytest.raises(InputError, match="no array for model input 'input'"):
         onnxprune.prune(CNN, ratio="auto", data=tmp_path / "bad.npz")

@@ -126,3 +126,17 @@ def test_gaussian_prunes_inside_the_interval_and_keeps_the_tails():
     assert set(np.argsort(outside)[:2]) == {18, 19}  # read the other way they go first
     _, report = onnxprune.prune(model, criterion="gaussian", ratio=0.5, validate=False)
     assert sum(g["removed"] for g in report["groups"]) == 10
+
+
+def test_energy_sees_a_channel_its_batchnorm_silences():
+    """energy = ||W_next[:, j]|| * sqrt(E[a_j^2]) from the BN statistics: a big filter whose BN gamma is
+    ~0 feeds nothing and goes first, where l1 would keep it longest."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 3, 3, 3))
+    w[2] *= 10
+    gamma = np.array([1.0, 0.8, 1e-3, 1.2, 0.9, 1.1])
+    model = _conv_model(w, gamma)
+    energy, l1 = _scores(model, "energy"), _scores(model, "l1")
+    assert energy.argmin() == 2 and l1.argmax() == 2
+    # with beta = 0 the BN output is N(0, gamma^2): after ReLU E[a^2] = gamma^2 / 2, head columns are 1
+    assert np.allclose(energy, np.sqrt(2 * gamma ** 2 / 2), rtol=1e-5)

@@ -102,11 +102,6 @@ def test_residual_with_one_proportional_producer_is_not_merged():
     assert row["removed"] == 1 and worst <= 1e-5  # channel 7 only
 
 
-def test_lumping_takes_no_ratio():
-    with pytest.raises(onnxprune.errors.OptionError, match="lumping"):
-        onnxprune.prune(_model(), criterion="lumping", ratio=0.3)
-
-
 def test_trained_cnn_with_planted_proportional_channels_keeps_its_accuracy(tmp_path):
     """The bundled digits CNN (Conv -> BN -> ReLU): channel j becomes c * channel i through the BN
     (folded first); lumping must remove exactly the planted channels, with the same predictions."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from onnxprune.criteria import gaussian, magnitude
+from onnxprune.criteria import energy, gaussian, magnitude
 from onnxprune.errors import OptionError
 
 CRITERIA: dict[str, Callable] = {
@@ -13,6 +13,7 @@ CRITERIA: dict[str, Callable] = {
     "fpgm": magnitude.fpgm,
     "bn": magnitude.bn,
     "gaussian": gaussian.gaussian,
+    "energy": energy.energy,
 }
 
 

@@ -154,9 +154,10 @@ def _zero_outgoing(analysis: Analysis, g: Group) -> set[int]:
 
 def _path_blocker(analysis: Analysis, g: Group) -> str | None:
     """Why a channel's value is not c * another's at the consumers even if its filters are, or None."""
-    own = {id(p.node) for p in g.producers} | {id(p.node) for p in g.params if p.role == "consumer"}
+    folded = {id(bn) for bn in (folded_batchnorm(g, p) for p in g.producers) if bn is not None}
+    own = {id(p.node) for p in g.producers} | {id(p.node) for p in g.params if p.role == "consumer"} | folded
     for p in g.params:
-        if p.role == "param" and (p.node.op_type, p.input_index) not in _BIAS:
+        if p.role == "param" and (p.node.op_type, p.input_index) not in _BIAS and id(p.node) not in folded:
             return f"{p.node.op_type} '{p.node.name}' has per-channel parameters"
     for value, _ in g.dims:
         for use in value.uses():
@@ -175,21 +176,54 @@ def _path_blocker(analysis: Analysis, g: Group) -> str | None:
 
 
 def _producer_vectors(analysis: Analysis, g: Group) -> np.ndarray:
-    """Per channel: all its producer filters and biases, concatenated (float64)."""
+    """Per channel: all its producer filters and biases, concatenated (float64), with a
+    BatchNormalization that directly follows a producer folded in (what the channel computes)."""
     parts = []
     for p in g.producers:
         w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0).astype(np.float64)
         rows = np.zeros((g.size, int(np.prod(w.shape[1:]))))
         pos, cls = analysis.channels_in(g, p.atoms)
         np.add.at(rows, cls, w.reshape(w.shape[0], -1)[pos])
-        parts.append(rows)
+        bias = np.zeros(g.size)
+        has_bias = False
         for b in g.params:
             if b.node is p.node and (b.node.op_type, b.input_index) in _BIAS:
-                bias = np.zeros((g.size, 1))
                 bpos, bcls = analysis.channels_in(g, b.atoms)
-                np.add.at(bias[:, 0], bcls, b.value.const_value.numpy().astype(np.float64)[bpos])
-                parts.append(bias)
+                np.add.at(bias, bcls, b.value.const_value.numpy().astype(np.float64)[bpos])
+                has_bias = True
+        bn = folded_batchnorm(g, p)
+        if bn is not None:
+            gamma, beta, mean, var = (_bn_param(analysis, g, bn, k) for k in (1, 2, 3, 4))
+            eps = bn.attributes["epsilon"].as_float() if "epsilon" in bn.attributes else 1e-5
+            scale = gamma / np.sqrt(var + eps)
+            rows *= scale[:, None]
+            bias = (bias - mean) * scale + beta
+            has_bias = True
+        parts.append(rows)
+        if has_bias:
+            parts.append(bias[:, None])
     return np.concatenate(parts, axis=1)
+
+
+def folded_batchnorm(g: Group, p):
+    """The BatchNormalization that alone reads producer ``p``'s output with its parameters on this
+    group's channels (so channel values are the BN's outputs), else None."""
+    uses = p.node.outputs[0].uses()
+    if len(uses) != 1 or p.node.outputs[0].is_graph_output():
+        return None
+    bn = uses[0].node
+    if bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx") or len(bn.outputs) > 1:
+        return None
+    indices = {q.input_index for q in g.params if q.node is bn}
+    return bn if indices >= {1, 2, 3, 4} else None
+
+
+def _bn_param(analysis: Analysis, g: Group, bn, index: int) -> np.ndarray:
+    member = next(q for q in g.params if q.node is bn and q.input_index == index)
+    out = np.zeros(g.size)
+    pos, cls = analysis.channels_in(g, member.atoms)
+    out[cls] = member.value.const_value.numpy().astype(np.float64)[pos]
+    return out
 
 
 def _proportional(vectors: np.ndarray, norms: np.ndarray, exclude: set[int]) -> list[tuple[int, int, float]]:

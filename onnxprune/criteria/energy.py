@@ -1,0 +1,132 @@
+"""``energy`` (our design, data-free): how much each channel feeds its consumers.
+
+A consumer computes W a + b; channel j adds W[:, j] a_j, whose expected energy is
+||W[:, j]||^2 E[a_j^2]. E[a_j^2] comes from the BatchNormalization on the channel (its output is
+N(beta, gamma^2) on the data it was trained on), carried through ReLU (rectified-Gaussian moments),
+residual Adds (independent sums), pools and reshapes; a Conv/Gemm without BN gives the moments its
+filter gives a unit-variance input. Unlike producer norms it sees both sides of the channel: a large
+filter whose BN silences it, or whose next layer ignores it, scores low. ``centered`` scores Var[a_j]
+instead: what is left after mean compensation (``--compensate``) restores E[a_j].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from onnxprune.criteria.magnitude import ScoreDict, producer_sums
+from onnxprune.graph import Analysis, Group
+
+# Ops whose output channel moments are (approximately) those of their data input: shape moves, and
+# pools (a max pool raises the mean a little; the ranking within a layer hardly changes).
+_PASS = {"Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "MaxPool", "AveragePool",
+         "GlobalAveragePool", "GlobalMaxPool", "Transpose", "Pad", "Resize", "Upsample"}
+_MAX_DEPTH = 64
+
+
+def energy(analysis: Analysis, centered: bool = False) -> ScoreDict:
+    """sqrt(sum over consumers of ||W_c[:, j]||^2 * E[a_j^2]) per channel (Var[a_j] if ``centered``)."""
+    scores, notes = {}, {}
+    for g in analysis.prunable_groups:
+        consumers = [p for p in g.params if p.role == "consumer"]
+        total = np.zeros(g.size)
+        fallback = None
+        for c in consumers:
+            col = _column_energy(analysis, g, c)
+            moments = _moments(analysis, g, c.node.inputs[0], 0)
+            if isinstance(moments, str):
+                fallback = moments
+                break
+            mean, var = moments
+            total += col * (var if centered else var + mean * mean)
+        if fallback is not None or not consumers:
+            # Unknown moments: producer l2 times consumer column norms (scale-free within the group).
+            prod = np.sum(producer_sums(analysis, g, lambda r: np.square(r, dtype=np.float64).sum(axis=1)), axis=0)
+            cols = sum((_column_energy(analysis, g, c) for c in consumers), np.zeros(g.size))
+            total = prod * (cols if consumers else 1.0)
+            notes[g.id] = f"no activation statistics ({fallback or 'no consumer'}): producer l2 x consumer norm"
+        scores[g.id] = np.sqrt(np.maximum(total, 0.0))
+    return ScoreDict(scores, notes)
+
+
+def energy_centered(analysis: Analysis) -> ScoreDict:
+    return energy(analysis, centered=True)
+
+
+def _column_energy(analysis: Analysis, g: Group, c) -> np.ndarray:
+    """||W_c[:, j]||^2 per channel j of the group (a flattened channel owns many columns)."""
+    w = np.moveaxis(c.value.const_value.numpy(), c.axis, 0)
+    rows = np.square(w.reshape(w.shape[0], -1), dtype=np.float64).sum(axis=1)
+    out = np.zeros(g.size)
+    pos, cls = analysis.channels_in(g, c.atoms)
+    np.add.at(out, cls, rows[pos] if len(pos) else rows[:0])
+    return out
+
+
+def _moments(analysis: Analysis, g: Group, value, depth: int) -> tuple[np.ndarray, np.ndarray] | str:
+    """Per channel of the group: (mean, variance) of ``value`` on the data BN saw, or why unknown."""
+    node = value.producer()
+    if node is None:
+        return f"graph input '{value.name}'"
+    if depth > _MAX_DEPTH:
+        return "path too long"
+    op = node.op_type
+    if op in _PASS:
+        return _moments(analysis, g, node.inputs[0], depth + 1)
+    if op == "BatchNormalization":
+        gamma = _per_class(analysis, g, node, 1)
+        beta = _per_class(analysis, g, node, 2)
+        if gamma is None or beta is None:
+            return f"BatchNormalization '{node.name}' is not on this group's channels"
+        return beta, gamma * gamma
+    if op == "Relu":
+        m = _moments(analysis, g, node.inputs[0], depth + 1)
+        return m if isinstance(m, str) else _rectified(*m)
+    if op in ("Add", "Sum", "Concat"):  # class-space arrays: a concat's other inputs contribute zeros
+        mean, var = np.zeros(g.size), np.zeros(g.size)
+        for v in node.inputs:
+            if v is None or v.const_value is not None:
+                if op != "Concat" and v is not None:
+                    return f"{op} '{node.name}' adds a constant"
+                continue
+            m = _moments(analysis, g, v, depth + 1)
+            if isinstance(m, str):
+                return m
+            mean, var = mean + m[0], var + m[1]
+        return mean, var
+    if op in ("Conv", "Gemm", "MatMul"):
+        return _filter_moments(analysis, g, node)
+    return f"{op} '{node.name}' on the way"
+
+
+def _per_class(analysis: Analysis, g: Group, node, index: int) -> np.ndarray | None:
+    member = next((p for p in g.params if p.node is node and p.input_index == index), None)
+    if member is None:
+        return None
+    out = np.zeros(g.size)
+    pos, cls = analysis.channels_in(g, member.atoms)
+    out[cls] = member.value.const_value.numpy().astype(np.float64).ravel()[pos]
+    return out
+
+
+def _filter_moments(analysis: Analysis, g: Group, node) -> tuple[np.ndarray, np.ndarray] | str:
+    """A producer without BN: mean = bias, variance = ||filter||^2 (inputs taken as unit variance)."""
+    member = next((p for p in g.producers if p.node is node), None)
+    if member is None:
+        return f"{node.op_type} '{node.name}' is not this group's producer"
+    var = producer_sums(analysis, replace(g, producers=[member]), lambda r: np.square(r, dtype=np.float64).sum(axis=1))[0]
+    bias = _per_class(analysis, g, node, 2)
+    return (bias if bias is not None else np.zeros(g.size)), var
+
+
+def _rectified(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of relu(x) for x ~ N(mean, var)."""
+    s = np.sqrt(np.maximum(var, 0.0))
+    z = np.divide(mean, s, out=np.zeros_like(mean), where=s > 0)
+    pdf = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+    m1 = np.where(s > 0, s * pdf + mean * cdf, np.maximum(mean, 0.0))
+    m2 = np.where(s > 0, (mean * mean + var) * cdf + mean * s * pdf, np.maximum(mean, 0.0) ** 2)
+    return m1, np.maximum(m2 - m1 * m1, 0.0)
