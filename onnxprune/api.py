@@ -16,7 +16,7 @@ from onnxprune.criteria.gaussian import gaussian_scores
 from onnxprune.auto import RATIO_STEP, Budget, prune_gaussian, prune_merged, search_k
 from onnxprune.criteria.compensate import add_compensation
 from onnxprune.criteria.lumping import lumping_plan
-from onnxprune.criteria.merging import fold_removed, merge_scores
+from onnxprune.criteria.merging import add_near_copies, fold_removed, merge_scores
 from onnxprune.data import load_npz
 from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, analyze_groups
@@ -71,7 +71,8 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
           max_group_ratio: float | None = None, overrides: list[tuple[str, float]] | None = None,
           ignore: list[str] | None = None, gaussian_k: float = 1.0, gaussian_feature: str = "l1",
           gaussian_outside: bool = False, data: str | os.PathLike | None = None,
-          budget: Budget | None = None, compensate: bool = False, merge: bool = False) -> tuple[ir.Model, dict]:
+          budget: Budget | None = None, compensate: bool = False, merge: bool = False,
+          lumping_tolerance: float = 0.0) -> tuple[ir.Model, dict]:
     """Prune ``model`` and return ``(pruned onnx-ir model, report dict)``.
 
     Allocation (see ``onnxprune.allocation``): ``allocation`` "local" (``ratio`` in every group) or
@@ -83,7 +84,9 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
 
     ``merge`` folds each removed channel into the kept channel it is most nearly proportional to
     (relaxed lumping, ``onnxprune.criteria.merging``); ``criterion="lumping"`` with a ratio does so
-    with the channels that fold best going first.
+    with the channels that fold best going first; without a ratio it removes what is lossless and,
+    with ``lumping_tolerance`` eps > 0, folds channels whose filters have cosine >= 1 - eps with a kept
+    channel too.
     ``compensate`` adds removed channels' mean contributions (from BatchNormalization statistics) to
     their consumers' biases where that is well defined (``onnxprune.criteria.compensate``).
     ``ratio="auto"`` (data-free, ``onnxprune.auto``): everything lossless, then the gaussian rule with
@@ -104,6 +107,8 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
                              overrides=list(overrides or []), ignore=list(ignore or [])).check()
     scorer = criterion
     lumping = criterion == "lumping" and check_ratio(ratio) == 0 and not remove
+    if not 0.0 <= lumping_tolerance < 1.0 or (lumping_tolerance and criterion != "lumping"):
+        raise OptionError(f"--lumping-tolerance must be in [0, 1) and goes with --criterion lumping, got {lumping_tolerance}")
     if criterion == "lumping" and not lumping:  # relaxed: nearly proportional channels fold first
         scorer, merge = merge_scores, True
     if criterion == "gaussian":
@@ -124,6 +129,8 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
         analysis = analyze_groups(m)
         stages.next(f"scoring ({criterion})" if not remove else "planning removals")
         plan = lumping_plan(analysis) if lumping else make_plan(analysis, ratio, scorer, remove, opts)
+        if lumping and lumping_tolerance > 0:
+            add_near_copies(analysis, plan, lumping_tolerance)
         if merge:
             fold_removed(analysis, plan)
         if compensate:

@@ -31,6 +31,9 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--criterion", default="l1", help=f"channel score: {', '.join(CRITERIA)} (default l1); or {', '.join(PLANNERS)}: "
                         "without --ratio remove only what is lossless (unread, dead, constant and proportional "
                         "channels); with --ratio the channels nearest to proportional to another fold into it first")
+    p.add_argument("--lumping-tolerance", type=float, default=0.0, metavar="EPS",
+                   help="criterion lumping without --ratio: also fold channels whose filters have cosine >= "
+                        "1 - EPS with a kept channel (default 0: lossless only); the report states the error bound")
     p.add_argument("--merge", action="store_true",
                    help="fold each removed channel into the kept channel it is most nearly proportional to "
                         "(c > 0; relaxed lumping): consumers read c x that channel instead of nothing. The report "
@@ -142,7 +145,8 @@ def _run_prune(args) -> int:
                       gaussian_outside=args.gaussian_outside, data=args.data,
                       budget=Budget(cosine=args.budget_cosine, top1=args.budget_top1,
                                     synthetic_cosine=args.budget_synthetic_cosine),
-                      compensate=args.compensate, merge=args.merge)
+                      compensate=args.compensate, merge=args.merge,
+                      lumping_tolerance=args.lumping_tolerance)
     report["input"], report["output"] = str(args.input), str(args.output)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
@@ -115,3 +116,15 @@ def test_merge_makes_a_trained_cnn_more_accurate_at_the_same_ratio():
         acc[merge] = dm.onnx_accuracy(ir.to_proto(pruned).SerializeToString(), test["input"], test["labels"])
         assert ("folded into nearly proportional" in " ".join(g["why"] for g in report["groups"])) == merge
     assert acc[True] >= acc[False] + 0.01
+
+
+def test_lumping_tolerance_folds_near_copies_only():
+    model = _model(noise=1e-3)
+    _, exact = onnxprune.prune(model, criterion="lumping")
+    assert exact["channels_removed"] == 0  # nothing is exactly proportional
+    _, relaxed = onnxprune.prune(model, criterion="lumping", lumping_tolerance=1e-3)
+    (row,) = [g for g in relaxed["groups"] if g["name"] == "conv1"]
+    assert row["removed"] == 1 and "within cosine 0.999" in row["why"] and "at most" in row["why"]
+    assert max(o["max_rel"] for o in relaxed["validation"]["outputs"].values()) < 1e-2
+    with pytest.raises(onnxprune.errors.OptionError, match="lumping-tolerance"):
+        onnxprune.prune(model, criterion="l1", lumping_tolerance=0.1)

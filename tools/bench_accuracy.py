@@ -6,11 +6,15 @@ one sample is 0.22 percentage points). No fine-tuning anywhere: pure data-free p
 
 Methods (rows):
 
-* ``onnxprune <c>`` for every data-free criterion c in l1, l2, fpgm, bn, gaussian, local allocation
+* ``onnxprune <c>`` for every data-free criterion c in l1, l2, fpgm, bn, gaussian, energy, lumping
+  (relaxed: nearest-to-proportional channels fold first), local allocation
   (``onnxprune.prune(path, ratio=r, criterion=c, validate=False)``); accuracy of the serialised
   result in onnxruntime (``tools/digits_models.onnx_accuracy``).
 * ``onnxprune <c> global/<norm>``: the same with ``allocation="global"``, ``normalize`` "mean" or
   "lamp", for l1 and fpgm.
+* ``onnxprune <c> +merge`` / ``global/lamp +merge``: ``merge=True``, every removed channel folded into
+  the kept channel it is most nearly proportional to (relaxed lumping), for l1, fpgm, energy (and
+  lumping under global LAMP).
 * ``Torch-Pruning L1``: ``tp.pruner.MagnitudePruner`` with ``tp.importance.MagnitudeImportance(p=1)``
   (Torch-Pruning's defaults otherwise: group_reduction "mean", normalizer "mean"),
   ``global_pruning=False``, the final classifier ignored, one step, applied to the same trained torch
@@ -59,9 +63,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_DIR = ROOT / "models"
 MODEL_NAMES = ("digits_cnn", "digits_resnet")
 TARGETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-CRITERIA = ("l1", "l2", "fpgm", "bn", "gaussian")
+CRITERIA = ("l1", "l2", "fpgm", "bn", "gaussian", "energy", "lumping")
 GLOBAL_CRITERIA = ("l1", "fpgm")
 GLOBAL_NORMS = ("mean", "lamp")
+MERGE_CRITERIA = ("l1", "fpgm", "energy")  # with merge=True (removed channels folded), local and global/lamp
 RATIO_HI = 0.95
 EARLY_STOP = 0.0025
 TP_NAME = "Torch-Pruning L1"
@@ -123,13 +128,14 @@ def bisect_target(evaluate, target: float, steps: int, tol: float, cache: dict) 
 # ----------------------------------------------------------------------------------------------
 # onnxprune
 # ----------------------------------------------------------------------------------------------
-def onnxprune_method(path: Path, criterion: str, allocation: str = "local", normalize: str = "mean"):
+def onnxprune_method(path: Path, criterion: str, allocation: str = "local", normalize: str = "mean",
+                     merge: bool = False):
     import onnx_ir as ir
 
     import onnxprune
 
     def evaluate(ratio: float) -> dict:
-        kwargs = {"ratio": ratio, "criterion": criterion, "validate": False}
+        kwargs = {"ratio": ratio, "criterion": criterion, "validate": False, "merge": merge}
         if allocation != "local":
             kwargs.update(allocation=allocation, normalize=normalize)
         try:
@@ -238,6 +244,9 @@ def methods_for(name: str, models_dir: Path):
     rows = [(f"onnxprune {c}", "onnxprune", onnxprune_method(path, c)) for c in CRITERIA]
     rows += [(f"onnxprune {c} global/{n}", "onnxprune", onnxprune_method(path, c, "global", n))
              for c in GLOBAL_CRITERIA for n in GLOBAL_NORMS]
+    rows += [(f"onnxprune {c} +merge", "onnxprune", onnxprune_method(path, c, merge=True)) for c in MERGE_CRITERIA]
+    rows += [(f"onnxprune {c} global/lamp +merge", "onnxprune", onnxprune_method(path, c, "global", "lamp", True))
+             for c in (*MERGE_CRITERIA, "lumping")]
     rows.append((TP_NAME, "tp", tp_method(name, models_dir)))
     return rows
 

@@ -11,7 +11,7 @@ exactly c > 0 times another channel, are removed or folded into it; outputs do n
 - constant: its producer filters are 0 but its bias is not, and on the way to each consumer there are
   only ops that keep a constant constant (ReLU/LeakyReLU, which map it, max and global pools,
   reshapes); a Conv consumer without padding or a Gemm takes it into its bias.
-Not yet: relaxed (nearly proportional) merges.
+Relaxed (nearly proportional) merges: ``onnxprune.criteria.merging``.
 """
 
 from __future__ import annotations

@@ -134,3 +134,38 @@ def fold_removed(analysis: Analysis, plan: Plan) -> None:
         plan.merges.setdefault(gid, []).extend(merges)
         plan.reasons[gid] = (plan.reasons.get(gid, "") + f"; {len(merges)} of {len(todo)} folded into nearly "
                              f"proportional kept channels; consumer outputs move by at most {bound:.3g} x ||[x; 1]||")
+
+
+def add_near_copies(analysis: Analysis, plan: Plan, tolerance: float) -> None:
+    """Add to ``plan`` (a lossless lumping plan) every channel whose producer vector has cosine
+    >= 1 - ``tolerance`` with a channel that stays, most similar first (each partner is kept), and
+    fold them (``fold_removed``)."""
+    for g in analysis.prunable_groups:
+        if _fold_blocker(analysis, g) is not None:
+            continue
+        v = _producer_vectors(analysis, g)
+        norms = np.linalg.norm(v, axis=1)
+        gone = np.zeros(g.size, bool)
+        if g.id in plan.removed:
+            gone[plan.removed[g.id]] = True
+        live = np.nonzero((norms > 0) & ~gone)[0]
+        if len(live) < 2:
+            continue
+        unit = v[live] / norms[live, None]
+        cos = unit @ unit.T
+        np.fill_diagonal(cos, -np.inf)
+        locked = np.zeros(len(live), bool)
+        new = []
+        while len(new) + int(gone.sum()) < g.size - 1:
+            a, b = np.unravel_index(int(cos.argmax()), cos.shape)
+            if cos[a, b] < 1 - tolerance:
+                break
+            new.append(int(live[a]))  # a goes (folded into b), b stays
+            locked[b] = True
+            cos[a, :] = cos[:, a] = -np.inf
+            cos[b, :] = -np.inf  # b is kept: it can no longer go
+        if new:
+            plan.removed[g.id] = np.array(sorted(set(new) | set(np.nonzero(gone)[0].tolist())), dtype=np.int64)
+            plan.reasons[g.id] = (plan.reasons.get(g.id, "lossless: none") +
+                                  f"; {len(new)} within cosine {1 - tolerance:g} of a kept channel")
+    fold_removed(analysis, plan)
