@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
 from onnxprune import io
-from onnxprune.criteria import get_criterion
-from onnxprune.criteria.gaussian import gaussian_scores
+from onnxprune.allocation import AllocationOptions, allocate
 from onnxprune.auto import RATIO_STEP, Budget, prune_gaussian, prune_merged, search_k
+from onnxprune.criteria import get_criterion
 from onnxprune.criteria.compensate import add_compensation
+from onnxprune.criteria.gaussian import gaussian_scores
 from onnxprune.criteria.lumping import lumping_plan
 from onnxprune.criteria.merging import add_near_copies, fold_removed, merge_scores
 from onnxprune.data import load_npz
@@ -22,9 +23,8 @@ from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.metrics import count_macs, count_params
 from onnxprune.passes.normalize import normalize
-from onnxprune.progress import Stages
-from onnxprune.allocation import AllocationOptions, allocate
 from onnxprune.plan import Plan, check_ratio, plan_from_removals, replay_specs
+from onnxprune.progress import Stages
 from onnxprune.report import build_report
 from onnxprune.surgery import apply_plan
 
@@ -179,7 +179,7 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
                 f"; {', '.join(moments)} scaled to the mean and spread its first BatchNormalization saw"
                 if moments else ""))
         reference = ref.run(None, feeds)
-        run = lambda b: session(b, role="pruned model").run(None, feeds)  # noqa: E731
+        run = lambda b: session(b, role="pruned model").run(None, feeds)
         stages.next("searching k" if gaussian else "searching the ratio")
         if gaussian:
             value, trace = search_k(base, run, reference, budget, progress=stages.bar.set_description_str)
@@ -220,7 +220,9 @@ def _finish(m: ir.Model, report: dict, original, output, seed: int, input_shapes
     def _validate(pruned_file: Path | None) -> None:
         stages.next("validating in onnxruntime")
         if original is not None:
-            from onnxprune.validate import compare_models  # onnxruntime loads only when validating
+            from onnxprune.validate import (
+                compare_models,  # onnxruntime loads only when validating
+            )
 
             pruned = pruned_file if pruned_file is not None else ir.to_proto(m).SerializeToString()
             report["validation"] = compare_models(original, pruned, seed=seed, input_shapes=input_shapes)

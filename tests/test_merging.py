@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-import onnx
 import onnx_ir as ir
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
