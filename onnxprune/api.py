@@ -87,8 +87,9 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     with the channels that fold best going first; without a ratio it removes what is lossless and,
     with ``lumping_tolerance`` eps > 0, folds channels whose filters have cosine >= 1 - eps with a kept
     channel too.
-    ``compensate`` adds removed channels' mean contributions (from BatchNormalization statistics) to
-    their consumers' biases where that is well defined (``onnxprune.criteria.compensate``).
+    ``compensate`` adds removed channels' mean contributions (from BatchNormalization statistics, else
+    measured on ``data``) to their consumers' biases where that is well defined
+    (``onnxprune.criteria.compensate``).
     ``ratio="auto"`` (data-free, ``onnxprune.auto``): everything lossless, then the gaussian rule with
     the largest k whose model stays within ``budget`` on ``data`` (an .npz) or synthetic inputs.
 
@@ -134,7 +135,7 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
         if merge:
             fold_removed(analysis, plan)
         if compensate:
-            add_compensation(analysis, plan)
+            add_compensation(analysis, plan, _activation_means(m, data) if data is not None else None)
         specs = replay_specs(analysis, plan)
         stages.next("applying the plan")
         apply_plan(analysis, plan)
@@ -212,6 +213,25 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
         }
         stages.next("saving" if output is not None else "serialising")
         return _finish(final, report, original, output, seed, input_shapes, stages)
+
+
+def _activation_means(m: ir.Model, data) -> Callable:
+    """``means([(value, axis)])`` -> {name: mean per position of axis} of ``m``'s activations on the
+    calibration data, measured in onnxruntime (``m`` as it is now: call before the surgery)."""
+    from onnxprune.validate.fidelity import ORT_TO_NUMPY, session
+
+    def means(pairs: list) -> dict[str, np.ndarray]:
+        proto = ir.to_proto(m)
+        known = {o.name for o in proto.graph.output}
+        proto.graph.output.extend(onnx.helper.make_tensor_value_info(v.name, int(v.dtype), None)
+                                  for v, _ in pairs if v.name not in known)
+        sess = session(proto.SerializeToString(), role="model with its activations as outputs")
+        inputs = {i.name: (i.shape, ORT_TO_NUMPY.get(i.type, np.float32)) for i in sess.get_inputs()}
+        outs = sess.run([v.name for v, _ in pairs], load_npz(data, inputs, limit=256))
+        return {v.name: np.moveaxis(o.astype(np.float64), axis, 0).reshape(o.shape[axis], -1).mean(axis=1)
+                for (v, axis), o in zip(pairs, outs)}
+
+    return means
 
 
 def _finish(m: ir.Model, report: dict, original, output, seed: int, input_shapes, stages: Stages):

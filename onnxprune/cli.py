@@ -39,10 +39,10 @@ def _prune_parser() -> argparse.ArgumentParser:
                         "(c > 0; relaxed lumping): consumers read c x that channel instead of nothing. The report "
                         "states the error bound")
     p.add_argument("--compensate", action="store_true",
-                   help="fold removed channels' mean contributions (from BatchNormalization statistics) into "
-                        "the consumers' biases where every position reads them alike")
+                   help="fold removed channels' mean contributions (from BatchNormalization statistics, else "
+                        "measured on --data) into the consumers' biases where every position reads them alike")
     p.add_argument("--data", metavar="FILE.npz", help="calibration inputs (arrays keyed by input name, samples on "
-                   "the first axis) for --ratio auto's fidelity budget; default: seeded synthetic inputs")
+                   "the first axis) for --ratio auto's fidelity budget and --compensate; default: seeded synthetic inputs")
     p.add_argument("--budget-cosine", type=float, default=0.99, metavar="C",
                    help="--ratio auto with --data: minimum cosine between original and pruned outputs "
                         "that are not classifier-shaped (default 0.99)")

@@ -62,3 +62,29 @@ def test_no_compensation_through_a_max_pool():
     _, report = onnxprune.prune(model, ratio=0.5, compensate=True, validate=False)
     row = next(g for g in report["groups"] if g["name"] == "conv")
     assert "not compensated: MaxPool 'pool' does not keep the mean" in row["why"]
+
+
+def test_compensation_from_calibration_data_where_there_is_no_batchnorm(tmp_path):
+    """No BN statistics (folded away): the means are measured on --data in onnxruntime instead."""
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((16, 3, 3, 3)), "wb": rng.standard_normal(16),
+             "fc": rng.standard_normal((16, 4)), "fcb": np.zeros(4)}
+    nodes = [helper.make_node("Conv", ["x", "w", "wb"], ["z"], name="conv", kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Relu", ["z"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc", "fcb"], ["y"], name="head")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((256, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    ref = _run(model.SerializeToString(), x)[0].mean(axis=0)
+    errors = {}
+    for data in (None, tmp_path / "calib.npz"):
+        pruned, report = onnxprune.prune(model, ratio=0.5, compensate=True, data=data, validate=False)
+        errors[data is not None] = np.abs(_run(ir.to_proto(pruned).SerializeToString(), x)[0].mean(axis=0) - ref).max()
+        row = next(g for g in report["groups"] if g["name"] == "conv")
+        assert ("mean-compensated from calibration data" in row["why"]) == (data is not None)
+    assert errors[True] < 1e-3 * errors[False] + 1e-5, errors
