@@ -21,7 +21,8 @@ from onnxprune.criteria.merging import add_near_copies, fold_removed, merge_scor
 from onnxprune.data import load_npz
 from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, analyze_groups
-from onnxprune.metrics import count_macs, count_params
+from onnxprune.metrics import count_macs, count_params, macs_per_node
+from onnxprune.targets import parse_target
 from onnxprune.passes.normalize import normalize
 from onnxprune.plan import Plan, check_ratio, plan_from_removals, replay_specs
 from onnxprune.progress import Stages
@@ -72,7 +73,8 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
           ignore: list[str] | None = None, gaussian_k: float = 1.0, gaussian_feature: str = "l1",
           gaussian_outside: bool = False, data: str | os.PathLike | None = None,
           budget: Budget | None = None, compensate: bool = False, merge: bool = False,
-          lumping_tolerance: float = 0.0) -> tuple[ir.Model, dict]:
+          lumping_tolerance: float = 0.0, target_flops: str | float | None = None,
+          target_params: str | float | None = None) -> tuple[ir.Model, dict]:
     """Prune ``model`` and return ``(pruned onnx-ir model, report dict)``.
 
     Allocation (see ``onnxprune.allocation``): ``allocation`` "local" (``ratio`` in every group) or
@@ -93,6 +95,10 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     ``ratio="auto"`` (data-free, ``onnxprune.auto``): everything lossless, then the gaussian rule with
     the largest k whose model stays within ``budget`` on ``data`` (an .npz) or synthetic inputs.
 
+    ``target_flops`` / ``target_params`` (a fraction of the original such as 0.5, or a count such as
+    "2.5G") choose the smallest ratio whose plan meets them, for the criterion and allocation given
+    (``onnxprune.targets``).
+
     With ``output`` the model is written atomically (and validated from the written file before it
     replaces anything). ``validate`` compares original and pruned outputs in onnxruntime.
     """
@@ -107,14 +113,18 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     opts = AllocationOptions(mode=allocation, normalize=normalize, round_to=round_to, max_group_ratio=max_group_ratio,
                              overrides=list(overrides or []), ignore=list(ignore or [])).check()
     scorer = criterion
-    lumping = criterion == "lumping" and check_ratio(ratio) == 0 and not remove
+    targets = {k: parse_target(str(v), f"--target-{k}") for k, v in (("flops", target_flops),
+                                                                      ("params", target_params)) if v is not None}
+    if targets and (check_ratio(ratio) > 0 or remove or (criterion == "gaussian" and not gaussian_k)):
+        raise OptionError("--target-flops/--target-params choose the ratio themselves: give no --ratio and no --remove")
+    lumping = criterion == "lumping" and check_ratio(ratio) == 0 and not remove and not targets
     if not 0.0 <= lumping_tolerance < 1.0 or (lumping_tolerance and criterion != "lumping"):
         raise OptionError(f"--lumping-tolerance must be in [0, 1) and goes with --criterion lumping, got {lumping_tolerance}")
     if criterion == "lumping" and not lumping:  # relaxed: nearly proportional channels fold first
         scorer, merge = merge_scores, True
     if criterion == "gaussian":
         scorer = gaussian_scores(gaussian_feature, gaussian_outside)
-        if check_ratio(ratio) == 0:
+        if check_ratio(ratio) == 0 and not targets:
             if not gaussian_k > 0:
                 raise OptionError(f"gaussian k must be > 0, got {gaussian_k}")
             opts.threshold = -gaussian_k if gaussian_outside else gaussian_k
@@ -129,7 +139,11 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
         stages.next("analysing channel groups")
         analysis = analyze_groups(m)
         stages.next(f"scoring ({criterion})" if not remove else "planning removals")
-        plan = lumping_plan(analysis) if lumping else make_plan(analysis, ratio, scorer, remove, opts)
+        target_report = None
+        if targets:
+            plan, target_report = _plan_for_targets(m, analysis, scorer, opts, targets, input_shapes)
+        else:
+            plan = lumping_plan(analysis) if lumping else make_plan(analysis, ratio, scorer, remove, opts)
         if lumping and lumping_tolerance > 0:
             add_near_copies(analysis, plan, lumping_tolerance)
         if merge:
@@ -143,6 +157,9 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
                               ratio=None if remove else ratio, allocation=None if remove else opts,
                               params=(params_before, count_params(m)),
                               macs=(macs_before, count_macs(m, input_shapes)))
+        if target_report is not None:
+            report["ratio"] = target_report["ratio"]
+            report["target"] = target_report
         stages.next("saving" if output is not None else "serialising")
         return _finish(m, report, original, output, seed, input_shapes, stages)
 
@@ -213,6 +230,30 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
         }
         stages.next("saving" if output is not None else "serialising")
         return _finish(final, report, original, output, seed, input_shapes, stages)
+
+
+def _plan_for_targets(m: ir.Model, analysis: Analysis, scorer, opts: AllocationOptions, targets: dict,
+                      input_shapes) -> tuple[Plan, dict]:
+    """The smallest-ratio plan meeting every target; what was asked, chosen and predicted."""
+    from dataclasses import replace
+
+    from onnxprune.targets import predicted_size, smallest_ratio
+
+    macs0 = macs_per_node(m, input_shapes)
+    params0 = {v: int(np.prod(v.const_value.shape)) for v in m.graph.initializers.values()
+               if v.const_value is not None and v.dtype is not None and v.dtype.is_floating_point()}
+    before = {"flops": sum(macs0.values()), "params": sum(params0.values())}
+    limit = {k: v * before[k] if v <= 1 else v for k, v in targets.items()}
+    scores = (get_criterion(scorer) if isinstance(scorer, str) else scorer)(analysis)
+
+    def worst(plan: Plan) -> float:  # <= 1 when every target holds
+        params, macs = predicted_size(analysis, plan, macs0, params0)
+        return max({"flops": macs, "params": params}[k] / limit[k] for k in limit)
+
+    ratio, plan, _ = smallest_ratio(lambda r: allocate(analysis, scores, replace(opts, ratio=r)), worst, 1.0)
+    params, macs = predicted_size(analysis, plan, macs0, params0)
+    return plan, {"asked": {k: int(v) for k, v in limit.items()}, "ratio": round(ratio, 4),
+                  "predicted": {"flops": macs, "params": params}}
 
 
 def _activation_means(m: ir.Model, data) -> Callable:

@@ -34,6 +34,10 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--lumping-tolerance", type=float, default=0.0, metavar="EPS",
                    help="criterion lumping without --ratio: also fold channels whose filters have cosine >= "
                         "1 - EPS with a kept channel (default 0: lossless only); the report states the error bound")
+    p.add_argument("--target-flops", metavar="F", help="choose the smallest ratio (for --criterion and "
+                   "--allocation) whose model has at most F MACs: a fraction of the original (0.5) or a count "
+                   "(3.5M, 2G); predicted exactly from the plan, no trial runs")
+    p.add_argument("--target-params", metavar="P", help="the same for parameters (0.4, or a count such as 1.2M)")
     p.add_argument("--merge", action="store_true",
                    help="fold each removed channel into the kept channel it is most nearly proportional to "
                         "(c > 0; relaxed lumping): consumers read c x that channel instead of nothing. The report "
@@ -146,7 +150,8 @@ def _run_prune(args) -> int:
                       budget=Budget(cosine=args.budget_cosine, top1=args.budget_top1,
                                     synthetic_cosine=args.budget_synthetic_cosine),
                       compensate=args.compensate, merge=args.merge,
-                      lumping_tolerance=args.lumping_tolerance)
+                      lumping_tolerance=args.lumping_tolerance, target_flops=args.target_flops,
+                      target_params=args.target_params)
     report["input"], report["output"] = str(args.input), str(args.output)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")

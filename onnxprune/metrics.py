@@ -35,7 +35,12 @@ def concrete_input_shapes(model: ir.Model, overrides: dict[str, tuple] | None = 
 
 
 def count_macs(model: ir.Model, input_shapes: dict[str, tuple] | None = None) -> int:
-    """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul at concrete input shapes.
+    """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul at concrete input shapes."""
+    return sum(macs_per_node(model, input_shapes).values())
+
+
+def macs_per_node(model: ir.Model, input_shapes: dict[str, tuple] | None = None) -> dict[ir.Node, int]:
+    """MACs of each Conv/ConvTranspose/Gemm/MatMul node at concrete input shapes.
 
     Free input dims are fixed for the count only (shapes re-inferred), then restored."""
     from onnxprune.passes.normalize import clear_inferred_shapes, infer_shapes
@@ -43,7 +48,7 @@ def count_macs(model: ir.Model, input_shapes: dict[str, tuple] | None = None) ->
     declared = {v.name: v.shape for v in model.graph.inputs}
     dynamic = any(declared[n] is None or list(declared[n]) != list(s) for n, s in shapes.items())
     if not dynamic:
-        return _count(model)
+        return _macs_per_node(model)
     saved = {out: out.shape for node in model.graph for out in node.outputs}
     for v in model.graph.inputs:
         if v.name in shapes:
@@ -51,7 +56,7 @@ def count_macs(model: ir.Model, input_shapes: dict[str, tuple] | None = None) ->
     try:
         clear_inferred_shapes(model)
         infer_shapes(model)
-        return _count(model)
+        return _macs_per_node(model)
     finally:
         for v in model.graph.inputs:
             v.shape = declared[v.name]
@@ -59,8 +64,8 @@ def count_macs(model: ir.Model, input_shapes: dict[str, tuple] | None = None) ->
             out.shape = shape
 
 
-def _count(model: ir.Model) -> int:
-    total = 0
+def _macs_per_node(model: ir.Model) -> dict[ir.Node, int]:
+    per_node = {}
     for node in model.graph:
         op = node.op_type
         if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
@@ -71,12 +76,12 @@ def _count(model: ir.Model) -> int:
         if out is None or w is None or a is None:
             continue
         if op == "Conv":
-            total += int(np.prod(out)) * int(np.prod(w[1:]))
+            per_node[node] = int(np.prod(out)) * int(np.prod(w[1:]))
         elif op == "ConvTranspose":
-            total += int(np.prod(a)) * int(np.prod(w[1:]))
+            per_node[node] = int(np.prod(a)) * int(np.prod(w[1:]))
         elif op == "Gemm":
             k = a[0] if node.attributes.get("transA") is not None and node.attributes["transA"].as_int() else a[-1]
-            total += int(np.prod(out)) * k
+            per_node[node] = int(np.prod(out)) * k
         else:
-            total += int(np.prod(out)) * (a[-1] if a else 1)
-    return total
+            per_node[node] = int(np.prod(out)) * (a[-1] if a else 1)
+    return per_node

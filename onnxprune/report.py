@@ -63,6 +63,10 @@ def format_summary(report: dict) -> str:
         f"groups  {report['groups_prunable']} prunable, {report['groups_frozen']} frozen, "
         f"{report['channels_removed']} channels removed",
     ]
+    target = report.get("target")
+    if target:
+        asked = ", ".join(f"{k} <= {v:,}" for k, v in target["asked"].items())
+        lines.append(f"target  {asked}: ratio {target['ratio']:g} is the smallest that meets it")
     auto = report.get("auto")
     if auto:
         lines.append(f"auto    {auto['searched']} {auto[auto['searched']]:.3g}: {auto['budget']}; inputs: {auto['inputs']}")

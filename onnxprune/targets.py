@@ -1,0 +1,88 @@
+"""``--target-flops`` / ``--target-params``: the smallest ratio whose plan meets a size target.
+
+A plan's size is predicted without surgery: MACs of a Conv, ConvTranspose, Gemm or MatMul with a
+constant weight are (positions) x (weight elements), so they scale with the weight's kept elements;
+parameters are the kept elements of every float initializer. Kept elements follow from each sliced
+member's kept positions along its axis (per conv group where grouped convs read the channels), as the
+surgery slices them. MACs of activation x activation MatMuls are taken as unchanged (the report's
+figures after surgery are exact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.errors import OptionError
+from onnxprune.graph import Analysis
+from onnxprune.plan import Plan
+
+RATIO_HI = 0.99
+STEPS = 30
+
+
+def parse_target(text: str, option: str) -> float:
+    """'0.5' (a fraction of the original) or an absolute count with an optional K/M/G suffix."""
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(text.strip()[-1:].lower(), 1.0)
+    body = text.strip()[:-1] if scale != 1.0 else text.strip()
+    try:
+        value = float(body) * scale
+    except ValueError:
+        raise OptionError(f"{option} '{text}': expected a fraction such as 0.5 or a count such as 2.5G") from None
+    if not value > 0:
+        raise OptionError(f"{option} must be > 0, got '{text}'")
+    return value
+
+
+def kept_fractions(analysis: Analysis, plan: Plan) -> dict[ir.Value, float]:
+    """Per sliced constant: the fraction of its elements the plan keeps."""
+    removed_root = np.zeros(len(analysis.roots), dtype=bool)
+    for gid, cls in plan.removed.items():
+        removed_root[analysis.groups[gid].classes[cls]] = True
+    fractions: dict[ir.Value, float] = {}
+    for p in analysis.params:
+        keep = ~removed_root[analysis.roots[p.atoms]]
+        if p.blocks > 1:  # grouped-conv columns: equal counts per conv group
+            frac = keep.reshape(p.blocks, -1)[0].sum() / (len(keep) // p.blocks)
+        else:
+            frac = keep.sum() / len(keep)
+        fractions[p.value] = fractions.get(p.value, 1.0) * float(frac)
+    return fractions
+
+
+def predicted_size(analysis: Analysis, plan: Plan, macs0: dict[ir.Node, int], params0: dict[ir.Value, int]
+                   ) -> tuple[int, int]:
+    """(params, MACs) the pruned model will have."""
+    kept = kept_fractions(analysis, plan)
+    macs = 0.0
+    for node, m in macs0.items():
+        weight = next((v for v in node.inputs[:2] if v is not None and v.const_value is not None), None)
+        macs += m * kept.get(weight, 1.0)
+    params = sum(n * kept.get(v, 1.0) for v, n in params0.items())
+    return int(round(params)), int(round(macs))
+
+
+def smallest_ratio(make_plan: Callable[[float], Plan], size_of: Callable[[Plan], float], target: float
+                   ) -> tuple[float, Plan, float]:
+    """Bisection on the ratio: the smallest whose plan's size is <= target, its plan and size."""
+    lo, hi = 0.0, RATIO_HI
+    best = make_plan(hi)
+    best_size = size_of(best)
+    if best_size > target:
+        raise OptionError(f"the target cannot be reached: removing {RATIO_HI:.0%} of every prunable group "
+                          f"still leaves {best_size / target:.3g} x the target (frozen groups are kept whole; see "
+                          "'onnxprune analyze')")
+    best_ratio = hi
+    for _ in range(STEPS):
+        mid = (lo + hi) / 2
+        plan = make_plan(mid)
+        size = size_of(plan)
+        if size <= target:
+            hi, best, best_size, best_ratio = mid, plan, size, mid
+        else:
+            lo = mid
+        if hi - lo < 1e-4:
+            break
+    return best_ratio, best, best_size
