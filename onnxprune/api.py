@@ -22,12 +22,12 @@ from onnxprune.data import load_npz
 from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.metrics import count_macs, count_params, macs_per_node
-from onnxprune.targets import parse_target
 from onnxprune.passes.normalize import normalize
 from onnxprune.plan import Plan, check_ratio, plan_from_removals, replay_specs
 from onnxprune.progress import Stages
 from onnxprune.report import build_report
 from onnxprune.surgery import apply_plan
+from onnxprune.targets import parse_target
 
 ModelLike = str | os.PathLike | onnx.ModelProto | ir.Model
 

@@ -61,7 +61,7 @@ def predicted_size(analysis: Analysis, plan: Plan, macs0: dict[ir.Node, int], pa
         weight = next((v for v in node.inputs[:2] if v is not None and v.const_value is not None), None)
         macs += m * kept.get(weight, 1.0)
     params = sum(n * kept.get(v, 1.0) for v, n in params0.items())
-    return int(round(params)), int(round(macs))
+    return round(params), round(macs)
 
 
 def smallest_ratio(make_plan: Callable[[float], Plan], size_of: Callable[[Plan], float], target: float

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from zoo import light_model
 
 import onnxprune
 from onnxprune.errors import OptionError
-from zoo import light_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
