@@ -54,13 +54,17 @@ def numpy_from_torch(t: torch.Tensor) -> np.ndarray:
     return t.numpy()
 
 
+_NUMPY_OK = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+             "float16", "float32", "float64"}
+
+
 def as_tensor(value) -> torch.Tensor:
     """A feed (tensor, ndarray, scalar) as a torch tensor without copying when possible."""
     if isinstance(value, torch.Tensor):
         return value
     array = np.asarray(value)
-    if array.dtype == object or array.dtype.kind in "USO":
-        raise UnsupportedOpError(f"the torch twin cannot take a {array.dtype} feed")
     if array.dtype.name == "bfloat16":
         return torch.from_numpy(array.view(np.uint16).copy()).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(array))
+    if array.dtype.kind not in "biuf" or array.dtype.name not in _NUMPY_OK:
+        raise UnsupportedOpError(f"the torch twin cannot take a {array.dtype} feed")
+    return torch.from_numpy(np.require(array, requirements='C'))  # keeps 0-d arrays 0-d

@@ -251,6 +251,10 @@ class Twin(nn.Module):
                 result = kernel(*[env[i] if i >= 0 else None for i in ins])
             except UnsupportedOpError:
                 raise
+            except (RuntimeError, NotImplementedError) as exc:
+                if "not implemented for" in str(exc):  # e.g. torch has few uint16/32/64 kernels
+                    raise info.unsupported(f"torch has no kernel for these dtypes ({exc})") from exc
+                raise RuntimeError(f"twin: {info.where()} failed: {exc}") from exc
             except Exception as exc:
                 raise RuntimeError(f"twin: {info.where()} failed: {exc}") from exc
             if isinstance(result, torch.Tensor):

@@ -203,7 +203,7 @@ def cast_like(node: NodeInfo):
 def dropout(node: NodeInfo):
     # Inference: identity, mask all true. Training mode (random) has no deterministic twin.
     def run(x, ratio=None, training_mode=None):
-        if training_mode is not None and bool(training_mode.item()):
+        if training_mode is not None and bool(training_mode.item()) and (ratio is None or float(ratio) != 0.0):
             raise node.unsupported("training_mode=True (random dropout)")
         if node.has_output(1):
             return x, torch.ones_like(x, dtype=torch.bool)

@@ -112,4 +112,8 @@ def mvn(node: NodeInfo):
 @register("LpNormalization")
 def lp_norm(node: NodeInfo):
     axis, p = node.attr("axis", -1), node.attr("p", 2)
-    return lambda x: x / torch.linalg.vector_norm(x, ord=p, dim=axis, keepdim=True)
+
+    def run(x):
+        norm = torch.linalg.vector_norm(x, ord=p, dim=axis, keepdim=True)
+        return x / torch.where(norm == 0, torch.ones_like(norm), norm)  # zero vectors stay zero
+    return run

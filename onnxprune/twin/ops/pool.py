@@ -11,7 +11,8 @@ from onnxprune.twin.ops.conv import SpatialPads, torch_pad_arg
 from onnxprune.twin.registry import NodeInfo, register
 
 _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
-_AVG = {2: F.avg_pool2d, 3: F.avg_pool3d}
+_AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 def _pool_params(node: NodeInfo, x: torch.Tensor):
@@ -62,6 +63,23 @@ def max_pool(node: NodeInfo):
     return run
 
 
+def _pool_out_size(n: int, begin: int, end: int, k: int, s: int, d: int, ceil: bool) -> int:
+    """ONNX output length; with ceil_mode a last window starting in the end padding is dropped."""
+    span = n + begin + end - ((k - 1) * d + 1)
+    out = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= n + begin:
+        out -= 1
+    return out
+
+
+def _window_sums(x: torch.Tensor, kernel, strides, dil) -> torch.Tensor:
+    """Sum over every pooling window: a depthwise conv with a ones kernel (allows dilation)."""
+    n, c = x.shape[:2]
+    ones = torch.ones((1, 1, *kernel), dtype=x.dtype)
+    y = _CONV[len(kernel)](x.reshape(n * c, 1, *x.shape[2:]), ones, None, strides, 0, dil)
+    return y.reshape(n, c, *y.shape[2:])
+
+
 @register("AveragePool")
 def average_pool(node: NodeInfo):
     pads = SpatialPads(node)
@@ -70,27 +88,24 @@ def average_pool(node: NodeInfo):
 
     def run(x):
         n, kernel, strides, dil = _pool_params(node, x)
-        if any(d != 1 for d in dil):
-            raise node.unsupported("dilations (torch avg pools have none)")
-        squeeze = n == 1
-        if squeeze:  # no divisor_override in avg_pool1d: pool 1-D as 2-D with height 1
-            x, kernel, strides = x.unsqueeze(2), [1] + kernel, [1] + list(strides)
-        n2 = x.dim() - 2
-        if n2 not in _AVG:
+        if n not in _CONV:
             raise node.unsupported(f"{n} spatial dimensions")
-        begin, end = pads.resolve(x.shape[2:], kernel, strides, [1] * n2)
-        if _torch_pads_ok(begin, end, kernel, [1] * n2):
-            y = _AVG[n2](x, kernel, strides, begin, ceil, include_pad)
-        else:
-            # Window sums over the explicitly padded input, divided by the count of cells that
-            # count (padding included or not); cells past the pads (ceil_mode) never count.
-            pad = torch_pad_arg(begin, end)
-            sums = _AVG[n2](F.pad(x, pad), kernel, strides, 0, ceil, True, 1)
-            ones = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
-            ones = F.pad(ones, pad, value=1.0 if include_pad else 0.0)
-            counts = _AVG[n2](ones, kernel, strides, 0, ceil, True, 1)
-            y = sums / counts
-        return y.squeeze(2) if squeeze else y
+        begin, end = pads.resolve(x.shape[2:], kernel, strides, dil)
+        if n in _AVG and all(d == 1 for d in dil) and _torch_pads_ok(begin, end, kernel, dil):
+            return _AVG[n](x, kernel, strides, begin, ceil, include_pad)
+        # General case: window sums over the padded input divided by how many cells count (padding
+        # included or not); cells added only so ceil_mode's last window fits never count.
+        sizes = list(x.shape[2:])
+        outs = [_pool_out_size(*a, ceil) for a in zip(sizes, begin, end, kernel, strides, dil)]
+        extra = [max(0, (o - 1) * s + (k - 1) * d + 1 - (i + b + e))
+                 for o, s, k, d, i, b, e in zip(outs, strides, kernel, dil, sizes, begin, end)]
+        sums = _window_sums(F.pad(x, torch_pad_arg(begin, [e + x_ for e, x_ in zip(end, extra)])),
+                            kernel, strides, dil)
+        mask = torch.ones((1, 1, *sizes), dtype=x.dtype)
+        mask = F.pad(mask, torch_pad_arg(begin, end), value=1.0 if include_pad else 0.0)
+        counts = _window_sums(F.pad(mask, torch_pad_arg([0] * n, extra)), kernel, strides, dil)
+        crop = tuple(slice(0, o) for o in outs)
+        return sums[(..., *crop)] / counts[(..., *crop)]
     return run
 
 

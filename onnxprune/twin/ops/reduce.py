@@ -17,6 +17,8 @@ def _extreme(fn, empty_value):
         if x.numel() == 0:  # reduction of an empty set: the identity element (torch.amax refuses it)
             shape = [1 if (i in dims) else s for i, s in enumerate(x.shape)] if keep else \
                 [s for i, s in enumerate(x.shape) if i not in dims]
+            if x.dtype == torch.bool:
+                return torch.full(shape, empty_value > 0, dtype=torch.bool)
             fill = empty_value if x.dtype.is_floating_point else (
                 torch.iinfo(x.dtype).min if empty_value < 0 else torch.iinfo(x.dtype).max)
             return torch.full(shape, fill, dtype=x.dtype)

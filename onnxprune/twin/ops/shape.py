@@ -155,7 +155,7 @@ def gather(node: NodeInfo):
         idx = idx.long()
         idx = torch.where(idx < 0, idx + x.shape[a], idx)  # negative indices count from the end
         out = x.index_select(a, idx.reshape(-1))
-        return out.reshape(*x.shape[:a], *idx.shape, *x.shape[a + 1:])
+        return out.reshape((*x.shape[:a], *idx.shape, *x.shape[a + 1:]))
     return run
 
 
@@ -230,11 +230,12 @@ def depth_to_space(node: NodeInfo):
 
 @register("SpaceToDepth")
 def space_to_depth(node: NodeInfo):
-    b = node.attr("blocksize")
+    b, mode = node.attr("blocksize"), node.attr("mode", "DCR")
+    perm = (0, 3, 5, 1, 2, 4) if mode == "DCR" else (0, 1, 3, 5, 2, 4)
 
     def run(x):
         n, c, h, w = x.shape
-        y = x.reshape(n, c, h // b, b, w // b, b).permute(0, 3, 5, 1, 2, 4)
+        y = x.reshape(n, c, h // b, b, w // b, b).permute(perm)
         return y.reshape(n, c * b * b, h // b, w // b)
     return run
 
