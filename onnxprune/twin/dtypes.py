@@ -67,4 +67,6 @@ def as_tensor(value) -> torch.Tensor:
         return torch.from_numpy(array.view(np.uint16).copy()).view(torch.bfloat16)
     if array.dtype.kind not in "biuf" or array.dtype.name not in _NUMPY_OK:
         raise UnsupportedOpError(f"the torch twin cannot take a {array.dtype} feed")
-    return torch.from_numpy(np.require(array, requirements='C'))  # keeps 0-d arrays 0-d
+    if not array.flags.writeable:  # torch wants writable memory; a read-only feed is copied
+        array = array.copy()
+    return torch.from_numpy(np.require(array, requirements="C"))  # keeps 0-d arrays 0-d

@@ -36,7 +36,7 @@ def _source_coords(mode: str, out_n: int, in_n: int, scale: float, roi: tuple[fl
     raise ValueError(mode)
 
 
-def _taps(interp: str, coords: np.ndarray, in_n: int, node: NodeInfo) -> tuple[np.ndarray, np.ndarray]:
+def _taps(interp: str, coords: np.ndarray, in_n: int, scale: float, node: NodeInfo) -> tuple[np.ndarray, np.ndarray]:
     """(indices [out, taps], weights [out, taps]) of one axis."""
     base = np.floor(coords)
     frac = coords - base
@@ -48,8 +48,10 @@ def _taps(interp: str, coords: np.ndarray, in_n: int, node: NodeInfo) -> tuple[n
             idx = base + (frac >= 0.5)
         elif nm == "floor":
             idx = base
-        elif nm == "ceil":
+        elif nm == "ceil" or (nm == "simple" and scale < 1):
             idx = np.ceil(coords)
+        elif nm == "simple":  # Resize-10 / Upsample in onnxruntime: floor up, ceil down
+            idx = base
         else:
             raise node.unsupported(f"nearest_mode={nm}")
         return idx[:, None], np.ones((len(coords), 1))
@@ -76,7 +78,7 @@ def _resize_axis(x: torch.Tensor, axis: int, out_n: int, scale: float, interp: s
                  roi: tuple[float, float] | None, node: NodeInfo) -> torch.Tensor:
     in_n = x.shape[axis]
     coords = _source_coords(ctm, out_n, in_n, scale, roi)
-    idx, w = _taps(interp, coords, in_n, node)
+    idx, w = _taps(interp, coords, in_n, scale, node)
     idx = np.clip(idx, 0, in_n - 1).astype(np.int64)
     shape = [1] * x.dim()
     shape[axis] = out_n
@@ -128,10 +130,10 @@ def _floats(t: torch.Tensor | None) -> list[float]:
 
 @register("Resize", since=10, until=10)
 def resize_10(node: NodeInfo):
-    # Opset 10 had no coordinate modes: asymmetric coordinates; nearest rounds down (ORT) or
-    # linear interpolation.
+    # Opset 10 had no coordinate modes: asymmetric coordinates, "simple" nearest rounding.
     interp = node.attr("mode", "nearest")
-    return lambda x, scales: _resize(x, node, _floats(scales), [], [], [], interp, "asymmetric")
+    floor_node = _FloorNearest(node)
+    return lambda x, scales: _resize(x, floor_node, _floats(scales), [], [], [], interp, "asymmetric")
 
 
 @register("Resize", since=11)
@@ -152,23 +154,25 @@ def resize(node: NodeInfo):
 def upsample(node: NodeInfo):
     interp = node.attr("mode", "nearest")
     attr_scales = node.attr("scales")
+    floor_node = _FloorNearest(node)
     if interp not in ("nearest", "linear"):
         raise node.unsupported(f"mode={interp}")
 
     def run(x, scales=None):
         s = _floats(scales) if scales is not None else list(attr_scales)
-        return _resize(x, _UpsampleNode(node), s, [], [], [], interp, "asymmetric")
+        return _resize(x, floor_node, s, [], [], [], interp, "asymmetric")
     return run
 
 
-class _UpsampleNode:
-    """Upsample's nearest mode rounds down; everything else reads from the real node."""
+class _FloorNearest:
+    """Upsample and Resize-10 have no nearest_mode: onnxruntime rounds down when upsampling and up
+    when downsampling ("simple"); other attributes come from the node."""
 
     def __init__(self, node: NodeInfo):
         self._node = node
 
     def attr(self, key, default=None):
-        return "floor" if key == "nearest_mode" else self._node.attr(key, default)
+        return "simple" if key == "nearest_mode" else self._node.attr(key, default)
 
     def unsupported(self, reason):
         return self._node.unsupported(reason)
