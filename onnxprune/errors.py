@@ -19,3 +19,7 @@ class PlanError(OnnxPruneError):
 
 class ValidationError(OnnxPruneError):
     """The pruned model does not match the original's interface or fails to run."""
+
+
+class UnsupportedOpError(OnnxPruneError):
+    """The torch twin has no implementation for an op (or one of its attribute variants)."""
