@@ -13,7 +13,7 @@ import onnx_ir as ir
 from onnxprune import io
 from onnxprune.allocation import AllocationOptions, allocate
 from onnxprune.auto import RATIO_STEP, Budget, prune_gaussian, prune_merged, search_k
-from onnxprune.criteria import get_criterion
+from onnxprune.criteria import GRADIENT, get_criterion
 from onnxprune.criteria.compensate import add_compensation
 from onnxprune.criteria.gaussian import gaussian_scores
 from onnxprune.criteria.lumping import lumping_plan
@@ -74,7 +74,8 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
           gaussian_outside: bool = False, data: str | os.PathLike | None = None,
           budget: Budget | None = None, compensate: bool = False, merge: bool = False,
           lumping_tolerance: float = 0.0, target_flops: str | float | None = None,
-          target_params: str | float | None = None) -> tuple[ir.Model, dict]:
+          target_params: str | float | None = None, finetune: int = 0, gradient_options: dict | None = None
+          ) -> tuple[ir.Model, dict]:
     """Prune ``model`` and return ``(pruned onnx-ir model, report dict)``.
 
     Allocation (see ``onnxprune.allocation``): ``allocation`` "local" (``ratio`` in every group) or
@@ -99,15 +100,32 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     "2.5G") choose the smallest ratio whose plan meets them, for the criterion and allocation given
     (``onnxprune.targets``).
 
+    Gradient criteria (``taylor``, ``singularity``, ``dirichlet``; ``onnxprune.criteria.gradient``)
+    and ``finetune`` (distillation steps after pruning) need ``data`` and torch. ``ratio="auto"`` with
+    ``singularity`` removes each group's estimated maximum, with ``dirichlet`` all but the channels
+    holding 95% of the posterior mass. ``gradient_options``: ``tau``, ``energy`` (singularity),
+    ``beta``, ``alpha0``, ``sampling``, ``samples``, ``steps``, ``mass`` (dirichlet), ``lr`` (finetune).
+
     With ``output`` the model is written atomically (and validated from the written file before it
     replaces anything). ``validate`` compares original and pruned outputs in onnxruntime.
     """
-    if isinstance(ratio, str) and ratio.strip().lower() == "auto":
+    auto = isinstance(ratio, str) and ratio.strip().lower() == "auto"
+    gradient = criterion in GRADIENT
+    if (gradient or finetune) and data is None:
+        what = f"--criterion {criterion}" if gradient else "--finetune"
+        raise OptionError(f"{what} needs calibration data: --data FILE.npz (arrays keyed by input name, samples "
+                          "on the first axis; labels optional)")
+    if finetune < 0:
+        raise OptionError(f"--finetune takes a number of steps >= 0, got {finetune}")
+    if auto and criterion not in ("singularity", "dirichlet"):
         if remove or criterion == "lumping":
             raise OptionError("--ratio auto removes what is lossless, then searches how far --criterion can go "
                               "within the budget; it takes no --remove and no --criterion lumping")
         get_criterion(criterion)
-        return _prune_auto(model, criterion, output, seed, input_shapes, progress, data, budget or Budget())
+        return _prune_auto(model, criterion, output, seed, input_shapes, progress, data, budget or Budget(),
+                           finetune, dict(gradient_options or {}))
+    if auto:
+        ratio = 0.0
     check_ratio(ratio)
     get_criterion(criterion)
     opts = AllocationOptions(mode=allocation, normalize=normalize, round_to=round_to, max_group_ratio=max_group_ratio,
@@ -139,8 +157,16 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
         stages.next("analysing channel groups")
         analysis = analyze_groups(m)
         stages.next(f"scoring ({criterion})" if not remove else "planning removals")
-        target_report = None
-        if targets:
+        target_report, extra, calib, reference = None, {}, None, None
+        if gradient or finetune:
+            from onnxprune.criteria.gradient import load_calibration
+            calib = load_calibration(m, data)
+            if criterion == "dirichlet" or finetune:
+                reference = _reference_outputs(m, calib)
+        if gradient and not remove:
+            plan, extra = _gradient_plan(m, analysis, criterion, None if auto else ratio, opts, calib, reference,
+                                         dict(gradient_options or {}), progress, input_shapes)
+        elif targets:
             plan, target_report = _plan_for_targets(m, analysis, scorer, opts, targets, input_shapes)
         else:
             plan = lumping_plan(analysis) if lumping else make_plan(analysis, ratio, scorer, remove, opts)
@@ -153,10 +179,14 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
         specs = replay_specs(analysis, plan)
         stages.next("applying the plan")
         apply_plan(analysis, plan)
+        if finetune:
+            extra["finetune"] = _finetune(m, calib, reference, finetune, dict(gradient_options or {}), progress)
         report = build_report(analysis, plan, specs, criterion=None if remove else criterion,
-                              ratio=None if remove else ratio, allocation=None if remove else opts,
+                              ratio=None if remove else ("auto" if auto else ratio),
+                              allocation=None if remove or gradient else opts,
                               params=(params_before, count_params(m)),
                               macs=(macs_before, count_macs(m, input_shapes)))
+        report.update(extra)
         if target_report is not None:
             report["ratio"] = target_report["ratio"]
             report["target"] = target_report
@@ -165,7 +195,7 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
 
 
 def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shapes, progress: bool, data,
-                budget: Budget):
+                budget: Budget, finetune: int = 0, options: dict | None = None):
     from onnxprune.auto import input_moments, search_ratio
     from onnxprune.validate.fidelity import ORT_TO_NUMPY, session, synthetic_inputs
 
@@ -204,6 +234,13 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
             key, how = "k", "bisection over k"
         else:
             scorer = get_criterion(criterion)
+            if criterion == "taylor":  # gradients once, on the lossless model every trial starts from
+                from onnxprune.criteria.gradient import gate_gradients, load_calibration, taylor_scores
+                fixed = taylor_scores(gate_gradients(m, an_base := analyze_groups(m), load_calibration(m, data),
+                                                     progress))
+                names = {g.id: g.name for g in an_base.groups}
+                scorer = lambda an: {g.id: fixed[g.id] for g in an.prunable_groups  # noqa: E731
+                                     if names.get(g.id) == g.name}
             value, trace = search_ratio(base, scorer, run, reference, budget, progress=stages.bar.set_description_str)
             key, how = "ratio", f"ratio raised in steps of {RATIO_STEP:g}"
         stages.next("final model")
@@ -211,12 +248,19 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
             final, an2, plan = prune_gaussian(base, value) if gaussian else prune_merged(base, value, scorer)
         else:
             final, an2, plan = m, an, Plan()
+        extra = {}
+        if finetune:
+            from onnxprune.criteria.gradient import load_calibration
+            calib = load_calibration(final, data)
+            extra["finetune"] = _finetune(final, calib, _reference_outputs(m, calib), finetune, options or {},
+                                          progress)
         report = build_report(an2, plan, replay_specs(an2, plan), criterion=criterion, ratio="auto",
                               params=(params_before, count_params(final)),
                               macs=(macs_before, count_macs(final, input_shapes)))
         best = next((t for t in reversed(trace) if t[key] == value), None)
         over = next((t for t in trace if not t["within_budget"]), None)
         report["channels_removed"] += lossless.count()
+        report.update(extra)
         report["auto"] = {
             "budget": budget.describe(), "inputs": source, "lossless_channels_removed": lossless.count(),
             "searched": key, key: value,
@@ -254,6 +298,95 @@ def _plan_for_targets(m: ir.Model, analysis: Analysis, scorer, opts: AllocationO
     params, macs = predicted_size(analysis, plan, macs0, params0)
     return plan, {"asked": {k: int(v) for k, v in limit.items()}, "ratio": round(ratio, 4),
                   "predicted": {"flops": macs, "params": params}}
+
+
+def _reference_outputs(m: ir.Model, calib) -> list[list[np.ndarray]]:
+    """The (unpruned) model's outputs on every calibration batch, from onnxruntime."""
+    from onnxprune.validate.fidelity import session
+
+    sess = session(ir.to_proto(m).SerializeToString(), role="original model")
+    return [sess.run(None, feeds) for feeds, _ in calib.batches()]
+
+
+def _gradient_plan(m: ir.Model, analysis: Analysis, criterion: str, ratio: float | None, opts: AllocationOptions,
+                   calib, reference, options: dict, progress: bool, input_shapes) -> tuple[Plan, dict]:
+    """Plan and report section of a gradient criterion (``ratio`` None: the criterion's own count)."""
+    from dataclasses import replace
+
+    from onnxprune.allocation import select
+    from onnxprune.criteria import gradient as gr
+    from onnxprune.targets import predicted_size
+
+    groups = analysis.prunable_groups
+    extra: dict = {}
+    if criterion == "dirichlet":
+        scores = gr.dirichlet_scores(m, analysis, calib, reference, steps_=options.get("steps"),
+                                     beta=options.get("beta", 1.0), alpha0=options.get("alpha0", 1.0),
+                                     sampling=options.get("sampling", False), samples=options.get("samples", 4),
+                                     progress=progress)
+        counts = gr.mass_counts(groups, scores, options.get("mass", 0.95)) if ratio is None else None
+        extra["dirichlet"] = {"variant": "sampling" if options.get("sampling") else "point",
+                              "beta": options.get("beta", 1.0), "alpha0": options.get("alpha0", 1.0)}
+        why = f"posterior mass {options.get('mass', 0.95):g} kept"
+    else:
+        grads = gr.gate_gradients(m, analysis, calib, progress)
+        if criterion == "taylor":
+            scores, counts, why = gr.taylor_scores(grads), None, ""
+        else:
+            red = gr.singularity(grads, tau=options.get("tau", 1e-2), energy=options.get("energy"))
+            scores = {gid: r.scores for gid, r in red.items()}
+            counts = gr.singularity_counts(groups, red, ratio)
+            why = "numerical rank of the gradient matrix" if ratio is None else f"ratio {ratio:g} shared by the caps"
+            extra["singularity"] = _redundancy_report(m, analysis, red, calib, options, input_shapes)
+    if counts is None:
+        plan = allocate(analysis, scores, replace(opts, ratio=ratio or 0.0))
+        return plan, extra
+    plan = Plan()
+    for g in groups:
+        k = counts.get(g.id, 0)
+        chosen = select(g, scores[g.id], (k + 0.5) / g.size, opts.round_to) if k else np.zeros(0, np.int64)
+        if len(chosen):
+            plan.removed[g.id] = chosen
+            plan.reasons[g.id] = f"lowest {len(chosen)} of {g.size} by {criterion} ({why})"
+    return plan, extra
+
+
+def _redundancy_report(m: ir.Model, analysis: Analysis, red: dict, calib, options: dict, input_shapes) -> dict:
+    """The network's maximum redundancy (every group at its cap) in channels, params and MACs."""
+    from onnxprune.allocation import select
+    from onnxprune.targets import predicted_size
+
+    caps = Plan()
+    rows = {}
+    for g in analysis.prunable_groups:
+        r = red.get(g.id)
+        if r is None:
+            continue
+        rows[g.name] = {"channels": g.size, "rank": r.rank, "max_ratio": round(r.cap / g.size, 4)}
+        if r.cap:
+            caps.removed[g.id] = select(g, r.scores, (r.cap + 0.5) / g.size)
+    macs0 = macs_per_node(m, input_shapes)
+    params0 = {v: int(np.prod(v.const_value.shape)) for v in m.graph.initializers.values()
+               if v.const_value is not None and v.dtype is not None and v.dtype.is_floating_point()}
+    params, macs = predicted_size(analysis, caps, macs0, params0)
+    widest = max((g.size for g in analysis.prunable_groups), default=0)
+    out = {"samples": calib.samples, "tau": options.get("tau", 1e-2), "energy": options.get("energy"),
+           "groups": rows,
+           "max_redundancy": {"channels": caps.count(), "params": sum(params0.values()) - params,
+                              "flops": sum(macs0.values()) - macs}}
+    if calib.samples < 2 * widest:
+        out["warning"] = (f"{calib.samples} samples for a widest group of {widest} channels: ranks are capped at "
+                          f"the sample count; use at least {2 * widest}")
+    return out
+
+
+def _finetune(m: ir.Model, calib, reference, steps: int, options: dict, progress: bool) -> dict:
+    from onnxprune.criteria.gradient import finetune
+
+    losses = finetune(m, calib, reference, steps, lr=options.get("lr", 1e-4), progress=progress)
+    return {"steps": steps, "lr": options.get("lr", 1e-4), "samples": calib.samples,
+            "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+            "target": "the original model's outputs (distillation)"}
 
 
 def _activation_means(m: ir.Model, data) -> Callable:

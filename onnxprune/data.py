@@ -31,3 +31,17 @@ def load_npz(path: str | os.PathLike, inputs: dict[str, tuple[list, type]], limi
             raise InputError(f"{path}: '{name}' has dtype {arr.dtype}, the model expects {np.dtype(dtype)}")
         feeds[name] = arr[:limit].astype(dtype, copy=False)
     return feeds
+
+
+def load_labels(path: str | os.PathLike, samples: int) -> np.ndarray | None:
+    """The optional ``labels`` array of a data file: int class ids, one per sample."""
+    data = np.load(path, allow_pickle=False)
+    if "labels" not in data.files:
+        return None
+    labels = data["labels"]
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"{path}: 'labels' must be a 1-D array of int class ids, got {labels.dtype} "
+                         f"{list(labels.shape)}")
+    if len(labels) < samples:
+        raise InputError(f"{path}: {len(labels)} labels for {samples} samples")
+    return labels[:samples].astype(np.int64)

@@ -23,3 +23,9 @@ class Stages:
 
     def __exit__(self, *exc) -> None:
         self.bar.close()
+
+
+def steps(total: int, label: str, enabled: bool = True) -> tqdm:
+    """A bar over ``total`` steps of one long stage (gradient batches, training steps)."""
+    return tqdm(total=total, desc=label, disable=not (enabled and sys.stderr.isatty()), leave=False,
+                file=sys.stderr)

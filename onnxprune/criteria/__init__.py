@@ -19,13 +19,15 @@ CRITERIA: dict[str, Callable] = {
 
 # Criteria that make a whole plan (removals and merges) rather than scores.
 PLANNERS = ("lumping",)
+# Criteria that need calibration data and the torch twin (onnxprune.criteria.gradient).
+GRADIENT = ("taylor", "singularity", "dirichlet")
 
 
 def get_criterion(name: str) -> Callable | None:
     """The scorer of a criterion (None for planners such as lumping); unknown names are user errors."""
-    if name in PLANNERS:
+    if name in PLANNERS or name in GRADIENT:
         return None
     try:
         return CRITERIA[name]
     except KeyError:
-        raise OptionError(f"unknown criterion '{name}'; choose one of: {', '.join([*CRITERIA, *PLANNERS])}") from None
+        raise OptionError(f"unknown criterion '{name}'; choose one of: {', '.join([*CRITERIA, *PLANNERS, *GRADIENT])}") from None
