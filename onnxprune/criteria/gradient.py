@@ -108,6 +108,27 @@ def distillation_loss(outputs, targets, labels=None):
     return total
 
 
+def _gate_task_loss(outputs, targets, labels):
+    """Dirichlet's task loss, mean over the batch: cross-entropy to labels or, without them, to the
+    original's own top-1 on classifier outputs (its gradient favours the channels that make the
+    model's answer more certain; KL to the original's softmax has none at the start), squared error
+    to the original elsewhere."""
+    import torch
+    import torch.nn.functional as F
+
+    total = 0.0
+    for i, (y, t) in enumerate(zip(outputs, targets)):
+        if not torch.is_floating_point(y):
+            continue
+        t = torch.as_tensor(t, dtype=y.dtype)
+        if _classifier(y):
+            target = torch.as_tensor(labels) if labels is not None and i == 0 else t.argmax(1)
+            total = total + F.cross_entropy(y, target, reduction="mean")
+        else:
+            total = total + F.mse_loss(y, t, reduction="mean")
+    return total
+
+
 def gate_gradients(model: ir.Model, analysis: Analysis, calib: Calibration, progress: bool = True
                    ) -> dict[int, np.ndarray]:
     """G[n, k] = dL_n/dg_k per prunable group, gates on every read of the channel (METHODS.md 4)."""
@@ -220,7 +241,7 @@ def dirichlet_scores(model: ir.Model, analysis: Analysis, calib: Calibration, ta
             (feeds, labels), target = batches[step % len(batches)], targets[step % len(batches)]
             outs = [twin(feeds) for _ in range(samples if sampling else 1)]
             outputs = [torch.stack([o[i] for o in outs]).mean(0) for i in range(len(outs[0]))]
-            loss = distillation_loss(outputs, target, labels)
+            loss = _gate_task_loss(outputs, target, labels)
             loss = loss + beta * sum(kl(F.softplus(t)) for t in theta.values()) / calib.batch
             opt.zero_grad()
             loss.backward()
