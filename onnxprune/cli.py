@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 
 from onnxprune import __version__
-from onnxprune.criteria import CRITERIA, PLANNERS
+from onnxprune.criteria import CRITERIA, GRADIENT, PLANNERS
 from onnxprune.errors import OnnxPruneError, OptionError
 
 
@@ -28,7 +28,8 @@ def _prune_parser() -> argparse.ArgumentParser:
                    "(default 0: nothing, except with --criterion gaussian, which then uses --gaussian-k); or "
                    "'auto': everything lossless, then the largest ratio (global LAMP, removed channels folded "
                    "as with --merge) whose model stays within the budget; with --criterion gaussian the largest k")
-    p.add_argument("--criterion", default="l1", help=f"channel score: {', '.join(CRITERIA)} (default l1); or {', '.join(PLANNERS)}: "
+    p.add_argument("--criterion", default="l1", help=f"channel score: {', '.join(CRITERIA)} (default l1); with --data and "
+                        f"torch: {', '.join(GRADIENT)}; or {', '.join(PLANNERS)}: "
                         "without --ratio remove only what is lossless (unread, dead, constant and proportional "
                         "channels); with --ratio the channels nearest to proportional to another fold into it first")
     p.add_argument("--lumping-tolerance", type=float, default=0.0, metavar="EPS",
@@ -38,6 +39,21 @@ def _prune_parser() -> argparse.ArgumentParser:
                    "--allocation) whose model has at most F MACs: a fraction of the original (0.5) or a count "
                    "(3.5M, 2G); predicted exactly from the plan, no trial runs")
     p.add_argument("--target-params", metavar="P", help="the same for parameters (0.4, or a count such as 1.2M)")
+    p.add_argument("--finetune", type=int, default=0, metavar="STEPS",
+                   help="after pruning, distil the pruned model towards the original's outputs on --data for "
+                        "STEPS Adam steps (torch twin; no labels needed) and write the weights into OUT")
+    p.add_argument("--lr", type=float, default=1e-4, help="--finetune learning rate (default 1e-4)")
+    p.add_argument("--singularity-tau", type=float, default=1e-2, metavar="T",
+                   help="singularity: numerical rank counts singular values above T x the largest (default 0.01)")
+    p.add_argument("--singularity-energy", type=float, default=None, metavar="E",
+                   help="singularity: rank = smallest r whose cumulative energy reaches E (instead of T)")
+    p.add_argument("--dirichlet-sampling", action="store_true",
+                   help="dirichlet: the sampling variant (Gamma reparameterised gates, 4 samples) instead of the point variant")
+    p.add_argument("--dirichlet-beta", type=float, default=1.0, metavar="B",
+                   help="dirichlet: weight of KL(Dir(phi) || Dir(alpha0)) per batch (default 1)")
+    p.add_argument("--dirichlet-alpha0", type=float, default=1.0, metavar="A", help="dirichlet: prior concentration (default 1)")
+    p.add_argument("--dirichlet-steps", type=int, default=None, metavar="N",
+                   help="dirichlet: gate training steps (default: one pass over --data, at least 50)")
     p.add_argument("--merge", action="store_true",
                    help="fold each removed channel into the kept channel it is most nearly proportional to "
                         "(c > 0; relaxed lumping): consumers read c x that channel instead of nothing. The report "
@@ -151,7 +167,11 @@ def _run_prune(args) -> int:
                                     synthetic_cosine=args.budget_synthetic_cosine),
                       compensate=args.compensate, merge=args.merge,
                       lumping_tolerance=args.lumping_tolerance, target_flops=args.target_flops,
-                      target_params=args.target_params)
+                      target_params=args.target_params, finetune=args.finetune,
+                      gradient_options={"tau": args.singularity_tau, "energy": args.singularity_energy,
+                                        "sampling": args.dirichlet_sampling, "beta": args.dirichlet_beta,
+                                        "alpha0": args.dirichlet_alpha0, "steps": args.dirichlet_steps,
+                                        "lr": args.lr})
     report["input"], report["output"] = str(args.input), str(args.output)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")

@@ -67,6 +67,17 @@ def format_summary(report: dict) -> str:
     if target:
         asked = ", ".join(f"{k} <= {v:,}" for k, v in target["asked"].items())
         lines.append(f"target  {asked}: ratio {target['ratio']:g} is the smallest that meets it")
+    sing = report.get("singularity")
+    if sing:
+        red = sing["max_redundancy"]
+        lines.append(f"redundancy  {red['channels']} channels, {red['params']:,} params, {red['flops']:,} MACs removable "
+                     f"by the gradient-matrix rank ({sing['samples']} samples)")
+        if "warning" in sing:
+            lines.append(f"        warning: {sing['warning']}")
+    ft = report.get("finetune")
+    if ft:
+        lines.append(f"finetune {ft['steps']} steps on {ft['samples']} samples: distillation loss "
+                     f"{ft['loss_first']:.4g} -> {ft['loss_last']:.4g}")
     auto = report.get("auto")
     if auto:
         lines.append(f"auto    {auto['searched']} {auto[auto['searched']]:.3g}: {auto['budget']}; inputs: {auto['inputs']}")
