@@ -15,7 +15,14 @@ Methods (rows):
 * ``onnxprune <c> +merge`` / ``global/lamp +merge``: ``merge=True``, every removed channel folded into
   the kept channel it is most nearly proportional to (relaxed lumping), for l1, fpgm, energy (and
   lumping under global LAMP).
-* ``Torch-Pruning L1``: ``tp.pruner.MagnitudePruner`` with ``tp.importance.MagnitudeImportance(p=1)``
+* ``onnxprune <c> (data)`` for the gradient criteria taylor, singularity, dirichlet on
+  ``models/digits_calib.npz`` (256 training samples with labels), scores computed once per model;
+  singularity shares the ratio in proportion to its rank caps, so it cannot go past the estimated
+  maximum redundancy (n/a beyond it). ``... +finetune N``: the same plans, then ``--finetune N``
+  (distillation to the original's outputs on the same data).
+* ``Torch-Pruning Taylor (data)``: ``tp.importance.TaylorImportance`` with the gradients of the
+  cross-entropy on the same calibration data and labels, otherwise as the L1 row.
+* ``Torch-Pruning L1``: ``tp.pruner.MetaPruner`` with ``tp.importance.MagnitudeImportance(p=1)``
   (Torch-Pruning's defaults otherwise: group_reduction "mean", normalizer "mean"),
   ``global_pruning=False``, the final classifier ignored, one step, applied to the same trained torch
   model rebuilt with ``tools/digits_models.py``; accuracy evaluated in torch, and cross-checked on
@@ -29,6 +36,9 @@ gives on the ONNX export of the pruned model is recorded as well (``flops_reduct
 Each target (default 0.2 ... 0.7 FLOPs removed) is hit by bisection on the method's ratio in
 [0, 0.95) (``--steps`` evaluations at most, early stop within 0.0025); the closest achieved
 reduction is kept if it is within ``--tol`` (default 0.03) of the target, else the cell is n/a.
+
+Gradient claim (issue 4): at 50% MACs removed the best gradient row without fine-tuning beats
+Torch-Pruning's Taylor, and the best fine-tuned row is within 1 point of the unpruned accuracy.
 
 Output: per model a Markdown table of accuracy (best in bold) and one of achieved FLOPs reduction,
 the unpruned accuracy, the best method at each target, and the verdict on the claim "our best
@@ -70,6 +80,9 @@ MERGE_CRITERIA = ("l1", "fpgm", "energy")  # with merge=True (removed channels f
 RATIO_HI = 0.95
 EARLY_STOP = 0.0025
 TP_NAME = "Torch-Pruning L1"
+TP_TAYLOR = "Torch-Pruning Taylor (data)"
+GRADIENT_CRITERIA = ("taylor", "singularity", "dirichlet")
+FINETUNE_STEPS = 300
 CLAIM_TARGET = 0.5
 # The final classifier layer of each model (ignored by Torch-Pruning; onnxprune freezes it because its
 # output is the graph output).
@@ -151,6 +164,77 @@ def onnxprune_method(path: Path, criterion: str, allocation: str = "local", norm
     return evaluate
 
 
+def onnxprune_gradient_method(path: Path, criterion: str, calib: Path):
+    """Gradient criterion with its scores computed once (they do not depend on the ratio): every probe
+    is a fresh copy pruned by onnxprune's own allocation (singularity: ratio shared by the caps)."""
+    import onnx_ir as ir
+
+    from onnxprune.allocation import AllocationOptions, allocate, select
+    from onnxprune.api import load_normalized
+    from onnxprune.criteria import gradient as gr
+    from onnxprune.graph import analyze_groups
+    from onnxprune.metrics import count_macs
+    from onnxprune.plan import Plan
+    from onnxprune.surgery import apply_plan
+
+    state: dict = {}
+
+    def scores():
+        if not state:
+            m = load_normalized(path)
+            an = analyze_groups(m)
+            c = gr.load_calibration(m, calib)
+            if criterion == "dirichlet":
+                from onnxprune.api import _reference_outputs
+                state["scores"] = gr.dirichlet_scores(m, an, c, _reference_outputs(m, c), progress=False)
+            else:
+                grads = gr.gate_gradients(m, an, c, progress=False)
+                if criterion == "taylor":
+                    state["scores"] = gr.taylor_scores(grads)
+                else:
+                    state["red"] = gr.singularity(grads)
+                    state["scores"] = {gid: r.scores for gid, r in state["red"].items()}
+        return state
+
+    def evaluate(ratio: float) -> dict:
+        st = scores()
+        m = load_normalized(path)
+        before = count_macs(m)
+        an = analyze_groups(m)
+        if criterion == "singularity":
+            counts = gr.singularity_counts(an.prunable_groups, st["red"], ratio)
+            plan = Plan()
+            for g in an.prunable_groups:
+                if counts.get(g.id):
+                    plan.removed[g.id] = select(g, st["scores"][g.id], (counts[g.id] + 0.5) / g.size)
+        else:
+            plan = allocate(an, st["scores"], AllocationOptions(ratio=ratio))
+        apply_plan(an, plan)
+        return {"reduction": 1.0 - count_macs(m) / before, "payload": lambda: ir.to_proto(m).SerializeToString(),
+                "ratio_used": ratio}
+
+    return evaluate
+
+
+def finetuned_cells(base_cells: list[dict], path: Path, criterion: str, calib: Path, steps: int, x, y) -> list[dict]:
+    """The same plans as ``base_cells`` (same ratios), each fine-tuned ``steps`` by onnxprune's distillation."""
+    import onnx_ir as ir
+
+    import onnxprune
+
+    out = []
+    for cell in base_cells:
+        new = {k: v for k, v in cell.items() if k not in ("accuracy", "trace")}
+        if cell.get("ok") and "ratio" in cell:
+            kwargs = {"ratio": cell["ratio"], "criterion": criterion, "data": str(calib), "finetune": steps,
+                      "validate": False}
+            pruned, report = onnxprune.prune(str(path), **kwargs)
+            new["accuracy"] = dm.onnx_accuracy(ir.to_proto(pruned).SerializeToString(), x, y)
+            new["reduction_finetuned_run"] = 1.0 - report["flops_after"] / report["flops_before"]
+        out.append(new)
+    return out
+
+
 def onnxprune_accuracy(cell: dict, x, y) -> None:
     data = cell.pop("_payload")()
     cell["accuracy"] = dm.onnx_accuracy(data, x, y)
@@ -159,9 +243,10 @@ def onnxprune_accuracy(cell: dict, x, y) -> None:
 # ----------------------------------------------------------------------------------------------
 # Torch-Pruning
 # ----------------------------------------------------------------------------------------------
-def tp_method(name: str, models_dir: Path):
+def tp_method(name: str, models_dir: Path, taylor: bool = False):
     import onnx
     import torch
+    import torch.nn.functional as F
     import torch_pruning as tp
 
     base = dm.load_torch_model(name, models_dir)
@@ -179,10 +264,15 @@ def tp_method(name: str, models_dir: Path):
         names = {m: n for n, m in model.named_modules()}
         removals = []
         try:
-            pruner = tp.pruner.MagnitudePruner(
-                model, example, importance=tp.importance.MagnitudeImportance(p=1),
+            importance = tp.importance.TaylorImportance() if taylor else tp.importance.MagnitudeImportance(p=1)
+            pruner = tp.pruner.MetaPruner(
+                model, example, importance=importance,
                 pruning_ratio=ratio, global_pruning=False,
                 ignored_layers=[getattr(model, CLASSIFIER[name])])
+            if taylor:  # Taylor importance reads the weights' gradients of the loss on the calibration data
+                calib = np.load(models_dir / "digits_calib.npz")
+                model.zero_grad()
+                F.cross_entropy(model(torch.from_numpy(calib["input"])), torch.from_numpy(calib["labels"])).backward()
             for group in pruner.step(interactive=True):
                 dep, idxs = group[0]
                 layer = names.get(dep.target.module, "?")
@@ -239,7 +329,7 @@ def tp_accuracy(cell: dict, x, y) -> None:
 # ----------------------------------------------------------------------------------------------
 # driver
 # ----------------------------------------------------------------------------------------------
-def methods_for(name: str, models_dir: Path):
+def methods_for(name: str, models_dir: Path, gradient: bool = True):
     path = models_dir / f"{name}.onnx"
     rows = [(f"onnxprune {c}", "onnxprune", onnxprune_method(path, c)) for c in CRITERIA]
     rows += [(f"onnxprune {c} global/{n}", "onnxprune", onnxprune_method(path, c, "global", n))
@@ -248,10 +338,16 @@ def methods_for(name: str, models_dir: Path):
     rows += [(f"onnxprune {c} global/lamp +merge", "onnxprune", onnxprune_method(path, c, "global", "lamp", True))
              for c in (*MERGE_CRITERIA, "lumping")]
     rows.append((TP_NAME, "tp", tp_method(name, models_dir)))
+    if gradient:
+        calib = models_dir / "digits_calib.npz"
+        rows += [(f"onnxprune {c} (data)", "onnxprune-grad", onnxprune_gradient_method(path, c, calib))
+                 for c in GRADIENT_CRITERIA]
+        rows.append((TP_TAYLOR, "tp", tp_method(name, models_dir, taylor=True)))
     return rows
 
 
-def run_model(name: str, models_dir: Path, targets, steps: int, tol: float, x, y, log) -> dict:
+def run_model(name: str, models_dir: Path, targets, steps: int, tol: float, x, y, log, gradient: bool = True,
+              finetune_steps: int = FINETUNE_STEPS) -> dict:
     from onnxprune import io as opio
     from onnxprune.metrics import count_macs
 
@@ -265,7 +361,7 @@ def run_model(name: str, models_dir: Path, targets, steps: int, tol: float, x, y
         "flops_onnxprune": int(count_macs(opio.load_model(onnx_path))),
         "methods": {},
     }
-    for label, kind, evaluate in methods_for(name, models_dir):
+    for label, kind, evaluate in methods_for(name, models_dir, gradient):
         tm = time.perf_counter()
         if kind == "tp":
             import torch
@@ -287,6 +383,14 @@ def run_model(name: str, models_dir: Path, targets, steps: int, tol: float, x, y
                                     "seconds": time.perf_counter() - tm}
         log(f"  {name}: {label:28s} {len(cache):3d} probes {time.perf_counter() - tm:6.1f}s  " +
             " ".join(f"{c['accuracy'] * 100:5.1f}" if "accuracy" in c else "  n/a" for c in cells))
+        if kind == "onnxprune-grad" and finetune_steps:
+            tm = time.perf_counter()
+            criterion = label.split()[1]
+            ft = finetuned_cells(cells, onnx_path, criterion, models_dir / "digits_calib.npz", finetune_steps, x, y)
+            result["methods"][f"{label} +finetune {finetune_steps}"] = {
+                "kind": "onnxprune-grad-ft", "cells": ft, "probes": 0, "seconds": time.perf_counter() - tm}
+            log(f"  {name}: {label + ' +finetune':28s}     {time.perf_counter() - tm:6.1f}s  " +
+                " ".join(f"{c['accuracy'] * 100:5.1f}" if "accuracy" in c else "  n/a" for c in ft))
     result["seconds"] = time.perf_counter() - t0
     return result
 
@@ -340,7 +444,21 @@ def analyse(res: dict, targets) -> dict:
         pointwise_accs.append(top)
         pointwise_rows.append(sorted(m for m, a in cand.items() if a == top) if cand else [])
     pw_ok, pw_why = holds(pointwise_accs, tp_accs)
-    return {"best": best, "strict": {"pass": any(v["pass"] for v in strict.values()),
+    grad = None
+    if TP_TAYLOR in methods and CLAIM_TARGET in [round(t, 6) for t in targets]:
+        i = [round(t, 6) for t in targets].index(CLAIM_TARGET)
+        raw = {m: _acc(v["cells"][i]) for m, v in methods.items() if v["kind"] == "onnxprune-grad"}
+        tuned = {m: _acc(v["cells"][i]) for m, v in methods.items() if v["kind"] == "onnxprune-grad-ft"}
+        raw = {m: a for m, a in raw.items() if a is not None}
+        tuned = {m: a for m, a in tuned.items() if a is not None}
+        tp_t = _acc(methods[TP_TAYLOR]["cells"][i])
+        best_raw = max(raw.items(), key=lambda kv: kv[1]) if raw else None
+        best_ft = max(tuned.items(), key=lambda kv: kv[1]) if tuned else None
+        unpruned = res["unpruned_accuracy_onnx"]
+        grad = {"tp_taylor": tp_t, "best_raw": best_raw, "best_finetuned": best_ft, "unpruned": unpruned,
+                "beats_tp": bool(best_raw and tp_t is not None and best_raw[1] > tp_t),
+                "finetune_within_1pt": bool(best_ft and best_ft[1] >= unpruned - 0.01)}
+    return {"best": best, "gradient": grad, "strict": {"pass": any(v["pass"] for v in strict.values()),
                                      "rows_passing": [m for m, v in strict.items() if v["pass"]],
                                      "per_row": strict},
             "pointwise": {"pass": pw_ok, "reasons": pw_why, "accuracy": pointwise_accs, "rows": pointwise_rows}}
@@ -399,6 +517,14 @@ def render(res: dict, an: dict, targets, tol: float) -> str:
     notes = [r for r in pw["reasons"] if "not compared" in r]
     if notes:
         lines.append("Note: " + "; ".join(notes))
+    g = an.get("gradient")
+    if g:
+        raw = f"{g['best_raw'][0]} {g['best_raw'][1] * 100:.2f}%" if g["best_raw"] else "none"
+        ft = f"{g['best_finetuned'][0]} {g['best_finetuned'][1] * 100:.2f}%" if g["best_finetuned"] else "none"
+        tp_t = f"{g['tp_taylor'] * 100:.2f}%" if g["tp_taylor"] is not None else "n/a"
+        lines.append(f"Gradient claim at {CLAIM_TARGET:.0%} MACs removed: best without fine-tuning {raw} vs Torch-Pruning "
+                     f"Taylor {tp_t}: **{'PASS' if g['beats_tp'] else 'FAIL'}**; best fine-tuned {ft} vs unpruned "
+                     f"{g['unpruned'] * 100:.2f}% within 1 point: **{'PASS' if g['finetune_within_1pt'] else 'FAIL'}**.")
     tpc = [c for c in methods[TP_NAME]["cells"] if "onnx_max_abs_diff" in c]
     if tpc:
         lines.append(f"TP cross-check: ONNX export accuracy equal to torch at "
@@ -438,6 +564,9 @@ def main(argv=None) -> int:
     p.add_argument("--tol", type=float, default=0.03, help="accepted |achieved - target| (default %(default)s)")
     p.add_argument("--json", metavar="FILE", help="write raw numbers to FILE")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-gradient", action="store_true", help="skip the gradient criteria and Torch-Pruning Taylor")
+    p.add_argument("--finetune-steps", type=int, default=FINETUNE_STEPS,
+                   help="fine-tuning steps for the gradient rows' +finetune variants (default %(default)s)")
     args = p.parse_args(argv)
 
     import torch
@@ -454,7 +583,8 @@ def main(argv=None) -> int:
     results, analyses, out = {}, {}, []
     for name in args.models:
         log(f"{name}: bisection over {len(args.targets)} targets ...")
-        res = run_model(name, models_dir, args.targets, args.steps, args.tol, x, y, log)
+        res = run_model(name, models_dir, args.targets, args.steps, args.tol, x, y, log,
+                        gradient=not args.no_gradient, finetune_steps=args.finetune_steps)
         an = analyse(res, args.targets)
         results[name], analyses[name] = res, an
         out.append(render(res, an, args.targets, args.tol))
