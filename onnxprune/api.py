@@ -18,7 +18,7 @@ from onnxprune.criteria.compensate import add_compensation
 from onnxprune.criteria.gaussian import gaussian_scores
 from onnxprune.criteria.lumping import lumping_plan
 from onnxprune.criteria.merging import add_near_copies, fold_removed, merge_scores
-from onnxprune.data import load_npz
+from onnxprune.data import DataSource, as_source
 from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.metrics import count_macs, count_params, macs_per_node
@@ -71,7 +71,7 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
           allocation: str = "local", normalize: str = "mean", round_to: int = 1,
           max_group_ratio: float | None = None, overrides: list[tuple[str, float]] | None = None,
           ignore: list[str] | None = None, gaussian_k: float = 1.0, gaussian_feature: str = "l1",
-          gaussian_outside: bool = False, data: str | os.PathLike | None = None,
+          gaussian_outside: bool = False, data: str | os.PathLike | DataSource | None = None,
           budget: Budget | None = None, compensate: bool = False, merge: bool = False,
           lumping_tolerance: float = 0.0, target_flops: str | float | None = None,
           target_params: str | float | None = None, finetune: int = 0, gradient_options: dict | None = None
@@ -111,6 +111,7 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     """
     auto = isinstance(ratio, str) and ratio.strip().lower() == "auto"
     gradient = criterion in GRADIENT
+    data = as_source(data)
     if (gradient or finetune) and data is None:
         what = f"--criterion {criterion}" if gradient else "--finetune"
         raise OptionError(f"{what} needs calibration data: --data FILE.npz (arrays keyed by input name, samples "
@@ -216,7 +217,7 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
         budget.synthetic = data is None
         if data is not None:
             inputs = {i.name: (i.shape, ORT_TO_NUMPY.get(i.type, np.float32)) for i in ref.get_inputs()}
-            feeds, source = load_npz(data, inputs, limit=256), f"data file {data}"
+            feeds, source = data.arrays(inputs, limit=256), data.describe()
         else:
             feeds = synthetic_inputs(ref, seed, batch=32, overrides=input_shapes)
             moments = input_moments(m)
@@ -226,8 +227,8 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
             source = (f"synthetic (seed {seed}): N(0, 1)" + (
                 f"; {', '.join(moments)} scaled to the mean and spread its first BatchNormalization saw"
                 if moments else ""))
-        reference = ref.run(None, feeds)
-        run = lambda b: session(b, role="pruned model").run(None, feeds)
+        reference = _run_in_batches(ref, feeds)
+        run = lambda b: _run_in_batches(session(b, role="pruned model"), feeds)
         stages.next("searching k" if gaussian else "searching the ratio")
         if gaussian:
             value, trace = search_k(base, run, reference, budget, progress=stages.bar.set_description_str)
@@ -235,11 +236,15 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
         else:
             scorer = get_criterion(criterion)
             if criterion == "taylor":  # gradients once, on the lossless model every trial starts from
-                from onnxprune.criteria.gradient import gate_gradients, load_calibration, taylor_scores
+                from onnxprune.criteria.gradient import (
+                    gate_gradients,
+                    load_calibration,
+                    taylor_scores,
+                )
                 fixed = taylor_scores(gate_gradients(m, an_base := analyze_groups(m), load_calibration(m, data),
                                                      progress))
                 names = {g.id: g.name for g in an_base.groups}
-                scorer = lambda an: {g.id: fixed[g.id] for g in an.prunable_groups  # noqa: E731
+                scorer = lambda an: {g.id: fixed[g.id] for g in an.prunable_groups
                                      if names.get(g.id) == g.name}
             value, trace = search_ratio(base, scorer, run, reference, budget, progress=stages.bar.set_description_str)
             key, how = "ratio", f"ratio raised in steps of {RATIO_STEP:g}"
@@ -300,6 +305,18 @@ def _plan_for_targets(m: ir.Model, analysis: Analysis, scorer, opts: AllocationO
                   "predicted": {"flops": macs, "params": params}}
 
 
+def _run_in_batches(sess, feeds: dict[str, np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
+    """Outputs for samples stacked on axis 0, fed in chunks of the model's fixed batch size if it has one."""
+    dim0 = sess.get_inputs()[0].shape[0] if sess.get_inputs()[0].shape else None
+    n = len(next(iter(feeds.values())))
+    if not isinstance(dim0, int) or dim0 <= 0 or dim0 == n:
+        return sess.run(names, feeds)
+    if n < dim0:
+        raise OptionError(f"{n} samples, fewer than the model's fixed batch of {dim0}")
+    parts = [sess.run(names, {k: v[i:i + dim0] for k, v in feeds.items()}) for i in range(0, n - n % dim0, dim0)]
+    return [np.concatenate(p) for p in zip(*parts)]
+
+
 def _reference_outputs(m: ir.Model, calib) -> list[list[np.ndarray]]:
     """The (unpruned) model's outputs on every calibration batch, from onnxruntime."""
     from onnxprune.validate.fidelity import session
@@ -315,7 +332,6 @@ def _gradient_plan(m: ir.Model, analysis: Analysis, criterion: str, ratio: float
 
     from onnxprune.allocation import select
     from onnxprune.criteria import gradient as gr
-    from onnxprune.targets import predicted_size
 
     groups = analysis.prunable_groups
     extra: dict = {}
@@ -401,7 +417,7 @@ def _activation_means(m: ir.Model, data) -> Callable:
                                   for v, _ in pairs if v.name not in known)
         sess = session(proto.SerializeToString(), role="model with its activations as outputs")
         inputs = {i.name: (i.shape, ORT_TO_NUMPY.get(i.type, np.float32)) for i in sess.get_inputs()}
-        outs = sess.run([v.name for v, _ in pairs], load_npz(data, inputs, limit=256))
+        outs = _run_in_batches(sess, data.arrays(inputs, limit=256), [v.name for v, _ in pairs])
         return {v.name: np.moveaxis(o.astype(np.float64), axis, 0).reshape(o.shape[axis], -1).mean(axis=1)
                 for (v, axis), o in zip(pairs, outs)}
 

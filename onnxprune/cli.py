@@ -61,8 +61,14 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--compensate", action="store_true",
                    help="fold removed channels' mean contributions (from BatchNormalization statistics, else "
                         "measured on --data) into the consumers' biases where every position reads them alike")
-    p.add_argument("--data", metavar="FILE.npz", help="calibration inputs (arrays keyed by input name, samples on "
-                   "the first axis) for --ratio auto's fidelity budget and --compensate; default: seeded synthetic inputs")
+    p.add_argument("--data", metavar="FILE.npz|DIR", help="calibration data: an .npz (arrays keyed by input name, "
+                   "samples on the first axis even when the model's batch is fixed; optional int 'labels') or a "
+                   "folder of images (see --input-size/--mean/--std); used by --ratio auto's budget, --compensate, "
+                   "the gradient criteria and --finetune. Default for auto: seeded synthetic inputs")
+    p.add_argument("--input-size", metavar="H,W", help="--data DIR: resize images to H x W (default: the model's size)")
+    p.add_argument("--mean", default="0", metavar="M[,M,M]", help="--data DIR: per-channel mean subtracted after "
+                   "scaling pixels to [0, 1] (default 0)")
+    p.add_argument("--std", default="1", metavar="S[,S,S]", help="--data DIR: per-channel std divided by (default 1)")
     p.add_argument("--budget-cosine", type=float, default=0.99, metavar="C",
                    help="--ratio auto with --data: minimum cosine between original and pruned outputs "
                         "that are not classifier-shaped (default 0.99)")
@@ -145,6 +151,26 @@ def _parse_overrides(items: list[str]) -> list[tuple[str, float]]:
     return out
 
 
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise OptionError(f"{option} '{text}': expected numbers separated by commas") from None
+
+
+def _data_source(args):
+    from onnxprune.data import DataSource
+
+    if args.data is None:
+        return None
+    size = None
+    if args.input_size:
+        size = tuple(int(v) for v in _floats(args.input_size, "--input-size"))
+        if len(size) != 2 or min(size) <= 0:
+            raise OptionError(f"--input-size '{args.input_size}': expected H,W")
+    return DataSource(args.data, size, _floats(args.mean, "--mean"), _floats(args.std, "--std"))
+
+
 def _run_prune(args) -> int:
     from onnxprune.api import prune
     from onnxprune.auto import Budget
@@ -162,7 +188,7 @@ def _run_prune(args) -> int:
                       allocation=args.allocation, normalize=args.normalize, round_to=args.round_to,
                       max_group_ratio=args.max_group_ratio, overrides=_parse_overrides(args.override),
                       ignore=args.ignore, gaussian_k=args.gaussian_k, gaussian_feature=args.gaussian_feature,
-                      gaussian_outside=args.gaussian_outside, data=args.data,
+                      gaussian_outside=args.gaussian_outside, data=_data_source(args),
                       budget=Budget(cosine=args.budget_cosine, top1=args.budget_top1,
                                     synthetic_cosine=args.budget_synthetic_cosine),
                       compensate=args.compensate, merge=args.merge,
@@ -183,9 +209,8 @@ def _run_prune(args) -> int:
 
 def _run_analyze(args) -> int:
     from onnxprune.api import analyze
-    from onnxprune.report import analysis_dict, format_analysis
-
     from onnxprune.criteria.distribution import format_statistics, weight_statistics
+    from onnxprune.report import analysis_dict, format_analysis
 
     an = analyze(args.input)
     layers = weight_statistics(an)

@@ -96,7 +96,7 @@ def test_singularity_rank_is_the_distinct_live_channels_and_the_cap_the_planted_
 
 
 def test_singularity_auto_prunes_to_the_cap_and_reports_the_redundancy(tmp_path):
-    pruned, report = onnxprune.prune(_planted(), ratio="auto", criterion="singularity", data=_calib(tmp_path, n=64),
+    _, report = onnxprune.prune(_planted(), ratio="auto", criterion="singularity", data=_calib(tmp_path, n=64),
                                      gradient_options={"tau": 1e-4})
     s = report["singularity"]
     assert report["channels_removed"] == 3 and s["max_redundancy"]["channels"] == 3
@@ -164,3 +164,41 @@ def test_gradient_option_errors(tmp_path):
             "try:\n    import onnxprune.twin\nexcept onnxprune.errors.OnnxPruneError as e:\n    print(e)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert "pip install onnxprune[torch]" in res.stdout, res.stderr
+
+
+def test_a_folder_of_images_is_calibration_data(tmp_path):
+    """--data DIR: images converted, resized, scaled and normalised as stated, fed in batches."""
+    from PIL import Image
+
+    from onnxprune.data import DataSource
+
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / f"img{i:02d}.png")
+    source = DataSource(tmp_path, input_size=(6, 6), mean=(0.5,), std=(0.25,))
+    x = source.arrays({"x": (["N", 3, 6, 6], np.float32)})["x"]
+    assert x.shape == (40, 3, 6, 6) and x.min() >= -2.0 - 1e-6 and x.max() <= 2.0 + 1e-6
+    first = np.asarray(Image.open(tmp_path / "img00.png").convert("RGB").resize((6, 6), Image.BILINEAR), np.float32)
+    assert np.allclose(x[0], (first.transpose(2, 0, 1) / 255 - 0.5) / 0.25, atol=1e-6)
+    model = _planted()
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 3
+    w = numpy_helper.to_array(model.graph.initializer[0])[:, :3].copy()
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, "w"))
+    _, report = onnxprune.prune(model, ratio="auto", criterion="singularity", data=source, validate=False)
+    assert report["singularity"]["samples"] == 40
+    res = subprocess.run([sys.executable, "-m", "onnxprune", str(ROOT / "models" / "digits_cnn.onnx"),
+                          str(tmp_path / "o.onnx"), "--criterion", "taylor", "--ratio", "0.2", "--data", str(tmp_path),
+                          "--std", "0"], capture_output=True, text=True, check=False)
+    assert res.returncode == 2 and "--std values must not be 0" in res.stderr
+
+
+def test_a_fixed_batch_of_one_is_fed_sample_by_sample(tmp_path):
+    model = _planted()
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    data = _calib(tmp_path, n=48)
+    _, report = onnxprune.prune(model, ratio="auto", criterion="singularity", data=data, validate=False,
+                                gradient_options={"tau": 1e-4})
+    assert report["singularity"]["samples"] == 48 and report["channels_removed"] == 3
+    _, auto = onnxprune.prune(model, ratio="auto", data=data, validate=False)
+    assert auto["auto"]["inputs"].startswith("data file")

@@ -45,13 +45,15 @@ class Calibration:
                    None if self.labels is None else self.labels[i:i + self.batch])
 
 
-def load_calibration(model: ir.Model, path) -> Calibration:
-    """Calibration data for ``model`` from an .npz (see onnxprune.data), with its optional labels."""
-    from onnxprune.data import load_labels, load_npz
+def load_calibration(model: ir.Model, data) -> Calibration:
+    """Calibration data for ``model`` from an .npz or image folder (onnxprune.data.DataSource)."""
+    from onnxprune.data import as_source
 
+    source = as_source(data)
     inputs = {v.name: (list(v.shape) if v.shape is not None else [], v.dtype.numpy())
               for v in model.graph.inputs if v.name not in model.graph.initializers}
-    feeds = load_npz(path, inputs)
+    feeds = source.arrays(inputs)
+    path = source.path
     first = next(iter(model.graph.inputs)).shape
     batch = first[0] if first is not None and len(first) and isinstance(first[0], int) and first[0] > 0 else DEFAULT_BATCH
     n = len(next(iter(feeds.values())))
@@ -61,7 +63,7 @@ def load_calibration(model: ir.Model, path) -> Calibration:
         batch = n if not (isinstance(first[0], int) and first[0] > 0) else batch
     if n < batch:
         raise OptionError(f"{path}: {n} samples, fewer than the model's fixed batch of {batch}")
-    return Calibration(feeds, load_labels(path, n), batch)
+    return Calibration(feeds, source.labels(n), batch)
 
 
 def _classifier(t) -> bool:
@@ -196,7 +198,7 @@ def singularity_counts(groups: list[Group], red: dict[int, Redundancy], ratio: f
     want = ratio * sum(g.size for g in groups if g.id in red)
     if total_caps == 0:
         return {}
-    return {g.id: min(red[g.id].cap, int(math.floor(want * red[g.id].cap / total_caps + 1e-9)))
+    return {g.id: min(red[g.id].cap, math.floor(want * red[g.id].cap / total_caps + 1e-9))
             for g in groups if g.id in red}
 
 
