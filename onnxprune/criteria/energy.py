@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from onnxprune.criteria.magnitude import ScoreDict, producer_sums
+from onnxprune.criteria.magnitude import ScoreDict, consumer_column_energy, producer_sums
 from onnxprune.graph import Analysis, Group
 
 # Ops whose output channel moments are (approximately) those of their data input: shape moves, and
@@ -34,7 +34,7 @@ def energy(analysis: Analysis, centered: bool = False) -> ScoreDict:
         total = np.zeros(g.size)
         fallback = None
         for c in consumers:
-            col = _column_energy(analysis, g, c)
+            col = consumer_column_energy(analysis, g, [c])
             moments = _moments(analysis, g, c.node.inputs[0], 0)
             if isinstance(moments, str):
                 fallback = moments
@@ -44,7 +44,7 @@ def energy(analysis: Analysis, centered: bool = False) -> ScoreDict:
         if fallback is not None or not consumers:
             # Unknown moments: producer l2 times consumer column norms (scale-free within the group).
             prod = np.sum(producer_sums(analysis, g, lambda r: np.square(r, dtype=np.float64).sum(axis=1)), axis=0)
-            cols = sum((_column_energy(analysis, g, c) for c in consumers), np.zeros(g.size))
+            cols = consumer_column_energy(analysis, g)
             total = prod * (cols if consumers else 1.0)
             notes[g.id] = f"no activation statistics ({fallback or 'no consumer'}): producer l2 x consumer norm"
         scores[g.id] = np.sqrt(np.maximum(total, 0.0))
@@ -53,16 +53,6 @@ def energy(analysis: Analysis, centered: bool = False) -> ScoreDict:
 
 def energy_centered(analysis: Analysis) -> ScoreDict:
     return energy(analysis, centered=True)
-
-
-def _column_energy(analysis: Analysis, g: Group, c) -> np.ndarray:
-    """||W_c[:, j]||^2 per channel j of the group (a flattened channel owns many columns)."""
-    w = np.moveaxis(c.value.const_value.numpy(), c.axis, 0)
-    rows = np.square(w.reshape(w.shape[0], -1), dtype=np.float64).sum(axis=1)
-    out = np.zeros(g.size)
-    pos, cls = analysis.channels_in(g, c.atoms)
-    np.add.at(out, cls, rows[pos] if len(pos) else rows[:0])
-    return out
 
 
 def _moments(analysis: Analysis, g: Group, value, depth: int) -> tuple[np.ndarray, np.ndarray] | str:

@@ -88,9 +88,11 @@ def _probe_loss(outputs, labels, seed: int):
     return total
 
 
-def distillation_loss(outputs, targets, labels=None):
-    """Mean over the batch: KL to the original's softmax (cross-entropy to labels when given) on
-    classifier outputs, squared error elsewhere."""
+def distillation_loss(outputs, targets, labels=None, hard: bool = False):
+    """Mean over the batch, towards the original's outputs ``targets``: on classifier outputs
+    cross-entropy to ``labels`` when given, else KL to the original's softmax, or with ``hard``
+    cross-entropy to its top-1 (whose gradient is not zero while the model still equals the original);
+    squared error on other outputs."""
     import torch
     import torch.nn.functional as F
 
@@ -100,32 +102,12 @@ def distillation_loss(outputs, targets, labels=None):
             continue
         t = torch.as_tensor(t, dtype=y.dtype)
         if _classifier(y):
-            if labels is not None and i == 0:
-                total = total + F.cross_entropy(y, torch.as_tensor(labels), reduction="mean")
+            if (labels is not None and i == 0) or hard:
+                target = torch.as_tensor(labels) if labels is not None and i == 0 else t.argmax(1)
+                total = total + F.cross_entropy(y, target, reduction="mean")
             else:
                 total = total + F.kl_div(F.log_softmax(y, 1), F.log_softmax(t, 1), log_target=True,
                                          reduction="batchmean")
-        else:
-            total = total + F.mse_loss(y, t, reduction="mean")
-    return total
-
-
-def _gate_task_loss(outputs, targets, labels):
-    """Dirichlet's task loss, mean over the batch: cross-entropy to labels or, without them, to the
-    original's own top-1 on classifier outputs (its gradient favours the channels that make the
-    model's answer more certain; KL to the original's softmax has none at the start), squared error
-    to the original elsewhere."""
-    import torch
-    import torch.nn.functional as F
-
-    total = 0.0
-    for i, (y, t) in enumerate(zip(outputs, targets)):
-        if not torch.is_floating_point(y):
-            continue
-        t = torch.as_tensor(t, dtype=y.dtype)
-        if _classifier(y):
-            target = torch.as_tensor(labels) if labels is not None and i == 0 else t.argmax(1)
-            total = total + F.cross_entropy(y, target, reduction="mean")
         else:
             total = total + F.mse_loss(y, t, reduction="mean")
     return total
@@ -243,7 +225,7 @@ def dirichlet_scores(model: ir.Model, analysis: Analysis, calib: Calibration, ta
             (feeds, labels), target = batches[step % len(batches)], targets[step % len(batches)]
             outs = [twin(feeds) for _ in range(samples if sampling else 1)]
             outputs = [torch.stack([o[i] for o in outs]).mean(0) for i in range(len(outs[0]))]
-            loss = _gate_task_loss(outputs, target, labels)
+            loss = distillation_loss(outputs, target, labels, hard=True)
             loss = loss + beta * sum(kl(F.softplus(t)) for t in theta.values()) / calib.batch
             opt.zero_grad()
             loss.backward()

@@ -29,6 +29,18 @@ def producer_sums(analysis: Analysis, group: Group, row_stat: Callable) -> list[
     return sums
 
 
+def consumer_column_energy(analysis: Analysis, g: Group, consumers: list | None = None) -> np.ndarray:
+    """Per channel: the sum over the group's consumers (or ``consumers``) of ||W_c[:, j]||^2 (a
+    flattened channel owns many columns)."""
+    out = np.zeros(g.size)
+    for c in consumers if consumers is not None else (p for p in g.params if p.role == "consumer"):
+        w = np.moveaxis(c.value.const_value.numpy(), c.axis, 0)
+        rows = np.square(w.reshape(w.shape[0], -1), dtype=np.float64).sum(axis=1)
+        pos, cls = analysis.channels_in(g, c.atoms)
+        np.add.at(out, cls, rows[pos])
+    return out
+
+
 def l1(analysis: Analysis) -> dict[int, np.ndarray]:
     """Sum of |w| of each channel's filters."""
     return {g.id: np.sum(producer_sums(analysis, g, lambda r: np.abs(r).sum(axis=1, dtype=np.float64)), axis=0)

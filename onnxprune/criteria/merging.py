@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.criteria.lumping import _path_blocker, _producer_vectors
-from onnxprune.criteria.magnitude import ScoreDict
+from onnxprune.criteria.magnitude import ScoreDict, consumer_column_energy
 from onnxprune.graph import Analysis, Group
 from onnxprune.plan import Plan
 
@@ -42,17 +42,6 @@ def merge_scores(analysis: Analysis) -> ScoreDict:
 
 def _fold_blocker(analysis: Analysis, g: Group) -> str | None:
     return "grouped convs or chunks read it" if g.blocks else _path_blocker(analysis, g)
-
-
-def consumer_column_energy(analysis: Analysis, g: Group) -> np.ndarray:
-    """Per channel: the sum over consumers of ||W_c[:, j]||^2 (a flattened channel owns many columns)."""
-    out = np.zeros(g.size)
-    for c in (p for p in g.params if p.role == "consumer"):
-        w = np.moveaxis(c.value.const_value.numpy(), c.axis, 0)
-        rows = np.square(w.reshape(w.shape[0], -1), dtype=np.float64).sum(axis=1)
-        pos, cls = analysis.channels_in(g, c.atoms)
-        np.add.at(out, cls, rows[pos])
-    return out
 
 
 def _greedy(v: np.ndarray, n: np.ndarray) -> np.ndarray:
