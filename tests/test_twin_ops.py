@@ -132,6 +132,21 @@ def _onnxruntime_outputs(model: onnx.ModelProto, feeds) -> list[np.ndarray] | No
         return None
 
 
+DATA_CASES = [p for p in twin_cases.data_case_dirs()
+              if all(supports(op, v, d) for d, op, v in twin_cases.case_ops(onnx.load(p / "model.onnx")))]
+
+
+@pytest.mark.parametrize("folder", DATA_CASES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_backend_data_case(folder):
+    """The pytorch-converted / pytorch-operator / simple cases, shipped as files with their data."""
+    model, feeds, expected = twin_cases.data_case(folder)
+    with torch.no_grad():
+        outs = Twin(ir.serde.deserialize_model(model))(feeds)
+    assert len(outs) == len(expected)
+    for i, (o, e) in enumerate(zip(outs, expected)):
+        assert_close(_numpy(o), e, f"{folder.name} output {i}")
+
+
 def test_lists_name_real_cases():
     """Every exclusion pattern and ORT override still names a selected case (no stale entries)."""
     for pattern in EXPECTED_UNSUPPORTED:
@@ -147,7 +162,7 @@ def test_every_registered_op_has_backend_cases():
             covered |= {(d, op) for d, op, _ in twin_cases.case_ops(twin_cases.node_cases()[name].model)}
     missing = [k for k in registered_ops() if k not in covered]
     assert not missing, f"registered ops without a passing backend case: {missing}"
-    assert len(SELECTED) > 1000
+    assert len(SELECTED) > 1000 and len(DATA_CASES) > 100
 
 
 # ---------------------------------------------------------------- old opsets, against onnxruntime
@@ -210,8 +225,10 @@ def test_old_opset_against_onnxruntime(case):
 def test_old_opset_cases_cover_every_registered_range():
     """Each registered (op, opset range) is exercised by a backend case or an old-opset case."""
     hit = set()
-    for name in SELECTED:
-        for d, op, v in twin_cases.case_ops(twin_cases.node_cases()[name].model):
+    models = [twin_cases.node_cases()[name].model for name in SELECTED]
+    models += [onnx.load(p / "model.onnx") for p in DATA_CASES]
+    for model in models:
+        for d, op, v in twin_cases.case_ops(model):
             hit |= {(d, op, r) for r in registered_ops()[(d, op)] if r[0] <= v <= r[1]}
     for op, opset, *_ in OLD_OPSET_CASES.values():
         hit |= {("", op, r) for r in registered_ops()[("", op)] if r[0] <= opset <= r[1]}
