@@ -14,12 +14,12 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch_archs  # noqa: E402
-import zoo  # noqa: E402
+import torch_archs
+import zoo
 
-from onnxprune.passes.normalize import normalize  # noqa: E402
-from onnxprune.twin import Twin  # noqa: E402
-from onnxprune.validate.fidelity import output_metrics, session, synthetic_inputs  # noqa: E402
+from onnxprune.passes.normalize import normalize
+from onnxprune.twin import Twin
+from onnxprune.validate.fidelity import output_metrics, session, synthetic_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 RTOL = 1e-4

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, Iterator, Union
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -12,11 +12,16 @@ import torch
 from torch import nn
 
 from onnxprune.errors import InputError, PlanError, UnsupportedOpError
-from onnxprune.twin.dtypes import FLOAT_TYPES, as_tensor, numpy_from_torch, tensor_from_ir
+from onnxprune.twin.dtypes import (
+    FLOAT_TYPES,
+    as_tensor,
+    numpy_from_torch,
+    tensor_from_ir,
+)
 from onnxprune.twin.registry import NodeInfo, lookup
 
 # value name -> (axis, index_map or None, gate Parameter / tensor / size)
-GateSpec = tuple[int, Union[Sequence[int], np.ndarray, torch.Tensor, None], Union[torch.Tensor, int]]
+GateSpec = tuple[int, Sequence[int] | np.ndarray | torch.Tensor | None, torch.Tensor | int]
 
 
 def _key(i: int, name: str) -> str:
