@@ -1,5 +1,5 @@
-"""Every op of the twin against the ONNX backend node test cases, and old-opset variants against
-onnxruntime.
+"""Every op of the twin against the ONNX backend node test cases (their expected outputs, and
+onnxruntime where it runs the case), and old-opset variants against onnxruntime.
 
 A backend case is selected when all of its ops are registered at the case's opset and its data are
 plain tensors. Each selected case must either match (within float tolerances, integers exactly) or be
@@ -21,10 +21,10 @@ import torch
 from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import twin_cases  # noqa: E402
+import twin_cases
 
-from onnxprune.errors import UnsupportedOpError  # noqa: E402
-from onnxprune.twin import Twin, registered_ops, supports  # noqa: E402
+from onnxprune.errors import UnsupportedOpError
+from onnxprune.twin import Twin, registered_ops, supports
 
 # Case-name pattern -> why the twin refuses it (with UnsupportedOpError).
 EXPECTED_UNSUPPORTED = {
@@ -108,13 +108,43 @@ def test_backend_node_case(name):
         return
     twin = Twin(ir.serde.deserialize_model(case.model))
     with torch.no_grad():
-        outs = twin(feeds)
+        outs = [_numpy(o) for o in twin(feeds)]
+    from_ort = _onnxruntime_outputs(case.model, feeds)
     if name in ORT_IS_REFERENCE:
-        expected = ort.InferenceSession(case.model.SerializeToString(),
-                                        providers=["CPUExecutionProvider"]).run(None, feeds)
+        assert from_ort is not None, name
+        expected = from_ort
     assert len(outs) == len(expected)
     for i, (o, e) in enumerate(zip(outs, expected)):
-        assert_close(_numpy(o), np.asarray(e), f"{name} output {i}")
+        assert_close(o, np.asarray(e), f"{name} output {i} vs the expected output")
+    if from_ort is not None:  # and against onnxruntime wherever it runs the case (all but ~20)
+        for i, (o, r) in enumerate(zip(outs, from_ort)):
+            assert_close(o, r, f"{name} output {i} vs onnxruntime")
+
+
+def _onnxruntime_outputs(model: onnx.ModelProto, feeds) -> list[np.ndarray] | None:
+    """onnxruntime's outputs, or None when it cannot load or run the case (new opsets, bfloat16...)."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return sess.run(None, feeds)
+    except Exception:  # noqa: BLE001 - any load/run failure means onnxruntime cannot check this case
+        return None
+
+
+DATA_CASES = [p for p in twin_cases.data_case_dirs()
+              if all(supports(op, v, d) for d, op, v in twin_cases.case_ops(onnx.load(p / "model.onnx")))]
+
+
+@pytest.mark.parametrize("folder", DATA_CASES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_backend_data_case(folder):
+    """The pytorch-converted / pytorch-operator / simple cases, shipped as files with their data."""
+    model, feeds, expected = twin_cases.data_case(folder)
+    with torch.no_grad():
+        outs = Twin(ir.serde.deserialize_model(model))(feeds)
+    assert len(outs) == len(expected)
+    for i, (o, e) in enumerate(zip(outs, expected)):
+        assert_close(_numpy(o), e, f"{folder.name} output {i}")
 
 
 def test_lists_name_real_cases():
@@ -132,7 +162,7 @@ def test_every_registered_op_has_backend_cases():
             covered |= {(d, op) for d, op, _ in twin_cases.case_ops(twin_cases.node_cases()[name].model)}
     missing = [k for k in registered_ops() if k not in covered]
     assert not missing, f"registered ops without a passing backend case: {missing}"
-    assert len(SELECTED) > 1000
+    assert len(SELECTED) > 1000 and len(DATA_CASES) > 100
 
 
 # ---------------------------------------------------------------- old opsets, against onnxruntime
@@ -195,8 +225,10 @@ def test_old_opset_against_onnxruntime(case):
 def test_old_opset_cases_cover_every_registered_range():
     """Each registered (op, opset range) is exercised by a backend case or an old-opset case."""
     hit = set()
-    for name in SELECTED:
-        for d, op, v in twin_cases.case_ops(twin_cases.node_cases()[name].model):
+    models = [twin_cases.node_cases()[name].model for name in SELECTED]
+    models += [onnx.load(p / "model.onnx") for p in DATA_CASES]
+    for model in models:
+        for d, op, v in twin_cases.case_ops(model):
             hit |= {(d, op, r) for r in registered_ops()[(d, op)] if r[0] <= v <= r[1]}
     for op, opset, *_ in OLD_OPSET_CASES.values():
         hit |= {("", op, r) for r in registered_ops()[("", op)] if r[0] <= opset <= r[1]}

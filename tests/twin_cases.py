@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -58,3 +59,28 @@ def case_data(case) -> tuple[dict[str, np.ndarray], list[np.ndarray]] | None:
 def _array(value) -> np.ndarray:
     """TensorProto values (bfloat16, float8, int4 cases) become ml_dtypes arrays."""
     return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else np.asarray(value)
+
+
+DATA_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data"
+DATA_KINDS = ("pytorch-converted", "pytorch-operator", "simple")
+
+
+def data_case_dirs() -> list[Path]:
+    """The backend cases the onnx wheel does ship as files (model.onnx + test_data_set_0/*.pb)."""
+    return sorted(p for kind in DATA_KINDS for p in (DATA_DIR / kind).iterdir() if (p / "model.onnx").is_file())
+
+
+def data_case(folder: Path) -> tuple[onnx.ModelProto, dict[str, np.ndarray], list[np.ndarray]]:
+    model = onnx.load(folder / "model.onnx")
+    data = folder / "test_data_set_0"
+    inits = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in inits]
+
+    def read(path: Path) -> np.ndarray:
+        t = onnx.TensorProto()
+        t.ParseFromString(path.read_bytes())
+        return numpy_helper.to_array(t)
+
+    inputs = [read(p) for p in sorted(data.glob("input_*.pb"), key=lambda p: int(p.stem.split("_")[1]))]
+    outputs = [read(p) for p in sorted(data.glob("output_*.pb"), key=lambda p: int(p.stem.split("_")[1]))]
+    return model, dict(zip(names, inputs)), outputs

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, Iterator, Union
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -12,11 +12,16 @@ import torch
 from torch import nn
 
 from onnxprune.errors import InputError, PlanError, UnsupportedOpError
-from onnxprune.twin.dtypes import FLOAT_TYPES, as_tensor, numpy_from_torch, tensor_from_ir
+from onnxprune.twin.dtypes import (
+    FLOAT_TYPES,
+    as_tensor,
+    numpy_from_torch,
+    tensor_from_ir,
+)
 from onnxprune.twin.registry import NodeInfo, lookup
 
 # value name -> (axis, index_map or None, gate Parameter / tensor / size)
-GateSpec = tuple[int, Union[Sequence[int], np.ndarray, torch.Tensor, None], Union[torch.Tensor, int]]
+GateSpec = tuple[int, Sequence[int] | np.ndarray | torch.Tensor | None, torch.Tensor | int]
 
 
 def _key(i: int, name: str) -> str:
@@ -85,8 +90,8 @@ class Twin(nn.Module):
             slot(name)
         # Graph inputs that also have an initializer (old exporters) may be fed; else the initializer is used.
         self._feed_slots = [(v.name, slot(v.name)) for v in graph.inputs]
-        self._init_slots = [(name, self._slots[name], key, True) for name, key in self._param_keys.items()]
-        self._init_slots += [(name, self._slots[name], key, False) for name, key in self._buffer_keys.items()]
+        # (slot, attribute key) of every initializer and Constant: read into the value table per forward
+        self._init_slots = [(self._slots[name], key) for name, key in {**self._param_keys, **self._buffer_keys}.items()]
 
         program = []
         nodes = _topological(graph, set(self._slots))
@@ -109,7 +114,7 @@ class Twin(nn.Module):
                 key = _key(len(self._slots), node.outputs[0].name)
                 self.register_buffer(key, kernel())
                 self._buffer_keys[node.outputs[0].name] = key
-                self._init_slots.append((node.outputs[0].name, slot(node.outputs[0].name), key, False))
+                self._init_slots.append((slot(node.outputs[0].name), key))
                 continue
             ins = tuple(slot(v.name) if v is not None and v.name else -1 for v in node.inputs)
             outs = tuple(slot(v.name) if v.name else -1 for v in node.outputs)
@@ -238,7 +243,7 @@ class Twin(nn.Module):
         feeds = self._feeds(args, feeds)
         env: list[Any] = [None] * len(self._slots)
         gates = self._gate_points
-        for name, s, key, _ in self._init_slots:
+        for s, key in self._init_slots:
             env[s] = getattr(self, key)
         for name, s in self._feed_slots:
             if name in feeds:

@@ -8,8 +8,9 @@ Missing optional inputs reach the kernel as ``None``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from onnxprune.errors import UnsupportedOpError
 

@@ -36,7 +36,7 @@ def torch_pad_arg(begin: list[int], end: list[int]) -> list[int]:
 class SpatialPads:
     """Resolves auto_pad / pads for a node once; SAME pads are computed per input size."""
 
-    def __init__(self, node: NodeInfo, kernel_rank: int | None = None):
+    def __init__(self, node: NodeInfo):
         self.auto_pad = node.attr("auto_pad", "NOTSET")
         self.pads = node.attr("pads")
         if self.auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
@@ -51,18 +51,21 @@ class SpatialPads:
         return list(self.pads[:n]), list(self.pads[n:])
 
 
+def geometry(node: NodeInfo, x: torch.Tensor, kernel: list[int], impls: dict):
+    """(spatial rank, kernel, strides, dilations) of a conv or pool on ``x``; refuses ranks torch lacks."""
+    n = x.dim() - 2
+    if n not in impls:
+        raise node.unsupported(f"{n} spatial dimensions")
+    return n, kernel, node.attr("strides") or [1] * n, node.attr("dilations") or [1] * n
+
+
 @register("Conv")
 def conv(node: NodeInfo):
     group = node.attr("group", 1)
     pads = SpatialPads(node)
 
     def run(x, w, b=None):
-        n = x.dim() - 2
-        if n not in _CONV:
-            raise node.unsupported(f"{n} spatial dimensions")
-        kernel = list(w.shape[2:])
-        strides = node.attr("strides") or [1] * n
-        dil = node.attr("dilations") or [1] * n
+        n, kernel, strides, dil = geometry(node, x, list(w.shape[2:]), _CONV)
         begin, end = pads.resolve(x.shape[2:], kernel, strides, dil)
         if begin == end:
             return _CONV[n](x, w, b, strides, begin, dil, group)
@@ -77,12 +80,7 @@ def conv_transpose(node: NodeInfo):
     output_shape = node.attr("output_shape")
 
     def run(x, w, b=None):
-        n = x.dim() - 2
-        if n not in _CONV_T:
-            raise node.unsupported(f"{n} spatial dimensions")
-        kernel = list(w.shape[2:])
-        strides = node.attr("strides") or [1] * n
-        dil = node.attr("dilations") or [1] * n
+        n, kernel, strides, dil = geometry(node, x, list(w.shape[2:]), _CONV_T)
         out_pad = node.attr("output_padding") or [0] * n
         sizes = list(x.shape[2:])
         # torch computes the unpadded ("full") output; ONNX pads then crop it (negative F.pad) or extend it.

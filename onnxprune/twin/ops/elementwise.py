@@ -98,7 +98,17 @@ def leaky_relu(node: NodeInfo):
     return lambda x: F.leaky_relu(x, alpha)
 
 
-@register("PRelu")
+@register("PRelu", until=6)
+def prelu_per_channel(node: NodeInfo):
+    # Before opset 7 a 1-D slope is per channel (axis 1), not numpy-broadcast.
+    def run(x, slope):
+        if slope.dim() == 1 and slope.numel() > 1 and x.dim() > 1:
+            slope = slope.reshape(-1, *[1] * (x.dim() - 2))
+        return torch.where(x < 0, x * slope, x)
+    return run
+
+
+@register("PRelu", since=7)
 def prelu(node: NodeInfo):
     # The slope broadcasts unidirectionally to X (not only per channel as F.prelu wants).
     return lambda x, slope: torch.where(x < 0, x * slope, x)

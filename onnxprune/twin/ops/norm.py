@@ -117,3 +117,15 @@ def lp_norm(node: NodeInfo):
         norm = torch.linalg.vector_norm(x, ord=p, dim=axis, keepdim=True)
         return x / torch.where(norm == 0, torch.ones_like(norm), norm)  # zero vectors stay zero
     return run
+
+
+@register("RMSNormalization", since=23)
+def rms_norm(node: NodeInfo):
+    axis, eps = node.attr("axis", -1), node.attr("epsilon", 1e-5)
+
+    def run(x, scale):
+        dims = tuple(range(axis % x.dim(), x.dim()))
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        y = xf * torch.rsqrt((xf * xf).mean(dims, keepdim=True) + eps)
+        return y.to(x.dtype) * scale
+    return run

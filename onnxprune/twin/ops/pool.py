@@ -7,20 +7,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from onnxprune.twin.ops.conv import SpatialPads, torch_pad_arg
+from onnxprune.twin.ops.conv import SpatialPads, geometry, torch_pad_arg
 from onnxprune.twin.registry import NodeInfo, register
 
 _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-
-
-def _pool_params(node: NodeInfo, x: torch.Tensor):
-    n = x.dim() - 2
-    kernel = list(node.attr("kernel_shape"))
-    strides = node.attr("strides") or [1] * n
-    dil = node.attr("dilations") or [1] * n
-    return n, kernel, strides, dil
 
 
 def _torch_pads_ok(begin, end, kernel, dil) -> bool:
@@ -36,9 +28,7 @@ def max_pool(node: NodeInfo):
     want_indices = node.has_output(1)
 
     def run(x):
-        n, kernel, strides, dil = _pool_params(node, x)
-        if n not in _MAX:
-            raise node.unsupported(f"{n} spatial dimensions")
+        n, kernel, strides, dil = geometry(node, x, list(node.attr("kernel_shape")), _MAX)
         begin, end = pads.resolve(x.shape[2:], kernel, strides, dil)
         if _torch_pads_ok(begin, end, kernel, dil):
             xin, pad = x, begin
@@ -87,9 +77,7 @@ def average_pool(node: NodeInfo):
     include_pad = bool(node.attr("count_include_pad", 0))
 
     def run(x):
-        n, kernel, strides, dil = _pool_params(node, x)
-        if n not in _CONV:
-            raise node.unsupported(f"{n} spatial dimensions")
+        n, kernel, strides, dil = geometry(node, x, list(node.attr("kernel_shape")), _CONV)
         begin, end = pads.resolve(x.shape[2:], kernel, strides, dil)
         if n in _AVG and all(d == 1 for d in dil) and _torch_pads_ok(begin, end, kernel, dil):
             return _AVG[n](x, kernel, strides, begin, ceil, include_pad)

@@ -113,3 +113,16 @@ def _arg(fn):
 
 register("ArgMax")(_arg(torch.argmax))
 register("ArgMin")(_arg(torch.argmin))
+
+
+@register("TopK", since=10)
+def top_k(node: NodeInfo):
+    # sorted=0 allows any order; sorted output is one of them.
+    axis, largest = node.attr("axis", -1), bool(node.attr("largest", 1))
+
+    def run(x, k):
+        # A stable sort keeps the lower index first among equal values, as ONNX requires.
+        values, indices = torch.sort(x, dim=axis, descending=largest, stable=True)
+        n = int(k.reshape(-1)[0])
+        return values.narrow(axis, 0, n), indices.narrow(axis, 0, n)
+    return run

@@ -1,5 +1,6 @@
-"""Shape and layout ops: Shape, Reshape, Flatten, Transpose, (Un)Squeeze, Concat, Split, Slice, Gather,
-Expand, Tile, Pad, constants (Constant, ConstantOfShape, Range), Depth/SpaceToDepth, Trilu, CumSum."""
+"""Shape, layout and indexing ops: Shape, Reshape, Flatten, Transpose, (Un)Squeeze, Concat, Split, Slice,
+Gather(ND/Elements), Scatter(ND/Elements), OneHot, NonZero, Expand, Tile, Pad, constants (Constant,
+ConstantOfShape, Range), Depth/SpaceToDepth, Trilu, CumSum/CumProd."""
 
 from __future__ import annotations
 
@@ -246,18 +247,101 @@ def trilu(node: NodeInfo):
     return lambda x, k=None: (torch.triu if upper else torch.tril)(x, int(k.item()) if k is not None else 0)
 
 
-@register("CumSum", since=11)
-def cumsum(node: NodeInfo):
-    exclusive, reverse = bool(node.attr("exclusive", 0)), bool(node.attr("reverse", 0))
+def _cumulative(fn, identity: int):
+    def build(node: NodeInfo):
+        exclusive, reverse = bool(node.attr("exclusive", 0)), bool(node.attr("reverse", 0))
 
-    def run(x, axis_t):
-        a = int(axis_t.item())
-        y = torch.flip(x, [a]) if reverse else x
-        out = torch.cumsum(y, a).to(x.dtype)
-        if exclusive:
-            out = out - y
-        return torch.flip(out, [a]) if reverse else out
+        def run(x, axis_t):
+            a = int(axis_t.item()) % x.dim()
+            y = torch.flip(x, [a]) if reverse else x
+            if exclusive:  # shift by one along the axis, starting from the identity
+                first = torch.full_like(y.narrow(a, 0, 1), identity)
+                y = torch.cat([first, y.narrow(a, 0, y.shape[a] - 1)], a)
+            out = fn(y, a).to(x.dtype)
+            return torch.flip(out, [a]) if reverse else out
+        return run
+    return build
+
+
+register("CumSum", since=11)(_cumulative(torch.cumsum, 0))
+register("CumProd", since=26)(_cumulative(torch.cumprod, 1))
+
+
+@register("GatherND", since=11)
+def gather_nd(node: NodeInfo):
+    b = node.attr("batch_dims", 0)
+
+    def run(x, idx):
+        m = idx.shape[-1]
+        batch = int(np.prod(x.shape[:b], dtype=np.int64))
+        data = x.reshape(batch, *x.shape[b:])
+        ind = idx.long().reshape(batch, -1, m)
+        sizes = torch.tensor(data.shape[1:1 + m], dtype=torch.long)
+        ind = torch.where(ind < 0, ind + sizes, ind)
+        rows = torch.arange(batch).reshape(batch, 1).expand(batch, ind.shape[1])
+        out = data[(rows, *ind.unbind(-1))]
+        return out.reshape((*idx.shape[:-1], *x.shape[b + m:]))
     return run
+
+
+_SCATTER_REDUCE = {"mul": "prod", "max": "amax", "min": "amin", "add": "sum"}
+
+
+@register("ScatterElements", since=11)
+def scatter_elements(node: NodeInfo):
+    axis, reduction = node.attr("axis", 0), node.attr("reduction", "none")
+
+    def run(x, idx, updates):
+        idx = idx.long()
+        idx = torch.where(idx < 0, idx + x.shape[axis], idx)
+        if reduction == "none":
+            return x.scatter(axis, idx, updates)
+        return x.scatter_reduce(axis, idx, updates, _SCATTER_REDUCE[reduction], include_self=True)
+    return run
+
+
+@register("ScatterND", since=11)
+def scatter_nd(node: NodeInfo):
+    reduction = node.attr("reduction", "none")
+
+    def run(x, idx, updates):
+        # Rows of x flattened over the m indexed axes; each index tuple picks one row.
+        m = idx.shape[-1]
+        lead = x.shape[:m]
+        flat = x.reshape(int(np.prod(lead, dtype=np.int64)), -1)
+        ind = idx.long().reshape(-1, m)
+        ind = torch.where(ind < 0, ind + torch.tensor(lead, dtype=torch.long), ind)
+        strides = torch.tensor([int(np.prod(lead[i + 1:], dtype=np.int64)) for i in range(m)], dtype=torch.long)
+        rows = (ind * strides).sum(-1)
+        upd = updates.reshape(rows.shape[0], -1)
+        if reduction == "none":
+            out = flat.index_copy(0, rows, upd)
+        else:
+            index = rows.reshape(-1, 1).expand_as(upd)
+            out = flat.scatter_reduce(0, index, upd, _SCATTER_REDUCE[reduction], include_self=True)
+        return out.reshape(x.shape)
+    return run
+
+
+@register("OneHot", since=9)
+def one_hot(node: NodeInfo):
+    axis = node.attr("axis", -1)
+
+    def run(indices, depth, values):
+        d = int(depth.reshape(-1)[0])
+        idx = indices.long() if not indices.dtype.is_floating_point else indices.trunc().long()
+        idx = torch.where(idx < 0, idx + d, idx)  # out-of-range indices give an all-off row
+        a = axis % (idx.dim() + 1)
+        shape = [1] * (idx.dim() + 1)
+        shape[a] = d
+        hot = idx.unsqueeze(a) == torch.arange(d).reshape(shape)
+        return torch.where(hot, values[1], values[0])
+    return run
+
+
+@register("NonZero", since=9)
+def non_zero(node: NodeInfo):
+    return lambda x: torch.nonzero(x).t().contiguous()  # [rank, count], int64
 
 
 def _pad_indices(n: int, before: int, after: int, mode: str) -> torch.Tensor:
