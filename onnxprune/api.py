@@ -16,6 +16,8 @@ from onnxprune.auto import RATIO_STEP, Budget, prune_gaussian, prune_merged, sea
 from onnxprune.criteria import GRADIENT, get_criterion
 from onnxprune.criteria.compensate import add_compensation
 from onnxprune.criteria.gaussian import gaussian_scores
+from onnxprune.criteria.gradient import gradient_plan
+from onnxprune.criteria.gradient import reference_outputs as gradient_reference_outputs
 from onnxprune.criteria.lumping import lumping_plan
 from onnxprune.criteria.merging import add_near_copies, fold_removed, merge_scores
 from onnxprune.data import DataSource, as_source
@@ -163,9 +165,9 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
             from onnxprune.criteria.gradient import load_calibration
             calib = load_calibration(m, data)
             if criterion == "dirichlet" or finetune:
-                reference = _reference_outputs(m, calib)
+                reference = gradient_reference_outputs(m, calib)
         if gradient and not remove:
-            plan, extra = _gradient_plan(m, analysis, criterion, None if auto else ratio, opts, calib, reference,
+            plan, extra = gradient_plan(m, analysis, criterion, None if auto else ratio, opts, calib, reference,
                                          dict(gradient_options or {}), progress, input_shapes)
         elif targets:
             plan, target_report = _plan_for_targets(m, analysis, scorer, opts, targets, input_shapes)
@@ -257,7 +259,7 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
         if finetune:
             from onnxprune.criteria.gradient import load_calibration
             calib = load_calibration(final, data)
-            extra["finetune"] = _finetune(final, calib, _reference_outputs(m, calib), finetune, options or {},
+            extra["finetune"] = _finetune(final, calib, gradient_reference_outputs(m, calib), finetune, options or {},
                                           progress)
         report = build_report(an2, plan, replay_specs(an2, plan), criterion=criterion, ratio="auto",
                               params=(params_before, count_params(final)),
@@ -315,85 +317,6 @@ def _run_in_batches(sess, feeds: dict[str, np.ndarray], names: list[str] | None 
         raise OptionError(f"{n} samples, fewer than the model's fixed batch of {dim0}")
     parts = [sess.run(names, {k: v[i:i + dim0] for k, v in feeds.items()}) for i in range(0, n - n % dim0, dim0)]
     return [np.concatenate(p) for p in zip(*parts)]
-
-
-def _reference_outputs(m: ir.Model, calib) -> list[list[np.ndarray]]:
-    """The (unpruned) model's outputs on every calibration batch, from onnxruntime."""
-    from onnxprune.validate.fidelity import session
-
-    sess = session(ir.to_proto(m).SerializeToString(), role="original model")
-    return [sess.run(None, feeds) for feeds, _ in calib.batches()]
-
-
-def _gradient_plan(m: ir.Model, analysis: Analysis, criterion: str, ratio: float | None, opts: AllocationOptions,
-                   calib, reference, options: dict, progress: bool, input_shapes) -> tuple[Plan, dict]:
-    """Plan and report section of a gradient criterion (``ratio`` None: the criterion's own count)."""
-    from dataclasses import replace
-
-    from onnxprune.allocation import select
-    from onnxprune.criteria import gradient as gr
-
-    groups = analysis.prunable_groups
-    extra: dict = {}
-    if criterion == "dirichlet":
-        scores = gr.dirichlet_scores(m, analysis, calib, reference, steps_=options.get("steps"),
-                                     beta=options.get("beta", 1.0), alpha0=options.get("alpha0", 1.0),
-                                     sampling=options.get("sampling", False), samples=options.get("samples", 4),
-                                     progress=progress)
-        counts = gr.mass_counts(groups, scores, options.get("mass", 0.95)) if ratio is None else None
-        extra["dirichlet"] = {"variant": "sampling" if options.get("sampling") else "point",
-                              "beta": options.get("beta", 1.0), "alpha0": options.get("alpha0", 1.0)}
-        why = f"posterior mass {options.get('mass', 0.95):g} kept"
-    else:
-        grads = gr.gate_gradients(m, analysis, calib, progress)
-        if criterion == "taylor":
-            scores, counts, why = gr.taylor_scores(grads), None, ""
-        else:
-            red = gr.singularity(grads, tau=options.get("tau", 1e-2), energy=options.get("energy"))
-            scores = {gid: r.scores for gid, r in red.items()}
-            counts = gr.singularity_counts(groups, red, ratio)
-            why = "numerical rank of the gradient matrix" if ratio is None else f"ratio {ratio:g} shared by the caps"
-            extra["singularity"] = _redundancy_report(m, analysis, red, calib, options, input_shapes)
-    if counts is None:
-        plan = allocate(analysis, scores, replace(opts, ratio=ratio or 0.0))
-        return plan, extra
-    plan = Plan()
-    for g in groups:
-        k = counts.get(g.id, 0)
-        chosen = select(g, scores[g.id], (k + 0.5) / g.size, opts.round_to) if k else np.zeros(0, np.int64)
-        if len(chosen):
-            plan.removed[g.id] = chosen
-            plan.reasons[g.id] = f"lowest {len(chosen)} of {g.size} by {criterion} ({why})"
-    return plan, extra
-
-
-def _redundancy_report(m: ir.Model, analysis: Analysis, red: dict, calib, options: dict, input_shapes) -> dict:
-    """The network's maximum redundancy (every group at its cap) in channels, params and MACs."""
-    from onnxprune.allocation import select
-    from onnxprune.targets import predicted_size
-
-    caps = Plan()
-    rows = {}
-    for g in analysis.prunable_groups:
-        r = red.get(g.id)
-        if r is None:
-            continue
-        rows[g.name] = {"channels": g.size, "rank": r.rank, "max_ratio": round(r.cap / g.size, 4)}
-        if r.cap:
-            caps.removed[g.id] = select(g, r.scores, (r.cap + 0.5) / g.size)
-    macs0 = macs_per_node(m, input_shapes)
-    params0 = {v: int(np.prod(v.const_value.shape)) for v in m.graph.initializers.values()
-               if v.const_value is not None and v.dtype is not None and v.dtype.is_floating_point()}
-    params, macs = predicted_size(analysis, caps, macs0, params0)
-    widest = max((g.size for g in analysis.prunable_groups), default=0)
-    out = {"samples": calib.samples, "tau": options.get("tau", 1e-2), "energy": options.get("energy"),
-           "groups": rows,
-           "max_redundancy": {"channels": caps.count(), "params": sum(params0.values()) - params,
-                              "flops": sum(macs0.values()) - macs}}
-    if calib.samples < 2 * widest:
-        out["warning"] = (f"{calib.samples} samples for a widest group of {widest} channels: ranks are capped at "
-                          f"the sample count; use at least {2 * widest}")
-    return out
 
 
 def _finetune(m: ir.Model, calib, reference, steps: int, options: dict, progress: bool) -> dict:

@@ -120,7 +120,7 @@ def test_dirichlet_ranks_a_useless_channel_last(tmp_path, sampling):
     """Every live channel adds evidence for the class the model predicts (positive head weights after a
     ReLU), channel 9 is computed but never read: its posterior share must end up the smallest. (The
     method ranks a channel that works against the model's answer below a useless one, by design.)"""
-    from onnxprune.criteria.gradient import dirichlet_scores, load_calibration
+    from onnxprune.criteria.gradient import dirichlet_scores, load_calibration, reference_outputs
 
     model = _planted(head_outputs=2, classifier=True)
     w2 = np.zeros((2, 12, 1, 1), np.float32)
@@ -130,7 +130,7 @@ def test_dirichlet_ranks_a_useless_channel_last(tmp_path, sampling):
     m = onnxprune.api.load_normalized(model)
     an = onnxprune.analyze(m)
     calib = load_calibration(m, _calib(tmp_path))
-    reference = onnxprune.api._reference_outputs(m, calib)
+    reference = reference_outputs(m, calib)
     (importance,) = dirichlet_scores(m, an, calib, reference, steps_=60, sampling=sampling,
                                      progress=False).values()
     live = [k for k in range(12) if k not in (5, 9)]  # 5 is dead: as useless as 9

@@ -185,8 +185,7 @@ def onnxprune_gradient_method(path: Path, criterion: str, calib: Path):
             an = analyze_groups(m)
             c = gr.load_calibration(m, calib)
             if criterion == "dirichlet":
-                from onnxprune.api import _reference_outputs
-                state["scores"] = gr.dirichlet_scores(m, an, c, _reference_outputs(m, c), progress=False)
+                state["scores"] = gr.dirichlet_scores(m, an, c, gr.reference_outputs(m, c), progress=False)
             else:
                 grads = gr.gate_gradients(m, an, c, progress=False)
                 if criterion == "taylor":

@@ -11,13 +11,15 @@ gradient at the start, where the twin still equals the original.)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune.allocation import AllocationOptions, allocate, select
 from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, Group
+from onnxprune.plan import Plan
 from onnxprune.progress import steps
 
 GRADIENT_CRITERIA = ("taylor", "singularity", "dirichlet")
@@ -270,3 +272,77 @@ def finetune(model: ir.Model, calib: Calibration, targets: list[list[np.ndarray]
             bar.update(1)
     twin.write_back(model)
     return losses
+
+
+def reference_outputs(m: ir.Model, calib) -> list[list[np.ndarray]]:
+    """The (unpruned) model's outputs on every calibration batch, from onnxruntime."""
+    from onnxprune.validate.fidelity import session
+
+    sess = session(ir.to_proto(m).SerializeToString(), role="original model")
+    return [sess.run(None, feeds) for feeds, _ in calib.batches()]
+
+
+def gradient_plan(m: ir.Model, analysis: Analysis, criterion: str, ratio: float | None, opts: AllocationOptions,
+                   calib, reference, options: dict, progress: bool, input_shapes) -> tuple[Plan, dict]:
+    """Plan and report section of a gradient criterion (``ratio`` None: the criterion's own count)."""
+    groups = analysis.prunable_groups
+    extra: dict = {}
+    if criterion == "dirichlet":
+        scores = dirichlet_scores(m, analysis, calib, reference, steps_=options.get("steps"),
+                                     beta=options.get("beta", 1.0), alpha0=options.get("alpha0", 1.0),
+                                     sampling=options.get("sampling", False), samples=options.get("samples", 4),
+                                     progress=progress)
+        counts = mass_counts(groups, scores, options.get("mass", 0.95)) if ratio is None else None
+        extra["dirichlet"] = {"variant": "sampling" if options.get("sampling") else "point",
+                              "beta": options.get("beta", 1.0), "alpha0": options.get("alpha0", 1.0)}
+        why = f"posterior mass {options.get('mass', 0.95):g} kept"
+    else:
+        grads = gate_gradients(m, analysis, calib, progress)
+        if criterion == "taylor":
+            scores, counts, why = taylor_scores(grads), None, ""
+        else:
+            red = singularity(grads, tau=options.get("tau", 1e-2), energy=options.get("energy"))
+            scores = {gid: r.scores for gid, r in red.items()}
+            counts = singularity_counts(groups, red, ratio)
+            why = "numerical rank of the gradient matrix" if ratio is None else f"ratio {ratio:g} shared by the caps"
+            extra["singularity"] = redundancy_report(m, analysis, red, calib, options, input_shapes)
+    if counts is None:
+        plan = allocate(analysis, scores, replace(opts, ratio=ratio or 0.0))
+        return plan, extra
+    plan = Plan()
+    for g in groups:
+        k = counts.get(g.id, 0)
+        chosen = select(g, scores[g.id], (k + 0.5) / g.size, opts.round_to) if k else np.zeros(0, np.int64)
+        if len(chosen):
+            plan.removed[g.id] = chosen
+            plan.reasons[g.id] = f"lowest {len(chosen)} of {g.size} by {criterion} ({why})"
+    return plan, extra
+
+
+def redundancy_report(m: ir.Model, analysis: Analysis, red: dict, calib, options: dict, input_shapes) -> dict:
+    """The network's maximum redundancy (every group at its cap) in channels, params and MACs."""
+    from onnxprune.metrics import macs_per_node
+    from onnxprune.targets import predicted_size
+
+    caps = Plan()
+    rows = {}
+    for g in analysis.prunable_groups:
+        r = red.get(g.id)
+        if r is None:
+            continue
+        rows[g.name] = {"channels": g.size, "rank": r.rank, "max_ratio": round(r.cap / g.size, 4)}
+        if r.cap:
+            caps.removed[g.id] = select(g, r.scores, (r.cap + 0.5) / g.size)
+    macs0 = macs_per_node(m, input_shapes)
+    params0 = {v: int(np.prod(v.const_value.shape)) for v in m.graph.initializers.values()
+               if v.const_value is not None and v.dtype is not None and v.dtype.is_floating_point()}
+    params, macs = predicted_size(analysis, caps, macs0, params0)
+    widest = max((g.size for g in analysis.prunable_groups), default=0)
+    out = {"samples": calib.samples, "tau": options.get("tau", 1e-2), "energy": options.get("energy"),
+           "groups": rows,
+           "max_redundancy": {"channels": caps.count(), "params": sum(params0.values()) - params,
+                              "flops": sum(macs0.values()) - macs}}
+    if calib.samples < 2 * widest:
+        out["warning"] = (f"{calib.samples} samples for a widest group of {widest} channels: ranks are capped at "
+                          f"the sample count; use at least {2 * widest}")
+    return out
