@@ -99,8 +99,11 @@ def _round_to_sweep(src: Path, tmp: Path, ratio: float, runs: int) -> dict:
     return result
 
 
+NAMES = {"cnn": "digits_cnn", "resnet": "digits_resnet", "resnet50": "light_resnet50"}
+
+
 def _row(name: str, r: dict) -> str:
-    cells = [name, f"{r['ratio']:.0%}" if "round_to" not in r or r["round_to"] == 1 else f"{r['ratio']:.0%}, round-to {r['round_to']}",
+    cells = [NAMES.get(name, name), f"{r['ratio']:.0%}" if "round_to" not in r or r["round_to"] == 1 else f"{r['ratio']:.0%}, round-to {r['round_to']}",
              f"{r['flops_speedup']:.2f}x"]
     for s in r["settings"]:
         cells.append(f"{s['original_ms']:.2f} -> {s['pruned_ms']:.2f} ms")
