@@ -116,7 +116,9 @@ def mobile_usability_check(model_path) -> dict:
 
 def calibration_samples(feeds: dict[str, np.ndarray], limit: int = CALIBRATION_SAMPLES) -> list[dict]:
     """Feeds split into single samples along the batch axis (what a CalibrationDataReader hands out)."""
-    n = min(v.shape[0] for v in feeds.values()) if feeds else 0
+    if not feeds or any(v.ndim == 0 for v in feeds.values()):
+        return [feeds]
+    n = min(v.shape[0] for v in feeds.values())
     return [{k: v[i:i + 1] for k, v in feeds.items()} for i in range(min(n, limit))] or [feeds]
 
 

@@ -141,7 +141,9 @@ def deployment_report(original, pruned_path, opts: ValidationOptions, macs: tupl
     feeds, _ = fidelity_inputs(original, opts)
     calibration = None
     if opts.edge or opts.quantize == "static":
-        calib_feeds = feeds if opts.data is None else validation_feeds(session(original), opts.data)[0]
+        # calibration data when given, even if fidelity replays --load-inputs
+        calib_feeds = feeds if opts.data is None or opts.load_inputs is None else \
+            validation_feeds(session(original), opts.data)[0]
         calibration = calibration_samples(calib_feeds)
     section = {}
     if opts.latency:
