@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -122,8 +123,9 @@ def main() -> int:
     from onnxprune.validate.latency import all_threads
 
     names = args.models.split(",")
+    # other processes skew latency (the 2-thread figures most): record the load around the run
     results = {"machine": f"{platform.machine()}, {all_threads()} cores, {platform.python_version()}",
-               "ratios": [], "round_to": []}
+               "load_average_before": os.getloadavg(), "ratios": [], "round_to": []}
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         tmp = Path(tmp)
         models = _models(tmp, names)
@@ -136,11 +138,14 @@ def main() -> int:
             for ratio in (0.5, 0.3):
                 results["round_to"].append(_round_to_sweep(models["resnet50"], tmp, ratio, args.runs or 20))
 
+    results["load_average_after"] = os.getloadavg()
     threads = [s["threads"] for s in results["ratios"][0]["settings"]]
     head = ["model", "channels removed", "MACs speedup"]
     for t in threads:
         head += [f"{t} thr: median latency", f"{t} thr: speedup [p10-p90]", f"{t} thr: speedup / MACs speedup"]
-    print(f"\nmachine: {results['machine']}\n")
+    print(f"\nmachine: {results['machine']}; load average (1, 5, 15 min) before "
+          f"{', '.join(f'{x:.1f}' for x in results['load_average_before'])}, after "
+          f"{', '.join(f'{x:.1f}' for x in results['load_average_after'])}\n")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in results["ratios"]:
