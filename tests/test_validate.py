@@ -229,3 +229,21 @@ def test_python_api_validate_and_prune_with_checks():
     assert rep["latency"]["settings"][0]["runs"] == 2 and rep["passed"] is None
     with pytest.raises(OptionError, match="give an output path"):
         onnxprune.prune(CNN, ratio=0.3, checks=ValidationOptions(quantize="dynamic"))
+
+
+def test_model_with_a_hidden_fixed_batch_falls_back_to_batch_1(tmp_path):
+    """Declared batch is free, but a Reshape to a literal [1, 4] fixes it: synthetic inputs use batch 1."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxprune.validate import ValidationOptions, validate_models
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Relu", ["r"], ["y"])],
+                              "g", [x], [y], [numpy_helper.from_array(np.array([1, 4], np.int64), "shape")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    rep = validate_models(path, path, ValidationOptions(latency=True, latency_runs=2, threads=[1]))
+    assert rep["validation"]["inputs"]["x"]["shape"] == [1, 4]
+    assert "batch 1 (the model fails at batch 8)" in rep["validation"]["input_source"]
+    assert rep["latency"]["batch"] == {"x": [1, 4]}

@@ -252,9 +252,11 @@ def run_outputs(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> lis
 
 def compare_models(original, pruned, feeds: dict[str, np.ndarray] | None = None, seed: int = 0,
                    input_shapes: dict[str, tuple] | None = None, tolerances: Tolerances | None = None,
-                   data=None, save_inputs=None, source: str | None = None) -> dict:
+                   data=None, save_inputs=None, source: str | None = None,
+                   reference: list[np.ndarray] | None = None) -> dict:
     """Both models on the same inputs (``feeds``, else ``data`` (.npz), else synthetic): output names and
-    shapes must match; metrics per output; the stated ``tolerances`` checked."""
+    shapes must match; metrics per output; the stated ``tolerances`` checked. ``reference``: the
+    original's outputs on ``feeds`` when the caller already ran it."""
     ref_sess, new_sess = session(original, role="original model"), session(pruned, role="pruned model")
     check_same_interface(ref_sess, new_sess)
     if feeds is None:
@@ -264,7 +266,7 @@ def compare_models(original, pruned, feeds: dict[str, np.ndarray] | None = None,
     tolerances = tolerances or Tolerances()
     tolerances.check_names([o.name for o in ref_sess.get_outputs()])
     try:
-        ref = run_outputs(ref_sess, feeds)
+        ref = reference if reference is not None else run_outputs(ref_sess, feeds)
     except Exception as exc:
         raise ValidationError(f"the original model fails on the validation inputs: {str(exc).splitlines()[0][:300]} "
                               "(give shapes with --input-shape NAME:D,D,...)") from exc

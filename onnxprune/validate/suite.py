@@ -16,8 +16,8 @@ from onnxprune.errors import OptionError
 from onnxprune.metrics import count_macs, count_params
 from onnxprune.passes.normalize import normalize
 from onnxprune.validate.edge import QUANT_MODES, calibration_samples, edge_report, int8_path, quantization_check
-from onnxprune.validate.fidelity import (DEFAULT_SAMPLES, Tolerances, compare_models, fixed_batch, session,
-                                         validation_feeds)
+from onnxprune.validate.fidelity import (DEFAULT_SAMPLES, Tolerances, compare_models, fixed_batch, run_outputs,
+                                         session, validation_feeds)
 from onnxprune.validate.latency import DEFAULT_BUDGET_S, latency_report
 
 
@@ -118,19 +118,30 @@ def first_batch(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v[:n] for k, v in feeds.items()}
 
 
-def fidelity_inputs(original, opts: ValidationOptions) -> tuple[dict, str]:
-    """The inputs every section uses: --load-inputs, else --data, else seeded synthetic."""
+def fidelity_inputs(original, opts: ValidationOptions) -> tuple[dict, str, list | None]:
+    """The inputs every section uses (--load-inputs, else --data, else seeded synthetic), their source,
+    and the original's outputs on them where computing them was part of choosing the inputs.
+
+    Synthetic inputs take ``opts.samples`` on a free batch dim; a model that declares a free batch but
+    fixes it inside (a Reshape to a literal 1, say) gets batch 1 instead, as before batches were used."""
     sess = session(original, role="original model")
     if opts.load_inputs is not None:
         feeds, _ = validation_feeds(sess, opts.load_inputs)
-        return feeds, f"saved inputs {opts.load_inputs}"
-    return validation_feeds(sess, opts.data, opts.seed, opts.input_shapes, opts.samples)
+        return feeds, f"saved inputs {opts.load_inputs}", None
+    feeds, source = validation_feeds(sess, opts.data, opts.seed, opts.input_shapes, opts.samples)
+    if opts.data is not None or opts.samples == 1 or fixed_batch(sess) is not None:
+        return feeds, source, None
+    try:
+        return feeds, source, run_outputs(sess, feeds)
+    except Exception:
+        feeds, source = validation_feeds(sess, None, opts.seed, opts.input_shapes, samples=1)
+        return feeds, f"{source}, batch 1 (the model fails at batch {opts.samples})", None
 
 
 def fidelity_report(original, pruned, opts: ValidationOptions) -> dict:
-    feeds, source = fidelity_inputs(original, opts)
+    feeds, source, reference = fidelity_inputs(original, opts)
     return compare_models(original, pruned, feeds, tolerances=opts.tolerances, save_inputs=opts.save_inputs,
-                          source=source)
+                          source=source, reference=reference)
 
 
 def deployment_report(original, pruned_path, opts: ValidationOptions, macs: tuple[int, int],
@@ -138,7 +149,7 @@ def deployment_report(original, pruned_path, opts: ValidationOptions, macs: tupl
     """Latency (if asked), edge checks (if asked) and the --quantize model (written next to ``output``)."""
     if not (opts.latency or opts.edge or opts.quantize):
         return {}
-    feeds, _ = fidelity_inputs(original, opts)
+    feeds, _, _ = fidelity_inputs(original, opts)
     calibration = None
     if opts.edge or opts.quantize == "static":
         # calibration data when given, even if fidelity replays --load-inputs
