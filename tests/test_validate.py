@@ -148,7 +148,7 @@ def test_validate_without_tolerances_reports_metrics_only_and_latency(tmp_path, 
     assert [s["threads"] for s in lat["settings"]][0] == 1 and all(s["runs"] == 5 for s in lat["settings"])
     assert lat["flops_speedup"] == pytest.approx(report["flops_before"] / report["flops_after"])
     for s in lat["settings"]:
-        assert s["speedup"] == pytest.approx(s["original_ms"]["median"] / s["pruned_ms"]["median"])
+        assert s["speedup_p10"] <= s["speedup"] <= s["speedup_p90"]
         assert s["pruned_ms"]["p10"] <= s["pruned_ms"]["median"] <= s["pruned_ms"]["p90"]
     assert re.search(r"^\s+1\s+[\d.]+ \[", res.stdout, re.M)  # the 1-thread latency row
     assert [l["channels_after"] < l["channels_before"] for l in report["layers"]][:2] == [True, True]

@@ -67,6 +67,8 @@ def _prune_and_time(src: Path, out: Path, ratio: float, round_to: int, runs: int
 
 def _round_to_sweep(src: Path, tmp: Path, ratio: float, runs: int) -> dict:
     """Original and one pruned model per ROUND_TO value, timed in rotating blocks at each thread count."""
+    import numpy as np
+
     import onnxprune
     from onnxprune.validate.fidelity import session, validation_feeds
     from onnxprune.validate.latency import BLOCK, WARMUP_RUNS, _timed, all_threads, spread_ms
@@ -88,15 +90,21 @@ def _round_to_sweep(src: Path, tmp: Path, ratio: float, runs: int) -> dict:
             for _ in range(WARMUP_RUNS):
                 _timed(s, feeds)
         times = {k: [] for k in sessions}
+        ratios = {rt: [] for rt in ROUND_TO}
         order = list(sessions)
         for block in range(max(1, runs // BLOCK)):
             rotated = order[block % len(order):] + order[:block % len(order)]
+            block_median = {}
             for k in rotated:
                 _timed(sessions[k], feeds)  # untimed: the previous session's threads may still spin
-                times[k].extend(_timed(sessions[k], feeds) for _ in range(BLOCK))
+                t = [_timed(sessions[k], feeds) for _ in range(BLOCK)]
+                times[k].extend(t)
+                block_median[k] = float(np.median(t))
+            for rt in ROUND_TO:  # per rotation, as validate's speedup: drift cancels in the ratio
+                ratios[rt].append(block_median["original"] / block_median[rt])
         med = {k: spread_ms(t) for k, t in times.items()}
         result["settings"].append({"threads": threads, "ms": {str(k): v for k, v in med.items()},
-                                   "speedup": {str(rt): med["original"]["median"] / med[rt]["median"] for rt in ROUND_TO}})
+                                   "speedup": {str(rt): float(np.median(r)) for rt, r in ratios.items()}})
     return result
 
 
