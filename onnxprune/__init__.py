@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from onnxprune.api import analyze, make_plan, prune  # noqa: E402
+from onnxprune.api import analyze, make_plan, prune, validate_models  # noqa: E402
 
-__all__ = ["analyze", "make_plan", "prune", "__version__"]
+__all__ = ["analyze", "make_plan", "prune", "validate_models", "__version__"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -30,6 +32,9 @@ from onnxprune.progress import Stages
 from onnxprune.report import build_report
 from onnxprune.surgery import apply_plan
 from onnxprune.targets import parse_target
+
+if TYPE_CHECKING:
+    from onnxprune.validate.suite import ValidationOptions
 
 ModelLike = str | os.PathLike | onnx.ModelProto | ir.Model
 
@@ -76,8 +81,8 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
           gaussian_outside: bool = False, data: str | os.PathLike | DataSource | None = None,
           budget: Budget | None = None, compensate: bool = False, merge: bool = False,
           lumping_tolerance: float = 0.0, target_flops: str | float | None = None,
-          target_params: str | float | None = None, finetune: int = 0, gradient_options: dict | None = None
-          ) -> tuple[ir.Model, dict]:
+          target_params: str | float | None = None, finetune: int = 0, gradient_options: dict | None = None,
+          checks: "ValidationOptions | None" = None) -> tuple[ir.Model, dict]:
     """Prune ``model`` and return ``(pruned onnx-ir model, report dict)``.
 
     Allocation (see ``onnxprune.allocation``): ``allocation`` "local" (``ratio`` in every group) or
@@ -110,7 +115,11 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
 
     With ``output`` the model is written atomically (and validated from the written file before it
     replaces anything). ``validate`` compares original and pruned outputs in onnxruntime.
+    ``checks`` (``onnxprune.validate.ValidationOptions``) adds what ``onnxprune validate`` measures:
+    tolerances, latency, edge readiness, and ``quantize`` ("dynamic"/"static": writes OUT.int8.onnx);
+    without it, validation uses ``data``, ``seed`` and ``input_shapes``.
     """
+    checks = _checks(checks, validate, data, seed, input_shapes)
     auto = isinstance(ratio, str) and ratio.strip().lower() == "auto"
     gradient = criterion in GRADIENT
     data = as_source(data)
@@ -126,7 +135,7 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
                               "within the budget; it takes no --remove and no --criterion lumping")
         get_criterion(criterion)
         return _prune_auto(model, criterion, output, seed, input_shapes, progress, data, budget or Budget(),
-                           finetune, dict(gradient_options or {}))
+                           finetune, dict(gradient_options or {}), checks)
     if auto:
         ratio = 0.0
     check_ratio(ratio)
@@ -194,14 +203,24 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
             report["ratio"] = target_report["ratio"]
             report["target"] = target_report
         stages.next("saving" if output is not None else "serialising")
-        return _finish(m, report, original, output, seed, input_shapes, stages)
+        return _finish(m, report, original, output, checks, stages)
+
+
+def validate_models(original: str | os.PathLike, pruned: str | os.PathLike, checks=None) -> dict:
+    """``onnxprune validate``: sizes, fidelity, latency and (with ``checks.edge``) edge readiness of two
+    model files; ``checks`` is an ``onnxprune.validate.ValidationOptions`` (default: latency on).
+    The keys are documented in docs/report.md."""
+    from onnxprune.validate import suite  # onnxruntime loads only when validating
+
+    return suite.validate_models(original, pruned, checks)
 
 
 def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shapes, progress: bool, data,
-                budget: Budget, finetune: int = 0, options: dict | None = None):
+                budget: Budget, finetune: int = 0, options: dict | None = None, checks=None):
     from onnxprune.auto import input_moments, search_ratio
     from onnxprune.validate.fidelity import ORT_TO_NUMPY, session, synthetic_inputs
 
+    checks = checks or _default_checks(data, seed, input_shapes)
     _check_output(model, output)
     gaussian = criterion == "gaussian"
     with Stages(["load", "lossless", "reference", "search", "final", "save", "validate"], enabled=progress) as stages:
@@ -280,7 +299,7 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
             "remove_applies_to": "the model after lossless lumping" + (" (BatchNormalization folded)" if gaussian else ""),
         }
         stages.next("saving" if output is not None else "serialising")
-        return _finish(final, report, original, output, seed, input_shapes, stages)
+        return _finish(final, report, original, output, checks, stages)
 
 
 def _plan_for_targets(m: ir.Model, analysis: Analysis, scorer, opts: AllocationOptions, targets: dict,
@@ -347,23 +366,50 @@ def _activation_means(m: ir.Model, data) -> Callable:
     return means
 
 
-def _finish(m: ir.Model, report: dict, original, output, seed: int, input_shapes, stages: Stages):
-    """Save (if asked) and validate; with an output file, validation runs before it replaces OUT."""
+def _checks(checks, validate: bool, data, seed: int, input_shapes):
+    """The validation options: the caller's, else the prune options' data, seed and shapes."""
+    if checks is None:
+        return None if not validate else _default_checks(data, seed, input_shapes)
+    if not validate and (checks.latency or checks.edge or checks.quantize):
+        raise OptionError("latency, edge checks and --quantize run as part of validation: drop --no-validate")
+    return checks.check()
+
+
+def _default_checks(data, seed: int, input_shapes):
+    from onnxprune.validate.suite import ValidationOptions  # onnxruntime loads only when validating
+
+    return ValidationOptions(data=data, seed=seed, input_shapes=input_shapes)
+
+
+def _finish(m: ir.Model, report: dict, original, output, checks, stages: Stages):
+    """Save (if asked) and validate; with an output file, fidelity runs before it replaces OUT, and the
+    checks that need the final file (latency, edge readiness, --quantize) after."""
+    if original is None:  # --no-validate: onnxruntime stays unloaded
+        if output is not None:
+            io.save_model(m, output)
+        return m, report
+    from onnxprune.validate import suite  # onnxruntime loads only when validating
 
     def _validate(pruned_file: Path | None) -> None:
         stages.next("validating in onnxruntime")
-        if original is not None:
-            from onnxprune.validate import (
-                compare_models,  # onnxruntime loads only when validating
-            )
+        pruned = pruned_file if pruned_file is not None else ir.to_proto(m).SerializeToString()
+        report["validation"] = suite.fidelity_report(original, pruned, checks)
+        report["layers"] = suite.layer_channels(original, pruned)
 
-            pruned = pruned_file if pruned_file is not None else ir.to_proto(m).SerializeToString()
-            report["validation"] = compare_models(original, pruned, seed=seed, input_shapes=input_shapes)
-
+    macs = (report["flops_before"], report["flops_after"])
     if output is not None:
         io.save_model(m, output, before_replace=_validate)
+        if isinstance(original, Path):
+            report["file_bytes_before"] = suite.model_file_bytes(original)
+        report["file_bytes_after"] = suite.model_file_bytes(output)
+        report.update(suite.deployment_report(original, Path(output), checks, macs, output))
     else:
         _validate(None)
+        if checks.latency or checks.edge or checks.quantize:
+            with tempfile.TemporaryDirectory(prefix="onnxprune-") as tmp:
+                ir.save(m, Path(tmp) / "pruned.onnx")
+                report.update(suite.deployment_report(original, Path(tmp) / "pruned.onnx", checks, macs))
+    report["passed"] = suite.report_passed(report)
     return m, report
 
 

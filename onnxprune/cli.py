@@ -1,4 +1,4 @@
-"""Command line: ``onnxprune IN OUT [options]`` and ``onnxprune analyze IN``."""
+"""Command line: ``onnxprune IN OUT [options]``, ``onnxprune analyze IN`` and ``onnxprune validate A B``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ class _Parser(argparse.ArgumentParser):
 def _prune_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="onnxprune", description="Structured pruning of ONNX models: removes whole channels "
                 "by rewriting weights and shape constants, then checks the result in onnxruntime. "
-                "Also: 'onnxprune analyze IN' lists channel groups and why some are frozen.")
+                "Also: 'onnxprune analyze IN' lists channel groups and why some are frozen; 'onnxprune validate "
+                "A B' compares two models (fidelity, latency, size, edge readiness).")
     p.add_argument("input", metavar="IN", help="model to prune (.onnx; external data next to it)")
     p.add_argument("output", metavar="OUT", help="where to write the pruned model (never IN)")
     p.add_argument("--ratio", default="0", help="fraction of channels removed in every prunable group, in [0, 1) "
@@ -109,9 +110,59 @@ def _prune_parser() -> argparse.ArgumentParser:
                    help="shape of a validation input whose declared shape has free dims "
                         "(default: batch 1, other free dims 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic validation inputs (default 0)")
+    p.add_argument("--quantize", choices=["dynamic", "static"], default=None,
+                   help="also write an int8 model of the pruned one next to OUT (OUT with .int8.onnx), quantized "
+                        "by onnxruntime (static: calibrated on --data or synthetic inputs), and check it agrees")
+    _add_check_options(p, latency_default=False)
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"onnxprune {__version__}")
+    return p
+
+
+def _add_check_options(p: argparse.ArgumentParser, latency_default: bool) -> None:
+    """Latency, edge readiness and the plot: the same options on prune and validate."""
+    p.add_argument("--latency", action=argparse.BooleanOptionalAction, default=latency_default,
+                   help="time both models in onnxruntime at 1 thread and at all threads "
+                        f"(default: {'on' if latency_default else 'off'})")
+    p.add_argument("--latency-runs", type=int, default=None, metavar="N",
+                   help="timed runs per model and thread setting (default: as many as fit --latency-budget)")
+    p.add_argument("--latency-budget", type=float, default=2.0, metavar="SECONDS",
+                   help="seconds of timed runs per thread setting when --latency-runs is not given (default 2)")
+    p.add_argument("--edge", action="store_true",
+                   help="edge readiness of the pruned model: ORT-format conversion, mobile usability check, int8 "
+                        "dynamic and static quantization still running and agreeing")
+    p.add_argument("--plot", metavar="FILE.png", help="chart of kept channels per layer and latency before/after "
+                   "(needs matplotlib: pip install 'onnxprune[plot]')")
+
+
+def _validate_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="onnxprune validate", description="Compare a model with its pruned version in onnxruntime: "
+                "per-output fidelity (abs/rel error, cosine, SNR, top-k agreement), params, MACs and file size, "
+                "latency at 1 thread and all threads, and (--edge) edge readiness. Exit 1 when a stated tolerance "
+                "or an edge check fails.")
+    p.add_argument("original", metavar="A", help="the original model (.onnx)")
+    p.add_argument("pruned", metavar="B", help="the pruned model (.onnx)")
+    p.add_argument("--data", metavar="FILE.npz", help="inputs (arrays keyed by input name, samples on the first "
+                   "axis; at most 256 used); also static quantization's calibration data. Default: seeded "
+                   "synthetic inputs (8 samples on a free batch dim)")
+    p.add_argument("--load-inputs", metavar="FILE.npz", help="exactly these inputs (as written by --save-inputs)")
+    p.add_argument("--save-inputs", metavar="FILE.npz", help="write the inputs used, to replay them")
+    p.add_argument("--atol", action="append", default=[], metavar="[OUTPUT:]V",
+                   help="absolute tolerance: an element fails when |a-b| > atol and |a-b| > rtol*|a| (Polygraphy's "
+                        "rule); a bare value is the default, OUTPUT:V one output's; repeatable")
+    p.add_argument("--rtol", action="append", default=[], metavar="[OUTPUT:]V", help="relative tolerance, as --atol")
+    p.add_argument("--min-cosine", action="append", default=[], metavar="[OUTPUT:]C",
+                   help="minimum cosine between the outputs, as --atol")
+    p.add_argument("--min-top1", action="append", default=[], metavar="[OUTPUT:]A",
+                   help="minimum top-1 agreement on classifier-shaped outputs ([N, classes] or [N, classes, 1, 1])")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME:D,D,...",
+                   help="shape of an input whose declared shape has free dims (default: batch 8, others 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default 0)")
+    _add_check_options(p, latency_default=True)
+    p.add_argument("--json", metavar="FILE", help="write the report (keys in docs/report.md) here; '-' for stdout")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
@@ -171,10 +222,40 @@ def _data_source(args):
     return DataSource(args.data, size, _floats(args.mean, "--mean"), _floats(args.std, "--std"))
 
 
+def _check_options(args, data, **extra):
+    """ValidationOptions from the parsed options both subcommands share (``data``: a path or DataSource)."""
+    from onnxprune.validate.suite import ValidationOptions
+
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise OptionError(f"--plot {args.plot}: expected a .png file name")
+    return ValidationOptions(data=data, seed=args.seed, input_shapes=_parse_shapes(args.input_shape),
+                             latency=args.latency, latency_runs=args.latency_runs, latency_budget=args.latency_budget,
+                             edge=args.edge, **extra).check()
+
+
+def _run_validate(args) -> int:
+    from onnxprune.api import validate_models
+    from onnxprune.report import format_validate_summary, write_plot
+    from onnxprune.validate.fidelity import Tolerances
+
+    tolerances = Tolerances(atol=args.atol, rtol=args.rtol, cosine=args.min_cosine, top1=args.min_top1)
+    checks = _check_options(args, args.data, tolerances=tolerances, load_inputs=args.load_inputs, save_inputs=args.save_inputs)
+    report = validate_models(args.original, args.pruned, checks)
+    if args.json == "-":
+        print(json.dumps(report, indent=2))
+    elif args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot:
+        write_plot(report, args.plot)
+    if not args.quiet and args.json != "-":
+        print(format_validate_summary(report))
+    return 1 if report["passed"] is False else 0
+
+
 def _run_prune(args) -> int:
     from onnxprune.api import prune
     from onnxprune.auto import Budget
-    from onnxprune.report import format_summary
+    from onnxprune.report import format_summary, write_plot
 
     if args.report:
         report_path = Path(args.report)
@@ -197,14 +278,21 @@ def _run_prune(args) -> int:
                       gradient_options={"tau": args.singularity_tau, "energy": args.singularity_energy,
                                         "sampling": args.dirichlet_sampling, "beta": args.dirichlet_beta,
                                         "alpha0": args.dirichlet_alpha0, "steps": args.dirichlet_steps,
-                                        "lr": args.lr})
+                                        "lr": args.lr},
+                      checks=None if args.no_validate and not (args.latency or args.edge or args.quantize)
+                      else _check_options(args, _data_source(args), quantize=args.quantize))
     report["input"], report["output"] = str(args.input), str(args.output)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot:
+        if "layers" not in report:
+            raise OptionError("--plot compares the models after validation: drop --no-validate")
+        write_plot(report, args.plot)
     if not args.quiet:
         print(format_summary(report))
-        print(f"\nwrote {args.output}" + (f" and {args.report}" if args.report else ""))
-    return 0
+        written = [str(args.output)] + [p for p in (report.get("quantized", {}).get("path"), args.report, args.plot) if p]
+        print(f"\nwrote {', '.join(written)}")
+    return 1 if report.get("passed") is False else 0
 
 
 def _run_analyze(args) -> int:
@@ -231,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "analyze":
             args = _analyze_parser().parse_args(argv[1:])
             return _run_analyze(args)
+        if argv and argv[0] == "validate":
+            return _run_validate(_validate_parser().parse_args(argv[1:]))
         args = _prune_parser().parse_args(argv)
         return _run_prune(args)
     except OnnxPruneError as exc:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from onnxprune import __version__
+from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis
 from onnxprune.plan import Plan
 
@@ -50,16 +53,19 @@ def build_report(analysis: Analysis, plan: Plan, specs: dict[int, list[str]], *,
 
 
 def _pct(before: int, after: int) -> str:
-    return f"{100.0 * (before - after) / before:.1f}%" if before else "n/a"
+    """The signed change: -50.1% for a halving."""
+    return f"{100.0 * (after - before) / before:+.1f}%" if before else "n/a"
+
+
+def _size_lines(report: dict) -> list[str]:
+    rows = [("params", "params"), ("MACs", "flops")] + ([("bytes", "file_bytes")] if "file_bytes_before" in report else [])
+    return [f"{label:<7} {report[key + '_before']:>14,} -> {report[key + '_after']:>14,}  "
+            f"({_pct(report[key + '_before'], report[key + '_after'])})" for label, key in rows]
 
 
 def format_summary(report: dict) -> str:
     """A short terminal table: what was removed, sizes, and the validation figures."""
-    lines = [
-        f"params  {report['params_before']:>14,} -> {report['params_after']:>14,}  "
-        f"(-{_pct(report['params_before'], report['params_after'])})",
-        f"MACs    {report['flops_before']:>14,} -> {report['flops_after']:>14,}  "
-        f"(-{_pct(report['flops_before'], report['flops_after'])})",
+    lines = _size_lines(report) + [
         f"groups  {report['groups_prunable']} prunable, {report['groups_frozen']} frozen, "
         f"{report['channels_removed']} channels removed",
     ]
@@ -90,15 +96,123 @@ def format_summary(report: dict) -> str:
             lines.append(f"{g['name'][:40]:<40} {g['kept']:>4}/{g['channels']:<6}  {g['why']}")
         if len(touched) > 40:
             lines.append(f"... and {len(touched) - 40} more groups (see the JSON report)")
+    lines += format_validation(report)
+    return "\n".join(lines)
+
+
+def format_validate_summary(report: dict) -> str:
+    """``onnxprune validate``'s terminal output: sizes, then every validation section and the verdict."""
+    lines = [f"original {report['original']}", f"pruned   {report['pruned']}", ""] + _size_lines(report)
+    lines += format_validation(report)
+    verdict = report.get("passed")
+    lines.append("")
+    lines.append("result: " + ("no tolerance stated (metrics only)" if verdict is None else "PASS" if verdict
+                               else "FAIL (a stated tolerance or an edge check failed)"))
+    return "\n".join(lines)
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else ("inf" if v == float("inf") else format(v, fmt))
+
+
+def _check_text(c: dict) -> str:
+    if c["check"] == "atol/rtol":
+        return (f"atol {c['atol']:g}, rtol {c['rtol']:g}: {c['mismatched']}/{c['elements']} elements "
+                "outside both")
+    return f"{c['check']} >= {c['min']:g}: {c['value']:.6g}"
+
+
+def format_validation(report: dict) -> list[str]:
+    """Fidelity table with the stated checks, latency table, edge checks, quantized model: whichever
+    the report has."""
+    lines = []
     val = report.get("validation")
     if val:
-        lines.append("")
-        lines.append(f"validation ({val['input_source']} inputs): onnxruntime CPU, original vs pruned")
-        lines.append(f"{'output':<30} {'max_abs':>10} {'mean_abs':>10} {'max_rel':>10} {'cosine':>10}")
+        shapes = [v["shape"] for v in val["inputs"].values()]
+        lines += ["", f"validation ({val['input_source']} inputs, shape {shapes[0] if shapes else '-'}): onnxruntime CPU, "
+                      "original vs pruned",
+                  f"{'output':<24} {'max_abs':>9} {'mean_abs':>9} {'max_rel':>9} {'mean_rel':>9} {'cosine':>9} "
+                  f"{'snr_db':>7} {'top1':>6} {'top5':>6}"]
         for name, o in val["outputs"].items():
-            lines.append(f"{name[:30]:<30} {o['max_abs']:>10.3g} {o['mean_abs']:>10.3g} {o['max_rel']:>10.3g} "
-                         f"{o['cosine']:>10.6f}")
-    return "\n".join(lines)
+            snr = "inf" if o.get("snr_db", 0) is None else _num(o.get("snr_db"), ".1f")
+            lines.append(f"{name[:24]:<24} {o['max_abs']:>9.3g} {o['mean_abs']:>9.3g} {o['max_rel']:>9.3g} "
+                         f"{_num(o.get('mean_rel'), '.3g'):>9} {o['cosine']:>9.6f} {snr:>7} "
+                         f"{_num(o.get('top1'), '.3f'):>6} {_num(o.get('top5'), '.3f'):>6}")
+            for c in o.get("checks", []):
+                lines.append(f"  {'pass' if c['passed'] else 'FAIL'}  {_check_text(c)}")
+            if o.get("note"):
+                lines.append(f"  note: {o['note']}")
+    lat = report.get("latency")
+    if lat:
+        fs = lat.get("flops_speedup")
+        lines += ["", "latency (ms per run, median [p10 - p90]), onnxruntime CPU, batch "
+                      f"{next(iter(lat['batch'].values()), '-')}",
+                  f"{'threads':>7} {'original':>24} {'pruned':>24} {'speedup':>8} {'MACs speedup':>13} {'runs':>5}"]
+        for r in lat["settings"]:
+            o, n = r["original_ms"], r["pruned_ms"]
+            lines.append(f"{r['threads']:>7} {o['median']:>9.3f} [{o['p10']:.3f} - {o['p90']:.3f}]".ljust(32)
+                         + f" {n['median']:>9.3f} [{n['p10']:.3f} - {n['p90']:.3f}]".ljust(25)
+                         + f" {_num(r['speedup'], '.2f'):>7}x {_num(fs, '.2f'):>12}x {r['runs']:>5}")
+        for note in lat.get("notes", []):
+            lines.append(f"  note: {note}")
+    edge = report.get("edge")
+    if edge:
+        lines += ["", "edge readiness of the pruned model"]
+        for name, c in edge.items():
+            if isinstance(c, dict):
+                lines.append(f"  {'pass' if c['passed'] else 'FAIL'}  {name:<18} {c['reason']}")
+    q = report.get("quantized")
+    if q:
+        lines += ["", f"int8 model ({q['mode']}): {'pass' if q['passed'] else 'FAIL'}  {q['reason']}"
+                      + (f"; wrote {q['path']}" if q.get("path") else "")]
+    return lines
+
+
+def write_plot(report: dict, path) -> None:
+    """PNG: kept channels per layer (before/after) and, when measured, latency before/after per thread
+    setting. matplotlib is the optional extra 'plot'."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise OptionError("--plot needs matplotlib: pip install 'onnxprune[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = report.get("layers") or []
+    lat = report.get("latency")
+    ncols = 2 if lat else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(min(30.0, max(6.0, 0.25 * len(layers) + 3)) + (4 if lat else 0), 4.5),
+                             gridspec_kw={"width_ratios": [3, 1]} if lat else None, squeeze=False)
+    ax = axes[0][0]
+    x = np.arange(len(layers))
+    ax.bar(x, [l["channels_before"] for l in layers], color="#cccccc", label="before")
+    ax.bar(x, [l["channels_after"] for l in layers], color="#3b75af", label="kept")
+    ax.set_xticks(x)
+    ax.set_xticklabels([l["name"][-24:] for l in layers], rotation=90, fontsize=6)
+    ax.set_ylabel("output channels")
+    ax.set_title("kept channels per layer")
+    ax.legend()
+    if lat:
+        ax2 = axes[0][1]
+        rows = lat["settings"]
+        xs = np.arange(len(rows))
+        ax2.bar(xs - 0.2, [r["original_ms"]["median"] for r in rows], 0.4, color="#cccccc", label="original")
+        ax2.bar(xs + 0.2, [r["pruned_ms"]["median"] for r in rows], 0.4, color="#3b75af", label="pruned")
+        for i, r in enumerate(rows):  # spread as p10-p90 whiskers
+            for dx, key in ((-0.2, "original_ms"), (0.2, "pruned_ms")):
+                ax2.plot([i + dx, i + dx], [r[key]["p10"], r[key]["p90"]], color="black", linewidth=1)
+        ax2.set_xticks(xs)
+        ax2.set_xticklabels([f"{r['threads']} thr\n{r['speedup']:.2f}x" for r in rows])
+        ax2.set_ylabel("ms per run (median, p10-p90)")
+        ax2.set_title("latency")
+        ax2.legend(fontsize=7)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise OptionError(f"cannot write plot {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
 
 
 def format_analysis(analysis: Analysis, verbose: bool = False) -> str:

@@ -1,5 +1,8 @@
-"""Proving a pruned model with onnxruntime: fidelity now; latency and edge readiness build on it."""
+"""Proving a pruned model with onnxruntime: fidelity, latency, size and edge readiness.
 
-from onnxprune.validate.fidelity import compare_models, synthetic_inputs
+``validate_models`` is ``onnxprune validate``; prune runs the same sections (``suite``)."""
 
-__all__ = ["compare_models", "synthetic_inputs"]
+from onnxprune.validate.fidelity import Tolerances, compare_models, synthetic_inputs
+from onnxprune.validate.suite import ValidationOptions, validate_models
+
+__all__ = ["Tolerances", "ValidationOptions", "compare_models", "synthetic_inputs", "validate_models"]
