@@ -82,7 +82,7 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
           budget: Budget | None = None, compensate: bool = False, merge: bool = False,
           lumping_tolerance: float = 0.0, target_flops: str | float | None = None,
           target_params: str | float | None = None, finetune: int = 0, gradient_options: dict | None = None,
-          checks: "ValidationOptions | None" = None) -> tuple[ir.Model, dict]:
+          checks: ValidationOptions | None = None) -> tuple[ir.Model, dict]:
     """Prune ``model`` and return ``(pruned onnx-ir model, report dict)``.
 
     Allocation (see ``onnxprune.allocation``): ``allocation`` "local" (``ratio`` in every group) or
@@ -218,7 +218,7 @@ def validate_models(original: str | os.PathLike, pruned: str | os.PathLike, chec
 def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shapes, progress: bool, data,
                 budget: Budget, finetune: int = 0, options: dict | None = None, checks=None):
     from onnxprune.auto import input_moments, search_ratio
-    from onnxprune.validate.fidelity import ORT_TO_NUMPY, session, synthetic_inputs
+    from onnxprune.validate.fidelity import run_outputs, session, validation_feeds
 
     checks = checks or _default_checks(data, seed, input_shapes)
     _check_output(model, output)
@@ -236,20 +236,17 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
         stages.next("reference outputs")
         ref = session(original, role="original model")
         budget.synthetic = data is None
-        if data is not None:
-            inputs = {i.name: (i.shape, ORT_TO_NUMPY.get(i.type, np.float32)) for i in ref.get_inputs()}
-            feeds, source = data.arrays(inputs, limit=256), data.describe()
-        else:
-            feeds = synthetic_inputs(ref, seed, batch=32, overrides=input_shapes)
+        feeds, source = validation_feeds(ref, data, seed, input_shapes, samples=32)
+        if data is None:
             moments = input_moments(m)
             for name, (mu, sigma) in moments.items():
                 shape = (1, -1) + (1,) * (feeds[name].ndim - 2)
                 feeds[name] = (feeds[name] * sigma.reshape(shape) + mu.reshape(shape)).astype(feeds[name].dtype)
-            source = (f"synthetic (seed {seed}): N(0, 1)" + (
+            source += (": N(0, 1)" + (
                 f"; {', '.join(moments)} scaled to the mean and spread its first BatchNormalization saw"
                 if moments else ""))
-        reference = _run_in_batches(ref, feeds)
-        run = lambda b: _run_in_batches(session(b, role="pruned model"), feeds)
+        reference = run_outputs(ref, feeds)
+        run = lambda b: run_outputs(session(b, role="pruned model"), feeds)
         stages.next("searching k" if gaussian else "searching the ratio")
         if gaussian:
             value, trace = search_k(base, run, reference, budget, progress=stages.bar.set_description_str)
@@ -326,18 +323,6 @@ def _plan_for_targets(m: ir.Model, analysis: Analysis, scorer, opts: AllocationO
                   "predicted": {"flops": macs, "params": params}}
 
 
-def _run_in_batches(sess, feeds: dict[str, np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
-    """Outputs for samples stacked on axis 0, fed in chunks of the model's fixed batch size if it has one."""
-    dim0 = sess.get_inputs()[0].shape[0] if sess.get_inputs()[0].shape else None
-    n = len(next(iter(feeds.values())))
-    if not isinstance(dim0, int) or dim0 <= 0 or dim0 == n:
-        return sess.run(names, feeds)
-    if n < dim0:
-        raise OptionError(f"{n} samples, fewer than the model's fixed batch of {dim0}")
-    parts = [sess.run(names, {k: v[i:i + dim0] for k, v in feeds.items()}) for i in range(0, n - n % dim0, dim0)]
-    return [np.concatenate(p) for p in zip(*parts)]
-
-
 def _finetune(m: ir.Model, calib, reference, steps: int, options: dict, progress: bool) -> dict:
     from onnxprune.criteria.gradient import finetune
 
@@ -350,7 +335,7 @@ def _finetune(m: ir.Model, calib, reference, steps: int, options: dict, progress
 def _activation_means(m: ir.Model, data) -> Callable:
     """``means([(value, axis)])`` -> {name: mean per position of axis} of ``m``'s activations on the
     calibration data, measured in onnxruntime (``m`` as it is now: call before the surgery)."""
-    from onnxprune.validate.fidelity import ORT_TO_NUMPY, session
+    from onnxprune.validate.fidelity import ORT_TO_NUMPY, run_outputs, session
 
     def means(pairs: list) -> dict[str, np.ndarray]:
         proto = ir.to_proto(m)
@@ -359,7 +344,7 @@ def _activation_means(m: ir.Model, data) -> Callable:
                                   for v, _ in pairs if v.name not in known)
         sess = session(proto.SerializeToString(), role="model with its activations as outputs")
         inputs = {i.name: (i.shape, ORT_TO_NUMPY.get(i.type, np.float32)) for i in sess.get_inputs()}
-        outs = _run_in_batches(sess, data.arrays(inputs, limit=256), [v.name for v, _ in pairs])
+        outs = run_outputs(sess, data.arrays(inputs, limit=256), [v.name for v, _ in pairs])
         return {v.name: np.moveaxis(o.astype(np.float64), axis, 0).reshape(o.shape[axis], -1).mean(axis=1)
                 for (v, axis), o in zip(pairs, outs)}
 
@@ -376,7 +361,9 @@ def _checks(checks, validate: bool, data, seed: int, input_shapes):
 
 
 def _default_checks(data, seed: int, input_shapes):
-    from onnxprune.validate.suite import ValidationOptions  # onnxruntime loads only when validating
+    from onnxprune.validate.suite import (
+        ValidationOptions,  # onnxruntime loads only when validating
+    )
 
     return ValidationOptions(data=data, seed=seed, input_shapes=input_shapes)
 

@@ -61,16 +61,16 @@ class Budget:
 def fidelity(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str, float]:
     """Worst top-1 agreement over classifier-shaped outputs, worst cosine over the others, and the
     worst cosine over all outputs (reported, not budgeted for classifiers)."""
+    from onnxprune.validate.fidelity import classifier_shaped, output_metrics  # onnxruntime: only when searching
+
     cos_all, cos_other, top1 = 1.0, 1.0, 1.0
     for r, o in zip(reference, outputs):
-        r64, o64 = r.astype(np.float64).ravel(), o.astype(np.float64).ravel()
-        nr, no = np.linalg.norm(r64), np.linalg.norm(o64)
-        cos = float(r64 @ o64 / (nr * no)) if nr > 0 and no > 0 else float(nr == no)
-        cos_all = min(cos_all, cos)
-        if r.ndim == 2 and r.shape[1] > 1:
-            top1 = min(top1, float(np.mean(r.argmax(1) == o.argmax(1))))
+        m = output_metrics(r, o)
+        cos_all = min(cos_all, m["cosine"])
+        if classifier_shaped(r.shape):
+            top1 = min(top1, m["top1"])
         else:
-            cos_other = min(cos_other, cos)
+            cos_other = min(cos_other, m["cosine"])
     return {"top1": top1, "cosine_other": cos_other, "cosine": cos_all}
 
 

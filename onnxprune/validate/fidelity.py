@@ -238,15 +238,16 @@ def fixed_batch(sess: ort.InferenceSession) -> int | None:
     return shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
 
 
-def run_outputs(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """All outputs; more samples than a fixed batch dim (e.g. 256 calibration samples, batch 1) run in
-    chunks of that batch and are concatenated."""
+def run_outputs(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], names: list[str] | None = None
+                ) -> list[np.ndarray]:
+    """Outputs (all, or ``names``); more samples than a fixed batch dim (e.g. 256 calibration samples,
+    batch 1) run in chunks of that batch and are concatenated (a last partial chunk is left out)."""
     first = sess.get_inputs()[0]
     fixed = fixed_batch(sess)
     n = feeds[first.name].shape[0] if feeds[first.name].ndim else 0
-    if fixed is None or n == fixed or n % fixed:
-        return sess.run(None, feeds)
-    chunks = [sess.run(None, {k: v[i:i + fixed] for k, v in feeds.items()}) for i in range(0, n, fixed)]
+    if fixed is None or n == fixed or n < fixed:
+        return sess.run(names, feeds)
+    chunks = [sess.run(names, {k: v[i:i + fixed] for k, v in feeds.items()}) for i in range(0, n - n % fixed, fixed)]
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
