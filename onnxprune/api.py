@@ -75,7 +75,7 @@ def make_plan(analysis: Analysis, ratio: float = 0.0, criterion: str | Callable 
 def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove: list[str] | None = None,
           validate: bool = True, output: str | os.PathLike | None = None, seed: int = 0,
           input_shapes: dict[str, tuple] | None = None, progress: bool = False,
-          allocation: str = "local", normalize: str = "mean", round_to: int = 1,
+          allocation: str = "local", normalize: str = "mean", round_to: int = 0,
           max_group_ratio: float | None = None, overrides: list[tuple[str, float]] | None = None,
           ignore: list[str] | None = None, gaussian_k: float = 1.0, gaussian_feature: str = "l1",
           gaussian_outside: bool = False, data: str | os.PathLike | DataSource | None = None,
@@ -88,7 +88,8 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     Allocation (see ``onnxprune.allocation``): ``allocation`` "local" (``ratio`` in every group) or
     "global" (one threshold over scores normalised per group by ``normalize``: "mean" or "lamp");
     ``overrides`` [(regex, ratio)] and ``ignore`` [regex] match group or producer names;
-    ``max_group_ratio`` caps any group; ``round_to`` keeps channel counts at multiples of N.
+    ``max_group_ratio`` caps any group; ``round_to`` keeps channel counts at multiples of N (0, the default: 16 in groups of 256 or more
+    channels, the fastest measured on CPU; smaller groups unrounded).
     ``criterion="gaussian"`` with ``ratio=0`` prunes every channel whose feature lies within
     ``gaussian_k`` standard deviations of its layer's mean (outside, with ``gaussian_outside``).
 

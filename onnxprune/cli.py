@@ -91,8 +91,10 @@ def _prune_parser() -> argparse.ArgumentParser:
                         "threshold over scores normalised per group")
     p.add_argument("--normalize", choices=["mean", "lamp"], default="mean",
                    help="global allocation: divide scores by the group's mean (default), or LAMP")
-    p.add_argument("--round-to", type=int, default=1, metavar="N",
-                   help="keep channel counts at multiples of N (default 1: no rounding)")
+    p.add_argument("--round-to", type=int, default=0, metavar="N",
+                   help="keep channel counts at multiples of N (default 0, automatic: multiples of 16 in groups "
+                        "of 256 or more channels, the fastest measured at one thread on CPU with onnxruntime "
+                        "(tools/bench_latency.py); smaller groups unrounded; 1: never round)")
     p.add_argument("--max-group-ratio", type=float, default=None, metavar="R",
                    help="never remove more than this fraction of any group (default: keep at least one)")
     p.add_argument("--override", action="append", default=[], metavar="REGEX=RATIO",

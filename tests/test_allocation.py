@@ -65,7 +65,26 @@ def test_overrides_ignores_caps_and_rounding(analysis):
         assert kept % 8 == 0 or kept == g.size, (g.name, kept)
 
 
-@pytest.mark.parametrize("bad", [dict(mode="both"), dict(normalize="z"), dict(round_to=0),
+def test_automatic_rounding_touches_only_wide_groups():
+    """round_to 0 (the default): multiples of 16 in groups of 256+ channels, smaller groups exact."""
+    from zoo import light_model
+
+    from onnxprune.allocation import AUTO_ROUND_MIN_CHANNELS
+
+    analysis = onnxprune.analyze(light_model("resnet50"))
+    scores = get_criterion("l1")(analysis)
+    removed, _ = _removed(analysis, scores, ratio=0.3)
+    sizes = {g.name: g.size for g in analysis.prunable_groups}
+    assert min(sizes.values()) < AUTO_ROUND_MIN_CHANNELS <= max(sizes.values())
+    for name, size in sizes.items():
+        kept = size - removed.get(name, 0)
+        if size >= AUTO_ROUND_MIN_CHANNELS:
+            assert kept % 16 == 0 and abs(kept / size - 0.7) <= 1 / 32 + 1e-9, (name, size, kept)
+        else:
+            assert kept == size - int(0.3 * size + 1e-9), (name, size, kept)
+
+
+@pytest.mark.parametrize("bad", [dict(mode="both"), dict(normalize="z"), dict(round_to=-1),
                                  dict(max_group_ratio=1.5), dict(overrides=[("(", 0.2)]),
                                  dict(overrides=[("x", 2.0)]), dict(ignore=["["])])
 def test_impossible_options_are_user_errors(bad):
