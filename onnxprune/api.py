@@ -31,7 +31,7 @@ from onnxprune.plan import Plan, check_ratio, plan_from_removals, replay_specs
 from onnxprune.progress import Stages
 from onnxprune.report import build_report
 from onnxprune.surgery import apply_plan
-from onnxprune.targets import parse_target
+from onnxprune.targets import parse_latency, parse_target
 
 if TYPE_CHECKING:
     from onnxprune.validate.suite import ValidationOptions
@@ -81,7 +81,8 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
           gaussian_outside: bool = False, data: str | os.PathLike | DataSource | None = None,
           budget: Budget | None = None, compensate: bool = False, merge: bool = False,
           lumping_tolerance: float = 0.0, target_flops: str | float | None = None,
-          target_params: str | float | None = None, finetune: int = 0, gradient_options: dict | None = None,
+          target_params: str | float | None = None, target_latency: str | float | None = None,
+          latency_threads: int = 1, finetune: int = 0, gradient_options: dict | None = None,
           checks: ValidationOptions | None = None) -> tuple[ir.Model, dict]:
     """Prune ``model`` and return ``(pruned onnx-ir model, report dict)``.
 
@@ -146,8 +147,13 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     scorer = criterion
     targets = {k: parse_target(str(v), f"--target-{k}") for k, v in (("flops", target_flops),
                                                                       ("params", target_params)) if v is not None}
+    if target_latency is not None:
+        targets["latency"] = parse_latency(str(target_latency))
+        if not isinstance(latency_threads, int) or latency_threads < 1:
+            raise OptionError(f"--latency-threads must be >= 1, got {latency_threads}")
     if targets and (check_ratio(ratio) > 0 or remove or (criterion == "gaussian" and not gaussian_k)):
-        raise OptionError("--target-flops/--target-params choose the ratio themselves: give no --ratio and no --remove")
+        raise OptionError("--target-flops/--target-params/--target-latency choose the ratio themselves: give no "
+                          "--ratio and no --remove")
     lumping = criterion == "lumping" and check_ratio(ratio) == 0 and not remove and not targets
     if not 0.0 <= lumping_tolerance < 1.0 or (lumping_tolerance and criterion != "lumping"):
         raise OptionError(f"--lumping-tolerance must be in [0, 1) and goes with --criterion lumping, got {lumping_tolerance}")
@@ -180,7 +186,8 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
             plan, extra = gradient_plan(m, analysis, criterion, None if auto else ratio, opts, calib, reference,
                                          dict(gradient_options or {}), progress, input_shapes)
         elif targets:
-            plan, target_report = _plan_for_targets(m, analysis, scorer, opts, targets, input_shapes)
+            plan, target_report = _plan_for_targets(m, analysis, scorer, opts, targets, input_shapes, latency_threads,
+                                                    seed, progress)
         else:
             plan = lumping_plan(analysis) if lumping else make_plan(analysis, ratio, scorer, remove, opts)
         if lumping and lumping_tolerance > 0:
@@ -301,27 +308,58 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
 
 
 def _plan_for_targets(m: ir.Model, analysis: Analysis, scorer, opts: AllocationOptions, targets: dict,
-                      input_shapes) -> tuple[Plan, dict]:
-    """The smallest-ratio plan meeting every target; what was asked, chosen and predicted."""
+                      input_shapes, threads: int = 1, seed: int = 0, progress: bool = False) -> tuple[Plan, dict]:
+    """The smallest-ratio plan meeting every target; what was asked, chosen, predicted and measured."""
     from dataclasses import replace
 
+    from onnxprune.progress import steps
     from onnxprune.targets import predicted_size, smallest_ratio
 
     macs0 = macs_per_node(m, input_shapes)
     params0 = {v: int(np.prod(v.const_value.shape)) for v in m.graph.initializers.values()
                if v.const_value is not None and v.dtype is not None and v.dtype.is_floating_point()}
     before = {"flops": sum(macs0.values()), "params": sum(params0.values())}
-    limit = {k: v * before[k] if v <= 1 else v for k, v in targets.items()}
+    limit = {k: v * before[k] if v <= 1 else v for k, v in targets.items() if k != "latency"}
     scores = (get_criterion(scorer) if isinstance(scorer, str) else scorer)(analysis)
+    make = lambda r: allocate(analysis, scores, replace(opts, ratio=r))  # noqa: E731
+    report: dict = {}
+    if "latency" in targets:
+        from onnxprune.validate.fidelity import session, synthetic_inputs
+        from onnxprune.validate.latency import median_latency_ms
+
+        base = ir.to_proto(m).SerializeToString()
+        feeds = synthetic_inputs(session(base), seed, batch=1, overrides=input_shapes)
+        original_ms = median_latency_ms(base, feeds, threads)
+        value, relative = targets["latency"]
+        limit["latency"] = value * original_ms if relative else value
+        report["latency"] = {"threads": threads, "original_ms": round(original_ms, 4), "batch": 1}
+        bar = steps(16, "timing candidate ratios", progress)
+
+        def latency_of(plan: Plan) -> float:
+            fresh = normalize(ir.from_proto(onnx.load_from_string(base)))
+            an = analyze_groups(fresh)
+            apply_plan(an, Plan(removed={gid: c for gid, c in plan.removed.items()}))
+            ms = median_latency_ms(ir.to_proto(fresh).SerializeToString(), feeds, threads)
+            bar.update(1)
+            return ms
 
     def worst(plan: Plan) -> float:  # <= 1 when every target holds
         params, macs = predicted_size(analysis, plan, macs0, params0)
-        return max({"flops": macs, "params": params}[k] / limit[k] for k in limit)
+        sizes = {"flops": macs, "params": params}
+        ratio = max((sizes[k] / limit[k] for k in limit if k != "latency"), default=0.0)
+        if "latency" in limit and ratio <= 1:  # time only what meets the size targets
+            plan.latency_ms = latency_of(plan)
+            ratio = max(ratio, plan.latency_ms / limit["latency"])
+        return ratio
 
-    ratio, plan, _ = smallest_ratio(lambda r: allocate(analysis, scores, replace(opts, ratio=r)), worst, 1.0)
+    ratio, plan, _ = smallest_ratio(make, worst, 1.0, resolution=0.01 if "latency" in limit else 1e-4)
     params, macs = predicted_size(analysis, plan, macs0, params0)
-    return plan, {"asked": {k: int(v) for k, v in limit.items()}, "ratio": round(ratio, 4),
-                  "predicted": {"flops": macs, "params": params}}
+    report.update({"asked": {k: (round(v, 4) if k == "latency" else int(v)) for k, v in limit.items()},
+                   "ratio": round(ratio, 4), "predicted": {"flops": macs, "params": params}})
+    if "latency" in limit:
+        bar.close()
+        report["latency"]["pruned_ms"] = round(getattr(plan, "latency_ms", None) or latency_of(plan), 4)
+    return plan, report
 
 
 def _finetune(m: ir.Model, calib, reference, steps: int, options: dict, progress: bool) -> dict:

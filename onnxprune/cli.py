@@ -40,6 +40,11 @@ def _prune_parser() -> argparse.ArgumentParser:
                    "--allocation) whose model has at most F MACs: a fraction of the original (0.5) or a count "
                    "(3.5M, 2G); predicted exactly from the plan, no trial runs")
     p.add_argument("--target-params", metavar="P", help="the same for parameters (0.4, or a count such as 1.2M)")
+    p.add_argument("--target-latency", metavar="MS|Fx", help="choose the smallest ratio whose model runs in at most MS "
+                   "milliseconds per batch-1 run (or F times the original's, e.g. 0.6x) in onnxruntime on CPU at "
+                   "--latency-threads; each candidate is pruned and timed (median after warm-up)")
+    p.add_argument("--latency-threads", type=int, default=1, metavar="N",
+                   help="threads for --target-latency timing (default 1: edge-like)")
     p.add_argument("--finetune", type=int, default=0, metavar="STEPS",
                    help="after pruning, distil the pruned model towards the original's outputs on --data for "
                         "STEPS Adam steps (torch twin; no labels needed) and write the weights into OUT")
@@ -276,7 +281,8 @@ def _run_prune(args) -> int:
                                     synthetic_cosine=args.budget_synthetic_cosine),
                       compensate=args.compensate, merge=args.merge,
                       lumping_tolerance=args.lumping_tolerance, target_flops=args.target_flops,
-                      target_params=args.target_params, finetune=args.finetune,
+                      target_params=args.target_params, target_latency=args.target_latency,
+                      latency_threads=args.latency_threads, finetune=args.finetune,
                       gradient_options={"tau": args.singularity_tau, "energy": args.singularity_energy,
                                         "sampling": args.dirichlet_sampling, "beta": args.dirichlet_beta,
                                         "alpha0": args.dirichlet_alpha0, "steps": args.dirichlet_steps,

@@ -71,8 +71,12 @@ def format_summary(report: dict) -> str:
     ]
     target = report.get("target")
     if target:
-        asked = ", ".join(f"{k} <= {v:,}" for k, v in target["asked"].items())
+        asked = ", ".join(f"{k} <= {v:,} ms" if k == "latency" else f"{k} <= {v:,}" for k, v in target["asked"].items())
         lines.append(f"target  {asked}: ratio {target['ratio']:g} is the smallest that meets it")
+        if "latency" in target:
+            lat = target["latency"]
+            lines.append(f"        latency at {lat['threads']} thread(s), batch 1: {lat['original_ms']:.3g} ms -> "
+                         f"{lat['pruned_ms']:.3g} ms (median)")
     sing = report.get("singularity")
     if sing:
         red = sing["max_redundancy"]

@@ -1,4 +1,8 @@
-"""``--target-flops`` / ``--target-params``: the smallest ratio whose plan meets a size target.
+"""``--target-flops`` / ``--target-params`` / ``--target-latency``: the smallest ratio whose plan meets
+a size or speed target.
+
+Latency cannot be predicted: each candidate ratio is pruned on a fresh copy and timed in onnxruntime
+at the chosen thread count (median after warm-up), so that search stops at a 1% ratio resolution.
 
 A plan's size is predicted without surgery: MACs of a Conv, ConvTranspose, Gemm or MatMul with a
 constant weight are (positions) x (weight elements), so they scale with the weight's kept elements;
@@ -36,6 +40,20 @@ def parse_target(text: str, option: str) -> float:
     return value
 
 
+def parse_latency(text: str) -> tuple[float, bool]:
+    """'12.5' (milliseconds) or '0.6x' (of the original's latency): (value, relative)."""
+    body = text.strip().lower()
+    relative = body.endswith("x")
+    try:
+        value = float(body[:-1] if relative else body.removesuffix("ms"))
+    except ValueError:
+        raise OptionError(f"--target-latency '{text}': expected milliseconds such as 12.5 or a share of the "
+                          "original's latency such as 0.6x") from None
+    if not value > 0 or (relative and value >= 1):
+        raise OptionError(f"--target-latency '{text}': must be > 0 (and below 1x)")
+    return value, relative
+
+
 def kept_fractions(analysis: Analysis, plan: Plan) -> dict[ir.Value, float]:
     """Per sliced constant: the fraction of its elements the plan keeps."""
     removed_root = np.zeros(len(analysis.roots), dtype=bool)
@@ -64,9 +82,10 @@ def predicted_size(analysis: Analysis, plan: Plan, macs0: dict[ir.Node, int], pa
     return round(params), round(macs)
 
 
-def smallest_ratio(make_plan: Callable[[float], Plan], size_of: Callable[[Plan], float], target: float
-                   ) -> tuple[float, Plan, float]:
-    """Bisection on the ratio: the smallest whose plan's size is <= target, its plan and size."""
+def smallest_ratio(make_plan: Callable[[float], Plan], size_of: Callable[[Plan], float], target: float,
+                   resolution: float = 1e-4) -> tuple[float, Plan, float]:
+    """Bisection on the ratio (to ``resolution``): the smallest whose plan's size is <= target, its plan
+    and size."""
     lo, hi = 0.0, RATIO_HI
     best = make_plan(hi)
     best_size = size_of(best)
@@ -83,6 +102,6 @@ def smallest_ratio(make_plan: Callable[[float], Plan], size_of: Callable[[Plan],
             hi, best, best_size, best_ratio = mid, plan, size, mid
         else:
             lo = mid
-        if hi - lo < 1e-4:
+        if hi - lo < resolution:
             break
     return best_ratio, best, best_size

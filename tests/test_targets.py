@@ -45,3 +45,19 @@ def test_target_errors(tmp_path):
                           "3.5M", "--no-validate"], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
     assert "target" in res.stdout
+
+
+def test_target_latency_times_candidates_and_reports_them():
+    _, report = onnxprune.prune(ROOT / "models" / "digits_cnn.onnx", target_latency="0.9x", validate=False)
+    t = report["target"]
+    lat = t["latency"]
+    assert lat["threads"] == 1 and lat["batch"] == 1 and lat["original_ms"] > 0
+    assert t["asked"]["latency"] == pytest.approx(0.9 * lat["original_ms"], rel=1e-3)
+    # the chosen plan is one the search timed within the target (the figures are measurements)
+    assert lat["pruned_ms"] <= t["asked"]["latency"] and 0 < t["ratio"] <= 0.99
+
+
+@pytest.mark.parametrize("bad", ["fast", "1.5x", "-3", "0"])
+def test_target_latency_errors(bad):
+    with pytest.raises(OptionError, match="--target-latency"):
+        onnxprune.prune(ROOT / "models" / "digits_cnn.onnx", target_latency=bad)

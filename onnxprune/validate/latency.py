@@ -40,6 +40,15 @@ def _timed(sess, feeds) -> float:
     return time.perf_counter() - t
 
 
+def median_latency_ms(model, feeds: dict, threads: int, budget_s: float = 1.0) -> float:
+    """One model's median wall time per run in ms (after warm-up; as many runs as fit ``budget_s``,
+    MIN_RUNS..MAX_RUNS): what --target-latency compares with its target."""
+    sess = session(model, threads=threads, role="pruned model")
+    warm = [_timed(sess, feeds) for _ in range(WARMUP_RUNS)]
+    runs = int(min(MAX_RUNS, max(MIN_RUNS, budget_s / max(warm[-1], 1e-6))))
+    return float(np.median([_timed(sess, feeds) for _ in range(runs)]) * 1e3)
+
+
 def paired_latency(original, pruned, feeds: dict, threads: int, runs: int | None = None,
                    budget_s: float = DEFAULT_BUDGET_S) -> dict:
     """One thread setting: warm-up, then ``runs`` timed runs of each model in interleaved blocks
