@@ -46,7 +46,7 @@ def _models(tmp: Path, names: list[str]) -> dict[str, Path]:
     return {n: paths[n] for n in names}
 
 
-def _prune_and_time(src: Path, out: Path, ratio: float, round_to: int, runs: int | None) -> dict:
+def _prune_and_time(src: Path, out: Path, ratio: float, round_to: int, runs: int | None, batch: int = 1) -> dict:
     import onnxprune
     from onnxprune.validate.fidelity import session, validation_feeds
     from onnxprune.validate.latency import latency_report
@@ -55,9 +55,10 @@ def _prune_and_time(src: Path, out: Path, ratio: float, round_to: int, runs: int
     _, report = onnxprune.prune(src, ratio=ratio, criterion="l1", round_to=round_to, output=out, validate=False)
     macs = (report["flops_before"], report["flops_after"])
     sess = session(src)
-    feeds = first_batch(sess, validation_feeds(sess)[0])
+    feeds = validation_feeds(sess, samples=batch)[0]
+    feeds = {k: v[:batch] for k, v in feeds.items()} if batch > 1 else first_batch(sess, feeds)
     lat = latency_report(src, out, feeds, macs, runs=runs)
-    return {"ratio": ratio, "round_to": round_to, "macs_before": macs[0], "macs_after": macs[1],
+    return {"ratio": ratio, "round_to": round_to, "batch": batch, "macs_before": macs[0], "macs_after": macs[1],
             "flops_speedup": lat["flops_speedup"],
             "settings": [{k: s[k] for k in ("threads", "runs", "speedup", "speedup_p10", "speedup_p90",
                                            "speedup_vs_flops")} | {"original_ms": s["original_ms"]["median"],
@@ -127,6 +128,8 @@ def main() -> int:
     ap.add_argument("--models", default="cnn,resnet,resnet50")
     ap.add_argument("--no-round-to", action="store_true", help="skip the --round-to sweep")
     ap.add_argument("--json", help="write all figures here")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="samples per run (default 1: edge-like; where a model's batch is fixed, that)")
     args = ap.parse_args()
     from onnxprune.validate.latency import all_threads
 
@@ -139,7 +142,7 @@ def main() -> int:
         models = _models(tmp, names)
         for name, src in models.items():
             for ratio in RATIOS:
-                r = _prune_and_time(src, tmp / f"{name}_{ratio}.onnx", ratio, 1, args.runs)
+                r = _prune_and_time(src, tmp / f"{name}_{ratio}.onnx", ratio, 1, args.runs, args.batch)
                 results["ratios"].append({"model": name, **r})
                 print(_row(name, r), flush=True)
         if "resnet50" in models and not args.no_round_to:
