@@ -204,7 +204,7 @@ def test_json_keys_are_documented(tmp_path, pruned):
 
 
 def test_plot_written(tmp_path, pruned):
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  # in the test extra: a missing install must fail, not skip
     png = tmp_path / "p.png"
     assert run("validate", CNN, pruned, "--latency-runs", "3", "--plot", png, "--quiet").returncode == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
