@@ -102,8 +102,9 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
     ``compensate`` adds removed channels' mean contributions (from BatchNormalization statistics, else
     measured on ``data``) to their consumers' biases where that is well defined
     (``onnxprune.criteria.compensate``).
-    ``ratio="auto"`` (data-free, ``onnxprune.auto``): everything lossless, then the gaussian rule with
-    the largest k whose model stays within ``budget`` on ``data`` (an .npz) or synthetic inputs.
+    ``ratio="auto"`` (``onnxprune.auto``): everything lossless, then the largest ratio (global LAMP,
+    removals folded as with ``merge``; with ``criterion="gaussian"`` the largest k) whose model stays
+    within ``budget`` on ``data`` or on synthetic inputs scaled to the first BatchNormalization.
 
     ``target_flops`` / ``target_params`` (a fraction of the original such as 0.5, or a count such as
     "2.5G") choose the smallest ratio whose plan meets them, for the criterion and allocation given
@@ -151,6 +152,9 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
         targets["latency"] = parse_latency(str(target_latency))
         if not isinstance(latency_threads, int) or latency_threads < 1:
             raise OptionError(f"--latency-threads must be >= 1, got {latency_threads}")
+    if targets and gradient:
+        raise OptionError("--target-flops/--target-params/--target-latency work with the data-free criteria; with "
+                          f"--criterion {criterion} give --ratio (or --ratio auto)")
     if targets and (check_ratio(ratio) > 0 or remove or (criterion == "gaussian" and not gaussian_k)):
         raise OptionError("--target-flops/--target-params/--target-latency choose the ratio themselves: give no "
                           "--ratio and no --remove")

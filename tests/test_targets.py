@@ -61,3 +61,9 @@ def test_target_latency_times_candidates_and_reports_them():
 def test_target_latency_errors(bad):
     with pytest.raises(OptionError, match="--target-latency"):
         onnxprune.prune(ROOT / "models" / "digits_cnn.onnx", target_latency=bad)
+
+
+def test_targets_do_not_silently_ignore_a_gradient_criterion():
+    with pytest.raises(OptionError, match="data-free criteria"):
+        onnxprune.prune(ROOT / "models" / "digits_cnn.onnx", criterion="taylor", target_flops=0.5,
+                        data=ROOT / "models" / "digits_calib.npz")
