@@ -8,12 +8,13 @@ that read every position alike (a Conv without padding, a Gemm) and ops on the w
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
 
+from onnxprune.criteria.energy import rectified_moments
 from onnxprune.criteria.lumping import path_back, reads_every_position
+from onnxprune.criteria.magnitude import param_per_class
 from onnxprune.graph import Analysis
 from onnxprune.plan import Plan
 
@@ -83,19 +84,7 @@ def _mean_path(analysis: Analysis, g, consumer) -> np.ndarray | str:
         if n.op_type == "AveragePool" and any(n.attributes["pads"].as_ints() if "pads" in n.attributes else []):
             return f"AveragePool '{n.name}' pads"
     relu = any(n.op_type == "Relu" for n in path)  # relu(relu(x)) = relu(x)
-    gamma = next((p for p in g.params if p.node is node and p.input_index == 1), None)
-    beta = next((p for p in g.params if p.node is node and p.input_index == 2), None)
+    gamma, beta = param_per_class(analysis, g, node, 1), param_per_class(analysis, g, node, 2)
     if gamma is None or beta is None:
         return "its BatchNormalization is not on this group's channels"
-    mu = np.zeros(g.size)
-    sigma = np.zeros(g.size)
-    pos, cls = analysis.channels_in(g, beta.atoms)
-    mu[cls] = beta.value.const_value.numpy().astype(np.float64)[pos]
-    pos, cls = analysis.channels_in(g, gamma.atoms)
-    sigma[cls] = np.abs(gamma.value.const_value.numpy().astype(np.float64))[pos]
-    if not relu:
-        return mu
-    z = mu / np.where(sigma > 0, sigma, 1.0)
-    pdf = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-    cdf = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))  # no scipy import on the pruning path
-    return np.where(sigma > 0, sigma * pdf + mu * cdf, np.maximum(mu, 0.0))
+    return rectified_moments(beta, gamma * gamma)[0] if relu else beta

@@ -16,7 +16,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from onnxprune.criteria.magnitude import ScoreDict, consumer_column_energy, producer_sums
+from onnxprune.criteria.magnitude import (
+    ScoreDict,
+    consumer_column_energy,
+    param_per_class,
+    producer_sums,
+)
 from onnxprune.graph import Analysis, Group
 
 # Ops whose output channel moments are (approximately) those of their data input: shape moves, and
@@ -66,14 +71,14 @@ def _moments(analysis: Analysis, g: Group, value, depth: int) -> tuple[np.ndarra
     if op in _PASS:
         return _moments(analysis, g, node.inputs[0], depth + 1)
     if op == "BatchNormalization":
-        gamma = _per_class(analysis, g, node, 1)
-        beta = _per_class(analysis, g, node, 2)
+        gamma = param_per_class(analysis, g, node, 1)
+        beta = param_per_class(analysis, g, node, 2)
         if gamma is None or beta is None:
             return f"BatchNormalization '{node.name}' is not on this group's channels"
         return beta, gamma * gamma
     if op == "Relu":
         m = _moments(analysis, g, node.inputs[0], depth + 1)
-        return m if isinstance(m, str) else _rectified(*m)
+        return m if isinstance(m, str) else rectified_moments(*m)
     if op in ("Add", "Sum", "Concat"):  # class-space arrays: a concat's other inputs contribute zeros
         mean, var = np.zeros(g.size), np.zeros(g.size)
         for v in node.inputs:
@@ -91,27 +96,17 @@ def _moments(analysis: Analysis, g: Group, value, depth: int) -> tuple[np.ndarra
     return f"{op} '{node.name}' on the way"
 
 
-def _per_class(analysis: Analysis, g: Group, node, index: int) -> np.ndarray | None:
-    member = next((p for p in g.params if p.node is node and p.input_index == index), None)
-    if member is None:
-        return None
-    out = np.zeros(g.size)
-    pos, cls = analysis.channels_in(g, member.atoms)
-    out[cls] = member.value.const_value.numpy().astype(np.float64).ravel()[pos]
-    return out
-
-
 def _filter_moments(analysis: Analysis, g: Group, node) -> tuple[np.ndarray, np.ndarray] | str:
     """A producer without BN: mean = bias, variance = ||filter||^2 (inputs taken as unit variance)."""
     member = next((p for p in g.producers if p.node is node), None)
     if member is None:
         return f"{node.op_type} '{node.name}' is not this group's producer"
     var = producer_sums(analysis, replace(g, producers=[member]), lambda r: np.square(r, dtype=np.float64).sum(axis=1))[0]
-    bias = _per_class(analysis, g, node, 2)
+    bias = param_per_class(analysis, g, node, 2)
     return (bias if bias is not None else np.zeros(g.size)), var
 
 
-def _rectified(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rectified_moments(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance of relu(x) for x ~ N(mean, var)."""
     s = np.sqrt(np.maximum(var, 0.0))
     z = np.divide(mean, s, out=np.zeros_like(mean), where=s > 0)

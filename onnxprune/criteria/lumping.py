@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxprune.criteria.magnitude import param_per_class
 from onnxprune.graph import Analysis, Group
 from onnxprune.plan import Plan
 
@@ -193,7 +194,7 @@ def _producer_vectors(analysis: Analysis, g: Group) -> np.ndarray:
                 has_bias = True
         bn = folded_batchnorm(g, p)
         if bn is not None:
-            gamma, beta, mean, var = (_bn_param(analysis, g, bn, k) for k in (1, 2, 3, 4))
+            gamma, beta, mean, var = (param_per_class(analysis, g, bn, k) for k in (1, 2, 3, 4))
             eps = bn.attributes["epsilon"].as_float() if "epsilon" in bn.attributes else 1e-5
             scale = gamma / np.sqrt(var + eps)
             rows *= scale[:, None]
@@ -216,14 +217,6 @@ def folded_batchnorm(g: Group, p):
         return None
     indices = {q.input_index for q in g.params if q.node is bn}
     return bn if indices >= {1, 2, 3, 4} else None
-
-
-def _bn_param(analysis: Analysis, g: Group, bn, index: int) -> np.ndarray:
-    member = next(q for q in g.params if q.node is bn and q.input_index == index)
-    out = np.zeros(g.size)
-    pos, cls = analysis.channels_in(g, member.atoms)
-    out[cls] = member.value.const_value.numpy().astype(np.float64)[pos]
-    return out
 
 
 def _proportional(vectors: np.ndarray, norms: np.ndarray, exclude: set[int]) -> list[tuple[int, int, float]]:

@@ -29,6 +29,18 @@ def producer_sums(analysis: Analysis, group: Group, row_stat: Callable) -> list[
     return sums
 
 
+def param_per_class(analysis: Analysis, g: Group, node, index: int) -> np.ndarray | None:
+    """Per channel of the group: the float64 value of input ``index`` of ``node`` (a per-channel
+    parameter such as a BN's gamma), or None when that input is not a member of the group."""
+    member = next((p for p in g.params if p.node is node and p.input_index == index), None)
+    if member is None:
+        return None
+    out = np.zeros(g.size)
+    pos, cls = analysis.channels_in(g, member.atoms)
+    out[cls] = member.value.const_value.numpy().astype(np.float64).ravel()[pos]
+    return out
+
+
 def consumer_column_energy(analysis: Analysis, g: Group, consumers: list | None = None) -> np.ndarray:
     """Per channel: the sum over the group's consumers (or ``consumers``) of ||W_c[:, j]||^2 (a
     flattened channel owns many columns)."""
