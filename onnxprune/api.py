@@ -137,7 +137,8 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
             raise OptionError("--ratio auto removes what is lossless, then searches how far --criterion can go "
                               "within the budget; it takes no --remove and no --criterion lumping")
         get_criterion(criterion)
-        return _prune_auto(model, criterion, output, seed, input_shapes, progress, data, budget or Budget(),
+        AllocationOptions(round_to=round_to).check()
+        return _prune_auto(model, criterion, output, seed, input_shapes, progress, data, budget or Budget(), round_to,
                            finetune, dict(gradient_options or {}), checks)
     if auto:
         ratio = 0.0
@@ -228,7 +229,7 @@ def validate_models(original: str | os.PathLike, pruned: str | os.PathLike, chec
 
 
 def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shapes, progress: bool, data,
-                budget: Budget, finetune: int = 0, options: dict | None = None, checks=None):
+                budget: Budget, round_to: int, finetune: int = 0, options: dict | None = None, checks=None):
     from onnxprune.auto import input_moments, search_ratio
     from onnxprune.validate.fidelity import run_outputs, session, validation_feeds
 
@@ -276,11 +277,12 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
                 names = {g.id: g.name for g in an_base.groups}
                 scorer = lambda an: {g.id: fixed[g.id] for g in an.prunable_groups
                                      if names.get(g.id) == g.name}
-            value, trace = search_ratio(base, scorer, run, reference, budget, progress=stages.bar.set_description_str)
+            value, trace = search_ratio(base, scorer, run, reference, budget, progress=stages.bar.set_description_str,
+                                        round_to=round_to)
             key, how = "ratio", f"ratio raised in steps of {RATIO_STEP:g}"
         stages.next("final model")
         if value > 0:
-            final, an2, plan = prune_gaussian(base, value) if gaussian else prune_merged(base, value, scorer)
+            final, an2, plan = prune_gaussian(base, value) if gaussian else prune_merged(base, value, scorer, round_to)
         else:
             final, an2, plan = m, an, Plan()
         extra = {}
@@ -304,7 +306,8 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
             "stopped": (f"{how}: {key} = {value:.3g} is the largest tried within the budget" + (
                 f"; {key} = {over[key]:.3g} gave cosine {over['cosine']:.4f}, top-1 agreement {over['top1']:.3f}"
                 if over else "") if value > 0 else f"no {key} >= {trace[0][key]:g} stays within the budget"),
-            "allocation": None if gaussian else "global LAMP; removed channels folded into nearly proportional kept ones",
+            "allocation": None if gaussian else ("global LAMP; removed channels folded into nearly proportional kept "
+                                                 f"ones; round-to {round_to or 'automatic'}"),
             "remove_applies_to": "the model after lossless lumping" + (" (BatchNormalization folded)" if gaussian else ""),
         }
         stages.next("saving" if output is not None else "serialising")

@@ -84,12 +84,12 @@ def prune_gaussian(base: bytes, k: float) -> tuple[ir.Model, Analysis, Plan]:
     return m, an, plan
 
 
-def prune_merged(base: bytes, ratio: float, scorer: Callable) -> tuple[ir.Model, Analysis, Plan]:
+def prune_merged(base: bytes, ratio: float, scorer: Callable, round_to: int = 0) -> tuple[ir.Model, Analysis, Plan]:
     """A fresh copy of ``base``: ``ratio`` of all channels under global LAMP allocation, each removed
     channel folded into its most nearly proportional kept channel."""
     m = normalize(ir.from_proto(onnx.load_from_string(base)))
     an = analyze_groups(m)
-    plan = allocate(an, scorer(an), AllocationOptions(ratio=ratio, mode="global", normalize="lamp"))
+    plan = allocate(an, scorer(an), AllocationOptions(ratio=ratio, mode="global", normalize="lamp", round_to=round_to))
     fold_removed(an, plan)
     apply_plan(an, plan)
     return m, an, plan
@@ -120,13 +120,13 @@ def search_k(base: bytes, run, reference: list[np.ndarray], budget: Budget, prog
 
 
 def search_ratio(base: bytes, scorer: Callable, run, reference: list[np.ndarray], budget: Budget,
-                 progress=None) -> tuple[float, list[dict]]:
+                 progress=None, round_to: int = 0) -> tuple[float, list[dict]]:
     """Largest ratio on the RATIO_STEP grid (then one half step) whose pruned model meets ``budget``,
     raised until the first failure; 0 if the first step fails."""
     trace, ratio = [], 0.0
 
     def attempt(r: float) -> bool:
-        trace.append(_trial(lambda v: prune_merged(base, v, scorer), r, "ratio", run, reference, budget, progress))
+        trace.append(_trial(lambda v: prune_merged(base, v, scorer, round_to), r, "ratio", run, reference, budget, progress))
         return trace[-1]["within_budget"]
 
     while ratio + RATIO_STEP <= RATIO_MAX + 1e-9 and attempt(round(ratio + RATIO_STEP, 6)):

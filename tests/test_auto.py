@@ -88,3 +88,10 @@ def test_auto_option_errors(tmp_path):
     res = subprocess.run([sys.executable, "-m", "onnxprune", str(CNN), str(tmp_path / "o.onnx"), "--ratio", "auto",
                           "--data", str(tmp_path / "missing.npz")], capture_output=True, text=True)
     assert res.returncode == 2 and "no such data file" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_auto_keeps_the_round_to_it_is_given():
+    _, report = onnxprune.prune(CNN, ratio="auto", round_to=8, validate=False)
+    assert "round-to 8" in report["auto"]["allocation"]
+    touched = [g for g in report["groups"] if g["removed"]]
+    assert touched and all(g["kept"] % 8 == 0 for g in touched)
