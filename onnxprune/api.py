@@ -132,6 +132,8 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
                           "on the first axis; labels optional)")
     if finetune < 0:
         raise OptionError(f"--finetune takes a number of steps >= 0, got {finetune}")
+    if gradient or finetune:
+        import onnxprune.twin  # noqa: F401  # without torch: an error naming the extra, before any work
     if auto and criterion not in ("singularity", "dirichlet"):
         if remove or criterion == "lumping":
             raise OptionError("--ratio auto removes what is lossless, then searches how far --criterion can go "

@@ -164,6 +164,12 @@ def test_gradient_option_errors(tmp_path):
             "try:\n    import onnxprune.twin\nexcept onnxprune.errors.OnnxPruneError as e:\n    print(e)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert "pip install onnxprune[torch]" in res.stdout, res.stderr
+    # the CLI: a gradient criterion or --finetune without torch is a user error, not a traceback
+    for extra in (["--criterion", "taylor", "--ratio", "0.2"], ["--ratio", "0.2", "--finetune", "5"]):
+        cli = ("import sys; sys.modules['torch'] = None\nfrom onnxprune.cli import main\n"
+               f"sys.exit(main({[str(ROOT / 'models' / 'digits_cnn.onnx'), str(tmp_path / 'o.onnx'), *extra, '--data', str(ROOT / 'models' / 'digits_calib.npz')]!r}))")
+        res = subprocess.run([sys.executable, "-c", cli], capture_output=True, text=True, check=False)
+        assert res.returncode == 2 and "onnxprune[torch]" in res.stderr and "Traceback" not in res.stderr, res.stderr
 
 
 def test_a_folder_of_images_is_calibration_data(tmp_path):
