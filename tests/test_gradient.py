@@ -208,3 +208,20 @@ def test_a_fixed_batch_of_one_is_fed_sample_by_sample(tmp_path):
     assert report["singularity"]["samples"] == 48 and report["channels_removed"] == 3
     _, auto = onnxprune.prune(model, ratio="auto", data=data, validate=False)
     assert auto["auto"]["inputs"].startswith("data file")
+
+
+def test_dirichlet_kl_term_counts(tmp_path):
+    """beta really weighs KL(Dir(phi) || Dir(alpha0)): with alpha0 = 1 a large beta holds the posterior
+    near uniform, beta = 0 lets the task loss spread it."""
+    from onnxprune.criteria.gradient import dirichlet_scores, load_calibration, reference_outputs
+
+    model = _planted(head_outputs=3, classifier=True)
+    m = onnxprune.api.load_normalized(model)
+    an = onnxprune.analyze(m)
+    calib = load_calibration(m, _calib(tmp_path))
+    reference = reference_outputs(m, calib)
+    spread = {}
+    for beta in (0.0, 100.0):
+        (imp,) = dirichlet_scores(m, an, calib, reference, steps_=40, beta=beta, progress=False).values()
+        spread[beta] = float(np.std(imp))
+    assert spread[100.0] < 0.5 * spread[0.0], spread
