@@ -79,3 +79,16 @@ def test_ratio_prune_runs_and_shrinks(case, workdir):
     assert report["validation"]["outputs"], "validation compared no output"
     assert report["params_after"] < report["params_before"]
     assert report["flops_after"] < report["flops_before"]
+
+
+@pytest.mark.parametrize("case", _cases())
+def test_relaxed_lumping_and_energy_merge_run_on_every_architecture(case, workdir):
+    """The scores and folds that read consumer weights (grouped convs, concat, flatten, residual groups)
+    and the BN-moment walker of ``energy``: a valid, smaller model that onnxruntime runs."""
+    label, path = _model_path(case, workdir)
+    for kwargs in ({"criterion": "lumping"}, {"criterion": "energy", "merge": True}):
+        out = workdir / f"{label}_{kwargs['criterion']}.onnx"
+        _, report = onnxprune.prune(path, ratio=RATIO, output=out, input_shapes=INPUT_SHAPES.get(label), **kwargs)
+        onnx.checker.check_model(onnx.load(out), full_check=True)
+        assert report["validation"]["outputs"], "validation compared no output"
+        assert report["flops_after"] < report["flops_before"]

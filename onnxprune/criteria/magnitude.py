@@ -47,7 +47,11 @@ def consumer_column_energy(analysis: Analysis, g: Group, consumers: list | None 
     out = np.zeros(g.size)
     for c in consumers if consumers is not None else (p for p in g.params if p.role == "consumer"):
         w = np.moveaxis(c.value.const_value.numpy(), c.axis, 0)
-        rows = np.square(w.reshape(w.shape[0], -1), dtype=np.float64).sum(axis=1)
+        if c.blocks > 1:  # grouped conv: input position b * per + l is column l of conv group b's rows
+            per = w.shape[0]
+            rows = np.square(w.reshape(per, c.blocks, -1), dtype=np.float64).sum(axis=2).T.ravel()
+        else:
+            rows = np.square(w.reshape(w.shape[0], -1), dtype=np.float64).sum(axis=1)
         pos, cls = analysis.channels_in(g, c.atoms)
         np.add.at(out, cls, rows[pos])
     return out
