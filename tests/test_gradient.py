@@ -225,3 +225,25 @@ def test_dirichlet_kl_term_counts(tmp_path):
         (imp,) = dirichlet_scores(m, an, calib, reference, steps_=40, beta=beta, progress=False).values()
         spread[beta] = float(np.std(imp))
     assert spread[100.0] < 0.5 * spread[0.0], spread
+
+
+@pytest.mark.parametrize("exporter", ["torchscript13", "dynamo18"])
+@pytest.mark.parametrize("arch", ["residual", "mobilenet_se", "dense_concat", "channel_split", "grouped_conv",
+                                  "flatten_gemm", "convtranspose_decoder", "transformer_block"])
+def test_gradient_criteria_and_finetune_run_on_every_architecture(arch, exporter, tmp_path):
+    """Gates on every read of a channel and the twin of the pruned model (which may hold emptied
+    branches) on each torch-built architecture: singularity to its caps, then a few fine-tuning steps,
+    and the result still runs in onnxruntime."""
+    import onnx
+
+    import torch_archs
+
+    path = torch_archs.export_arch(arch, exporter, tmp_path)
+    first = onnx.load(str(path)).graph.input[0]
+    dims = [d.dim_value if d.dim_value > 0 else 16 for d in first.type.tensor_type.shape.dim]
+    dims[0] = 16
+    np.savez(tmp_path / "c.npz", **{first.name: np.random.default_rng(0).standard_normal(dims).astype(np.float32)})
+    _, report = onnxprune.prune(path, ratio="auto", criterion="singularity", data=tmp_path / "c.npz", finetune=3,
+                                output=tmp_path / "o.onnx")
+    assert report["singularity"]["samples"] == 16 and report["finetune"]["steps"] == 3
+    assert report["validation"]["outputs"]

@@ -279,3 +279,25 @@ def test_import_onnxprune_does_not_import_torch():
     code = "import sys, onnxprune; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_conv_whose_input_channels_were_all_pruned_gives_its_bias():
+    """A pruned branch can lose every channel (a Split part of size 0): ONNX's Conv then outputs its
+    bias at every position, where torch's conv would return no channels at all."""
+    import onnx_ir as ir
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxprune.twin import Twin
+
+    b = np.array([0.5, -1.0, 2.0], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 0, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 5, 5])],
+        [numpy_helper.from_array(np.zeros((3, 0, 3, 3), np.float32), "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.zeros((2, 0, 5, 5), np.float32)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = Twin(ir.from_proto(model))(x)[0].detach().numpy()
+    assert got.shape == ref.shape == (2, 3, 5, 5) and np.allclose(got, ref)

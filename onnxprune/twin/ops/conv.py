@@ -67,6 +67,9 @@ def conv(node: NodeInfo):
     def run(x, w, b=None):
         n, kernel, strides, dil = geometry(node, x, list(w.shape[2:]), _CONV)
         begin, end = pads.resolve(x.shape[2:], kernel, strides, dil)
+        if x.shape[1] == 0:  # every input channel pruned away: torch returns 0 channels, ONNX the bias
+            x = x.new_zeros((x.shape[0], group, *x.shape[2:]))
+            w = w.new_zeros((w.shape[0], 1, *w.shape[2:])) + w.sum() * 0  # keeps w in the autograd graph
         if begin == end:
             return _CONV[n](x, w, b, strides, begin, dil, group)
         return _CONV[n](F.pad(x, torch_pad_arg(begin, end)), w, b, strides, 0, dil, group)
