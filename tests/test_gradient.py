@@ -120,7 +120,11 @@ def test_dirichlet_ranks_a_useless_channel_last(tmp_path, sampling):
     """Every live channel adds evidence for the class the model predicts (positive head weights after a
     ReLU), channel 9 is computed but never read: its posterior share must end up the smallest. (The
     method ranks a channel that works against the model's answer below a useless one, by design.)"""
-    from onnxprune.criteria.gradient import dirichlet_scores, load_calibration, reference_outputs
+    from onnxprune.criteria.gradient import (
+        dirichlet_scores,
+        load_calibration,
+        reference_outputs,
+    )
 
     model = _planted(head_outputs=2, classifier=True)
     w2 = np.zeros((2, 12, 1, 1), np.float32)
@@ -213,7 +217,11 @@ def test_a_fixed_batch_of_one_is_fed_sample_by_sample(tmp_path):
 def test_dirichlet_kl_term_counts(tmp_path):
     """beta really weighs KL(Dir(phi) || Dir(alpha0)): with alpha0 = 1 a large beta holds the posterior
     near uniform, beta = 0 lets the task loss spread it."""
-    from onnxprune.criteria.gradient import dirichlet_scores, load_calibration, reference_outputs
+    from onnxprune.criteria.gradient import (
+        dirichlet_scores,
+        load_calibration,
+        reference_outputs,
+    )
 
     model = _planted(head_outputs=3, classifier=True)
     m = onnxprune.api.load_normalized(model)
@@ -235,7 +243,6 @@ def test_gradient_criteria_and_finetune_run_on_every_architecture(arch, exporter
     branches) on each torch-built architecture: singularity to its caps, then a few fine-tuning steps,
     and the result still runs in onnxruntime."""
     import onnx
-
     import torch_archs
 
     path = torch_archs.export_arch(arch, exporter, tmp_path)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import onnx
 import pytest
-
-import onnxprune
 import torch_archs
 import zoo
 from oracle import plant_dead_channels
+
+import onnxprune
 
 ROOT = Path(__file__).resolve().parents[1]
 RATIO = 0.3
