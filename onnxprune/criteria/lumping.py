@@ -42,8 +42,8 @@ def lumping_plan(analysis: Analysis) -> Plan:
             continue
         zero_out = _zero_outgoing(analysis, g)
         dead, merges = set(), []
-        why_not = _path_blocker(analysis, g)
-        vectors = _producer_vectors(analysis, g)
+        why_not = path_blocker(analysis, g)
+        vectors = producer_vectors(analysis, g)
         if why_not is None:
             norms = np.linalg.norm(vectors, axis=1)
             dead = set(np.nonzero(norms == 0)[0].tolist())
@@ -153,7 +153,7 @@ def _zero_outgoing(analysis: Analysis, g: Group) -> set[int]:
     return set(np.nonzero(~nonzero)[0].tolist())
 
 
-def _path_blocker(analysis: Analysis, g: Group) -> str | None:
+def path_blocker(analysis: Analysis, g: Group) -> str | None:
     """Why a channel's value is not c * another's at the consumers even if its filters are, or None."""
     folded = {id(bn) for bn in (folded_batchnorm(g, p) for p in g.producers) if bn is not None}
     own = {id(p.node) for p in g.producers} | {id(p.node) for p in g.params if p.role == "consumer"} | folded
@@ -176,7 +176,7 @@ def _path_blocker(analysis: Analysis, g: Group) -> str | None:
     return None
 
 
-def _producer_vectors(analysis: Analysis, g: Group) -> np.ndarray:
+def producer_vectors(analysis: Analysis, g: Group) -> np.ndarray:
     """Per channel: all its producer filters and biases, concatenated (float64), with a
     BatchNormalization that directly follows a producer folded in (what the channel computes)."""
     parts = []

@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.criteria.lumping import _path_blocker, _producer_vectors
+from onnxprune.criteria.lumping import path_blocker, producer_vectors
 from onnxprune.criteria.magnitude import ScoreDict, consumer_column_energy
 from onnxprune.graph import Analysis, Group
 from onnxprune.plan import Plan
 
-_MAX_GREEDY = 4096  # wider groups are scored by the one-shot cost (no locking), to stay O(C^2) memory
+_MAX_GREEDY = 4096  # wider groups score plain removal (no partner): the C x C cost matrix stays bounded
 
 
 def merge_scores(analysis: Analysis) -> ScoreDict:
     """Per channel: the error-bound factor of removing it, in greedy order (module docstring)."""
     scores, notes = {}, {}
     for g in analysis.prunable_groups:
-        v = _producer_vectors(analysis, g)
+        v = producer_vectors(analysis, g)
         n = np.sqrt(consumer_column_energy(analysis, g))
         why_not = _fold_blocker(analysis, g)
         if why_not is not None:  # nothing can be folded: score plain removal
@@ -41,7 +41,7 @@ def merge_scores(analysis: Analysis) -> ScoreDict:
 
 
 def _fold_blocker(analysis: Analysis, g: Group) -> str | None:
-    return "grouped convs or chunks read it" if g.blocks else _path_blocker(analysis, g)
+    return "grouped convs or chunks read it" if g.blocks else path_blocker(analysis, g)
 
 
 def _greedy(v: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -49,7 +49,7 @@ def _greedy(v: np.ndarray, n: np.ndarray) -> np.ndarray:
     size = len(v)
     sq = np.einsum("ij,ij->i", v, v)
     gram = v @ v.T if size <= _MAX_GREEDY else None
-    if gram is None:  # one-shot: best partner among all, no locking
+    if gram is None:  # too wide for the C x C matrices: plain removal cost
         return n * np.sqrt(sq)
     with np.errstate(divide="ignore", invalid="ignore"):
         c = np.where(sq[None, :] > 0, gram / sq[None, :], 0.0)  # c[j, i]: j onto i
@@ -101,7 +101,7 @@ def fold_removed(analysis: Analysis, plan: Plan) -> None:
         if why_not is not None:
             plan.reasons[gid] = plan.reasons.get(gid, "") + f"; not folded: {why_not}"
             continue
-        v = _producer_vectors(analysis, g)
+        v = producer_vectors(analysis, g)
         n = np.sqrt(consumer_column_energy(analysis, g))
         kept = np.setdiff1d(np.arange(g.size), removed)
         sq_kept = np.einsum("ij,ij->i", v[kept], v[kept])
@@ -132,7 +132,7 @@ def add_near_copies(analysis: Analysis, plan: Plan, tolerance: float) -> None:
     for g in analysis.prunable_groups:
         if _fold_blocker(analysis, g) is not None:
             continue
-        v = _producer_vectors(analysis, g)
+        v = producer_vectors(analysis, g)
         norms = np.linalg.norm(v, axis=1)
         gone = np.zeros(g.size, bool)
         if g.id in plan.removed:
