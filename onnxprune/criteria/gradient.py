@@ -55,16 +55,14 @@ def load_calibration(model: ir.Model, data) -> Calibration:
     inputs = {v.name: (list(v.shape) if v.shape is not None else [], v.dtype.numpy())
               for v in model.graph.inputs if v.name not in model.graph.initializers}
     feeds = source.arrays(inputs)
-    path = source.path
-    first = next(iter(model.graph.inputs)).shape
-    batch = first[0] if first is not None and len(first) and isinstance(first[0], int) and first[0] > 0 else DEFAULT_BATCH
+    shape = next(iter(model.graph.inputs)).shape
+    fixed = shape[0] if shape is not None and len(shape) and isinstance(shape[0], int) and shape[0] > 0 else None
     n = len(next(iter(feeds.values())))
     if any(len(v) != n for v in feeds.values()):
-        raise OptionError(f"{path}: inputs hold different numbers of samples")
+        raise OptionError(f"{source.path}: inputs hold different numbers of samples")
+    batch = fixed or min(DEFAULT_BATCH, n)
     if n < batch:
-        batch = n if not (isinstance(first[0], int) and first[0] > 0) else batch
-    if n < batch:
-        raise OptionError(f"{path}: {n} samples, fewer than the model's fixed batch of {batch}")
+        raise OptionError(f"{source.path}: {n} samples, fewer than the model's fixed batch of {batch}")
     return Calibration(feeds, source.labels(n), batch)
 
 
