@@ -25,7 +25,7 @@ from onnxprune.criteria.merging import add_near_copies, fold_removed, merge_scor
 from onnxprune.data import DataSource, as_source
 from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, analyze_groups
-from onnxprune.metrics import count_macs, count_params, macs_per_node
+from onnxprune.metrics import count_macs, count_params, macs_per_node, params_per_initializer
 from onnxprune.passes.normalize import normalize
 from onnxprune.plan import Plan, check_ratio, plan_from_removals, replay_specs
 from onnxprune.progress import Stages
@@ -325,8 +325,7 @@ def _plan_for_targets(m: ir.Model, analysis: Analysis, scorer, opts: AllocationO
     from onnxprune.targets import predicted_size, smallest_ratio
 
     macs0 = macs_per_node(m, input_shapes)
-    params0 = {v: int(np.prod(v.const_value.shape)) for v in m.graph.initializers.values()
-               if v.const_value is not None and v.dtype is not None and v.dtype.is_floating_point()}
+    params0 = params_per_initializer(m)
     before = {"flops": sum(macs0.values()), "params": sum(params0.values())}
     limit = {k: v * before[k] if v <= 1 else v for k, v in targets.items() if k != "latency"}
     scores = (get_criterion(scorer) if isinstance(scorer, str) else scorer)(analysis)

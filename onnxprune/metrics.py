@@ -8,11 +8,13 @@ import onnx_ir as ir
 
 def count_params(model: ir.Model) -> int:
     """Elements of floating-point initializers."""
-    total = 0
-    for v in model.graph.initializers.values():
-        if v.const_value is not None and v.dtype is not None and v.dtype.is_floating_point():
-            total += int(np.prod(v.const_value.shape))
-    return total
+    return sum(params_per_initializer(model).values())
+
+
+def params_per_initializer(model: ir.Model) -> dict[ir.Value, int]:
+    """Elements of each floating-point initializer."""
+    return {v: int(np.prod(v.const_value.shape)) for v in model.graph.initializers.values()
+            if v.const_value is not None and v.dtype is not None and v.dtype.is_floating_point()}
 
 
 def _static(shape) -> list[int] | None:

@@ -319,7 +319,7 @@ def gradient_plan(m: ir.Model, analysis: Analysis, criterion: str, ratio: float 
 
 def redundancy_report(m: ir.Model, analysis: Analysis, red: dict, calib, options: dict, input_shapes) -> dict:
     """The network's maximum redundancy (every group at its cap) in channels, params and MACs."""
-    from onnxprune.metrics import macs_per_node
+    from onnxprune.metrics import macs_per_node, params_per_initializer
     from onnxprune.targets import predicted_size
 
     caps = Plan()
@@ -332,8 +332,7 @@ def redundancy_report(m: ir.Model, analysis: Analysis, red: dict, calib, options
         if r.cap:
             caps.removed[g.id] = select(g, r.scores, (r.cap + 0.5) / g.size)
     macs0 = macs_per_node(m, input_shapes)
-    params0 = {v: int(np.prod(v.const_value.shape)) for v in m.graph.initializers.values()
-               if v.const_value is not None and v.dtype is not None and v.dtype.is_floating_point()}
+    params0 = params_per_initializer(m)
     params, macs = predicted_size(analysis, caps, macs0, params0)
     widest = max((g.size for g in analysis.prunable_groups), default=0)
     out = {"samples": calib.samples, "tau": options.get("tau", 1e-2), "energy": options.get("energy"),
