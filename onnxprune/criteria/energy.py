@@ -5,8 +5,7 @@ A consumer computes W a + b; channel j adds W[:, j] a_j, whose expected energy i
 N(beta, gamma^2) on the data it was trained on), carried through ReLU (rectified-Gaussian moments),
 residual Adds (independent sums), pools and reshapes; a Conv/Gemm without BN gives the moments its
 filter gives a unit-variance input. Unlike producer norms it sees both sides of the channel: a large
-filter whose BN silences it, or whose next layer ignores it, scores low. ``centered`` scores Var[a_j]
-instead: what is left after mean compensation (``--compensate``) restores E[a_j].
+filter whose BN silences it, or whose next layer ignores it, scores low.
 """
 
 from __future__ import annotations
@@ -31,8 +30,8 @@ _PASS = {"Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "M
 _MAX_DEPTH = 64
 
 
-def energy(analysis: Analysis, centered: bool = False) -> ScoreDict:
-    """sqrt(sum over consumers of ||W_c[:, j]||^2 * E[a_j^2]) per channel (Var[a_j] if ``centered``)."""
+def energy(analysis: Analysis) -> ScoreDict:
+    """sqrt(sum over consumers of ||W_c[:, j]||^2 * E[a_j^2]) per channel."""
     scores, notes = {}, {}
     for g in analysis.prunable_groups:
         consumers = [p for p in g.params if p.role == "consumer"]
@@ -45,7 +44,7 @@ def energy(analysis: Analysis, centered: bool = False) -> ScoreDict:
                 fallback = moments
                 break
             mean, var = moments
-            total += col * (var if centered else var + mean * mean)
+            total += col * (var + mean * mean)
         if fallback is not None or not consumers:
             # Unknown moments: producer l2 times consumer column norms (scale-free within the group).
             prod = np.sum(producer_sums(analysis, g, lambda r: np.square(r, dtype=np.float64).sum(axis=1)), axis=0)
@@ -54,10 +53,6 @@ def energy(analysis: Analysis, centered: bool = False) -> ScoreDict:
             notes[g.id] = f"no activation statistics ({fallback or 'no consumer'}): producer l2 x consumer norm"
         scores[g.id] = np.sqrt(np.maximum(total, 0.0))
     return ScoreDict(scores, notes)
-
-
-def energy_centered(analysis: Analysis) -> ScoreDict:
-    return energy(analysis, centered=True)
 
 
 def _moments(analysis: Analysis, g: Group, value, depth: int) -> tuple[np.ndarray, np.ndarray] | str:
