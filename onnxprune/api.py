@@ -134,6 +134,13 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
         raise OptionError(f"--finetune takes a number of steps >= 0, got {finetune}")
     if gradient or finetune:
         import onnxprune.twin  # noqa: F401  # without torch: an error naming the extra, before any work
+    if auto:
+        _refuse_unused_with_auto(criterion, allocation=allocation != "local", normalize=normalize != "mean",
+                                 max_group_ratio=max_group_ratio is not None, overrides=bool(overrides),
+                                 ignore=bool(ignore), compensate=compensate, merge=merge,
+                                 gaussian_feature=gaussian_feature != "l1", gaussian_outside=gaussian_outside,
+                                 lumping_tolerance=bool(lumping_tolerance),
+                                 targets=any(t is not None for t in (target_flops, target_params, target_latency)))
     if auto and criterion not in ("singularity", "dirichlet"):
         if remove or criterion == "lumping":
             raise OptionError("--ratio auto removes what is lossless, then searches how far --criterion can go "
@@ -144,7 +151,7 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
                            finetune, dict(gradient_options or {}), checks)
     if auto:
         ratio = 0.0
-    check_ratio(ratio)
+    ratio = check_ratio(ratio)
     get_criterion(criterion)
     opts = AllocationOptions(mode=allocation, normalize=normalize, round_to=round_to, max_group_ratio=max_group_ratio,
                              overrides=list(overrides or []), ignore=list(ignore or [])).check()
@@ -219,6 +226,19 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
             report["target"] = target_report
         stages.next("saving" if output is not None else "serialising")
         return _finish(m, report, original, output, checks, stages)
+
+
+def _refuse_unused_with_auto(criterion: str, **given: bool) -> None:
+    """--ratio auto fixes its own allocation (global LAMP, removals folded): refuse options it would ignore."""
+    names = {"allocation": "--allocation", "normalize": "--normalize", "max_group_ratio": "--max-group-ratio",
+             "overrides": "--override", "ignore": "--ignore", "compensate": "--compensate", "merge": "--merge",
+             "gaussian_feature": "--gaussian-feature", "gaussian_outside": "--gaussian-outside",
+             "lumping_tolerance": "--lumping-tolerance",
+             "targets": "--target-flops/--target-params/--target-latency"}
+    used = [names[k] for k, v in given.items() if v]
+    if used:
+        raise OptionError(f"--ratio auto does not take {', '.join(used)}: it chooses its own allocation; "
+                          "give a numeric --ratio to use them")
 
 
 def validate_models(original: str | os.PathLike, pruned: str | os.PathLike, checks=None) -> dict:
