@@ -42,3 +42,31 @@ def _features(analysis: Analysis, feature: str) -> dict[int, np.ndarray]:
 
 
 gaussian = gaussian_scores()
+
+
+class GaussianCriterion:
+    """The gaussian rule as a Criterion: without a ratio, the interval at --gaussian-k is the threshold."""
+
+    name = "gaussian"
+    summary = ("distance of each filter's feature from its layer's mean in standard deviations; without "
+               "--ratio the channels within --gaussian-k go")
+    options = ("gaussian_k", "gaussian_feature", "gaussian_outside")
+    at_zero_ratio = "threshold"
+    needs_data = needs_torch = sizes_itself = shares_ratio_by_counts = merges = False
+
+    def score(self, analysis: Analysis, context) -> "Scores":
+        from onnxprune.criteria.base import Scores
+
+        feature, outside = ("l1", False) if context is None else (context.options.gaussian_feature,
+                                                                  context.options.gaussian_outside)
+        return Scores(gaussian_scores(feature, outside)(analysis))
+
+    @staticmethod
+    def threshold(options, k: float | None = None) -> tuple[float, str]:
+        """The score threshold of the interval at k (default --gaussian-k), and what it means."""
+        k = options.gaussian_k if k is None else k
+        side = "beyond" if options.gaussian_outside else "within"
+        return (-k if options.gaussian_outside else k), f"{options.gaussian_feature} {side} {k:.3g} sigma of the layer mean"
+
+
+GAUSSIAN = GaussianCriterion()
