@@ -149,10 +149,14 @@ class PruneConfig:
         _check_criterion(self)
         _check_allocation(self)
         _check_transforms(self)
+        _check_data(self)
         auto = self.target.auto
         a, tr, crit = self.allocation, self.transforms, _criterion(self)
         merges = crit.merges and not self.lossless or auto and not crit.sizes_itself
-        return replace(self, allocation=replace(a, mode=a.mode or ("global" if auto else "local"),
+        from onnxprune.data import as_source
+
+        return replace(self, data=replace(self.data, source=as_source(self.data.source)),
+                       allocation=replace(a, mode=a.mode or ("global" if auto else "local"),
                                                 normalize=a.normalize or ("lamp" if auto else "mean")),
                        transforms=replace(tr, merge=merges if tr.merge is None else tr.merge))
 
@@ -267,7 +271,7 @@ def _check_allocation(c: PruneConfig) -> None:
         _refuse(", ".join(flag[n] for n in given), "allocate scores; --remove names the channels itself")
     # Lossless lumping, a threshold and a criterion's own counts decide per group: only the per-group
     # options (ignore, override, cap, rounding) apply there, not the pooling ones.
-    per_group = c.lossless or c.thresholded or c.own_counts
+    per_group = c.lossless or c.thresholded or c.own_counts or (t.auto and crit.at_zero_ratio == "threshold")
     pooling = [n for n in ("mode", "normalize") if n in given]
     if per_group and pooling:
         _refuse(", ".join(flag[n] for n in pooling), f"do(es) not apply to {_mode_name(c)}: channels are counted per "
@@ -283,8 +287,9 @@ def _mode_name(c: PruneConfig) -> str:
     crit = _criterion(c)
     if c.lossless:
         return "lossless lumping"
-    if c.thresholded:
-        return f"--criterion {crit.name} without --ratio (its threshold)"
+    if c.thresholded or c.target.auto and crit.at_zero_ratio == "threshold":
+        return f"--criterion {crit.name} " + ("with --ratio auto" if c.target.auto else "without --ratio") + \
+            " (its threshold decides per group)"
     return f"--criterion {crit.name}" + (" with --ratio auto (its own count)" if c.target.auto else
                                          " (a ratio is shared by its own counts)")
 
@@ -301,6 +306,19 @@ def _check_transforms(c: PruneConfig) -> None:
     checks = c.validation.checks
     if not c.validation.enabled and checks is not None and (checks.latency or checks.edge or checks.quantize):
         _refuse("latency, edge checks and --quantize", "run as part of validation: drop --no-validate")
+
+
+def _check_data(c: PruneConfig) -> None:
+    """Data and the seed only where something reads them."""
+    crit, t, tr, v = _criterion(c), c.target, c.transforms, c.validation
+    budget = t.auto and not crit.sizes_itself
+    if c.data.source is not None and not (crit.needs_data or budget or tr.compensate or tr.finetune or v.enabled):
+        _refuse("--data", "is read by validation, --ratio auto's budget, --compensate, --finetune and the "
+                "gradient criteria; none of them runs here (drop --no-validate or --data)")
+    synthetic = c.data.source is None and (v.enabled or budget) or t.latency is not None
+    if _given(c.data, "seed") and not synthetic:
+        _refuse("--seed", "seeds synthetic inputs (validation or --ratio auto without --data, --target-latency); "
+                "none are used here")
 
 
 def from_keywords(ratio: float | str = 0.0, criterion: str = DEFAULT_CRITERION, *, remove=None, validate: bool = True,

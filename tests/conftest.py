@@ -52,9 +52,10 @@ def run_subprocess(*args, timeout: int = 300) -> CliResult:
     return CliResult(res.returncode, res.stdout, res.stderr)
 
 
-def tiny_cnn() -> onnx.ModelProto:
+def tiny_cnn(classifier: bool = True) -> onnx.ModelProto:
     """x[N,2,6,6] -> Conv(8) -> BN -> Relu -> Conv(8) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(4):
-    two prunable groups of 8, a classifier-shaped output, seeded weights with distinct norms."""
+    two prunable groups of 8, a classifier-shaped output, seeded weights with distinct norms. Without
+    ``classifier`` a 1x1 Conv(4) head replaces the pool and Gemm: the output is a feature map."""
     rng = np.random.default_rng(0)
 
     def init(name, *shape, scale=1.0):
@@ -73,8 +74,13 @@ def tiny_cnn() -> onnx.ModelProto:
              helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="gap"),
              helper.make_node("Flatten", ["p"], ["f"], name="flat"),
              helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], name="fc", transB=1)]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])]
+    if not classifier:  # y becomes a feature map: Conv(4) over r2
+        inits[-2:] = [init("wf", 4, 8, 1, 1), init("bf", 4, scale=0.1)]
+        nodes[-3:] = [helper.make_node("Conv", ["r2", "wf", "bf"], ["y"], name="head")]
+        outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])]
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+                              outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)

@@ -220,7 +220,8 @@ def dirichlet_scores(model: ir.Model, analysis: Analysis, calib: Calibration, ta
     opt = torch.optim.Adam(list(theta.values()), lr=lr)
     batches = list(calib.batches())
     total = steps_ or max(50, len(batches))
-    with steps(total, "dirichlet gates", progress) as bar:
+    with steps(total, "dirichlet gates", progress) as bar, torch.random.fork_rng():
+        torch.manual_seed(0)  # the sampling variant draws gates: same data and options, same scores
         for step in range(total):
             (feeds, labels), target = batches[step % len(batches)], targets[step % len(batches)]
             outs = [twin(feeds) for _ in range(samples if sampling else 1)]
