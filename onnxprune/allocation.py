@@ -31,7 +31,7 @@ class AllocationOptions:
     threshold: float | None = None  # remove every channel scoring below this (e.g. gaussian's k)
     threshold_why: str = ""  # what the threshold means, for the report
 
-    def check(self) -> "AllocationOptions":
+    def check(self) -> AllocationOptions:
         if self.mode not in ("local", "global"):
             raise OptionError(f"allocation must be 'local' or 'global', got '{self.mode}'")
         if self.normalize not in ("mean", "lamp"):

@@ -322,7 +322,8 @@ def _run_validate(args) -> int:
     from onnxprune.validate.fidelity import Tolerances
 
     tolerances = Tolerances(atol=args.atol, rtol=args.rtol, cosine=args.min_cosine, top1=args.min_top1)
-    checks = _check_options(args, args.data, tolerances=tolerances, load_inputs=args.load_inputs, save_inputs=args.save_inputs)
+    checks = _check_options(args, args.data, tolerances=tolerances, load_inputs=args.load_inputs,
+                            save_inputs=args.save_inputs)
     report = validate_models(args.original, args.pruned, checks)
     if args.json == "-":
         print(json.dumps(report, indent=2))
@@ -357,7 +358,8 @@ def _run_prune(args) -> int:
         write_plot(report, args.plot)
     if not args.quiet:
         print(format_summary(report))
-        written = [str(args.output)] + [p for p in (report.get("quantized", {}).get("path"), args.report, args.plot) if p]
+        extra = (report.get("quantized", {}).get("path"), args.report, args.plot)
+        written = [str(args.output)] + [p for p in extra if p]
         print(f"\nwrote {', '.join(written)}")
     return 1 if report.get("passed") is False else 0
 

@@ -142,7 +142,7 @@ class PruneConfig:
         crit, t = _criterion(self), self.target
         return bool(crit.sizes_itself and t.auto or crit.shares_ratio_by_counts and not t.auto and not t.remove)
 
-    def validate(self) -> "PruneConfig":
+    def validate(self) -> PruneConfig:
         """This config with the mode's defaults filled in; OptionError for anything impossible or unused."""
         _check_values(self)
         _check_target(self)
@@ -327,8 +327,8 @@ def from_keywords(ratio: float | str = 0.0, criterion: str = DEFAULT_CRITERION, 
                   overrides=None, ignore=None, gaussian_k: float = 1.0, gaussian_feature: str = "l1",
                   gaussian_outside: bool = False, data=None, budget=None, compensate: bool = False,
                   merge: bool | None = None, lumping_tolerance: float = 0.0, target_flops=None, target_params=None,
-                  target_latency=None, latency_threads: int = 1, finetune: int = 0, gradient_options: dict | None = None,
-                  checks=None) -> PruneConfig:
+                  target_latency=None, latency_threads: int = 1, finetune: int = 0,
+                  gradient_options: dict | None = None, checks=None) -> PruneConfig:
     """A PruneConfig from ``onnxprune.prune``'s keyword arguments (their names predate the sections)."""
     from onnxprune.data import as_source
     from onnxprune.targets import parse_latency, parse_target
@@ -342,7 +342,8 @@ def from_keywords(ratio: float | str = 0.0, criterion: str = DEFAULT_CRITERION, 
     score = ScoreConfig(criterion=criterion, gaussian_k=gaussian_k, gaussian_feature=gaussian_feature,
                         gaussian_outside=gaussian_outside, singularity_tau=g.get("tau", gd.singularity_tau),
                         singularity_energy=g.get("energy"), dirichlet_sampling=g.get("sampling", False),
-                        dirichlet_beta=g.get("beta", gd.dirichlet_beta), dirichlet_alpha0=g.get("alpha0", gd.dirichlet_alpha0),
+                        dirichlet_beta=g.get("beta", gd.dirichlet_beta),
+                        dirichlet_alpha0=g.get("alpha0", gd.dirichlet_alpha0),
                         dirichlet_steps=g.get("steps"), dirichlet_samples=g.get("samples", gd.dirichlet_samples),
                         dirichlet_mass=g.get("mass", gd.dirichlet_mass))
     budget_fields = {} if budget is None else {"budget_cosine": budget.cosine, "budget_top1": budget.top1,

@@ -18,8 +18,8 @@ from onnxprune.criteria.base import ScoreContext, Scores
 from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.metrics import count_macs, count_params
 from onnxprune.passes.normalize import normalize
-from onnxprune.planners import Candidate, Trial, choose_planner
 from onnxprune.plan import replay_specs
+from onnxprune.planners import Candidate, Trial, choose_planner
 from onnxprune.progress import Stages
 from onnxprune.report import build_report
 

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 class PlanTransform(Protocol):
     name: str
 
-    def applies(self, config: "PruneConfig") -> bool: ...
+    def applies(self, config: PruneConfig) -> bool: ...
 
-    def apply(self, model: ir.Model, analysis: Analysis, plan: Plan, context: "ScoreContext") -> None: ...
+    def apply(self, model: ir.Model, analysis: Analysis, plan: Plan, context: ScoreContext) -> None: ...
 
 
 def ignored(analysis: Analysis, patterns: tuple[str, ...]) -> set[int]:
@@ -46,10 +46,10 @@ def lossless_plan(analysis: Analysis, ignore: tuple[str, ...] = ()) -> Plan:
 class Lossless:
     name = "lossless"
 
-    def applies(self, config: "PruneConfig") -> bool:
+    def applies(self, config: PruneConfig) -> bool:
         return config.lossless
 
-    def apply(self, model: ir.Model, analysis: Analysis, plan: Plan, context: "ScoreContext") -> None:
+    def apply(self, model: ir.Model, analysis: Analysis, plan: Plan, context: ScoreContext) -> None:
         found = lossless_plan(analysis, context.config.allocation.ignore)
         for part in ("removed", "merges", "bias_folds", "reasons", "skipped"):
             getattr(plan, part).update(getattr(found, part))
@@ -58,10 +58,10 @@ class Lossless:
 class NearCopies:
     name = "near copies"
 
-    def applies(self, config: "PruneConfig") -> bool:
+    def applies(self, config: PruneConfig) -> bool:
         return config.transforms.lumping_tolerance > 0
 
-    def apply(self, model: ir.Model, analysis: Analysis, plan: Plan, context: "ScoreContext") -> None:
+    def apply(self, model: ir.Model, analysis: Analysis, plan: Plan, context: ScoreContext) -> None:
         from onnxprune.criteria.merging import add_near_copies
 
         add_near_copies(analysis, plan, context.config.transforms.lumping_tolerance)
@@ -73,10 +73,10 @@ class NearCopies:
 class Merge:
     name = "merge"
 
-    def applies(self, config: "PruneConfig") -> bool:
+    def applies(self, config: PruneConfig) -> bool:
         return bool(config.transforms.merge)
 
-    def apply(self, model: ir.Model, analysis: Analysis, plan: Plan, context: "ScoreContext") -> None:
+    def apply(self, model: ir.Model, analysis: Analysis, plan: Plan, context: ScoreContext) -> None:
         from onnxprune.criteria.merging import fold_removed
 
         fold_removed(analysis, plan)
@@ -85,10 +85,10 @@ class Merge:
 class Compensate:
     name = "compensate"
 
-    def applies(self, config: "PruneConfig") -> bool:
+    def applies(self, config: PruneConfig) -> bool:
         return config.transforms.compensate
 
-    def apply(self, model: ir.Model, analysis: Analysis, plan: Plan, context: "ScoreContext") -> None:
+    def apply(self, model: ir.Model, analysis: Analysis, plan: Plan, context: ScoreContext) -> None:
         from onnxprune.criteria.compensate import add_compensation
 
         add_compensation(analysis, plan, context.activation_means(model))

@@ -67,8 +67,8 @@ CASES: dict[str, tuple[dict, object]] = {
 
 
 def all_fields() -> list[str]:
-    return [f"{s.name}.{f.name}" for s in fields(PruneConfig) for f in fields(s.type if not isinstance(s.type, str)
-                                                                              else type(getattr(PruneConfig(), s.name)))]
+    default = PruneConfig()
+    return [f"{s.name}.{f.name}" for s in fields(PruneConfig) for f in fields(getattr(default, s.name))]
 
 
 def build(sections: dict, tiny_files, tmp_path) -> tuple[object, PruneConfig]:

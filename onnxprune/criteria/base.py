@@ -46,7 +46,7 @@ class Scores:
     def items(self):
         return self.values.items()
 
-    def renamed(self, base: Analysis, other: Analysis) -> "Scores":
+    def renamed(self, base: Analysis, other: Analysis) -> Scores:
         """These scores (computed on ``base``) for ``other``, a fresh analysis of the same model: groups
         matched by name, so scoring happens once however many trials follow."""
         ids = {g.name: g.id for g in base.groups}
@@ -73,7 +73,7 @@ class Criterion(Protocol):
     shares_ratio_by_counts: bool  # a numeric ratio is shared by its own counts, not by the allocation
     merges: bool  # removed channels fold into nearly proportional kept ones unless --no-merge
 
-    def score(self, analysis: Analysis, context: "ScoreContext") -> Scores: ...
+    def score(self, analysis: Analysis, context: ScoreContext) -> Scores: ...
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class DataFree:
     sizes_itself: bool = False
     shares_ratio_by_counts: bool = False
 
-    def score(self, analysis: Analysis, context: "ScoreContext") -> Scores:
+    def score(self, analysis: Analysis, context: ScoreContext) -> Scores:
         return as_scores(self.fn(analysis))
 
 
@@ -106,7 +106,7 @@ class ScoreContext:
     """What criteria and plan transforms may ask for, each computed on first use and kept:
     calibration data, the unpruned model's outputs on it, activation means."""
 
-    def __init__(self, model: ir.Model, config: "PruneConfig", original=None) -> None:
+    def __init__(self, model: ir.Model, config: PruneConfig, original=None) -> None:
         self.model = model
         self.config = config
         self.original = original  # the unpruned model as onnxruntime loads it (a path or bytes), if needed
@@ -114,7 +114,7 @@ class ScoreContext:
         self._reference = None
 
     @property
-    def options(self) -> "ScoreConfig":
+    def options(self) -> ScoreConfig:
         return self.config.score
 
     @property
@@ -125,7 +125,7 @@ class ScoreContext:
     def input_shapes(self) -> dict[str, tuple] | None:
         return self.config.data.input_shapes or None
 
-    def calibration(self) -> "Calibration":
+    def calibration(self) -> Calibration:
         if self._calibration is None:
             from onnxprune.criteria.gradient import load_calibration
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
@@ -21,6 +22,9 @@ from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, Group
 from onnxprune.plan import Plan
 from onnxprune.progress import steps
+
+if TYPE_CHECKING:
+    from onnxprune.criteria.base import Scores
 
 GRADIENT_CRITERIA = ("taylor", "singularity", "dirichlet")
 DEFAULT_BATCH = 32
@@ -325,7 +329,7 @@ class TaylorCriterion(_GradientCriterion):
     name = "taylor"
     summary = "first-order Taylor: mean squared gradient of the loss w.r.t. a gate on each channel"
 
-    def score(self, analysis: Analysis, context) -> "Scores":
+    def score(self, analysis: Analysis, context) -> Scores:
         from onnxprune.criteria.base import Scores
 
         return Scores(taylor_scores(gate_gradients(context.model, analysis, context.calibration(), context.progress)))
@@ -339,7 +343,7 @@ class SingularityCriterion(_GradientCriterion):
     sizes_itself = True
     shares_ratio_by_counts = True
 
-    def score(self, analysis: Analysis, context) -> "Scores":
+    def score(self, analysis: Analysis, context) -> Scores:
         from onnxprune.criteria.base import Scores
 
         opts = context.options
@@ -362,7 +366,7 @@ class DirichletCriterion(_GradientCriterion):
                "dirichlet_mass")
     sizes_itself = True
 
-    def score(self, analysis: Analysis, context) -> "Scores":
+    def score(self, analysis: Analysis, context) -> Scores:
         from onnxprune.criteria.base import Scores
 
         o = context.options
