@@ -7,11 +7,12 @@ Without data the inputs are seeded noise whose mean and spread per input channel
 first BatchNormalization's statistics where a Conv + BN reads the input (else N(0, 1)); on noise a
 classifier's top-1 mostly measures ties, so every output is budgeted by cosine instead.
 
-What grows: with ``--criterion gaussian`` the interval k (bisection); with any scoring criterion a
-ratio under global LAMP allocation with every removed channel folded into its most nearly
-proportional kept channel, raised in steps of RATIO_STEP until the budget fails, then halved once.
-Every trial prunes a fresh copy of the lossless model, so the result is exactly what the chosen
-value gives.
+What grows: with a threshold criterion (gaussian) the interval k (bisection); with any other scoring
+criterion a ratio, raised in steps of RATIO_STEP until the budget fails, then halved once. The ratio is
+allocated as the config says (default global LAMP, every removed channel folded into its most nearly
+proportional kept channel); ignores, overrides, caps, rounding and --compensate apply to every trial.
+Every trial prunes a fresh copy of the lossless model (``planners.Trial``), so the result is exactly
+what the chosen value gives.
 """
 
 from __future__ import annotations

@@ -69,3 +69,68 @@ def test_prune_without_validation_never_loads_onnxruntime():
             "print('onnxruntime' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "False", res.stdout + res.stderr
+
+
+def _auto(cli, tmp_path, tiny_files, *extra) -> dict:
+    model, calib = tiny_files
+    res = cli(model, tmp_path / "o.onnx", "--ratio", "auto", "--data", calib, "--budget-top1", "0.3", "--quiet",
+              "--report", tmp_path / "r.json", *extra)
+    assert res.code == 0, res.err
+    return json.loads((tmp_path / "r.json").read_text())
+
+
+def _group(report: dict, name: str) -> dict:
+    return next(g for g in report["groups"] if g["name"] == name)
+
+
+def test_auto_honours_allocation_options(cli, tmp_path, tiny_files):
+    """Was: --ratio auto dropped --ignore, --override, --max-group-ratio and --allocation."""
+    plain = _auto(cli, tmp_path, tiny_files)
+    assert plain["channels_removed"] > 0 and plain["allocation"]["mode"] == "global"
+    assert _group(_auto(cli, tmp_path, tiny_files, "--ignore", "conv1"), "conv1")["removed"] == 0
+    assert _group(_auto(cli, tmp_path, tiny_files, "--override", "conv1=0.5"), "conv1")["removed"] == 4
+    capped = _auto(cli, tmp_path, tiny_files, "--max-group-ratio", "0.125")
+    assert max(g["removed"] for g in capped["groups"]) <= 1
+    local = _auto(cli, tmp_path, tiny_files, "--allocation", "local")
+    assert local["allocation"]["mode"] == "local" and local["auto"]["allocation"].startswith("local")
+    assert _group(local, "conv1")["removed"] == _group(local, "conv2")["removed"]  # one ratio in every group
+
+
+def test_auto_honours_transforms(cli, tmp_path, tiny_files):
+    """Was: --ratio auto dropped --compensate and --merge (now on by default; --no-merge turns it off)."""
+    merged = _auto(cli, tmp_path, tiny_files)
+    assert "folded into nearly proportional" in " ".join(g["why"] for g in merged["groups"])
+    plain = _auto(cli, tmp_path, tiny_files, "--no-merge")
+    assert "folded into nearly proportional" not in " ".join(g["why"] for g in plain["groups"])
+    assert plain["transforms"]["merge"] is False
+    compensated = _auto(cli, tmp_path, tiny_files, "--no-merge", "--compensate")
+    assert "compensated" in " ".join(g["why"] for g in compensated["groups"])
+
+
+def test_auto_honours_gaussian_feature(cli, tmp_path, tiny_files):
+    """Was: --ratio auto --criterion gaussian always fitted l1."""
+    base = _auto(cli, tmp_path, tiny_files, "--criterion", "gaussian")
+    feature = _auto(cli, tmp_path, tiny_files, "--criterion", "gaussian", "--gaussian-feature", "sum")
+    whys = " ".join(g["why"] for g in feature["groups"])
+    assert "sum within" in whys and "l1 within" in " ".join(g["why"] for g in base["groups"])
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--ratio", "auto", "--gaussian-k", "0.5", "--criterion", "gaussian"], "--gaussian-k"),
+    (["--ratio", "auto", "--criterion", "gaussian", "--allocation", "global"], "--allocation"),
+    (["--ratio", "0.3", "--budget-top1", "0.5"], "--budget-top1"),
+    (["--ratio", "0.3", "--singularity-tau", "0.1"], "--singularity-tau"),
+    (["--ratio", "0.3", "--lr", "0.1"], "--lr"),
+    (["--ratio", "0.3", "--latency-threads", "2"], "--latency-threads"),
+    (["--ratio", "0.3", "--normalize", "lamp"], "--normalize"),
+    (["--criterion", "lumping", "--max-group-ratio", "0.5"], "--max-group-ratio"),
+    (["--remove", "conv1:0", "--ignore", "x"], "--ignore"),
+    (["--ratio", "0.3", "--no-validate", "--data", str(CALIB)], "--data"),
+    (["--ratio", "0.3", "--no-validate", "--seed", "3"], "--seed"),
+    (["--ratio", "0.3", "--mean", "0.5"], "--mean"),
+    (["--ratio", "0.3", "--no-validate", "--plot", "p.png"], "--plot"),
+])
+def test_options_that_would_be_ignored_are_refused(cli, tmp_path, tiny_files, extra, fragment):
+    res = cli(tiny_files[0], tmp_path / "o.onnx", *extra)
+    res.assert_refused(fragment)
+    assert not (tmp_path / "o.onnx").exists()
