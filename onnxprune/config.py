@@ -295,12 +295,9 @@ def _mode_name(c: PruneConfig) -> str:
 
 
 def _check_transforms(c: PruneConfig) -> None:
-    tr, t = c.transforms, c.target
+    tr = c.transforms
     if tr.lumping_tolerance and not c.lossless:
         _refuse("--lumping-tolerance", "goes with --criterion lumping without --ratio (lossless lumping)")
-    if t.remove and (tr.merge or tr.compensate):
-        _refuse("--merge/--compensate", "fold the channels a criterion removes; with --remove use the report's "
-                "plan or drop them")
     if _given(tr, "lr") and not tr.finetune:
         _refuse("--lr", "is the learning rate of --finetune: give --finetune STEPS")
     checks = c.validation.checks

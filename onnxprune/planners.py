@@ -56,10 +56,12 @@ def allocation_plan(analysis: Analysis, scores: Scores, config: PruneConfig, amo
 
 def plan_for(model: ir.Model, analysis: Analysis, scores: Scores, config: PruneConfig, amount: Amount,
              context: ScoreContext, transforms: bool = True) -> Plan:
-    """The one place an amount becomes a plan: explicit removals, or allocation; then the transforms."""
+    """The one place an amount becomes a plan: explicit removals, lossless lumping (a transform on an
+    empty plan) or allocation; then the transforms."""
     if config.target.remove:
-        return plan_from_removals(analysis, list(config.target.remove))
-    plan = Plan() if config.lossless else allocation_plan(analysis, scores, config, amount)
+        plan = plan_from_removals(analysis, list(config.target.remove))
+    else:
+        plan = Plan() if config.lossless else allocation_plan(analysis, scores, config, amount)
     for t in TRANSFORMS if transforms else ():
         if t.applies(config):
             t.apply(model, analysis, plan, context)
