@@ -8,7 +8,7 @@ from collections.abc import Callable
 import onnx_ir as ir
 
 from onnxprune.allocation import AllocationOptions, allocate
-from onnxprune.config import PruneConfig, from_keywords
+from onnxprune.config import DEFAULT_CRITERION, PruneConfig, from_keywords
 from onnxprune.criteria import get_criterion
 from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.pipeline import ModelLike, load_normalized, run
@@ -22,7 +22,7 @@ def analyze(model: ModelLike) -> Analysis:
     return analyze_groups(load_normalized(model))
 
 
-def make_plan(analysis: Analysis, ratio: float = 0.0, criterion: str | Callable = "l1",
+def make_plan(analysis: Analysis, ratio: float = 0.0, criterion: str | Callable = DEFAULT_CRITERION,
               remove: list[str] | None = None, allocation: AllocationOptions | None = None) -> Plan:
     """Explicit removals if given, else the criterion's lowest-scored channels, allocated by
     ``allocation`` (default: ``ratio`` in every group). ``criterion`` is a data-free criterion's name or

@@ -126,7 +126,7 @@ class BudgetPlanner:
         from onnxprune.criteria import criterion
         from onnxprune.planners import Amount
 
-        if not self.threshold:
+        if not self.threshold or value == 0:  # k = 0: nothing beyond the lossless step
             return Amount(ratio=value)
         t, why = criterion(self.config.score.criterion).threshold(self.config.score, value)
         return Amount(ratio=0.0, threshold=t, why="auto: " + why)

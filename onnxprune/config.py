@@ -248,6 +248,9 @@ def _check_criterion(c: PruneConfig) -> None:
         _refuse(", ".join(f"--{n.replace('_', '-')}" for n in foreign), f"does not apply to --criterion {crit.name}")
     if _given(c.score, "gaussian_k") and not c.thresholded:
         _refuse("--gaussian-k", "is the threshold of --criterion gaussian without --ratio, --ratio auto or a target")
+    if t.auto and c.score.gaussian_outside:
+        _refuse("--gaussian-outside", "cannot go with --ratio auto: the search widens the interval until the budget "
+                "fails, and the tails it would prune shrink as it widens; give --ratio or --gaussian-k")
     if crit.sizes_itself and t.auto and any(_given(t, n) for n in ("budget_cosine", "budget_top1",
                                                                    "budget_synthetic_cosine")):
         _refuse("--budget-*", f"set the fidelity budget; --criterion {crit.name} with --ratio auto uses its own count")

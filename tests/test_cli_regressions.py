@@ -134,3 +134,8 @@ def test_options_that_would_be_ignored_are_refused(cli, tmp_path, tiny_files, ex
     res = cli(tiny_files[0], tmp_path / "o.onnx", *extra)
     res.assert_refused(fragment)
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_auto_refuses_gaussian_tails(cli, tmp_path, tiny_files):
+    cli(tiny_files[0], tmp_path / "o.onnx", "--ratio", "auto", "--criterion", "gaussian",
+        "--gaussian-outside").assert_refused("--gaussian-outside")

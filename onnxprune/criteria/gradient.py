@@ -26,7 +26,6 @@ from onnxprune.progress import steps
 if TYPE_CHECKING:
     from onnxprune.criteria.base import Scores
 
-GRADIENT_CRITERIA = ("taylor", "singularity", "dirichlet")
 DEFAULT_BATCH = 32
 
 
