@@ -134,13 +134,12 @@ class BudgetPlanner:
     def run(self, trial) -> tuple[object, dict]:
         budget, reference, run, source = _reference(trial, self.config)
         key = "k" if self.threshold else "ratio"
-        progress = _progress_line(self.config.output.progress)
 
         def measure(value: float) -> dict:
             cand = trial.copy(self.amount(value))
             fid = fidelity(reference, run(ir.to_proto(cand.model).SerializeToString()))
             ok = budget.met(fid)
-            progress(f"auto: {key}={value:.3g} removes {cand.plan.count()} channels, cosine {fid['cosine']:.4f}, "
+            trial.status(f"auto: {key}={value:.3g} removes {cand.plan.count()} channels, cosine {fid['cosine']:.4f}, "
                      f"top-1 {fid['top1']:.3f}: {'ok' if ok else 'over budget'}")
             return {key: value, "channels_removed": cand.plan.count(), **fid, "within_budget": ok}
 
@@ -167,15 +166,6 @@ class BudgetPlanner:
                 "search": trace, "stopped": stopped, "allocation": allocation,
                 "remove_applies_to": "the model after lossless lumping" + (
                     " (BatchNormalization folded)" if self.fold_bn else "")}
-
-
-def _progress_line(enabled: bool) -> Callable[[str], None]:
-    """Where the search's one-line status goes: the terminal's stderr, or nowhere."""
-    import sys
-
-    if not (enabled and sys.stderr.isatty()):
-        return lambda line: None
-    return lambda line: print(f"\r{line[:120]:<120}", end="", file=sys.stderr, flush=True)
 
 
 def _reference(trial, config) -> tuple[Budget, list[np.ndarray], Callable, str]:

@@ -60,7 +60,7 @@ def run(model: ModelLike, config: PruneConfig) -> tuple[ir.Model, dict]:
         if config.transforms.finetune:
             context.reference_outputs()  # the unpruned model's outputs: before any surgery
         stages.next("planning and applying")
-        candidate, section = planner.run(Trial(m, analysis, scores, config, context))
+        candidate, section = planner.run(Trial(m, analysis, scores, config, context, stages.bar.set_description_str))
         stages.next("fine-tuning")
         extra = {**scores.report, **finetune(candidate, context)}
         report = make_report(candidate, config, before, {**section, **extra})

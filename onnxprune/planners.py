@@ -9,6 +9,7 @@ them), and the fidelity budget of ``--ratio auto`` (the largest ratio or k withi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -73,8 +74,9 @@ class Trial:
     model itself (the final candidate). Scores are computed once, on the base, and reused by name."""
 
     def __init__(self, model: ir.Model, analysis: Analysis, scores: Scores, config: PruneConfig,
-                 context: ScoreContext) -> None:
+                 context: ScoreContext, status: Callable[[str], object] = lambda line: None) -> None:
         self.model, self.analysis, self.scores, self.config, self.context = model, analysis, scores, config, context
+        self.status = status  # one line of progress (the terminal's stage bar)
         self._base: bytes | None = None
         self._sizes: tuple[dict, dict] | None = None
 
