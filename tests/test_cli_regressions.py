@@ -139,3 +139,12 @@ def test_options_that_would_be_ignored_are_refused(cli, tmp_path, tiny_files, ex
 def test_auto_refuses_gaussian_tails(cli, tmp_path, tiny_files):
     cli(tiny_files[0], tmp_path / "o.onnx", "--ratio", "auto", "--criterion", "gaussian",
         "--gaussian-outside").assert_refused("--gaussian-outside")
+
+
+def test_the_pipeline_modules_import_no_runtime():
+    """Only the stages that run onnxruntime or torch import them (validation, auto's budget, gradients)."""
+    code = ("import sys, onnxprune.pipeline, onnxprune.planners, onnxprune.config, onnxprune.transforms, "
+            "onnxprune.auto, onnxprune.targets\n"
+            "print(sorted(m for m in ('torch', 'onnxruntime', 'scipy.stats') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
