@@ -248,6 +248,10 @@ def _check_criterion(c: PruneConfig) -> None:
         _refuse(", ".join(f"--{n.replace('_', '-')}" for n in foreign), f"does not apply to --criterion {crit.name}")
     if _given(c.score, "gaussian_k") and not c.thresholded:
         _refuse("--gaussian-k", "is the threshold of --criterion gaussian without --ratio, --ratio auto or a target")
+    if _given(c.score, "dirichlet_mass") and not (t.auto and crit.sizes_itself):
+        _refuse("--dirichlet-mass", "is dirichlet's own count under --ratio auto: give --ratio auto")
+    if _given(c.score, "dirichlet_samples") and not c.score.dirichlet_sampling:
+        _refuse("--dirichlet-samples", "is the number of gate samples of --dirichlet-sampling: give it too")
     if t.auto and c.score.gaussian_outside:
         _refuse("--gaussian-outside", "cannot go with --ratio auto: the search widens the interval until the budget "
                 "fails, and the tails it would prune shrink as it widens; give --ratio or --gaussian-k")

@@ -129,6 +129,10 @@ def test_auto_honours_gaussian_feature(cli, tmp_path, tiny_files):
     (["--ratio", "0.3", "--no-validate", "--seed", "3"], "--seed"),
     (["--ratio", "0.3", "--mean", "0.5"], "--mean"),
     (["--ratio", "0.3", "--no-validate", "--plot", "p.png"], "--plot"),
+    (["--ratio", "0.3", "--criterion", "dirichlet", "--data", str(CALIB), "--dirichlet-mass", "0.5"],
+     "--dirichlet-mass"),
+    (["--ratio", "0.3", "--criterion", "dirichlet", "--data", str(CALIB), "--dirichlet-samples", "2"],
+     "--dirichlet-samples"),
 ])
 def test_options_that_would_be_ignored_are_refused(cli, tmp_path, tiny_files, extra, fragment):
     res = cli(tiny_files[0], tmp_path / "o.onnx", *extra)
