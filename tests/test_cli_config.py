@@ -45,8 +45,9 @@ CASES: dict[str, tuple[dict, object]] = {
     "target.auto": ({}, True),
     "target.flops": ({}, 0.6),
     "target.params": ({}, 0.6),
-    "target.latency": ({}, (0.95, True)),
-    "target.latency_threads": ({"target": {"latency": (0.95, True)}}, 2),
+    # A latency every candidate meets (10 s): the outcome must not depend on how fast this machine is.
+    "target.latency": ({}, (1e4, False)),
+    "target.latency_threads": ({"target": {"latency": (1e4, False)}}, 2),
     "target.remove": ({}, ("conv1:0,1",)),
     "target.budget_cosine": ({"target": {"auto": True}, "data": "calib", "model": "features"}, 0.2),
     "target.budget_top1": ({"target": {"auto": True}, "data": "calib"}, 0.2),
