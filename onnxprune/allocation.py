@@ -31,7 +31,7 @@ class AllocationOptions:
     threshold: float | None = None  # remove every channel scoring below this (e.g. gaussian's k)
     threshold_why: str = ""  # what the threshold means, for the report
 
-    def check(self) -> "AllocationOptions":
+    def check(self) -> AllocationOptions:
         if self.mode not in ("local", "global"):
             raise OptionError(f"allocation must be 'local' or 'global', got '{self.mode}'")
         if self.normalize not in ("mean", "lamp"):
@@ -65,8 +65,11 @@ def _matches(pattern: str, group: Group) -> bool:
     return any(rx.search(n) for n in _names(group))
 
 
-def allocate(analysis: Analysis, scores: dict[int, np.ndarray], opts: AllocationOptions) -> Plan:
-    """Removed channels per group by ``opts``; ``plan.reasons`` says why for each group touched."""
+def allocate(analysis: Analysis, scores: dict[int, np.ndarray], opts: AllocationOptions,
+             counts: dict[int, int] | None = None, counts_why: str = "") -> Plan:
+    """Removed channels per group by ``opts``; ``plan.reasons`` says why for each group touched.
+    ``counts``: a criterion's own number of channels per group (instead of a ratio or threshold);
+    ignores, overrides, the cap and rounding still apply."""
     opts.check()
     plan = Plan()
     notes = getattr(scores, "notes", {})
@@ -79,6 +82,8 @@ def allocate(analysis: Analysis, scores: dict[int, np.ndarray], opts: Allocation
         override = next((r for p, r in opts.overrides if _matches(p, g)), None)
         if override is not None:
             fractions[g.id] = (override, f"override ratio {override:g}")
+        elif counts is not None:
+            fractions[g.id] = ((counts.get(g.id, 0) + 0.5) / g.size, counts_why or "the criterion's own count")
         elif opts.threshold is not None:
             below = float(np.sum(scores[g.id] < opts.threshold))
             fractions[g.id] = (below / g.size, opts.threshold_why or f"score below {opts.threshold:g}")

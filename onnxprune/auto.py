@@ -7,11 +7,12 @@ Without data the inputs are seeded noise whose mean and spread per input channel
 first BatchNormalization's statistics where a Conv + BN reads the input (else N(0, 1)); on noise a
 classifier's top-1 mostly measures ties, so every output is budgeted by cosine instead.
 
-What grows: with ``--criterion gaussian`` the interval k (bisection); with any scoring criterion a
-ratio under global LAMP allocation with every removed channel folded into its most nearly
-proportional kept channel, raised in steps of RATIO_STEP until the budget fails, then halved once.
-Every trial prunes a fresh copy of the lossless model, so the result is exactly what the chosen
-value gives.
+What grows: with a threshold criterion (gaussian) the interval k (bisection); with any other scoring
+criterion a ratio, raised in steps of RATIO_STEP until the budget fails, then halved once. The ratio is
+allocated as the config says (default global LAMP, every removed channel folded into its most nearly
+proportional kept channel); ignores, overrides, caps, rounding and --compensate apply to every trial.
+Every trial prunes a fresh copy of the lossless model (``planners.Trial``), so the result is exactly
+what the chosen value gives.
 """
 
 from __future__ import annotations
@@ -20,15 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
-from onnxprune.allocation import AllocationOptions, allocate
-from onnxprune.criteria.gaussian import gaussian_scores
-from onnxprune.criteria.merging import fold_removed
 from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.passes.normalize import normalize
-from onnxprune.plan import Plan
 from onnxprune.surgery import apply_plan
 
 K_RANGE = (0.02, 3.0)
@@ -74,59 +70,27 @@ def fidelity(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str
     return {"top1": top1, "cosine_other": cos_other, "cosine": cos_all}
 
 
-def prune_gaussian(base: bytes, k: float) -> tuple[ir.Model, Analysis, Plan]:
-    """A fresh copy of ``base`` pruned by the gaussian rule at k."""
-    m = normalize(ir.from_proto(onnx.load_from_string(base)))
-    an = analyze_groups(m)
-    opts = AllocationOptions(threshold=k, threshold_why=f"auto: l1 within {k:.3g} sigma of the layer mean")
-    plan = allocate(an, gaussian_scores("l1")(an), opts)
-    apply_plan(an, plan)
-    return m, an, plan
-
-
-def prune_merged(base: bytes, ratio: float, scorer: Callable, round_to: int = 0) -> tuple[ir.Model, Analysis, Plan]:
-    """A fresh copy of ``base``: ``ratio`` of all channels under global LAMP allocation, each removed
-    channel folded into its most nearly proportional kept channel."""
-    m = normalize(ir.from_proto(onnx.load_from_string(base)))
-    an = analyze_groups(m)
-    plan = allocate(an, scorer(an), AllocationOptions(ratio=ratio, mode="global", normalize="lamp", round_to=round_to))
-    fold_removed(an, plan)
-    apply_plan(an, plan)
-    return m, an, plan
-
-
-def _trial(prune: Callable, value: float, name: str, run, reference, budget: Budget, progress) -> dict:
-    m, _, plan = prune(value)
-    fid = fidelity(reference, run(ir.to_proto(m).SerializeToString()))
-    ok = budget.met(fid)
-    if progress is not None:
-        progress(f"auto: {name}={value:.3g} removes {plan.count()} channels, cosine {fid['cosine']:.4f}, "
-                 f"top-1 {fid['top1']:.3f}: {'ok' if ok else 'over budget'}")
-    return {name: value, "channels_removed": plan.count(), **fid, "within_budget": ok}
-
-
-def search_k(base: bytes, run, reference: list[np.ndarray], budget: Budget, progress=None) -> tuple[float, list[dict]]:
-    """Largest k in K_RANGE (bisection) whose pruned model meets ``budget``; 0 if none does."""
+def search_k(measure: Callable[[float], dict]) -> tuple[float, list[dict]]:
+    """Largest k in K_RANGE (bisection) whose pruned model is within the budget; 0 if none is.
+    ``measure(k)`` prunes a fresh copy at k and returns its trace row (with ``within_budget``)."""
     lo, hi = 0.0, K_RANGE[1]
     trace = []
     for step in range(STEPS):
         k = K_RANGE[0] if step == 0 else (lo + hi) / 2
-        t = _trial(lambda v: prune_gaussian(base, v), k, "k", run, reference, budget, progress)
-        trace.append(t)
-        if step == 0 and not t["within_budget"]:
+        trace.append(measure(k))
+        if step == 0 and not trace[-1]["within_budget"]:
             return 0.0, trace
-        lo, hi = (k, hi) if t["within_budget"] else (lo, k)
+        lo, hi = (k, hi) if trace[-1]["within_budget"] else (lo, k)
     return lo, trace
 
 
-def search_ratio(base: bytes, scorer: Callable, run, reference: list[np.ndarray], budget: Budget,
-                 progress=None, round_to: int = 0) -> tuple[float, list[dict]]:
-    """Largest ratio on the RATIO_STEP grid (then one half step) whose pruned model meets ``budget``,
+def search_ratio(measure: Callable[[float], dict]) -> tuple[float, list[dict]]:
+    """Largest ratio on the RATIO_STEP grid (then one half step) whose pruned model is within the budget,
     raised until the first failure; 0 if the first step fails."""
     trace, ratio = [], 0.0
 
     def attempt(r: float) -> bool:
-        trace.append(_trial(lambda v: prune_merged(base, v, scorer, round_to), r, "ratio", run, reference, budget, progress))
+        trace.append(measure(r))
         return trace[-1]["within_budget"]
 
     while ratio + RATIO_STEP <= RATIO_MAX + 1e-9 and attempt(round(ratio + RATIO_STEP, 6)):
@@ -134,6 +98,95 @@ def search_ratio(base: bytes, scorer: Callable, run, reference: list[np.ndarray]
     if len(trace) > 0 and not trace[-1]["within_budget"] and attempt(round(ratio + RATIO_STEP / 2, 6)):
         ratio = round(ratio + RATIO_STEP / 2, 6)
     return ratio, trace
+
+
+class BudgetPlanner:
+    """``--ratio auto``: lossless lumping first (``prepare``), then the largest ratio (or, for a threshold
+    criterion, the largest k) whose pruned copy stays within the fidelity budget against the original."""
+
+    needs_original = True
+
+    def __init__(self, config) -> None:
+        from onnxprune.criteria import criterion
+
+        self.config = config
+        self.threshold = criterion(config.score.criterion).at_zero_ratio == "threshold"
+        self.fold_bn = self.threshold
+        self.lossless = 0
+
+    def prepare(self, model: ir.Model, analysis: Analysis) -> tuple[Analysis, dict]:
+        from onnxprune.transforms import lossless_plan
+
+        plan = lossless_plan(analysis, self.config.allocation.ignore)
+        apply_plan(analysis, plan)
+        self.lossless = plan.count()
+        return analyze_groups(normalize(model)), {}
+
+    def amount(self, value: float):
+        from onnxprune.criteria import criterion
+        from onnxprune.planners import Amount
+
+        if not self.threshold or value == 0:  # k = 0: nothing beyond the lossless step
+            return Amount(ratio=value)
+        t, why = criterion(self.config.score.criterion).threshold(self.config.score, value)
+        return Amount(ratio=0.0, threshold=t, why="auto: " + why)
+
+    def run(self, trial) -> tuple[object, dict]:
+        budget, reference, run, source = _reference(trial, self.config)
+        key = "k" if self.threshold else "ratio"
+
+        def measure(value: float) -> dict:
+            cand = trial.copy(self.amount(value))
+            fid = fidelity(reference, run(ir.to_proto(cand.model).SerializeToString()))
+            ok = budget.met(fid)
+            trial.status(f"auto: {key}={value:.3g} removes {cand.plan.count()} channels, cosine {fid['cosine']:.4f}, "
+                     f"top-1 {fid['top1']:.3f}: {'ok' if ok else 'over budget'}")
+            return {key: value, "channels_removed": cand.plan.count(), **fid, "within_budget": ok}
+
+        value, trace = search_k(measure) if self.threshold else search_ratio(measure)
+        final = trial.final(self.amount(value))
+        return final, {"auto": self._section(key, value, trace, budget, source), "ratio": "auto",
+                       "lossless_channels": self.lossless}
+
+    def _section(self, key: str, value: float, trace: list[dict], budget: Budget, source: str) -> dict:
+        how = "bisection over k" if self.threshold else f"ratio raised in steps of {RATIO_STEP:g}"
+        best = next((t for t in reversed(trace) if t[key] == value), None)
+        over = next((t for t in trace if not t["within_budget"]), None)
+        a, tr = self.config.allocation, self.config.transforms
+        allocation = None if self.threshold else (
+            f"{a.mode}{' ' + a.normalize.upper() if a.mode == 'global' else ''}"
+            + ("; removed channels folded into nearly proportional kept ones" if tr.merge else "")
+            + ("; mean-compensated" if tr.compensate else "") + f"; round-to {a.round_to or 'automatic'}")
+        stopped = (f"{how}: {key} = {value:.3g} is the largest tried within the budget" + (
+            f"; {key} = {over[key]:.3g} gave cosine {over['cosine']:.4f}, top-1 agreement {over['top1']:.3f}"
+            if over else "") if value > 0 else f"no {key} >= {trace[0][key]:g} stays within the budget")
+        return {"budget": budget.describe(), "inputs": source, "lossless_channels_removed": self.lossless,
+                "searched": key, key: value,
+                "fidelity": {f: best[f] for f in ("top1", "cosine_other", "cosine")} if best else None,
+                "search": trace, "stopped": stopped, "allocation": allocation,
+                "remove_applies_to": "the model after lossless lumping" + (
+                    " (BatchNormalization folded)" if self.fold_bn else "")}
+
+
+def _reference(trial, config) -> tuple[Budget, list[np.ndarray], Callable, str]:
+    """The budget, the original model's outputs on the search inputs, a runner for candidates, and what
+    the inputs are (the data file, or noise scaled to the first BatchNormalization's statistics)."""
+    from onnxprune.validate.fidelity import run_outputs, session, validation_feeds
+
+    t, data = config.target, config.data
+    budget = Budget(cosine=t.budget_cosine, top1=t.budget_top1, synthetic_cosine=t.budget_synthetic_cosine,
+                    synthetic=data.source is None)
+    ref = session(trial.context.original, role="original model")
+    feeds, source = validation_feeds(ref, data.source, data.seed, data.input_shapes or None, samples=32)
+    if data.source is None:
+        moments = input_moments(trial.model)
+        for name, (mu, sigma) in moments.items():
+            shape = (1, -1) + (1,) * (feeds[name].ndim - 2)
+            feeds[name] = (feeds[name] * sigma.reshape(shape) + mu.reshape(shape)).astype(feeds[name].dtype)
+        source += (": N(0, 1)" + (
+            f"; {', '.join(moments)} scaled to the mean and spread its first BatchNormalization saw"
+            if moments else ""))
+    return budget, run_outputs(ref, feeds), lambda b: run_outputs(session(b, role="pruned model"), feeds), source
 
 
 def input_moments(model: ir.Model) -> dict[str, tuple[np.ndarray, np.ndarray]]:

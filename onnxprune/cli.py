@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 
 from onnxprune import __version__
-from onnxprune.criteria import CRITERIA, GRADIENT, PLANNERS
+from onnxprune.config import DEFAULT_CRITERION
 from onnxprune.errors import OnnxPruneError, OptionError
 
 
@@ -19,112 +19,147 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _prune_parser() -> argparse.ArgumentParser:
+    """One argument group per PruneConfig section (onnxprune.config), in the same order."""
     p = _Parser(prog="onnxprune", description="Structured pruning of ONNX models: removes whole channels "
                 "by rewriting weights and shape constants, then checks the result in onnxruntime. "
                 "Also: 'onnxprune analyze IN' lists channel groups and why some are frozen; 'onnxprune validate "
                 "A B' compares two models (fidelity, latency, size, edge readiness).")
     p.add_argument("input", metavar="IN", help="model to prune (.onnx; external data next to it)")
     p.add_argument("output", metavar="OUT", help="where to write the pruned model (never IN)")
-    p.add_argument("--ratio", default="0", help="fraction of channels removed in every prunable group, in [0, 1) "
-                   "(default 0: nothing, except with --criterion gaussian, which then uses --gaussian-k); or "
-                   "'auto': everything lossless, then the largest ratio (global LAMP, removed channels folded "
-                   "as with --merge) whose model stays within the budget; with --criterion gaussian the largest k")
-    p.add_argument("--criterion", default="l1", help=f"channel score: {', '.join(CRITERIA)} (default l1); with --data and "
-                        f"torch: {', '.join(GRADIENT)}; or {', '.join(PLANNERS)}: "
-                        "without --ratio remove only what is lossless (unread, dead, constant and proportional "
-                        "channels); with --ratio the channels nearest to proportional to another fold into it first")
-    p.add_argument("--lumping-tolerance", type=float, default=0.0, metavar="EPS",
-                   help="criterion lumping without --ratio: also fold channels whose filters have cosine >= "
-                        "1 - EPS with a kept channel (default 0: lossless only); the report states the error bound")
-    p.add_argument("--target-flops", metavar="F", help="choose the smallest ratio (for --criterion and "
-                   "--allocation) whose model has at most F MACs: a fraction of the original (0.5) or a count "
-                   "(3.5M, 2G); predicted exactly from the plan, no trial runs")
-    p.add_argument("--target-params", metavar="P", help="the same for parameters (0.4, or a count such as 1.2M)")
-    p.add_argument("--target-latency", metavar="MS|Fx", help="choose the smallest ratio whose model runs in at most MS "
-                   "milliseconds per batch-1 run (or F times the original's, e.g. 0.6x) in onnxruntime on CPU at "
-                   "--latency-threads; each candidate is pruned and timed (median after warm-up)")
-    p.add_argument("--latency-threads", type=int, default=1, metavar="N",
-                   help="threads for --target-latency timing (default 1: edge-like)")
-    p.add_argument("--finetune", type=int, default=0, metavar="STEPS",
-                   help="after pruning, distil the pruned model towards the original's outputs on --data for "
-                        "STEPS Adam steps (torch twin; no labels needed) and write the weights into OUT")
-    p.add_argument("--lr", type=float, default=1e-4, help="--finetune learning rate (default 1e-4)")
-    p.add_argument("--singularity-tau", type=float, default=1e-2, metavar="T",
-                   help="singularity: numerical rank counts singular values above T x the largest (default 0.01)")
-    p.add_argument("--singularity-energy", type=float, default=None, metavar="E",
-                   help="singularity: rank = smallest r whose cumulative energy reaches E (instead of T)")
-    p.add_argument("--dirichlet-sampling", action="store_true",
-                   help="dirichlet: the sampling variant (Gamma reparameterised gates, 4 samples) instead of the point variant")
-    p.add_argument("--dirichlet-beta", type=float, default=1.0, metavar="B",
-                   help="dirichlet: weight of KL(Dir(phi) || Dir(alpha0)) per batch (default 1)")
-    p.add_argument("--dirichlet-alpha0", type=float, default=1.0, metavar="A", help="dirichlet: prior concentration (default 1)")
-    p.add_argument("--dirichlet-steps", type=int, default=None, metavar="N",
-                   help="dirichlet: gate training steps (default: one pass over --data, at least 50)")
-    p.add_argument("--merge", action="store_true",
-                   help="fold each removed channel into the kept channel it is most nearly proportional to "
-                        "(c > 0; relaxed lumping): consumers read c x that channel instead of nothing. The report "
-                        "states the error bound")
-    p.add_argument("--compensate", action="store_true",
-                   help="fold removed channels' mean contributions (from BatchNormalization statistics, else "
-                        "measured on --data) into the consumers' biases where every position reads them alike")
-    p.add_argument("--data", metavar="FILE.npz|DIR", help="calibration data: an .npz (arrays keyed by input name, "
-                   "samples on the first axis even when the model's batch is fixed; optional int 'labels') or a "
-                   "folder of images (see --input-size/--mean/--std); used by --ratio auto's budget, --compensate, "
-                   "the gradient criteria and --finetune. Default for auto: seeded synthetic inputs")
-    p.add_argument("--input-size", metavar="H,W", help="--data DIR: resize images to H x W (default: the model's size)")
-    p.add_argument("--mean", default="0", metavar="M[,M,M]", help="--data DIR: per-channel mean subtracted after "
-                   "scaling pixels to [0, 1] (default 0)")
-    p.add_argument("--std", default="1", metavar="S[,S,S]", help="--data DIR: per-channel std divided by (default 1)")
-    p.add_argument("--budget-cosine", type=float, default=0.99, metavar="C",
-                   help="--ratio auto with --data: minimum cosine between original and pruned outputs "
-                        "that are not classifier-shaped (default 0.99)")
-    p.add_argument("--budget-top1", type=float, default=0.99, metavar="A",
-                   help="--ratio auto with --data: minimum top-1 agreement on classifier outputs [N, classes] "
-                        "(default 0.99)")
-    p.add_argument("--budget-synthetic-cosine", type=float, default=0.94, metavar="C",
-                   help="--ratio auto without --data: minimum cosine of every output on seeded noise inputs "
-                        "(scaled to the first BatchNormalization's statistics; default 0.94)")
-    p.add_argument("--gaussian-k", type=float, default=1.0, metavar="K",
+    _score_options(p.add_argument_group("score", "what ranks the channels (lowest go first)"))
+    _allocation_options(p.add_argument_group("allocation", "how scores become channel counts per group"))
+    _target_options(p.add_argument_group("target", "how much goes: one of --ratio, --ratio auto, --target-*, "
+                                          "--remove"))
+    _transform_options(p.add_argument_group("transforms", "what happens to the plan and the pruned model"))
+    _data_options(p.add_argument_group("data", "calibration data and input shapes"))
+    v = p.add_argument_group("validation", "the onnxruntime comparison of IN and OUT")
+    v.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison of outputs")
+    v.add_argument("--quantize", choices=["dynamic", "static"], default=None,
+                   help="also write an int8 model of the pruned one next to OUT (OUT with .int8.onnx), quantized "
+                        "by onnxruntime (static: calibrated on --data or synthetic inputs), and check it agrees")
+    _add_check_options(v, latency_default=False)
+    o = p.add_argument_group("output")
+    o.add_argument("--report", metavar="REPORT.json", help="write the JSON report here")
+    o.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    o.add_argument("--debug", action="store_true", help="show tracebacks")
+    o.add_argument("--version", action="version", version=f"onnxprune {__version__}")
+    return p
+
+
+def _score_options(g) -> None:
+    from onnxprune.criteria import REGISTRY
+
+    names = ", ".join(f"{n}{' (needs --data and torch)' if c.needs_data else ''}" for n, c in REGISTRY.items())
+    g.add_argument("--criterion", default=DEFAULT_CRITERION, help=f"channel score: {names} (default "
+                   f"{DEFAULT_CRITERION}). " + " ".join(f"{n}: {c.summary}." for n, c in REGISTRY.items()))
+    g.add_argument("--gaussian-k", type=float, default=1.0, metavar="K",
                    help="criterion gaussian without --ratio: prune channels whose feature lies within K "
                         "standard deviations of the layer mean (default 1.0, ~68%% of a Gaussian layer)")
-    p.add_argument("--gaussian-feature", choices=["l1", "l2", "mean", "sum"], default="l1",
+    g.add_argument("--gaussian-feature", choices=["l1", "l2", "mean", "sum"], default="l1",
                    help="criterion gaussian: the per-filter feature fitted (default l1)")
-    p.add_argument("--gaussian-outside", action="store_true",
+    g.add_argument("--gaussian-outside", action="store_true",
                    help="criterion gaussian: prune outside the interval instead (the tails)")
-    p.add_argument("--allocation", choices=["local", "global"], default="local",
-                   help="local: RATIO of every group (default); global: RATIO of all channels, under one "
-                        "threshold over scores normalised per group")
-    p.add_argument("--normalize", choices=["mean", "lamp"], default="mean",
-                   help="global allocation: divide scores by the group's mean (default), or LAMP")
-    p.add_argument("--round-to", type=int, default=0, metavar="N",
+    g.add_argument("--singularity-tau", type=float, default=1e-2, metavar="T",
+                   help="singularity: numerical rank counts singular values above T x the largest (default 0.01)")
+    g.add_argument("--singularity-energy", type=float, default=None, metavar="E",
+                   help="singularity: rank = smallest r whose cumulative energy reaches E (instead of T)")
+    g.add_argument("--dirichlet-sampling", action="store_true", help="dirichlet: the sampling variant (Gamma "
+                   "reparameterised gates, --dirichlet-samples per step) instead of the point variant")
+    g.add_argument("--dirichlet-samples", type=int, default=4, metavar="S",
+                   help="dirichlet --dirichlet-sampling: gate samples per step (default 4)")
+    g.add_argument("--dirichlet-beta", type=float, default=1.0, metavar="B",
+                   help="dirichlet: weight of KL(Dir(phi) || Dir(alpha0)) per batch (default 1)")
+    g.add_argument("--dirichlet-alpha0", type=float, default=1.0, metavar="A",
+                   help="dirichlet: prior concentration (default 1)")
+    g.add_argument("--dirichlet-steps", type=int, default=None, metavar="N",
+                   help="dirichlet: gate training steps (default: one pass over --data, at least 50)")
+    g.add_argument("--dirichlet-mass", type=float, default=0.95, metavar="M",
+                   help="dirichlet with --ratio auto: keep the channels holding this share of the posterior "
+                        "(default 0.95)")
+
+
+def _allocation_options(g) -> None:
+    g.add_argument("--allocation", choices=["local", "global"], default=None,
+                   help="local: RATIO of every group; global: RATIO of all channels, under one threshold over "
+                        "scores normalised per group (default: local; global under --ratio auto)")
+    g.add_argument("--normalize", choices=["mean", "lamp"], default=None,
+                   help="global allocation: divide scores by the group's mean, or LAMP (default: mean; lamp "
+                        "under --ratio auto)")
+    g.add_argument("--round-to", type=int, default=0, metavar="N",
                    help="keep channel counts at multiples of N (default 0, automatic: multiples of 16 in groups "
                         "of 256 or more channels, the fastest measured at one thread on CPU with onnxruntime "
                         "(tools/bench_latency.py); smaller groups unrounded; 1: never round)")
-    p.add_argument("--max-group-ratio", type=float, default=None, metavar="R",
+    g.add_argument("--max-group-ratio", type=float, default=None, metavar="R",
                    help="never remove more than this fraction of any group (default: keep at least one)")
-    p.add_argument("--override", action="append", default=[], metavar="REGEX=RATIO",
+    g.add_argument("--override", action="append", default=[], metavar="REGEX=RATIO",
                    help="groups whose name or producer node name matches REGEX use RATIO; repeatable, "
                         "first match wins")
-    p.add_argument("--ignore", action="append", default=[], metavar="REGEX",
-                   help="leave groups whose name or producer node name matches REGEX whole; repeatable")
-    p.add_argument("--remove", action="append", default=[], metavar="NAME:I,J,...",
+    g.add_argument("--ignore", action="append", default=[], metavar="REGEX",
+                   help="leave groups whose name or producer node name matches REGEX whole (also in --ratio "
+                        "auto's lossless step); repeatable")
+
+
+def _target_options(g) -> None:
+    g.add_argument("--ratio", default="0", help="fraction of channels removed, in [0, 1) (default 0: nothing, "
+                   "except --criterion gaussian, which then uses --gaussian-k, and lumping, which then removes "
+                   "what is lossless); or 'auto': everything lossless, then the largest ratio (global LAMP, "
+                   "removed channels folded as with --merge, unless --allocation/--normalize/--no-merge say "
+                   "otherwise) whose model stays within the budget; with --criterion gaussian the largest k; with "
+                   "singularity and dirichlet the criterion's own count")
+    g.add_argument("--target-flops", metavar="F", help="choose the smallest ratio (for --criterion and "
+                   "--allocation) whose model has at most F MACs: a fraction of the original (0.5) or a count "
+                   "(3.5M, 2G); predicted exactly from the plan, no trial runs")
+    g.add_argument("--target-params", metavar="P", help="the same for parameters (0.4, or a count such as 1.2M)")
+    g.add_argument("--target-latency", metavar="MS|Fx", help="choose the smallest ratio whose model runs in at most "
+                   "MS milliseconds per batch-1 run (or F times the original's, e.g. 0.6x) in onnxruntime on CPU at "
+                   "--latency-threads; each candidate is pruned and timed (median after warm-up)")
+    g.add_argument("--latency-threads", type=int, default=1, metavar="N",
+                   help="threads for --target-latency timing (default 1: edge-like)")
+    g.add_argument("--remove", action="append", default=[], metavar="NAME:I,J,...",
                    help="remove exactly these output channels of the Conv/Gemm/MatMul NAME (node or output "
                         "tensor name) and everything coupled to them; repeatable; the report lists a plan in "
                         "this form")
-    p.add_argument("--report", metavar="REPORT.json", help="write the JSON report here")
-    p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison of outputs")
-    p.add_argument("--input-shape", action="append", default=[], metavar="NAME:D,D,...",
-                   help="shape of a validation input whose declared shape has free dims "
-                        "(default: batch 1, other free dims 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic validation inputs (default 0)")
-    p.add_argument("--quantize", choices=["dynamic", "static"], default=None,
-                   help="also write an int8 model of the pruned one next to OUT (OUT with .int8.onnx), quantized "
-                        "by onnxruntime (static: calibrated on --data or synthetic inputs), and check it agrees")
-    _add_check_options(p, latency_default=False)
-    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.add_argument("--version", action="version", version=f"onnxprune {__version__}")
-    return p
+    g.add_argument("--budget-cosine", type=float, default=0.99, metavar="C",
+                   help="--ratio auto with --data: minimum cosine between original and pruned outputs "
+                        "that are not classifier-shaped (default 0.99)")
+    g.add_argument("--budget-top1", type=float, default=0.99, metavar="A",
+                   help="--ratio auto with --data: minimum top-1 agreement on classifier outputs [N, classes] "
+                        "(default 0.99)")
+    g.add_argument("--budget-synthetic-cosine", type=float, default=0.94, metavar="C",
+                   help="--ratio auto without --data: minimum cosine of every output on seeded noise inputs "
+                        "(scaled to the first BatchNormalization's statistics; default 0.94)")
+
+
+def _transform_options(g) -> None:
+    g.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
+                   help="fold each removed channel into the kept channel it is most nearly proportional to "
+                        "(c > 0; relaxed lumping): consumers read c x that channel instead of nothing; the report "
+                        "states the error bound (default: on for --ratio auto and --criterion lumping, else off)")
+    g.add_argument("--compensate", action="store_true",
+                   help="fold removed channels' mean contributions (from BatchNormalization statistics, else "
+                        "measured on --data) into the consumers' biases where every position reads them alike")
+    g.add_argument("--lumping-tolerance", type=float, default=0.0, metavar="EPS",
+                   help="criterion lumping without --ratio: also fold channels whose filters have cosine >= "
+                        "1 - EPS with a kept channel (default 0: lossless only); the report states the error bound")
+    g.add_argument("--finetune", type=int, default=0, metavar="STEPS",
+                   help="after pruning, distil the pruned model towards the original's outputs on --data for "
+                        "STEPS Adam steps (torch twin; no labels needed) and write the weights into OUT")
+    g.add_argument("--lr", type=float, default=1e-4, help="--finetune learning rate (default 1e-4)")
+
+
+def _data_options(g) -> None:
+    g.add_argument("--data", metavar="FILE.npz|DIR", help="calibration data: an .npz (arrays keyed by input name, "
+                   "samples on the first axis even when the model's batch is fixed; optional int 'labels') or a "
+                   "folder of images (see --input-size/--mean/--std); used by --ratio auto's budget, --compensate, "
+                   "the gradient criteria, --finetune and validation. Default: seeded synthetic inputs")
+    g.add_argument("--input-size", metavar="H,W", help="--data DIR: resize images to H x W (default: the model's size)")
+    g.add_argument("--mean", default=None, metavar="M[,M,M]", help="--data DIR: per-channel mean subtracted after "
+                   "scaling pixels to [0, 1] (default 0)")
+    g.add_argument("--std", default=None, metavar="S[,S,S]", help="--data DIR: per-channel std divided by (default 1)")
+    g.add_argument("--input-shape", action="append", default=[], metavar="NAME:D,D,...",
+                   help="shape of an input whose declared shape has free dims (default: batch 1, other free "
+                        "dims 64); also where MACs are counted")
+    g.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default 0)")
 
 
 def _add_check_options(p: argparse.ArgumentParser, latency_default: bool) -> None:
@@ -219,6 +254,11 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 def _data_source(args):
     from onnxprune.data import DataSource
 
+    image_options = [o for o, v in (("--input-size", args.input_size), ("--mean", args.mean), ("--std", args.std))
+                     if v is not None]
+    if image_options and (args.data is None or not Path(args.data).is_dir()):
+        raise OptionError(f"{', '.join(image_options)} prepare(s) images of a --data folder; "
+                          + ("give --data DIR" if args.data is None else f"{args.data} is not a folder"))
     if args.data is None:
         return None
     size = None
@@ -226,7 +266,43 @@ def _data_source(args):
         size = tuple(int(v) for v in _floats(args.input_size, "--input-size"))
         if len(size) != 2 or min(size) <= 0:
             raise OptionError(f"--input-size '{args.input_size}': expected H,W")
-    return DataSource(args.data, size, _floats(args.mean, "--mean"), _floats(args.std, "--std"))
+    return DataSource(args.data, size, _floats(args.mean or "0", "--mean"), _floats(args.std or "1", "--std"))
+
+
+def config_from_args(args):
+    """The PruneConfig the parsed options describe: one section per argument group."""
+    from onnxprune import config as c
+    from onnxprune.plan import check_ratio
+    from onnxprune.targets import parse_latency, parse_target
+
+    auto = args.ratio.strip().lower() == "auto"
+    data = _data_source(args)
+    validating = not args.no_validate or args.latency or args.edge or args.quantize
+    return c.PruneConfig(
+        score=c.ScoreConfig(
+            criterion=args.criterion, gaussian_k=args.gaussian_k, gaussian_feature=args.gaussian_feature,
+            gaussian_outside=args.gaussian_outside, singularity_tau=args.singularity_tau,
+            singularity_energy=args.singularity_energy, dirichlet_sampling=args.dirichlet_sampling,
+            dirichlet_beta=args.dirichlet_beta, dirichlet_alpha0=args.dirichlet_alpha0,
+            dirichlet_steps=args.dirichlet_steps, dirichlet_samples=args.dirichlet_samples,
+            dirichlet_mass=args.dirichlet_mass),
+        allocation=c.AllocationConfig(
+            mode=args.allocation, normalize=args.normalize, round_to=args.round_to,
+            max_group_ratio=args.max_group_ratio, overrides=tuple(_parse_overrides(args.override)),
+            ignore=tuple(args.ignore)),
+        target=c.TargetConfig(
+            ratio=0.0 if auto else check_ratio(args.ratio), auto=auto,
+            flops=None if args.target_flops is None else parse_target(args.target_flops, "--target-flops"),
+            params=None if args.target_params is None else parse_target(args.target_params, "--target-params"),
+            latency=None if args.target_latency is None else parse_latency(args.target_latency),
+            latency_threads=args.latency_threads, remove=tuple(args.remove), budget_cosine=args.budget_cosine,
+            budget_top1=args.budget_top1, budget_synthetic_cosine=args.budget_synthetic_cosine),
+        transforms=c.TransformConfig(merge=args.merge, compensate=args.compensate,
+                                     lumping_tolerance=args.lumping_tolerance, finetune=args.finetune, lr=args.lr),
+        data=c.DataConfig(source=data, seed=args.seed, input_shapes=_parse_shapes(args.input_shape)),
+        validation=c.ValidationConfig(enabled=not args.no_validate, checks=_check_options(
+            args, data, quantize=args.quantize) if validating else None),
+        output=c.OutputConfig(path=args.output, progress=not args.quiet))
 
 
 def _check_options(args, data, **extra):
@@ -246,7 +322,8 @@ def _run_validate(args) -> int:
     from onnxprune.validate.fidelity import Tolerances
 
     tolerances = Tolerances(atol=args.atol, rtol=args.rtol, cosine=args.min_cosine, top1=args.min_top1)
-    checks = _check_options(args, args.data, tolerances=tolerances, load_inputs=args.load_inputs, save_inputs=args.save_inputs)
+    checks = _check_options(args, args.data, tolerances=tolerances, load_inputs=args.load_inputs,
+                            save_inputs=args.save_inputs)
     report = validate_models(args.original, args.pruned, checks)
     if args.json == "-":
         print(json.dumps(report, indent=2))
@@ -260,8 +337,7 @@ def _run_validate(args) -> int:
 
 
 def _run_prune(args) -> int:
-    from onnxprune.api import prune
-    from onnxprune.auto import Budget
+    from onnxprune.pipeline import run
     from onnxprune.report import format_summary, write_plot
 
     if args.report:
@@ -270,25 +346,9 @@ def _run_prune(args) -> int:
             raise OptionError(f"cannot write report {report_path}: folder {report_path.parent} does not exist")
         if report_path.resolve() == Path(args.input).resolve():
             raise OptionError("the report path is the input model; choose another path")
-    _, report = prune(args.input, ratio=args.ratio, criterion=args.criterion, remove=args.remove,
-                      validate=not args.no_validate, output=args.output, seed=args.seed,
-                      input_shapes=_parse_shapes(args.input_shape), progress=not args.quiet,
-                      allocation=args.allocation, normalize=args.normalize, round_to=args.round_to,
-                      max_group_ratio=args.max_group_ratio, overrides=_parse_overrides(args.override),
-                      ignore=args.ignore, gaussian_k=args.gaussian_k, gaussian_feature=args.gaussian_feature,
-                      gaussian_outside=args.gaussian_outside, data=_data_source(args),
-                      budget=Budget(cosine=args.budget_cosine, top1=args.budget_top1,
-                                    synthetic_cosine=args.budget_synthetic_cosine),
-                      compensate=args.compensate, merge=args.merge,
-                      lumping_tolerance=args.lumping_tolerance, target_flops=args.target_flops,
-                      target_params=args.target_params, target_latency=args.target_latency,
-                      latency_threads=args.latency_threads, finetune=args.finetune,
-                      gradient_options={"tau": args.singularity_tau, "energy": args.singularity_energy,
-                                        "sampling": args.dirichlet_sampling, "beta": args.dirichlet_beta,
-                                        "alpha0": args.dirichlet_alpha0, "steps": args.dirichlet_steps,
-                                        "lr": args.lr},
-                      checks=None if args.no_validate and not (args.latency or args.edge or args.quantize)
-                      else _check_options(args, _data_source(args), quantize=args.quantize))
+    if args.plot and args.no_validate:
+        raise OptionError("--plot compares the models after validation: drop --no-validate")
+    _, report = run(args.input, config_from_args(args))
     report["input"], report["output"] = str(args.input), str(args.output)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
@@ -298,7 +358,8 @@ def _run_prune(args) -> int:
         write_plot(report, args.plot)
     if not args.quiet:
         print(format_summary(report))
-        written = [str(args.output)] + [p for p in (report.get("quantized", {}).get("path"), args.report, args.plot) if p]
+        extra = (report.get("quantized", {}).get("path"), args.report, args.plot)
+        written = [str(args.output)] + [p for p in extra if p]
         print(f"\nwrote {', '.join(written)}")
     return 1 if report.get("passed") is False else 0
 

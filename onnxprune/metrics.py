@@ -25,7 +25,7 @@ def _static(shape) -> list[int] | None:
 
 def concrete_input_shapes(model: ir.Model, overrides: dict[str, tuple] | None = None) -> dict[str, tuple]:
     """The shapes MACs are counted at: declared static dims, batch 1, other free dims 64 (as validation)."""
-    from onnxprune.validate.fidelity import DEFAULT_BATCH, DEFAULT_FREE_DIM
+    from onnxprune.config import DEFAULT_BATCH, DEFAULT_FREE_DIM
     shapes = {}
     for v in model.graph.inputs:
         if overrides and v.name in overrides:

@@ -58,7 +58,8 @@ def _pct(before: int, after: int) -> str:
 
 
 def _size_lines(report: dict) -> list[str]:
-    rows = [("params", "params"), ("MACs", "flops")] + ([("bytes", "file_bytes")] if "file_bytes_before" in report else [])
+    rows = [("params", "params"), ("MACs", "flops")]
+    rows += [("bytes", "file_bytes")] if "file_bytes_before" in report else []
     return [f"{label:<7} {report[key + '_before']:>14,} -> {report[key + '_after']:>14,}  "
             f"({_pct(report[key + '_before'], report[key + '_after'])})" for label, key in rows]
 
@@ -80,7 +81,8 @@ def format_summary(report: dict) -> str:
     sing = report.get("singularity")
     if sing:
         red = sing["max_redundancy"]
-        lines.append(f"redundancy  {red['channels']} channels, {red['params']:,} params, {red['flops']:,} MACs removable "
+        lines.append(f"redundancy  {red['channels']} channels, {red['params']:,} params, {red['flops']:,} MACs "
+                     "removable "
                      f"by the gradient-matrix rank ({sing['samples']} samples)")
         if "warning" in sing:
             lines.append(f"        warning: {sing['warning']}")
@@ -90,7 +92,8 @@ def format_summary(report: dict) -> str:
                      f"{ft['loss_first']:.4g} -> {ft['loss_last']:.4g}")
     auto = report.get("auto")
     if auto:
-        lines.append(f"auto    {auto['searched']} {auto[auto['searched']]:.3g}: {auto['budget']}; inputs: {auto['inputs']}")
+        lines.append(f"auto    {auto['searched']} {auto[auto['searched']]:.3g}: {auto['budget']}; "
+                     f"inputs: {auto['inputs']}")
         lines.append(f"        stopped: {auto['stopped']}")
     touched = [g for g in report["groups"] if g["removed"]]
     if touched:
@@ -133,7 +136,8 @@ def format_validation(report: dict) -> list[str]:
     val = report.get("validation")
     if val:
         shapes = [v["shape"] for v in val["inputs"].values()]
-        lines += ["", f"validation ({val['input_source']} inputs, shape {shapes[0] if shapes else '-'}): onnxruntime CPU, "
+        shape = shapes[0] if shapes else "-"
+        lines += ["", f"validation ({val['input_source']} inputs, shape {shape}): onnxruntime CPU, "
                       "original vs pruned",
                   f"{'output':<24} {'max_abs':>9} {'mean_abs':>9} {'max_rel':>9} {'mean_rel':>9} {'cosine':>9} "
                   f"{'snr_db':>7} {'top1':>6} {'top5':>6}"]
@@ -189,10 +193,10 @@ def write_plot(report: dict, path) -> None:
                              gridspec_kw={"width_ratios": [3, 1]} if lat else None, squeeze=False)
     ax = axes[0][0]
     x = np.arange(len(layers))
-    ax.bar(x, [l["channels_before"] for l in layers], color="#cccccc", label="before")
-    ax.bar(x, [l["channels_after"] for l in layers], color="#3b75af", label="kept")
+    ax.bar(x, [layer["channels_before"] for layer in layers], color="#cccccc", label="before")
+    ax.bar(x, [layer["channels_after"] for layer in layers], color="#3b75af", label="kept")
     ax.set_xticks(x)
-    ax.set_xticklabels([l["name"][-24:] for l in layers], rotation=90, fontsize=6)
+    ax.set_xticklabels([layer["name"][-24:] for layer in layers], rotation=90, fontsize=6)
     ax.set_ylabel("output channels")
     ax.set_title("kept channels per layer")
     ax.legend()

@@ -105,3 +105,78 @@ def smallest_ratio(make_plan: Callable[[float], Plan], size_of: Callable[[Plan],
         if hi - lo < resolution:
             break
     return best_ratio, best, best_size
+
+
+class TargetPlanner:
+    """--target-flops / --target-params / --target-latency: the smallest ratio meeting every target.
+    Sizes are predicted from the plan on the base model; latency is timed on a pruned copy per candidate
+    that already meets the size targets."""
+
+    fold_bn = False
+    needs_original = False
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def prepare(self, model: ir.Model, analysis: Analysis) -> tuple[Analysis, dict]:
+        return analysis, {}
+
+    def run(self, trial) -> tuple[object, dict]:
+        from onnxprune.planners import Amount
+
+        t = self.config.target
+        before = trial.base_size()
+        limit = {k: v * before[k] if v <= 1 else v for k, v in (("flops", t.flops), ("params", t.params))
+                 if v is not None}
+        report: dict = {}
+        timer = _LatencyTimer(trial, t.latency_threads, self.config) if t.latency is not None else None
+        if timer is not None:
+            value, relative = t.latency
+            limit["latency"] = value * timer.original_ms if relative else value
+            report["latency"] = {"threads": t.latency_threads, "original_ms": round(timer.original_ms, 4), "batch": 1}
+
+        def worst(ratio: float) -> float:  # <= 1 when every target holds
+            params, macs = trial.predicted_size(trial.plan(Amount(ratio=ratio)))
+            sizes = {"flops": macs, "params": params}
+            worst_ratio = max((sizes[k] / limit[k] for k in limit if k != "latency"), default=0.0)
+            if timer is not None and worst_ratio <= 1:  # time only what meets the size targets
+                worst_ratio = max(worst_ratio, timer.ms(ratio) / limit["latency"])
+            return worst_ratio
+
+        ratio, _, _ = smallest_ratio(lambda r: r, worst, 1.0, resolution=0.01 if timer is not None else 1e-4)
+        params, macs = trial.predicted_size(trial.plan(Amount(ratio=ratio)))
+        final = trial.final(Amount(ratio=ratio))
+        report.update({"asked": {k: (round(v, 4) if k == "latency" else int(v)) for k, v in limit.items()},
+                       "ratio": round(ratio, 4), "predicted": {"flops": macs, "params": params}})
+        if timer is not None:
+            report["latency"]["pruned_ms"] = round(timer.timed.get(ratio) or timer.ms(ratio), 4)
+            timer.close()
+        return final, {"target": report, "ratio": report["ratio"]}
+
+
+class _LatencyTimer:
+    """Median batch-1 latency of the original and of pruned copies, at a fixed thread count."""
+
+    def __init__(self, trial, threads: int, config) -> None:
+        from onnxprune.progress import steps
+        from onnxprune.validate.fidelity import session, synthetic_inputs
+        from onnxprune.validate.latency import median_latency_ms
+
+        self.trial, self.threads, self._median = trial, threads, median_latency_ms
+        base = ir.to_proto(trial.model).SerializeToString()
+        self.feeds = synthetic_inputs(session(base), config.data.seed, batch=1,
+                                      overrides=config.data.input_shapes or None)
+        self.original_ms = median_latency_ms(base, self.feeds, threads)
+        self.timed: dict[float, float] = {}
+        self.bar = steps(16, "timing candidate ratios", config.output.progress)
+
+    def ms(self, ratio: float) -> float:
+        from onnxprune.planners import Amount
+
+        pruned = self.trial.copy(Amount(ratio=ratio))
+        self.timed[ratio] = self._median(ir.to_proto(pruned.model).SerializeToString(), self.feeds, self.threads)
+        self.bar.update(1)
+        return self.timed[ratio]
+
+    def close(self) -> None:
+        self.bar.close()

@@ -63,7 +63,9 @@ def test_target_latency_errors(bad):
         onnxprune.prune(ROOT / "models" / "digits_cnn.onnx", target_latency=bad)
 
 
-def test_targets_do_not_silently_ignore_a_gradient_criterion():
-    with pytest.raises(OptionError, match="data-free criteria"):
-        onnxprune.prune(ROOT / "models" / "digits_cnn.onnx", criterion="taylor", target_flops=0.5,
-                        data=ROOT / "models" / "digits_calib.npz")
+def test_targets_use_a_gradient_criterion():
+    """Gradients are scored once; the size search then allocates by those scores."""
+    _, report = onnxprune.prune(ROOT / "models" / "digits_cnn.onnx", criterion="taylor", target_flops=0.5,
+                                data=ROOT / "models" / "digits_calib.npz", validate=False)
+    assert report["criterion"] == "taylor" and "by score" in " ".join(g["why"] for g in report["groups"])
+    assert report["target"]["predicted"]["flops"] == report["flops_after"] <= report["target"]["asked"]["flops"]

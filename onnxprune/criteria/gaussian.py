@@ -6,13 +6,17 @@ at k prunes the interval (``--gaussian-k``), and a ratio prunes the most central
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from onnxprune.criteria import magnitude
 from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis
+
+if TYPE_CHECKING:
+    from onnxprune.criteria.base import Scores
 
 FEATURES = ("l1", "l2", "mean", "sum")
 
@@ -42,3 +46,32 @@ def _features(analysis: Analysis, feature: str) -> dict[int, np.ndarray]:
 
 
 gaussian = gaussian_scores()
+
+
+class GaussianCriterion:
+    """The gaussian rule as a Criterion: without a ratio, the interval at --gaussian-k is the threshold."""
+
+    name = "gaussian"
+    summary = ("distance of each filter's feature from its layer's mean in standard deviations; without "
+               "--ratio the channels within --gaussian-k go")
+    options = ("gaussian_k", "gaussian_feature", "gaussian_outside")
+    at_zero_ratio = "threshold"
+    needs_data = needs_torch = sizes_itself = shares_ratio_by_counts = merges = False
+
+    def score(self, analysis: Analysis, context) -> Scores:
+        from onnxprune.criteria.base import Scores
+
+        feature, outside = ("l1", False) if context is None else (context.options.gaussian_feature,
+                                                                  context.options.gaussian_outside)
+        return Scores(gaussian_scores(feature, outside)(analysis))
+
+    @staticmethod
+    def threshold(options, k: float | None = None) -> tuple[float, str]:
+        """The score threshold of the interval at k (default --gaussian-k), and what it means."""
+        k = options.gaussian_k if k is None else k
+        side = "beyond" if options.gaussian_outside else "within"
+        why = f"{options.gaussian_feature} {side} {k:.3g} sigma of the layer mean"
+        return (-k if options.gaussian_outside else k), why
+
+
+GAUSSIAN = GaussianCriterion()

@@ -11,18 +11,21 @@ gradient at the start, where the twin still equals the original.)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.allocation import AllocationOptions, allocate, select
+from onnxprune.allocation import select
 from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, Group
 from onnxprune.plan import Plan
 from onnxprune.progress import steps
 
-GRADIENT_CRITERIA = ("taylor", "singularity", "dirichlet")
+if TYPE_CHECKING:
+    from onnxprune.criteria.base import Scores
+
 DEFAULT_BATCH = 32
 
 
@@ -220,7 +223,8 @@ def dirichlet_scores(model: ir.Model, analysis: Analysis, calib: Calibration, ta
     opt = torch.optim.Adam(list(theta.values()), lr=lr)
     batches = list(calib.batches())
     total = steps_ or max(50, len(batches))
-    with steps(total, "dirichlet gates", progress) as bar:
+    with steps(total, "dirichlet gates", progress) as bar, torch.random.fork_rng():
+        torch.manual_seed(0)  # the sampling variant draws gates: same data and options, same scores
         for step in range(total):
             (feeds, labels), target = batches[step % len(batches)], targets[step % len(batches)]
             outs = [twin(feeds) for _ in range(samples if sampling else 1)]
@@ -280,43 +284,6 @@ def reference_outputs(m: ir.Model, calib) -> list[list[np.ndarray]]:
     return [sess.run(None, feeds) for feeds, _ in calib.batches()]
 
 
-def gradient_plan(m: ir.Model, analysis: Analysis, criterion: str, ratio: float | None, opts: AllocationOptions,
-                   calib, reference, options: dict, progress: bool, input_shapes) -> tuple[Plan, dict]:
-    """Plan and report section of a gradient criterion (``ratio`` None: the criterion's own count)."""
-    groups = analysis.prunable_groups
-    extra: dict = {}
-    if criterion == "dirichlet":
-        scores = dirichlet_scores(m, analysis, calib, reference, steps_=options.get("steps"),
-                                     beta=options.get("beta", 1.0), alpha0=options.get("alpha0", 1.0),
-                                     sampling=options.get("sampling", False), samples=options.get("samples", 4),
-                                     progress=progress)
-        counts = mass_counts(groups, scores, options.get("mass", 0.95)) if ratio is None else None
-        extra["dirichlet"] = {"variant": "sampling" if options.get("sampling") else "point",
-                              "beta": options.get("beta", 1.0), "alpha0": options.get("alpha0", 1.0)}
-        why = f"posterior mass {options.get('mass', 0.95):g} kept"
-    else:
-        grads = gate_gradients(m, analysis, calib, progress)
-        if criterion == "taylor":
-            scores, counts, why = taylor_scores(grads), None, ""
-        else:
-            red = singularity(grads, tau=options.get("tau", 1e-2), energy=options.get("energy"))
-            scores = {gid: r.scores for gid, r in red.items()}
-            counts = singularity_counts(groups, red, ratio)
-            why = "numerical rank of the gradient matrix" if ratio is None else f"ratio {ratio:g} shared by the caps"
-            extra["singularity"] = redundancy_report(m, analysis, red, calib, options, input_shapes)
-    if counts is None:
-        plan = allocate(analysis, scores, replace(opts, ratio=ratio or 0.0))
-        return plan, extra
-    plan = Plan()
-    for g in groups:
-        k = counts.get(g.id, 0)
-        chosen = select(g, scores[g.id], (k + 0.5) / g.size, opts.round_to) if k else np.zeros(0, np.int64)
-        if len(chosen):
-            plan.removed[g.id] = chosen
-            plan.reasons[g.id] = f"lowest {len(chosen)} of {g.size} by {criterion} ({why})"
-    return plan, extra
-
-
 def redundancy_report(m: ir.Model, analysis: Analysis, red: dict, calib, options: dict, input_shapes) -> dict:
     """The network's maximum redundancy (every group at its cap) in channels, params and MACs."""
     from onnxprune.metrics import macs_per_node, params_per_initializer
@@ -343,3 +310,73 @@ def redundancy_report(m: ir.Model, analysis: Analysis, red: dict, calib, options
         out["warning"] = (f"{calib.samples} samples for a widest group of {widest} channels: ranks are capped at "
                           f"the sample count; use at least {2 * widest}")
     return out
+
+
+class _GradientCriterion:
+    """Shared attributes of the criteria that need calibration data and the torch twin."""
+
+    needs_data = True
+    needs_torch = True
+    at_zero_ratio = "nothing"
+    merges = False
+    options: tuple[str, ...] = ()
+    sizes_itself = False
+    shares_ratio_by_counts = False
+
+
+class TaylorCriterion(_GradientCriterion):
+    name = "taylor"
+    summary = "first-order Taylor: mean squared gradient of the loss w.r.t. a gate on each channel"
+
+    def score(self, analysis: Analysis, context) -> Scores:
+        from onnxprune.criteria.base import Scores
+
+        return Scores(taylor_scores(gate_gradients(context.model, analysis, context.calibration(), context.progress)))
+
+
+class SingularityCriterion(_GradientCriterion):
+    name = "singularity"
+    summary = ("rank of each group's per-sample gradient matrix: at most C - rank channels go, the least "
+               "independent (column-pivoted QR) first; a ratio is shared in proportion to those caps")
+    options = ("singularity_tau", "singularity_energy")
+    sizes_itself = True
+    shares_ratio_by_counts = True
+
+    def score(self, analysis: Analysis, context) -> Scores:
+        from onnxprune.criteria.base import Scores
+
+        opts = context.options
+        grads = gate_gradients(context.model, analysis, context.calibration(), context.progress)
+        red = singularity(grads, tau=opts.singularity_tau, energy=opts.singularity_energy)
+        groups = analysis.prunable_groups
+        options = {"tau": opts.singularity_tau, "energy": opts.singularity_energy}
+        report = {"singularity": redundancy_report(context.model, analysis, red, context.calibration(), options,
+                                                   context.input_shapes)}
+        return Scores({gid: r.scores for gid, r in red.items()}, counts=lambda r: singularity_counts(groups, red, r),
+                      count_why=lambda r: ("numerical rank of the gradient matrix" if r is None
+                                           else f"ratio {r:g} shared by the caps"), report=report)
+
+
+class DirichletCriterion(_GradientCriterion):
+    name = "dirichlet"
+    summary = ("posterior importance of Dirichlet gates trained on --data; its own count keeps the channels "
+               "holding --dirichlet-mass of the posterior")
+    options = ("dirichlet_sampling", "dirichlet_beta", "dirichlet_alpha0", "dirichlet_steps", "dirichlet_samples",
+               "dirichlet_mass")
+    sizes_itself = True
+
+    def score(self, analysis: Analysis, context) -> Scores:
+        from onnxprune.criteria.base import Scores
+
+        o = context.options
+        scores = dirichlet_scores(context.model, analysis, context.calibration(), context.reference_outputs(),
+                                  steps_=o.dirichlet_steps, beta=o.dirichlet_beta, alpha0=o.dirichlet_alpha0,
+                                  sampling=o.dirichlet_sampling, samples=o.dirichlet_samples, progress=context.progress)
+        groups = analysis.prunable_groups
+        report = {"dirichlet": {"variant": "sampling" if o.dirichlet_sampling else "point", "beta": o.dirichlet_beta,
+                                "alpha0": o.dirichlet_alpha0}}
+        return Scores(scores, counts=lambda r: mass_counts(groups, scores, o.dirichlet_mass),
+                      count_why=lambda r: f"posterior mass {o.dirichlet_mass:g} kept", report=report)
+
+
+TAYLOR, SINGULARITY, DIRICHLET = TaylorCriterion(), SingularityCriterion(), DirichletCriterion()

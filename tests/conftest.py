@@ -1,0 +1,98 @@
+"""Shared fixtures: the CLI run in-process through its real entry point, a tiny model and its data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def assert_refused(self, *fragments: str) -> None:
+        """A clean user error: exit 2, one 'onnxprune: error:' line, no traceback."""
+        assert self.code == 2, (self.code, self.err)
+        lines = self.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("onnxprune: error: "), self.err
+        assert "Traceback" not in self.err
+        for f in fragments:
+            assert f in lines[0], (f, lines[0])
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*args)``: ``onnxprune.cli.main`` in this process; (exit code, stdout, stderr)."""
+    from onnxprune.cli import main
+
+    def run(*args) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def run_subprocess(*args, timeout: int = 300) -> CliResult:
+    """``python -m onnxprune`` in a fresh interpreter (the console entry point's path)."""
+    res = subprocess.run([sys.executable, "-m", "onnxprune", *map(str, args)], capture_output=True, text=True,
+                         timeout=timeout)
+    return CliResult(res.returncode, res.stdout, res.stderr)
+
+
+def tiny_cnn(classifier: bool = True) -> onnx.ModelProto:
+    """x[N,2,6,6] -> Conv(8) -> BN -> Relu -> Conv(8) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(4):
+    two prunable groups of 8, a classifier-shaped output, seeded weights with distinct norms. Without
+    ``classifier`` a 1x1 Conv(4) head replaces the pool and Gemm: the output is a feature map."""
+    rng = np.random.default_rng(0)
+
+    def init(name, *shape, scale=1.0):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    inits = [init("w1", 8, 2, 3, 3, scale=0.5), init("b1", 8, scale=0.1),
+             numpy_helper.from_array(rng.uniform(0.2, 2.0, 8).astype(np.float32), "gamma"),
+             init("beta", 8, scale=0.2), init("mean", 8, scale=0.1),
+             numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "var"),
+             init("w2", 8, 8, 3, 3, scale=0.3), init("b2", 8, scale=0.1), init("wf", 4, 8), init("bf", 4, scale=0.1)]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c1", "gamma", "beta", "mean", "var"], ["n1"], name="bn1"),
+             helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="gap"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], name="fc", transB=1)]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])]
+    if not classifier:  # y becomes a feature map: Conv(4) over r2
+        inits[-2:] = [init("wf", 4, 8, 1, 1), init("bf", 4, scale=0.1)]
+        nodes[-3:] = [helper.make_node("Conv", ["r2", "wf", "bf"], ["y"], name="head")]
+        outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_files(tmp_path_factory) -> tuple[Path, Path]:
+    """(tiny model file, its calibration .npz of 32 samples with labels), written once per session."""
+    d = tmp_path_factory.mktemp("tiny")
+    model, data = d / "tiny.onnx", d / "calib.npz"
+    onnx.save(tiny_cnn(), model)
+    x = np.random.default_rng(1).standard_normal((32, 2, 6, 6)).astype(np.float32)
+    np.savez(data, x=x, labels=np.arange(32) % 4)
+    return model, data
