@@ -27,6 +27,7 @@ from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.metrics import count_macs, count_params, macs_per_node, params_per_initializer
 from onnxprune.passes.normalize import normalize
+from onnxprune.passes.preserve import output_model
 from onnxprune.plan import Plan, check_ratio, plan_from_removals, replay_specs
 from onnxprune.progress import Stages
 from onnxprune.report import build_report
@@ -214,6 +215,7 @@ def prune(model: ModelLike, ratio: float = 0.0, criterion: str = "l1", *, remove
                               params=(params_before, count_params(m)),
                               macs=(macs_before, count_macs(m, input_shapes)))
         report.update(extra)
+        m = output_model(model, m, changed=plan.count() > 0 or bool(finetune))  # IN itself when nothing changed
         if target_report is not None:
             report["ratio"] = target_report["ratio"]
             report["target"] = target_report
@@ -300,6 +302,7 @@ def _prune_auto(model: ModelLike, criterion: str, output, seed: int, input_shape
         over = next((t for t in trace if not t["within_budget"]), None)
         report["channels_removed"] += lossless.count()
         report.update(extra)
+        final = output_model(model, final, changed=value > 0 or lossless.count() > 0 or bool(finetune))
         report["auto"] = {
             "budget": budget.describe(), "inputs": source, "lossless_channels_removed": lossless.count(),
             "searched": key, key: value,

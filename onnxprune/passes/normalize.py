@@ -14,6 +14,7 @@ from onnx_ir.passes.common import (
 from onnx_ir.passes.common._c_api_utils import call_onnx_api
 
 from onnxprune.errors import InputError
+from onnxprune.passes.preserve import record_structure
 
 # Constant-only nodes we fold in numpy so per-channel constants (e.g. BN folded into
 # Unsqueeze+Mul+Add by old exporters) are seen as plain initializers.
@@ -23,7 +24,9 @@ _FOLD_LIMIT = 64 * 1024 * 1024  # bytes; folding never copies a large tensor
 
 def normalize(model: ir.Model, fold_bn: bool = False) -> ir.Model:
     """Constants become initializers, constant-only reshapes are folded, dead code goes, shapes are
-    inferred; with ``fold_bn`` inference BatchNormalization is folded into the Conv before it."""
+    inferred; with ``fold_bn`` inference BatchNormalization is folded into the Conv before it.
+    IN's structure is recorded first (``preserve.record_structure``) so saving can put it back."""
+    record_structure(model)
     # IR < 4 lists initializers as graph inputs; they are weights, not inputs, so take them out
     # (which needs IR >= 4, readable by every runtime that reads IR 3).
     RemoveInitializersFromInputsPass()(model)

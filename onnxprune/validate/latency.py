@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from onnxprune.validate.fidelity import session
+from onnxprune.runtime import session
 
 WARMUP_RUNS = 3
 BLOCK = 5  # timed runs of one model before switching to the other

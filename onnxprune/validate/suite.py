@@ -16,8 +16,8 @@ from onnxprune.errors import OptionError
 from onnxprune.metrics import count_macs, count_params
 from onnxprune.passes.normalize import normalize
 from onnxprune.validate.edge import QUANT_MODES, calibration_samples, edge_report, int8_path, quantization_check
-from onnxprune.validate.fidelity import (DEFAULT_SAMPLES, Tolerances, compare_models, fixed_batch, run_outputs,
-                                         session, validation_feeds)
+from onnxprune.runtime import fixed_batch, run_outputs, session
+from onnxprune.validate.fidelity import DEFAULT_SAMPLES, Tolerances, compare_models, validation_feeds
 from onnxprune.validate.latency import DEFAULT_BUDGET_S, latency_report
 
 
@@ -115,7 +115,7 @@ def size_report(original, pruned, input_shapes=None) -> dict:
 def first_batch(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """One batch of the fidelity inputs (the declared fixed batch, else 1 sample): what latency times."""
     n = fixed_batch(sess) or 1
-    return {k: v[:n] for k, v in feeds.items()}
+    return {k: v[:n] if v.ndim else v for k, v in feeds.items()}  # scalar inputs have no batch
 
 
 def fidelity_inputs(original, opts: ValidationOptions) -> tuple[dict, str, list | None]:
