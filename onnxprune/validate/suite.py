@@ -15,6 +15,7 @@ from onnxprune.data import DataSource
 from onnxprune.errors import OptionError
 from onnxprune.metrics import count_macs, count_params
 from onnxprune.passes.normalize import normalize
+from onnxprune.passes.optraits import output_channels
 from onnxprune.validate.edge import QUANT_MODES, calibration_samples, edge_report, int8_path, quantization_check
 from onnxprune.runtime import fixed_batch, run_outputs, session
 from onnxprune.validate.fidelity import DEFAULT_SAMPLES, Tolerances, compare_models, validation_feeds
@@ -67,19 +68,6 @@ def _proto(model) -> onnx.ModelProto:
     return onnx.load(os.fspath(model), load_external_data=False)
 
 
-def _output_channels(node: onnx.NodeProto, dims: list[int]) -> int | None:
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    if node.op_type == "Conv":
-        return dims[0]
-    if node.op_type == "ConvTranspose":
-        return dims[1] * int(attrs.get("group", 1))
-    if node.op_type == "Gemm":
-        return dims[0] if attrs.get("transB", 0) else dims[-1]
-    if node.op_type == "MatMul":
-        return dims[-1]
-    return None
-
-
 def layer_channels(original, pruned) -> list[dict]:
     """Output channels of every Conv/ConvTranspose/Gemm/MatMul with a constant weight, before and after,
     matched by node name (or first output name): what the plot's bars show."""
@@ -90,7 +78,7 @@ def layer_channels(original, pruned) -> list[dict]:
         layers = {}
         for node in proto.graph.node:
             if len(node.input) > 1 and node.input[1] in dims and len(dims[node.input[1]]) >= 2:
-                ch = _output_channels(node, dims[node.input[1]])
+                ch = output_channels(node, dims[node.input[1]])
                 if ch is not None:
                     layers[node.name or node.output[0]] = (node.op_type, ch)
         return layers
