@@ -83,12 +83,18 @@ def referenced_files(path: str | os.PathLike) -> list[Path]:
 
 def _refuse_referenced_targets(src: Path, out: Path) -> None:
     """Nothing IN references may be opened for writing: OUT and OUT.data must be none of IN's files."""
-    data_out = external_data_path(out)
-    for ref in referenced_files(src):
-        for target, what in ((out, "output"), (data_out, "output's external data file")):
-            if _same_file(target, ref):
-                raise OptionError(f"the {what} {target} is the external data file '{ref.name}' that the input model "
-                                  "reads its weights from; choose another output name or folder")
+    refuse_input_files(src, [(out, "output"), (external_data_path(out), "output's external data file")])
+
+
+def refuse_input_files(src: str | os.PathLike, targets: list[tuple[Path, str]]) -> None:
+    """Raise OptionError if any target (path, what it is) is IN or an external-data file IN references."""
+    src = Path(src)
+    for ref in [src, *referenced_files(src)]:
+        for target, what in targets:
+            if _same_file(Path(target), ref):
+                which = "the input model" if ref == src else f"the external data file '{ref.name}' that the input " \
+                        "model reads its weights from"
+                raise OptionError(f"the {what} {target} is {which}; choose another output name or folder")
 
 
 def _same_file(a: Path, b: Path) -> bool:

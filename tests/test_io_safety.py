@@ -132,3 +132,13 @@ def test_collision_through_the_console_entry_point(tmp_path, digests):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and res.stderr.startswith("onnxprune: error: ") and "Traceback" not in res.stderr
     assert digests(tmp_path) == before
+
+
+def test_quantize_output_onto_in_is_refused(tmp_path, run_cli):
+    """--quantize writes OUT.int8.onnx: with OUT = m.onnx that is IN when IN is m.int8.onnx."""
+    model = tmp_path / "m.int8.onnx"
+    model.write_bytes(CNN.read_bytes())
+    before = model.read_bytes()
+    run_cli(model, tmp_path / "m.onnx", "--ratio", "0.3", "--quantize", "dynamic").assert_user_error(
+        "--quantize output", "is the input model")
+    assert model.read_bytes() == before

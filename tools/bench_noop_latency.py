@@ -12,8 +12,8 @@ Models (built in a work directory, default a fresh temp dir):
 
 Each model is pruned through the real CLI (``onnxprune.cli.main``, ``--ratio 0 --no-validate``), then
 both files are timed in onnxruntime (CPU, one intra-op thread, sequential) on the same seeded batch-1
-input, warmed up and interleaved in blocks (``onnxprune.validate.latency.paired_latency``): the ratio is
-the median over block pairs of OUT's block median over IN's, so load from other processes hits both.
+input, warmed up, single runs interleaved (see ``time_pair``): the ratio is the median over adjacent
+pairs of OUT's time over IN's, so load from other processes hits both.
 
 Usage::
 
@@ -62,8 +62,12 @@ def collect_models(workdir: Path, only: str | None) -> dict[str, Path]:
         if wanted(src.stem):
             models[src.stem] = Path(shutil.copy(src, workdir / src.name))
 
+    import logging
+
     from conv1d_arch import export_pitch_tracker
     from torch_archs import ARCHS, EXPORTERS, export_arch
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" per export
 
     for arch in ARCHS:
         for exporter in EXPORTERS:
@@ -96,24 +100,40 @@ def normalized_copy(model: Path, out: Path) -> None:
     io.save_model(load_normalized(model), out)
 
 
-def time_pair(model: Path, out: Path, budget_s: float, seed: int = 0) -> dict:
-    """One-thread interleaved latency of IN and OUT on the same batch-1 input."""
-    from onnxprune.runtime import session, synthetic_inputs
-    from onnxprune.validate.latency import paired_latency
+def time_pair(model: Path, out: Path, budget_s: float, min_pairs: int = 15, seed: int = 0) -> dict:
+    """One-thread latency of IN and OUT on the same batch-1 input, single runs alternating (IN, OUT),
+    (OUT, IN), ... after warm-up: the ratio is the median over adjacent pairs of OUT / IN, so load from
+    other processes that lasts longer than two runs hits both alike. At one thread there are no pool
+    threads left spinning to slow the next session down, so runs need not be blocked."""
+    import numpy as np
 
-    feeds = synthetic_inputs(session(model, threads=1, role="original model"), seed, batch=1)
-    row = paired_latency(model, out, feeds, threads=1, budget_s=budget_s)
-    # paired_latency's speedup is median(IN / OUT) over block pairs; the bench states OUT / IN.
-    return {"in_ms": row["original_ms"]["median"], "out_ms": row["pruned_ms"]["median"],
-            "ratio": 1.0 / row["speedup"], "ratio_p10": 1.0 / row["speedup_p90"],
-            "ratio_p90": 1.0 / row["speedup_p10"], "runs": row["runs"]}
+    from onnxprune.runtime import session, synthetic_inputs
+
+    a, b = session(model, threads=1, role="original model"), session(out, threads=1, role="pruned model")
+    feeds = synthetic_inputs(a, seed, batch=1)
+
+    def timed(sess) -> float:
+        start = time.perf_counter()
+        sess.run(None, feeds)
+        return time.perf_counter() - start
+
+    warm = [timed(s) for _ in range(3) for s in (a, b)]
+    pairs = int(min(500, max(min_pairs, budget_s / max(sum(warm[-2:]), 1e-6))))
+    ta, tb = [], []
+    for i in range(pairs):
+        for sess, times in ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta)):
+            times.append(timed(sess))
+    ratios = np.asarray(tb) / np.asarray(ta)
+    return {"in_ms": float(np.median(ta) * 1e3), "out_ms": float(np.median(tb) * 1e3),
+            "ratio": float(np.median(ratios)), "ratio_p10": float(np.percentile(ratios, 10)),
+            "ratio_p90": float(np.percentile(ratios, 90)), "runs": pairs}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", metavar="REGEX", help="models whose name matches REGEX")
-    p.add_argument("--budget", type=float, default=1.5, metavar="SECONDS",
-                   help="seconds of timed runs per model (default 1.5; at least 5 runs per model)")
+    p.add_argument("--budget", type=float, default=2.0, metavar="SECONDS",
+                   help="seconds of timed runs per model (default 2; at least 15 pairs of runs)")
     p.add_argument("--target", type=float, default=1.05, help="maximum allowed ratio (default 1.05)")
     p.add_argument("--workdir", type=Path, help="build models here (default: a temp dir, removed after)")
     p.add_argument("--json", type=Path, help="write the rows here")

@@ -137,6 +137,8 @@ def deployment_report(original, pruned_path, opts: ValidationOptions, macs: tupl
     """Latency (if asked), edge checks (if asked) and the --quantize model (written next to ``output``)."""
     if not (opts.latency or opts.edge or opts.quantize):
         return {}
+    if opts.quantize and output is not None and not isinstance(original, bytes):  # before any timing
+        io.refuse_input_files(original, [(int8_path(output), "--quantize output")])
     feeds, _, _ = fidelity_inputs(original, opts)
     calibration = None
     if opts.edge or opts.quantize == "static":
