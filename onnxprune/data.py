@@ -53,7 +53,8 @@ def load_npz(path: str | os.PathLike, inputs: dict[str, tuple[list, type]], limi
         if name not in data.files:
             raise InputError(f"{path}: no array for model input '{name}' (keys: {', '.join(data.files)})")
         arr = data[name]
-        if arr.ndim != len(dims) or any(isinstance(d, int) and d > 0 and d != a for d, a in zip(dims[1:], arr.shape[1:])):
+        fixed_mismatch = any(isinstance(d, int) and d > 0 and d != a for d, a in zip(dims[1:], arr.shape[1:]))
+        if arr.ndim != len(dims) or fixed_mismatch:
             raise InputError(f"{path}: '{name}' has shape {list(arr.shape)}, the model expects {dims} "
                              "(samples stacked on the first axis)")
         if not np.can_cast(arr.dtype, dtype, casting="same_kind"):

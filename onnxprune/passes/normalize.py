@@ -57,7 +57,8 @@ def fold_constant_nodes(model: ir.Model) -> int:
         if result is None:
             continue
         out = node.outputs[0]
-        init = ir.Value(name=out.name, shape=ir.Shape(result.shape), type=ir.TensorType(ir.DataType.from_numpy(result.dtype)),
+        init = ir.Value(name=out.name, shape=ir.Shape(result.shape),
+                        type=ir.TensorType(ir.DataType.from_numpy(result.dtype)),
                         const_value=ir.tensor(result, name=out.name))
         out.name = None  # free the name for the initializer
         out.replace_all_uses_with(init)

@@ -199,7 +199,8 @@ def edge_report(model_path, feeds: dict, calibration: list[dict] | None = None) 
 def int8_path(output) -> Path:
     """Where ``--quantize`` writes: OUT with .onnx replaced by .int8.onnx (appended if OUT has no .onnx)."""
     out = Path(output)
-    return out.with_name(out.name[:-5] + ".int8.onnx") if out.name.lower().endswith(".onnx") else out.with_name(out.name + ".int8.onnx")
+    stem = out.name[:-5] if out.name.lower().endswith(".onnx") else out.name
+    return out.with_name(stem + ".int8.onnx")
 
 
 __all__ = ["edge_report", "int8_path", "mobile_usability_check", "ort_format_check", "quantization_check",

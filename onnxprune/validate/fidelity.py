@@ -9,8 +9,15 @@ import numpy as np
 
 from onnxprune.data import DEFAULT_BATCH, DEFAULT_FREE_DIM, as_source  # noqa: F401  (re-exported)
 from onnxprune.errors import InputError, OptionError, ValidationError
-from onnxprune.runtime import (ORT_TO_NUMPY, Session, fixed_batch, input_signature,  # noqa: F401  (re-exported)
-                               run_outputs, session, synthetic_inputs)
+from onnxprune.runtime import (  # noqa: F401  (re-exported)
+    ORT_TO_NUMPY,
+    Session,
+    fixed_batch,
+    input_signature,
+    run_outputs,
+    session,
+    synthetic_inputs,
+)
 
 # Synthetic fidelity inputs: 8 samples where the batch dim is free, so top-k agreement means something.
 DEFAULT_SAMPLES = 8
@@ -66,7 +73,8 @@ def output_metrics(ref: np.ndarray, out: np.ndarray) -> dict:
         "max_abs": float(diff.max()) if diff.size else 0.0,
         "mean_abs": float(diff.mean()) if diff.size else 0.0,
         "max_rel": float(diff.max() / scale) if diff.size and scale > 0 else float(diff.max() if diff.size else 0.0),
-        "mean_rel": float(diff.mean() / mean_scale) if diff.size and mean_scale > 0 else float(diff.mean() if diff.size else 0.0),
+        "mean_rel": (float(diff.mean() / mean_scale) if diff.size and mean_scale > 0
+                     else float(diff.mean() if diff.size else 0.0)),
         "cosine": cosine,
         "snr_db": None if noise == 0 else (float(10 * np.log10(float(nr) ** 2 / noise)) if nr > 0 else float("-inf")),
     }
@@ -110,7 +118,8 @@ class Tolerances:
     def check_names(self, outputs: list[str]) -> None:
         unknown = sorted(set(self.per_output) - set(outputs))
         if unknown:
-            raise OptionError(f"tolerance for unknown output(s) {', '.join(unknown)}; the outputs are {', '.join(outputs)}")
+            raise OptionError(f"tolerance for unknown output(s) {', '.join(unknown)}; "
+                              f"the outputs are {', '.join(outputs)}")
 
     def for_output(self, name: str) -> dict[str, float]:
         return {**self.default, **self.per_output.get(name, {})}
@@ -144,7 +153,8 @@ def _flag(kind: str) -> str:
 
 
 def _describe_inputs(sess: Session) -> str:
-    return ", ".join(f"'{i.name}' {list(i.shape)} {i.type.replace('tensor(', '').rstrip(')')}" for i in sess.get_inputs())
+    return ", ".join(f"'{i.name}' {list(i.shape)} {i.type.replace('tensor(', '').rstrip(')')}"
+                     for i in sess.get_inputs())
 
 
 def check_same_interface(ref_sess: Session, new_sess: Session) -> None:

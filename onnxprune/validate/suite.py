@@ -16,8 +16,8 @@ from onnxprune.errors import OptionError
 from onnxprune.metrics import count_macs, count_params
 from onnxprune.passes.normalize import normalize
 from onnxprune.passes.optraits import output_channels
-from onnxprune.validate.edge import QUANT_MODES, calibration_samples, edge_report, int8_path, quantization_check
 from onnxprune.runtime import fixed_batch, run_outputs, session
+from onnxprune.validate.edge import QUANT_MODES, calibration_samples, edge_report, int8_path, quantization_check
 from onnxprune.validate.fidelity import DEFAULT_SAMPLES, Tolerances, compare_models, validation_feeds
 from onnxprune.validate.latency import DEFAULT_BUDGET_S, latency_report
 
