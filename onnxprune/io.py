@@ -49,11 +49,8 @@ def check_output_path(in_path: str | os.PathLike | None, out_path: str | os.Path
     """Refuse, before any work is done: OUT == IN, an OUT (or the data file written beside it) that is a
     file IN references, and an OUT whose folder cannot be written."""
     out = Path(out_path)
-    if in_path is not None:
-        src = Path(in_path)
-        if _same_file(out, src):
-            raise OptionError(f"output {out} is the input model; choose another output path")
-        _refuse_referenced_targets(src, out)
+    if in_path is not None:  # nothing IN references may be opened for writing
+        refuse_input_files(in_path, [(out, "output"), (external_data_path(out), "output's external data file")])
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise OptionError(f"cannot write {out}: folder {parent} does not exist")
@@ -81,19 +78,14 @@ def referenced_files(path: str | os.PathLike) -> list[Path]:
     return sorted({path.parent / e.value for t in _all_tensors(proto) for e in t.external_data if e.key == "location"})
 
 
-def _refuse_referenced_targets(src: Path, out: Path) -> None:
-    """Nothing IN references may be opened for writing: OUT and OUT.data must be none of IN's files."""
-    refuse_input_files(src, [(out, "output"), (external_data_path(out), "output's external data file")])
-
-
 def refuse_input_files(src: str | os.PathLike, targets: list[tuple[Path, str]]) -> None:
     """Raise OptionError if any target (path, what it is) is IN or an external-data file IN references."""
     src = Path(src)
     for ref in [src, *referenced_files(src)]:
         for target, what in targets:
             if _same_file(Path(target), ref):
-                which = "the input model" if ref == src else f"the external data file '{ref.name}' that the input " \
-                        "model reads its weights from"
+                which = ("the input model" if ref == src else
+                         f"the external data file '{ref.name}' that the input model reads its weights from")
                 raise OptionError(f"the {what} {target} is {which}; choose another output name or folder")
 
 
