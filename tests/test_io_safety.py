@@ -142,3 +142,15 @@ def test_quantize_output_onto_in_is_refused(tmp_path, run_cli):
     run_cli(model, tmp_path / "m.onnx", "--ratio", "0.3", "--quantize", "dynamic").assert_user_error(
         "--quantize output", "is the input model")
     assert model.read_bytes() == before
+
+
+def test_save_inputs_onto_a_model_is_refused(tmp_path, run_cli, digests):
+    """``onnxprune validate A B --save-inputs B``: the inputs file may not replace either model."""
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    a.write_bytes(CNN.read_bytes())
+    b.write_bytes(CNN.read_bytes())
+    before = digests(tmp_path)
+    for target in (a, b):
+        run_cli("validate", a, b, "--save-inputs", target, "--no-latency").assert_user_error(
+            "--save-inputs file", "is the input model")
+    assert digests(tmp_path) == before

@@ -5,10 +5,13 @@ classifier-shaped outputs, and the user's tolerances checked element by element.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from onnxprune.data import DEFAULT_BATCH, DEFAULT_FREE_DIM, as_source  # noqa: F401  (re-exported)
 from onnxprune.errors import InputError, OptionError, ValidationError
+from onnxprune.io import refuse_input_files
 from onnxprune.runtime import (  # noqa: F401  (re-exported)
     ORT_TO_NUMPY,
     Session,
@@ -208,6 +211,9 @@ def compare_models(original, pruned, feeds: dict[str, np.ndarray] | None = None,
     if feeds is None:
         feeds, source = validation_feeds(ref_sess, data, seed, input_shapes)
     if save_inputs is not None:
+        for model in (original, pruned):  # neither model nor its weights may be written over
+            if not isinstance(model, bytes):
+                refuse_input_files(model, [(Path(save_inputs), "--save-inputs file")])
         save_feeds(feeds, save_inputs)
     tolerances = tolerances or Tolerances()
     tolerances.check_names([o.name for o in ref_sess.get_outputs()])
