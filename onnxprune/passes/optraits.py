@@ -6,8 +6,8 @@ where a weight keeps its output channels, and which nodes are inference normalis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import onnx

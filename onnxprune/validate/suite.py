@@ -29,7 +29,7 @@ class ValidationOptions:
     ``data``: calibration data, a path or ``onnxprune.data.DataSource`` (fidelity inputs and
     static-quantization calibration); ``load_inputs``:
     exact inputs saved by ``save_inputs`` (takes precedence over ``data`` for fidelity)."""
-    data: "str | os.PathLike | DataSource | None" = None
+    data: str | os.PathLike | DataSource | None = None
     load_inputs: str | os.PathLike | None = None
     save_inputs: str | os.PathLike | None = None
     seed: int = 0
@@ -43,7 +43,7 @@ class ValidationOptions:
     edge: bool = False
     quantize: str | None = None
 
-    def check(self) -> "ValidationOptions":
+    def check(self) -> ValidationOptions:
         if self.quantize is not None and self.quantize not in QUANT_MODES:
             raise OptionError(f"--quantize must be one of {', '.join(QUANT_MODES)}, got '{self.quantize}'")
         if self.latency_runs is not None and self.latency_runs < 1:
