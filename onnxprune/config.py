@@ -18,12 +18,6 @@ from onnxprune.errors import OptionError
 # The criterion used when none is named (a single place, so the default can be changed by evidence).
 DEFAULT_CRITERION = "l1"
 
-# Symbolic dims of inputs, where sizes are counted and synthetic inputs are built: batch (axis 0) -> 1;
-# any other free dim -> 64 (a multiple of 32, which strided detectors such as PaddleOCR need).
-DEFAULT_BATCH = 1
-DEFAULT_FREE_DIM = 64
-
-
 @dataclass(frozen=True)
 class ScoreConfig:
     """Which criterion scores the channels, and its own options (each read by one criterion only)."""

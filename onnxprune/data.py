@@ -9,6 +9,35 @@ import numpy as np
 
 from onnxprune.errors import InputError
 
+# Synthetic inputs fill free dims: batch (axis 0) -> 1; any other -> 64 (a multiple of 32, which strided
+# detectors such as PaddleOCR need). MACs are counted at the same shapes.
+DEFAULT_BATCH = 1
+DEFAULT_FREE_DIM = 64
+
+
+def concrete_shape(dims, batch: int = DEFAULT_BATCH) -> list[int]:
+    """Declared dims with free ones fixed: axis 0 -> ``batch``, others -> DEFAULT_FREE_DIM."""
+    return [d if isinstance(d, int) and d > 0 else (batch if i == 0 else DEFAULT_FREE_DIM) for i, d in enumerate(dims)]
+
+
+def synthetic_arrays(inputs: dict[str, tuple[list, type]], seed: int = 0, batch: int = DEFAULT_BATCH,
+                     overrides: dict[str, tuple] | None = None) -> dict[str, np.ndarray]:
+    """Seeded arrays for ``inputs`` (name -> (declared dims, numpy dtype)): floats ~ N(0, 1), ints in
+    [0, 10), bools fair coin flips; free dims as ``concrete_shape`` unless ``overrides`` gives the shape.
+    Always ndarrays, rank 0 included (numpy returns bare scalars for shape (), which runtimes refuse)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, (dims, dtype) in inputs.items():
+        shape = list(overrides[name]) if overrides and name in overrides else concrete_shape(dims, batch)
+        if np.issubdtype(dtype, np.floating):
+            arr = rng.standard_normal(shape)
+        elif np.issubdtype(dtype, np.bool_):
+            arr = rng.random(shape) < 0.5
+        else:
+            arr = rng.integers(0, 10, shape)
+        feeds[name] = np.asarray(arr).astype(dtype)
+    return feeds
+
 
 def load_npz(path: str | os.PathLike, inputs: dict[str, tuple[list, type]], limit: int | None = None) -> dict:
     """Arrays for every model input (``inputs``: name -> (declared dims, numpy dtype)); ``labels`` and
@@ -24,7 +53,8 @@ def load_npz(path: str | os.PathLike, inputs: dict[str, tuple[list, type]], limi
         if name not in data.files:
             raise InputError(f"{path}: no array for model input '{name}' (keys: {', '.join(data.files)})")
         arr = data[name]
-        if arr.ndim != len(dims) or any(isinstance(d, int) and d > 0 and d != a for d, a in zip(dims[1:], arr.shape[1:])):
+        fixed_mismatch = any(isinstance(d, int) and d > 0 and d != a for d, a in zip(dims[1:], arr.shape[1:]))
+        if arr.ndim != len(dims) or fixed_mismatch:
             raise InputError(f"{path}: '{name}' has shape {list(arr.shape)}, the model expects {dims} "
                              "(samples stacked on the first axis)")
         if not np.can_cast(arr.dtype, dtype, casting="same_kind"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import onnx
 import onnx_ir as ir
@@ -34,30 +34,23 @@ def load_model(path: str | os.PathLike) -> ir.Model:
 
 def _check_external_data(model: ir.Model, path: Path) -> None:
     """Fail early and clearly if an external-data file is missing or too short."""
-    for value in model.graph.initializers.values():
-        tensor = value.const_value
-        if isinstance(tensor, ir.ExternalTensor):
-            data = Path(tensor.base_dir) / tensor.location
-            if not data.is_file():
-                raise InputError(
-                    f"{path}: external data file '{tensor.location}' for tensor '{value.name}' "
-                    f"not found next to the model (looked at {data})"
-                )
-            end = (tensor.offset or 0) + (tensor.length or 0)
-            if tensor.length and data.stat().st_size < end:
-                raise InputError(
-                    f"{path}: external data file '{tensor.location}' is truncated "
-                    f"(tensor '{value.name}' needs bytes up to {end})"
-                )
+    for tensor in _external_tensors(model):
+        data = Path(tensor.base_dir) / tensor.location
+        if not data.is_file():
+            raise InputError(f"{path}: external data file '{tensor.location}' for tensor '{tensor.name}' "
+                             f"not found next to the model (looked at {data})")
+        end = (tensor.offset or 0) + (tensor.length or 0)
+        if tensor.length and data.stat().st_size < end:
+            raise InputError(f"{path}: external data file '{tensor.location}' is truncated "
+                             f"(tensor '{tensor.name}' needs bytes up to {end})")
 
 
 def check_output_path(in_path: str | os.PathLike | None, out_path: str | os.PathLike) -> Path:
-    """Refuse OUT == IN and an OUT whose folder cannot be written, before any work is done."""
+    """Refuse, before any work is done: OUT == IN, an OUT (or the data file written beside it) that is a
+    file IN references, and an OUT whose folder cannot be written."""
     out = Path(out_path)
-    if in_path is not None:
-        src = Path(in_path)
-        if out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(out, src)):
-            raise OptionError(f"output {out} is the input model; choose another output path")
+    if in_path is not None:  # nothing IN references may be opened for writing
+        refuse_input_files(in_path, [(out, "output"), (external_data_path(out), "output's external data file")])
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise OptionError(f"cannot write {out}: folder {parent} does not exist")
@@ -66,6 +59,55 @@ def check_output_path(in_path: str | os.PathLike | None, out_path: str | os.Path
     if out.is_dir():
         raise OptionError(f"cannot write {out}: it is a directory")
     return out
+
+
+def external_data_path(out_path: str | os.PathLike) -> Path:
+    """Where the external data of OUT goes: ``OUT.data`` beside it."""
+    out = Path(out_path)
+    return out.parent / f"{out.name}.data"
+
+
+def referenced_files(path: str | os.PathLike) -> list[Path]:
+    """The external-data files a model file references (every tensor, subgraphs included), resolved
+    against its folder; [] when the file cannot be read as ONNX (loading reports that)."""
+    path = Path(path)
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:  # noqa: BLE001 - an unreadable IN is reported by load_model with its reason
+        return []
+    return sorted({path.parent / e.value for t in _all_tensors(proto) for e in t.external_data if e.key == "location"})
+
+
+def refuse_input_files(src: str | os.PathLike, targets: list[tuple[Path, str]]) -> None:
+    """Raise OptionError if any target (path, what it is) is IN or an external-data file IN references."""
+    src = Path(src)
+    for ref in [src, *referenced_files(src)]:
+        for target, what in targets:
+            if _same_file(Path(target), ref):
+                which = ("the input model" if ref == src else
+                         f"the external data file '{ref.name}' that the input model reads its weights from")
+                raise OptionError(f"the {what} {target} is {which}; choose another output name or folder")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """One file under two spellings, a symlink or a hard link."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _refuse_overwriting_sources(model: ir.Model, targets: list[Path]) -> None:
+    """The model being saved still reads unchanged tensors from its source files: never write over one
+    (this covers models handed to the API, whose source path ``check_output_path`` never saw)."""
+    for tensor in _external_tensors(model):
+        source = Path(tensor.base_dir) / tensor.location
+        for target in targets:
+            if _same_file(target, source):
+                raise OptionError(f"cannot write {target}: the model's weights are read from that file "
+                                  "(external data of the input); choose another output name or folder")
 
 
 # Models whose weights would not fit one protobuf (2 GiB) are written with external data.
@@ -81,6 +123,7 @@ def save_model(model: ir.Model, out_path: str | os.PathLike, external_data: bool
     nothing is left at OUT.
     """
     out = Path(out_path)
+    _refuse_overwriting_sources(model, [out, external_data_path(out)])
     if external_data is None:
         external_data = _uses_external_data(model) or _weight_bytes(model) > _EXTERNAL_THRESHOLD
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
@@ -89,7 +132,7 @@ def save_model(model: ir.Model, out_path: str | os.PathLike, external_data: bool
     os.umask(umask)
     os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; OUT gets normal file permissions
     tmp = Path(tmp_name)
-    data_name = f"{out.name}.data"
+    data_name = external_data_path(out).name
     tmp_data = out.parent / f".{data_name}.tmp{os.getpid()}"
     try:
         if external_data:
@@ -126,15 +169,35 @@ def _relocate_external_name(model_file: Path, old: str, new: str) -> None:
 
 
 def _all_tensors(proto: onnx.ModelProto):
-    yield from proto.graph.initializer
-    for node in proto.graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
+    """Every TensorProto of a model: initializers and tensor attributes, in subgraphs too."""
+    graphs = [proto.graph]
+    while graphs:
+        graph = graphs.pop()
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
+
+
+def _external_tensors(model: ir.Model):
+    """Tensors still read from an external-data file: initializers and Constant values, subgraphs too."""
+    for graph in (model.graph, *model.graph.subgraphs()):
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                yield value.const_value
+        for node in graph:
+            for attr in node.attributes.values():
+                if attr.type == ir.AttributeType.TENSOR and isinstance(attr.value, ir.ExternalTensor):
+                    yield attr.value
 
 
 def _uses_external_data(model: ir.Model) -> bool:
-    return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
+    return next(_external_tensors(model), None) is not None
 
 
 def _weight_bytes(model: ir.Model) -> int:

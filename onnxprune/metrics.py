@@ -25,14 +25,13 @@ def _static(shape) -> list[int] | None:
 
 def concrete_input_shapes(model: ir.Model, overrides: dict[str, tuple] | None = None) -> dict[str, tuple]:
     """The shapes MACs are counted at: declared static dims, batch 1, other free dims 64 (as validation)."""
-    from onnxprune.config import DEFAULT_BATCH, DEFAULT_FREE_DIM
+    from onnxprune.data import concrete_shape
     shapes = {}
     for v in model.graph.inputs:
         if overrides and v.name in overrides:
             shapes[v.name] = tuple(overrides[v.name])
         elif v.shape is not None:
-            shapes[v.name] = tuple(d if isinstance(d, int) and d > 0 else (DEFAULT_BATCH if i == 0 else DEFAULT_FREE_DIM)
-                                   for i, d in enumerate(v.shape))
+            shapes[v.name] = tuple(concrete_shape(v.shape))
     return shapes
 
 

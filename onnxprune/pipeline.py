@@ -18,6 +18,7 @@ from onnxprune.criteria.base import ScoreContext, Scores
 from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.metrics import count_macs, count_params
 from onnxprune.passes.normalize import normalize
+from onnxprune.passes.preserve import output_model
 from onnxprune.plan import replay_specs
 from onnxprune.planners import Candidate, Trial, choose_planner
 from onnxprune.progress import Stages
@@ -64,8 +65,10 @@ def run(model: ModelLike, config: PruneConfig) -> tuple[ir.Model, dict]:
         stages.next("fine-tuning")
         extra = {**scores.report, **finetune(candidate, context)}
         report = make_report(candidate, config, before, {**section, **extra})
+        # IN itself when nothing changed; else IN's spelling kept where the plan did not reach (speed)
+        m = output_model(model, candidate.model, changed=report["channels_removed"] > 0 or bool(extra.get("finetune")))
         stages.next("saving" if config.output.path is not None else "serialising")
-        return finish(candidate.model, report, original if config.validation.enabled else None, config, stages)
+        return finish(m, report, original if config.validation.enabled else None, config, stages)
 
 
 def score(analysis: Analysis, context: ScoreContext) -> Scores:

@@ -1,9 +1,11 @@
-"""Shared fixtures: the CLI run in-process through its real entry point, a tiny model and its data."""
+"""Shared fixtures: the CLI run in-process through its real entry point, a tiny model and its data, file
+fingerprints."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,3 +98,14 @@ def tiny_files(tmp_path_factory) -> tuple[Path, Path]:
     x = np.random.default_rng(1).standard_normal((32, 2, 6, 6)).astype(np.float32)
     np.savez(data, x=x, labels=np.arange(32) % 4)
     return model, data
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``: compare before and after to prove nothing was written."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def digests():
+    return file_digests

@@ -11,19 +11,19 @@ from onnx_ir.passes.common import (
     RemoveUnusedNodesPass,
     TopologicalSortPass,
 )
-from onnx_ir.passes.common._c_api_utils import call_onnx_api
 
 from onnxprune.errors import InputError
+from onnxprune.passes.optraits import constant_fold, inference_norm, weight_layout
+from onnxprune.passes.preserve import record_structure
 
-# Constant-only nodes we fold in numpy so per-channel constants (e.g. BN folded into
-# Unsqueeze+Mul+Add by old exporters) are seen as plain initializers.
-_FOLDABLE = {"Identity", "Unsqueeze", "Squeeze", "Reshape", "Cast", "Transpose", "Flatten"}
 _FOLD_LIMIT = 64 * 1024 * 1024  # bytes; folding never copies a large tensor
 
 
 def normalize(model: ir.Model, fold_bn: bool = False) -> ir.Model:
     """Constants become initializers, constant-only reshapes are folded, dead code goes, shapes are
-    inferred; with ``fold_bn`` inference BatchNormalization is folded into the Conv before it."""
+    inferred; with ``fold_bn`` inference BatchNormalization is folded into the Conv before it.
+    IN's structure is recorded first (``preserve.record_structure``) so saving can put it back."""
+    record_structure(model)
     # IR < 4 lists initializers as graph inputs; they are weights, not inputs, so take them out
     # (which needs IR >= 4, readable by every runtime that reads IR 3).
     RemoveInitializersFromInputsPass()(model)
@@ -43,7 +43,8 @@ def fold_constant_nodes(model: ir.Model) -> int:
     graph = model.graph
     count = 0
     for node in list(graph):
-        if node.domain not in ("", "ai.onnx") or node.op_type not in _FOLDABLE:
+        fold = constant_fold(node)
+        if fold is None:
             continue
         if len(node.outputs) != 1 or node.outputs[0].is_graph_output():
             continue
@@ -52,11 +53,12 @@ def fold_constant_nodes(model: ir.Model) -> int:
             continue
         if arrays[0].nbytes > _FOLD_LIMIT:
             continue
-        result = _fold(node, arrays)
+        result = fold(node, arrays)
         if result is None:
             continue
         out = node.outputs[0]
-        init = ir.Value(name=out.name, shape=ir.Shape(result.shape), type=ir.TensorType(ir.DataType.from_numpy(result.dtype)),
+        init = ir.Value(name=out.name, shape=ir.Shape(result.shape),
+                        type=ir.TensorType(ir.DataType.from_numpy(result.dtype)),
                         const_value=ir.tensor(result, name=out.name))
         out.name = None  # free the name for the initializer
         out.replace_all_uses_with(init)
@@ -66,43 +68,6 @@ def fold_constant_nodes(model: ir.Model) -> int:
     return count
 
 
-def _fold(node: ir.Node, arrays: list) -> np.ndarray | None:
-    x = arrays[0]
-    op = node.op_type
-    attrs = node.attributes
-    if op == "Identity":
-        return x
-    if op == "Cast":
-        return x.astype(onnx.helper.tensor_dtype_to_np_dtype(attrs["to"].as_int()))
-    if op == "Transpose":
-        perm = attrs["perm"].as_ints() if "perm" in attrs else list(reversed(range(x.ndim)))
-        return np.ascontiguousarray(np.transpose(x, perm))
-    if op == "Flatten":
-        axis = attrs["axis"].as_int() if "axis" in attrs else 1
-        axis = axis % x.ndim if x.ndim else 0
-        return x.reshape(int(np.prod(x.shape[:axis])), -1)
-    if op in ("Unsqueeze", "Squeeze"):
-        axes = list(attrs["axes"].as_ints()) if "axes" in attrs else (
-            arrays[1].tolist() if len(arrays) > 1 and arrays[1] is not None else None)
-        if op == "Squeeze":
-            return np.squeeze(x, axis=tuple(axes)) if axes is not None else np.squeeze(x)
-        if axes is None:
-            return None
-        rank = x.ndim + len(axes)
-        for a in sorted(a % rank for a in axes):
-            x = np.expand_dims(x, a)
-        return x
-    if op == "Reshape":
-        if len(arrays) < 2:
-            return None
-        shape = [int(s) for s in arrays[1]]
-        allowzero = attrs["allowzero"].as_int() if "allowzero" in attrs else 0
-        if not allowzero:
-            shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
-        return x.reshape(shape)
-    return None
-
-
 def fold_batchnorm(model: ir.Model) -> int:
     """Conv -> BatchNormalization (inference, constants, the Conv output used by the BN alone) becomes
     one Conv with W * gamma / sqrt(var + eps) and (b - mean) * gamma / sqrt(var + eps) + beta."""
@@ -110,26 +75,29 @@ def fold_batchnorm(model: ir.Model) -> int:
 
     count = 0
     for bn in list(model.graph):
-        if bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx") or len(bn.outputs) > 1:
+        norm = inference_norm(bn)
+        if norm is None or bn.outputs[0].is_graph_output():
             continue
         conv = bn.inputs[0].producer()
-        if conv is None or conv.op_type != "Conv" or len(bn.inputs[0].uses()) != 1 or bn.outputs[0].is_graph_output():
+        layout = weight_layout(conv) if conv is not None else None
+        if layout is None or layout.out_axis != 0 or layout.bias is None or len(bn.inputs[0].uses()) != 1:
             continue
         if bn.inputs[0].is_graph_output():
             continue
-        arrays = [constant_array(v) for v in bn.inputs[1:5]]
-        w = constant_array(conv.inputs[1])
-        bias_in = conv.inputs[2] if len(conv.inputs) > 2 else None
-        b = constant_array(bias_in) if bias_in is not None else np.zeros(w.shape[0] if w is not None else 0)
-        if w is None or b is None or any(a is None for a in arrays):
+        arrays = [constant_array(bn.inputs[i]) for i in (norm.scale, norm.shift, norm.mean, norm.var)]
+        w = constant_array(conv.inputs[layout.weight])
+        if w is None or w.ndim < 3:  # a Conv: weight [out, in/group, *kernel], channels on output axis 0
+            continue
+        bias_in = conv.inputs[layout.bias] if len(conv.inputs) > layout.bias else None
+        b = constant_array(bias_in) if bias_in is not None else np.zeros(w.shape[0], w.dtype)
+        if b is None or any(a is None for a in arrays):
             continue
         gamma, beta, mean, var = (a.astype(np.float64) for a in arrays)
-        eps = bn.attributes["epsilon"].as_float() if "epsilon" in bn.attributes else 1e-5
-        scale = gamma / np.sqrt(var + eps)
+        scale = gamma / np.sqrt(var + norm.epsilon)
         new_w = (w.astype(np.float64) * scale.reshape(-1, *([1] * (w.ndim - 1)))).astype(w.dtype)
         new_b = ((b.astype(np.float64) - mean) * scale + beta).astype(w.dtype)
-        set_constant_input(conv, 1, new_w)
-        set_constant_input(conv, 2, new_b)
+        set_constant_input(conv, layout.weight, new_w)
+        set_constant_input(conv, layout.bias, new_b)
         bn.outputs[0].replace_all_uses_with(conv.outputs[0])
         model.graph.remove(bn, safe=True)
         count += 1
@@ -141,6 +109,37 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
     if value is None or value.const_value is None:
         return None
     return value.const_value.numpy()
+
+
+# Weights up to this size stay in the proto shape inference sees: data propagation reads small
+# constants (shapes, axes); large ones become typed inputs so the proto stays small.
+_INFERENCE_TENSOR_LIMIT = 1000  # bytes
+
+
+def _call_without_weights(func, model: ir.Model):
+    """``func(proto)`` on the model with its large weights turned into typed inputs for the call (the
+    onnx C API copies the whole proto); the model is restored whether the call succeeds or not."""
+    graph = model.graph
+    n_inputs = len(graph.inputs)
+    stripped = [v for v in graph.initializers.values()
+                if v.const_value is None or v.const_value.nbytes > _INFERENCE_TENSOR_LIMIT]
+    try:
+        for value in list(graph.initializers.values()):
+            if value.const_value is not None:
+                value.shape = value.shape or ir.Shape(value.const_value.shape)
+                value.dtype = value.dtype or value.const_value.dtype
+            if value not in graph.inputs:
+                graph.inputs.append(value)
+        for value in stripped:
+            graph.initializers.pop(value.name)
+        proto = ir.to_proto(model)
+    finally:
+        for value in stripped:
+            graph.initializers.add(value)
+        inputs = list(graph.inputs[:n_inputs])
+        graph.inputs.clear()
+        graph.inputs.extend(inputs)
+    return func(proto)
 
 
 STRICT_SHAPES_OK = "onnxprune.strict_shapes_ok"  # model.meta key: the input passed strict inference
@@ -156,12 +155,12 @@ def infer_shapes(model: ir.Model) -> None:
                                                                data_prop=True)
 
     try:
-        inferred = call_onnx_api(_infer(True), model)
+        inferred = _call_without_weights(_infer(True), model)
         model.meta.setdefault(STRICT_SHAPES_OK, True)
     except Exception:
         model.meta[STRICT_SHAPES_OK] = False
         try:
-            inferred = call_onnx_api(_infer(False), model)
+            inferred = _call_without_weights(_infer(False), model)
         except Exception as exc:
             raise InputError(f"ONNX shape inference failed on this model: {str(exc).splitlines()[0][:300]}") from exc
     shapes = {}

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxprune.validate.fidelity import output_metrics, run_outputs, session
+from onnxprune.runtime import ORT_FORMAT_CONVERTER, mobile_usability_checker, quantization, run_outputs, session
+from onnxprune.validate.fidelity import output_metrics
 
 # A quantized model "agrees" with the float model when every classifier-shaped output keeps at least
 # this top-1 agreement and every other output this cosine. int8 costs some accuracy; these catch a
@@ -65,7 +66,7 @@ def ort_format_check(model_path, feeds: dict) -> dict:
     """Convert to the ORT format (``python -m onnxruntime.tools.convert_onnx_models_to_ort``, in a
     subprocess: it prints and may exit) and check the .ort file loads in an InferenceSession and runs."""
     with tempfile.TemporaryDirectory(prefix="onnxprune-ort-") as out_dir, _as_onnx_file(model_path) as src:
-        cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(src),
+        cmd = [sys.executable, "-m", ORT_FORMAT_CONVERTER, str(src),
                "--output_dir", out_dir, "--optimization_style", "Fixed"]
         res = subprocess.run(cmd, capture_output=True, text=True)
         found = sorted(Path(out_dir).rglob("*.ort"))
@@ -89,8 +90,7 @@ def mobile_usability_check(model_path) -> dict:
     """``onnxruntime.tools.check_onnx_model_mobile_usability``'s analysis; passes when it runs. Its
     verdicts (can NNAPI / CoreML take the model, as is or with fixed input shapes) are informational:
     a CPU-only deployment needs neither."""
-    from onnxruntime.tools.mobile_helpers import usability_checker
-
+    usability_checker = mobile_usability_checker()
     log = logging.getLogger("onnxprune.mobile_usability")
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -126,8 +126,9 @@ def quantize_model(model_path, out_path, mode: str, calibration: list[dict] | No
     """Write an int8 model: shape inference and ORT's pre-processing first (quant_pre_process; without
     symbolic shape inference if that fails), then quantize_dynamic or quantize_static (QDQ, calibrated
     on ``calibration``, one dict of inputs per sample). Returns how the pre-processing went."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_dynamic, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    q = quantization()
+    CalibrationDataReader, QuantFormat = q.CalibrationDataReader, q.QuantFormat
+    quant_pre_process = q.shape_inference.quant_pre_process
 
     if mode not in QUANT_MODES:
         raise ValueError(f"quantization mode must be one of {QUANT_MODES}, got {mode!r}")
@@ -145,7 +146,7 @@ def quantize_model(model_path, out_path, mode: str, calibration: list[dict] | No
             except Exception as exc2:
                 pre, prep = Path(model_path), f"none: pre-processing failed ({_first_line(exc2)})"
         if mode == "dynamic":
-            quantize_dynamic(str(pre), str(out_path))
+            q.quantize_dynamic(str(pre), str(out_path))
         else:
             class Reader(CalibrationDataReader):
                 def __init__(self) -> None:
@@ -154,7 +155,7 @@ def quantize_model(model_path, out_path, mode: str, calibration: list[dict] | No
                 def get_next(self):
                     return next(self.samples, None)
 
-            quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ)
+            q.quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ)
     return prep
 
 
@@ -198,7 +199,8 @@ def edge_report(model_path, feeds: dict, calibration: list[dict] | None = None) 
 def int8_path(output) -> Path:
     """Where ``--quantize`` writes: OUT with .onnx replaced by .int8.onnx (appended if OUT has no .onnx)."""
     out = Path(output)
-    return out.with_name(out.name[:-5] + ".int8.onnx") if out.name.lower().endswith(".onnx") else out.with_name(out.name + ".int8.onnx")
+    stem = out.name[:-5] if out.name.lower().endswith(".onnx") else out.name
+    return out.with_name(stem + ".int8.onnx")
 
 
 __all__ = ["edge_report", "int8_path", "mobile_usability_check", "ort_format_check", "quantization_check",

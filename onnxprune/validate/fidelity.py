@@ -5,65 +5,29 @@ classifier-shaped outputs, and the user's tolerances checked element by element.
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from onnxprune.data import as_source
+from onnxprune.data import DEFAULT_BATCH, DEFAULT_FREE_DIM, as_source  # noqa: F401  (re-exported)
 from onnxprune.errors import InputError, OptionError, ValidationError
+from onnxprune.io import refuse_input_files
+from onnxprune.runtime import (  # noqa: F401  (re-exported)
+    ORT_TO_NUMPY,
+    Session,
+    fixed_batch,
+    input_signature,
+    run_outputs,
+    session,
+    synthetic_inputs,
+)
 
-# Symbolic dims: batch (axis 0) -> 1; any other free dim -> 64 (a multiple of 32, which strided
-# detectors such as PaddleOCR need).
-DEFAULT_BATCH = 1
-DEFAULT_FREE_DIM = 64
 # Synthetic fidelity inputs: 8 samples where the batch dim is free, so top-k agreement means something.
 DEFAULT_SAMPLES = 8
 # Calibration files can be large; fidelity reads at most this many samples.
 MAX_DATA_SAMPLES = 256
-
-ORT_TO_NUMPY = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_, "tensor(int16)": np.int16,
-}
-
-
-def session(model, threads: int = 0, role: str = "model") -> ort.InferenceSession:
-    """A CPU session from a path or serialized bytes; load failures become ValidationError."""
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(os.fspath(model) if not isinstance(model, bytes) else model, opts,
-                                    providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        hint = " (validation needs it: --no-validate skips validation)" if role == "original model" else ""
-        raise ValidationError(f"onnxruntime cannot load the {role}: {str(exc).splitlines()[0][:300]}{hint}") from exc
-
-
-def synthetic_inputs(sess: ort.InferenceSession, seed: int = 0, batch: int = DEFAULT_BATCH,
-                     overrides: dict[str, tuple] | None = None) -> dict[str, np.ndarray]:
-    """Seeded inputs matching the declared shapes and dtypes (floats ~ N(0,1), ints small >= 0)."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for inp in sess.get_inputs():
-        if overrides and inp.name in overrides:
-            shape = list(overrides[inp.name])
-        else:
-            shape = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else DEFAULT_FREE_DIM)
-                     for i, d in enumerate(inp.shape)]
-        dtype = ORT_TO_NUMPY.get(inp.type)
-        if dtype is None:
-            raise ValidationError(f"input '{inp.name}' has type {inp.type}, which synthetic inputs do not cover")
-        if np.issubdtype(dtype, np.floating):
-            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype is np.bool_:
-            feeds[inp.name] = rng.random(shape) < 0.5
-        else:
-            feeds[inp.name] = rng.integers(0, 10, shape).astype(dtype)
-    return feeds
+# Sessions, feeds and runs live in onnxprune.runtime; their names stay importable from here for callers
+# outside validate/.
 
 
 def classifier_shaped(shape) -> bool:
@@ -112,7 +76,8 @@ def output_metrics(ref: np.ndarray, out: np.ndarray) -> dict:
         "max_abs": float(diff.max()) if diff.size else 0.0,
         "mean_abs": float(diff.mean()) if diff.size else 0.0,
         "max_rel": float(diff.max() / scale) if diff.size and scale > 0 else float(diff.max() if diff.size else 0.0),
-        "mean_rel": float(diff.mean() / mean_scale) if diff.size and mean_scale > 0 else float(diff.mean() if diff.size else 0.0),
+        "mean_rel": (float(diff.mean() / mean_scale) if diff.size and mean_scale > 0
+                     else float(diff.mean() if diff.size else 0.0)),
         "cosine": cosine,
         "snr_db": None if noise == 0 else (float(10 * np.log10(float(nr) ** 2 / noise)) if nr > 0 else float("-inf")),
     }
@@ -156,7 +121,8 @@ class Tolerances:
     def check_names(self, outputs: list[str]) -> None:
         unknown = sorted(set(self.per_output) - set(outputs))
         if unknown:
-            raise OptionError(f"tolerance for unknown output(s) {', '.join(unknown)}; the outputs are {', '.join(outputs)}")
+            raise OptionError(f"tolerance for unknown output(s) {', '.join(unknown)}; "
+                              f"the outputs are {', '.join(outputs)}")
 
     def for_output(self, name: str) -> dict[str, float]:
         return {**self.default, **self.per_output.get(name, {})}
@@ -189,11 +155,12 @@ def _flag(kind: str) -> str:
     return kind if kind in ("atol", "rtol") else f"min-{kind}"
 
 
-def _describe_inputs(sess: ort.InferenceSession) -> str:
-    return ", ".join(f"'{i.name}' {list(i.shape)} {i.type.replace('tensor(', '').rstrip(')')}" for i in sess.get_inputs())
+def _describe_inputs(sess: Session) -> str:
+    return ", ".join(f"'{i.name}' {list(i.shape)} {i.type.replace('tensor(', '').rstrip(')')}"
+                     for i in sess.get_inputs())
 
 
-def check_same_interface(ref_sess: ort.InferenceSession, new_sess: ort.InferenceSession) -> None:
+def check_same_interface(ref_sess: Session, new_sess: Session) -> None:
     """Same input names, dtypes and compatible shapes, and the same output names; otherwise the two
     files are not one model before and after pruning, and comparing them means nothing."""
     ref_in, new_in = ref_sess.get_inputs(), new_sess.get_inputs()
@@ -211,14 +178,14 @@ def check_same_interface(ref_sess: ort.InferenceSession, new_sess: ort.Inference
         raise ValidationError(f"the models have different outputs: {ref_out} vs {new_out}")
 
 
-def validation_feeds(sess: ort.InferenceSession, data=None, seed: int = 0, input_shapes: dict | None = None,
+def validation_feeds(sess: Session, data=None, seed: int = 0, input_shapes: dict | None = None,
                      samples: int = DEFAULT_SAMPLES) -> tuple[dict[str, np.ndarray], str]:
     """The fidelity inputs and where they came from: ``data`` (a path or ``onnxprune.data.DataSource``:
     an .npz of calibration data or saved inputs, or a folder of images; at most MAX_DATA_SAMPLES
     samples) or seeded synthetic inputs with ``samples`` on a free batch dim."""
     if data is not None:
         source = as_source(data)
-        inputs = {i.name: (i.shape, ORT_TO_NUMPY.get(i.type, np.float32)) for i in sess.get_inputs()}
+        inputs = {name: (dims, dtype or np.float32) for name, (dims, dtype) in input_signature(sess).items()}
         return source.arrays(inputs, limit=MAX_DATA_SAMPLES), source.describe()
     return synthetic_inputs(sess, seed, batch=samples, overrides=input_shapes), f"synthetic (seed {seed})"
 
@@ -230,25 +197,6 @@ def save_feeds(feeds: dict[str, np.ndarray], path) -> None:
             np.savez(f, **feeds)
     except OSError as exc:
         raise InputError(f"cannot write inputs to {path}: {exc.strerror or exc}") from None
-
-
-def fixed_batch(sess: ort.InferenceSession) -> int | None:
-    """The first input's declared axis-0 size when it is fixed, else None (a free batch dim)."""
-    shape = sess.get_inputs()[0].shape
-    return shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
-
-
-def run_outputs(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], names: list[str] | None = None
-                ) -> list[np.ndarray]:
-    """Outputs (all, or ``names``); more samples than a fixed batch dim (e.g. 256 calibration samples,
-    batch 1) run in chunks of that batch and are concatenated (a last partial chunk is left out)."""
-    first = sess.get_inputs()[0]
-    fixed = fixed_batch(sess)
-    n = feeds[first.name].shape[0] if feeds[first.name].ndim else 0
-    if fixed is None or n == fixed or n < fixed:
-        return sess.run(names, feeds)
-    chunks = [sess.run(names, {k: v[i:i + fixed] for k, v in feeds.items()}) for i in range(0, n - n % fixed, fixed)]
-    return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
 def compare_models(original, pruned, feeds: dict[str, np.ndarray] | None = None, seed: int = 0,
@@ -263,6 +211,9 @@ def compare_models(original, pruned, feeds: dict[str, np.ndarray] | None = None,
     if feeds is None:
         feeds, source = validation_feeds(ref_sess, data, seed, input_shapes)
     if save_inputs is not None:
+        for model in (original, pruned):  # neither model nor its weights may be written over
+            if not isinstance(model, bytes):
+                refuse_input_files(model, [(Path(save_inputs), "--save-inputs file")])
         save_feeds(feeds, save_inputs)
     tolerances = tolerances or Tolerances()
     tolerances.check_names([o.name for o in ref_sess.get_outputs()])

@@ -1,8 +1,8 @@
 """Latency of both models in onnxruntime on CPU, measured so the comparison is fair on a busy machine.
 
 Both sessions are warmed up, then run interleaved in short blocks (A x5, B x5, B x5, A x5, ...) so that
-load from other processes and frequency changes hit both alike; medians and spread are reported, and the speedup sits next to
-the MACs reduction so a smaller model that is not faster shows."""
+load from other processes and frequency changes hit both alike; medians and spread are reported, and the speedup
+sits next to the MACs reduction so a smaller model that is not faster shows."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from onnxprune.validate.fidelity import session
+from onnxprune.runtime import session
 
 WARMUP_RUNS = 3
 BLOCK = 5  # timed runs of one model before switching to the other
@@ -55,7 +55,8 @@ def paired_latency(original, pruned, feeds: dict, threads: int, runs: int | None
     (default: as many as fit the budget, MIN_RUNS..MAX_RUNS). The speedup is the median over blocks of
     the ratio of the two models' block medians: each pair of blocks ran back to back, so slow drift and
     other processes' bursts cancel in the ratio where they would not between overall medians."""
-    a, b = session(original, threads=threads, role="original model"), session(pruned, threads=threads, role="pruned model")
+    a = session(original, threads=threads, role="original model")
+    b = session(pruned, threads=threads, role="pruned model")
     warm = [_timed(s, feeds) for _ in range(WARMUP_RUNS) for s in (a, b)]
     if runs is None:
         per_pair = max(sum(warm[-2:]), 1e-6)

@@ -15,9 +15,10 @@ from onnxprune.data import DataSource
 from onnxprune.errors import OptionError
 from onnxprune.metrics import count_macs, count_params
 from onnxprune.passes.normalize import normalize
+from onnxprune.passes.optraits import output_channels
+from onnxprune.runtime import fixed_batch, run_outputs, session
 from onnxprune.validate.edge import QUANT_MODES, calibration_samples, edge_report, int8_path, quantization_check
-from onnxprune.validate.fidelity import (DEFAULT_SAMPLES, Tolerances, compare_models, fixed_batch, run_outputs,
-                                         session, validation_feeds)
+from onnxprune.validate.fidelity import DEFAULT_SAMPLES, Tolerances, compare_models, validation_feeds
 from onnxprune.validate.latency import DEFAULT_BUDGET_S, latency_report
 
 
@@ -28,7 +29,7 @@ class ValidationOptions:
     ``data``: calibration data, a path or ``onnxprune.data.DataSource`` (fidelity inputs and
     static-quantization calibration); ``load_inputs``:
     exact inputs saved by ``save_inputs`` (takes precedence over ``data`` for fidelity)."""
-    data: "str | os.PathLike | DataSource | None" = None
+    data: str | os.PathLike | DataSource | None = None
     load_inputs: str | os.PathLike | None = None
     save_inputs: str | os.PathLike | None = None
     seed: int = 0
@@ -42,7 +43,7 @@ class ValidationOptions:
     edge: bool = False
     quantize: str | None = None
 
-    def check(self) -> "ValidationOptions":
+    def check(self) -> ValidationOptions:
         if self.quantize is not None and self.quantize not in QUANT_MODES:
             raise OptionError(f"--quantize must be one of {', '.join(QUANT_MODES)}, got '{self.quantize}'")
         if self.latency_runs is not None and self.latency_runs < 1:
@@ -67,19 +68,6 @@ def _proto(model) -> onnx.ModelProto:
     return onnx.load(os.fspath(model), load_external_data=False)
 
 
-def _output_channels(node: onnx.NodeProto, dims: list[int]) -> int | None:
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    if node.op_type == "Conv":
-        return dims[0]
-    if node.op_type == "ConvTranspose":
-        return dims[1] * int(attrs.get("group", 1))
-    if node.op_type == "Gemm":
-        return dims[0] if attrs.get("transB", 0) else dims[-1]
-    if node.op_type == "MatMul":
-        return dims[-1]
-    return None
-
-
 def layer_channels(original, pruned) -> list[dict]:
     """Output channels of every Conv/ConvTranspose/Gemm/MatMul with a constant weight, before and after,
     matched by node name (or first output name): what the plot's bars show."""
@@ -90,7 +78,7 @@ def layer_channels(original, pruned) -> list[dict]:
         layers = {}
         for node in proto.graph.node:
             if len(node.input) > 1 and node.input[1] in dims and len(dims[node.input[1]]) >= 2:
-                ch = _output_channels(node, dims[node.input[1]])
+                ch = output_channels(node, dims[node.input[1]])
                 if ch is not None:
                     layers[node.name or node.output[0]] = (node.op_type, ch)
         return layers
@@ -115,7 +103,7 @@ def size_report(original, pruned, input_shapes=None) -> dict:
 def first_batch(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """One batch of the fidelity inputs (the declared fixed batch, else 1 sample): what latency times."""
     n = fixed_batch(sess) or 1
-    return {k: v[:n] for k, v in feeds.items()}
+    return {k: v[:n] if v.ndim else v for k, v in feeds.items()}  # scalar inputs have no batch
 
 
 def fidelity_inputs(original, opts: ValidationOptions) -> tuple[dict, str, list | None]:
@@ -149,6 +137,8 @@ def deployment_report(original, pruned_path, opts: ValidationOptions, macs: tupl
     """Latency (if asked), edge checks (if asked) and the --quantize model (written next to ``output``)."""
     if not (opts.latency or opts.edge or opts.quantize):
         return {}
+    if opts.quantize and output is not None and not isinstance(original, bytes):  # before any timing
+        io.refuse_input_files(original, [(int8_path(output), "--quantize output")])
     feeds, _, _ = fidelity_inputs(original, opts)
     calibration = None
     if opts.edge or opts.quantize == "static":

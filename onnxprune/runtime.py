@@ -1,0 +1,102 @@
+"""The one module that imports onnxruntime: CPU sessions, their inputs, feeds and batched runs.
+
+Everything else reaches onnxruntime through here, so ``import onnxprune`` and a prune without
+validation never load it. onnxruntime's own log lines (graph-optimizer warnings, "removing initializer"
+notes) are silenced: what went wrong reaches the user as one ``onnxprune: error:`` line instead."""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import numpy as np
+import onnxruntime as ort
+
+from onnxprune.data import synthetic_arrays
+from onnxprune.errors import ValidationError
+
+Session = ort.InferenceSession
+
+# Fatal only: onnxruntime logs the errors it also raises (and warnings, notes) straight to stderr, where
+# they would interleave with our output; every failure reaches the user as the exception we raise.
+_QUIET = 4
+ort.set_default_logger_severity(_QUIET)
+
+ORT_TO_NUMPY = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
+    "tensor(uint64)": np.uint64, "tensor(uint32)": np.uint32, "tensor(uint16)": np.uint16,
+    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+
+def session(model, threads: int = 0, role: str = "model") -> Session:
+    """A quiet CPU session from a path or serialized bytes; ``threads`` > 0 fixes intra-op threads
+    (and runs ops one at a time); a load failure becomes ValidationError naming ``role``."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = _QUIET
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(os.fspath(model) if not isinstance(model, bytes) else model, opts,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        hint = " (validation needs it: --no-validate skips validation)" if role == "original model" else ""
+        raise ValidationError(f"onnxruntime cannot load the {role}: {str(exc).splitlines()[0][:300]}{hint}") from exc
+
+
+def input_signature(sess: Session) -> dict[str, tuple[list, type | None]]:
+    """Each input's declared dims (ints, or names/None for free ones) and numpy dtype (None: not covered)."""
+    return {i.name: (list(i.shape), ORT_TO_NUMPY.get(i.type)) for i in sess.get_inputs()}
+
+
+def synthetic_inputs(sess: Session, seed: int = 0, batch: int = 1,
+                     overrides: dict[str, tuple] | None = None) -> dict[str, np.ndarray]:
+    """Seeded inputs matching the session's declared shapes and dtypes (``onnxprune.data.synthetic_arrays``)."""
+    types = {i.name: i.type for i in sess.get_inputs()}
+    signature = input_signature(sess)
+    for name, (_, dtype) in signature.items():
+        if dtype is None:
+            raise ValidationError(f"input '{name}' has type {types[name]}, which synthetic inputs do not cover: "
+                                  "give --data")
+    return synthetic_arrays(signature, seed, batch, overrides)
+
+
+def fixed_batch(sess: Session) -> int | None:
+    """The first input's declared axis-0 size when it is fixed, else None (a free batch dim or a scalar)."""
+    shape = sess.get_inputs()[0].shape
+    return shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+
+
+def run_outputs(sess: Session, feeds: dict[str, np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
+    """Outputs (all, or ``names``); more samples than a fixed batch dim (e.g. 256 calibration samples,
+    batch 1) run in chunks of that batch and are concatenated (a last partial chunk is left out)."""
+    first = sess.get_inputs()[0]
+    fixed = fixed_batch(sess)
+    n = feeds[first.name].shape[0] if feeds[first.name].ndim else 0
+    if fixed is None or n <= fixed:
+        return sess.run(names, feeds)
+    chunks = [sess.run(names, {k: v[i:i + fixed] if v.ndim else v for k, v in feeds.items()})
+              for i in range(0, n - n % fixed, fixed)]
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def quantization() -> ModuleType:
+    """``onnxruntime.quantization`` (imported on first use: it is slow to import)."""
+    import onnxruntime.quantization as quantization
+    import onnxruntime.quantization.shape_inference  # noqa: F401  # quant_pre_process lives here
+
+    return quantization
+
+
+def mobile_usability_checker() -> ModuleType:
+    """``onnxruntime.tools.mobile_helpers.usability_checker``."""
+    from onnxruntime.tools.mobile_helpers import usability_checker
+
+    return usability_checker
+
+
+# Run as ``python -m`` in a subprocess: the converter prints and may exit.
+ORT_FORMAT_CONVERTER = "onnxruntime.tools.convert_onnx_models_to_ort"
