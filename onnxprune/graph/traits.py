@@ -327,6 +327,7 @@ class Spec:
     keeps_moments: bool = False  # (roughly) keeps each channel's mean and variance: moves, pools, pads
     rectifies: Pred = _const(False)  # computes max(x, 0)
     reads_values: bool = True  # False: only the shape is read (Shape, Size)
+    combine: str | None = None  # "sum": the output is the sum of the inputs; "concat": they are joined
     value_map: Callable[[ir.Node], ValueMap | None] | None = None
     offset: Callable | None = None  # (node, param) -> per-channel output of a zero channel (OFFSET rule)
     affine: Callable[[ir.Node], Affine] | None = None
@@ -381,6 +382,11 @@ class Traits:
     @property
     def reads_values(self) -> bool:
         return self.spec.reads_values
+
+    @property
+    def combine(self) -> str | None:
+        """"sum" (Add, Sum) or "concat" (Concat): how several tensor inputs make the output."""
+        return self.spec.combine
 
     def value_map(self) -> ValueMap | None:
         """The scalar function applied to a channel that is constant (channel-local ops), or None."""
@@ -441,8 +447,8 @@ SPECS: dict[str, Spec] = {
                                         "Cos", "Cosh", "Acos", "Acosh")},
     "Identity": _move(), "Dropout": _move(), "Cast": Spec(UNARY, channel_local=True),
     # several tensor inputs
-    **{op: Spec(ALL, homogeneous=_constants_zero, channel_local=True) for op in ("Add", "Sub", "Sum", "Mean",
-                                                                               "Max", "Min")},
+    **{op: Spec(ALL, homogeneous=_constants_zero, channel_local=True, combine="sum" if op in ("Add", "Sum") else None)
+       for op in ("Add", "Sub", "Sum", "Mean", "Max", "Min")},
     "Mul": Spec(ANY, homogeneous=_only_one_runtime_input, channel_local=True),
     "Div": Spec(FIRST, homogeneous=_div_by_constant, channel_local=True),
     "PRelu": Spec(FIRST, homogeneous=_TRUE, channel_local=True),
@@ -467,8 +473,9 @@ SPECS: dict[str, Spec] = {
                      value_map=_identity),
     # layout
     **{op: _move() for op in ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")},
-    **{op: Spec(POSITIONS, homogeneous=_TRUE, channel_local=True) for op in ("Concat", "Split", "Slice", "Gather",
-                                                                           "Expand", "Tile")},
+    "Concat": Spec(POSITIONS, homogeneous=_TRUE, channel_local=True, combine="concat"),
+    **{op: Spec(POSITIONS, homogeneous=_TRUE, channel_local=True) for op in ("Split", "Slice", "Gather", "Expand",
+                                                                           "Tile")},
     # reductions over other axes than the channel's (the channel rule freezes the rest)
     **{op: Spec(UNARY, homogeneous=_TRUE, channel_local=True, keeps_constant=_TRUE, value_map=_identity,
                 keeps_mean=_const(op == "ReduceMean")) for op in ("ReduceMean", "ReduceMax", "ReduceMin")},
