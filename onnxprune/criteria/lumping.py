@@ -37,13 +37,14 @@ _COS_TOL = 1e-9
 def lumping_plan(analysis: Analysis) -> Plan:
     """Everything removable without changing any output, with the merges that make it so."""
     plan = Plan()
+    order = {id(n): i for i, n in enumerate(analysis.model.graph)}
     for g in analysis.prunable_groups:
         if g.blocks:
             continue
-        reading = _reads(analysis, g)
+        parts = producer_parts(analysis, g)
+        reading = _reads(analysis, g, parts, order)
         zero_out = _zero_outgoing(analysis, g) if reading.unknown is None else set()
         dead = set(np.nonzero(reading.zero)[0].tolist())
-        parts = producer_parts(analysis, g)
         vectors = _stack(parts)
         folds = _constant_channels(analysis, g, parts, exclude=zero_out | dead)
         folded = {j for j, _, _ in folds}
@@ -210,19 +211,19 @@ class Reading:
         self.unknown = unknown
 
 
-def _reads(analysis: Analysis, g: Group) -> Reading:
+def _reads(analysis: Analysis, g: Group, parts: list[ProducerParts], order: dict[int, int]) -> Reading:
     """Follow all-zero channels from the producers through every node that reads the group's tensors,
     in graph order, with each node's zero rule (``graph.traits``)."""
     dims = dict(g.dims)
     consumers = {id(p.node) for p in g.params if p.role == "consumer"}
     masks: dict[ir.Value, np.ndarray] = {}
-    for pp in producer_parts(analysis, g):
+    for pp in parts:
         out = pp.node.outputs[0]
         masks[out] = masks.get(out, np.ones(g.size, bool)) & pp.raw_zero
     ok = np.ones(g.size, bool)
     unknown = None
     users = {id(u.node): u.node for v in dims for u in v.uses()}
-    for node in _in_graph_order(analysis, users.values()):
+    for node in sorted(users.values(), key=lambda n: order.get(id(n), -1)):
         t = node_traits(analysis, node)
         if id(node) in consumers:  # weights read the channel: a zero channel adds nothing
             for v in node.inputs:
@@ -242,11 +243,6 @@ def _reads(analysis: Analysis, g: Group) -> Reading:
     if unknown is not None:
         ok[:] = False
     return Reading(ok, unknown)
-
-
-def _in_graph_order(analysis: Analysis, nodes) -> list[ir.Node]:
-    wanted = {id(n) for n in nodes}
-    return [n for n in analysis.model.graph if id(n) in wanted]
 
 
 def _zero_through(analysis: Analysis, g: Group, node: ir.Node, t: Traits, masks: dict, dims: dict) -> np.ndarray:
