@@ -39,16 +39,16 @@ def lumping_plan(analysis: Analysis) -> Plan:
     plan = Plan()
     order = {id(n): i for i, n in enumerate(analysis.model.graph)}
     for g in analysis.prunable_groups:
-        if g.blocks:
-            continue
         parts = producer_parts(analysis, g)
         reading = _reads(analysis, g, parts, order)
-        zero_out = _zero_outgoing(analysis, g) if reading.unknown is None else set()
+        zero_out = set() if reading.unknown else _zero_outgoing(analysis, g) - set(np.nonzero(reading.elsewhere)[0].tolist())
         dead = set(np.nonzero(reading.zero)[0].tolist())
         vectors = _stack(parts)
-        folds = _constant_channels(analysis, g, parts, exclude=zero_out | dead)
+        if g.blocks:  # grouped convs or chunks read it: equal removals per block, nothing folded
+            zero_out, dead = set(), balanced(g, zero_out | dead)
+        folds = [] if g.blocks else _constant_channels(analysis, g, parts, exclude=zero_out | dead)
         folded = {j for j, _, _ in folds}
-        why_not = path_blocker(analysis, g)
+        why_not = "grouped convs or chunks read it" if g.blocks else path_blocker(analysis, g)
         merges = []
         if why_not is None:
             merges = _proportional(vectors, merge_routes(analysis, g), exclude=dead | zero_out | folded)
@@ -64,13 +64,31 @@ def lumping_plan(analysis: Analysis) -> Plan:
                 plan.skipped[g.id] = "not lumped: " + "; ".join(reasons)
             continue
         plan.removed[g.id] = np.array(removed, dtype=np.int64)
-        plan.merges[g.id] = [m for m in merges if m[0] in set(removed)]
-        plan.bias_folds[g.id] = folds
+        merges = [m for m in merges if m[0] in set(removed)]
+        if merges:
+            plan.merges[g.id] = merges
+        if folds:
+            plan.bias_folds[g.id] = folds
         counts = [f"{len(zero_out)} unread", f"{len(dead - zero_out)} dead",
-                  f"{len(plan.merges[g.id])} folded into proportional channels",
+                  f"{len(merges)} folded into proportional channels",
                   f"{len({f[0] for f in folds})} constant, folded into consumer biases"]
         plan.reasons[g.id] = "lossless: " + ", ".join(p for p in counts if not p.startswith("0 "))
     return plan
+
+
+def balanced(g: Group, candidates: set[int]) -> set[int]:
+    """The largest part of ``candidates`` that removes the same number of channels from each block of
+    every grouped conv or chunk reading the group, and leaves each block a channel."""
+    chosen = set(candidates)
+    while True:
+        before = len(chosen)
+        for blocks in g.blocks:
+            rows = [[k for k in row.tolist() if k in chosen] for row in blocks]
+            n = min(min(len(r) for r in rows), blocks.shape[1] - 1)
+            for r in rows:
+                chosen -= set(r[n:])
+        if len(chosen) == before:
+            return chosen
 
 
 def node_traits(analysis: Analysis, node: ir.Node) -> Traits:
@@ -203,11 +221,13 @@ def folded_batchnorm(analysis: Analysis, g: Group, p: ParamMember) -> ir.Node | 
 
 # -- who reads the channels, and are dead channels 0 there -------------------------------------------
 class Reading:
-    """Per channel: exactly 0 wherever its values are read (``zero``); ``unknown`` names a node that
+    """Per channel: exactly 0 wherever its values are read (``zero``), read by something other than
+    consumer weights (``elsewhere``, e.g. a MatMul of two activations); ``unknown`` names a node that
     reads the group's values in a way no trait explains (then nothing is dead or unread)."""
 
-    def __init__(self, zero: np.ndarray, unknown: str | None) -> None:
+    def __init__(self, zero: np.ndarray, elsewhere: np.ndarray, unknown: str | None) -> None:
         self.zero = zero
+        self.elsewhere = elsewhere
         self.unknown = unknown
 
 
@@ -221,6 +241,7 @@ def _reads(analysis: Analysis, g: Group, parts: list[ProducerParts], order: dict
         out = pp.node.outputs[0]
         masks[out] = masks.get(out, np.ones(g.size, bool)) & pp.raw_zero
     ok = np.ones(g.size, bool)
+    elsewhere = np.zeros(g.size, bool)
     unknown = None
     users = {id(u.node): u.node for v in dims for u in v.uses()}
     for node in sorted(users.values(), key=lambda n: order.get(id(n), -1)):
@@ -233,16 +254,22 @@ def _reads(analysis: Analysis, g: Group, parts: list[ProducerParts], order: dict
         if not t.reads_values:
             continue
         outs = [o for o in node.outputs if o in dims]
+        zero = _zero_through(analysis, g, node, t, masks, dims)
         if not outs:
+            if t.contracts:  # the channel's products are summed away: removing a zero product is exact
+                ok &= zero
+                for v in node.inputs:
+                    if v is not None and v in dims:
+                        elsewhere[np.unique(analysis.channels_in(g, dims[v].atoms)[1])] = True
+                continue
             unknown = unknown or f"{node.op_type} '{node.name}' reads the channels' values"
             ok[:] = False
             continue
-        zero = _zero_through(analysis, g, node, t, masks, dims)
         for o in outs:
             masks[o] = zero
     if unknown is not None:
         ok[:] = False
-    return Reading(ok, unknown)
+    return Reading(ok, elsewhere, unknown)
 
 
 def _zero_through(analysis: Analysis, g: Group, node: ir.Node, t: Traits, masks: dict, dims: dict) -> np.ndarray:

@@ -255,14 +255,13 @@ def _norm_offset(node: ir.Node, param: Callable[[int], np.ndarray | None]) -> np
 
 
 def _depthwise(node: ir.Node) -> bool:
-    """A Conv/ConvTranspose whose every output channel reads one input channel (a per-channel op)."""
+    """A grouped Conv/ConvTranspose whose every output channel reads one input channel (per channel)."""
     w = const_input(node, 1)
-    if w is None or w.ndim < 2:
-        return False
     group = attr(node, "group", 1)
-    per_group_in = w.shape[1] if node.op_type == "Conv" else w.shape[0] // max(group, 1)
-    per_group_out = w.shape[0] // max(group, 1) if node.op_type == "Conv" else w.shape[1]
-    return group > 1 and per_group_in == 1 and per_group_out == 1
+    if w is None or w.ndim < 2 or group < 2:
+        return False
+    per_output = w.shape[1] if node.op_type == "Conv" else w.shape[0] // group  # inputs each output reads
+    return per_output == 1
 
 
 def _bias_offset(node: ir.Node, param: Callable[[int], np.ndarray | None]) -> np.ndarray | None:
@@ -328,6 +327,7 @@ class Spec:
     rectifies: Pred = _const(False)  # computes max(x, 0)
     reads_values: bool = True  # False: only the shape is read (Shape, Size)
     combine: str | None = None  # "sum": the output is the sum of the inputs; "concat": they are joined
+    contracts: bool = False  # sums products over the channel axis (MatMul of two activations)
     value_map: Callable[[ir.Node], ValueMap | None] | None = None
     offset: Callable | None = None  # (node, param) -> per-channel output of a zero channel (OFFSET rule)
     affine: Callable[[ir.Node], Affine] | None = None
@@ -382,6 +382,11 @@ class Traits:
     @property
     def reads_values(self) -> bool:
         return self.spec.reads_values
+
+    @property
+    def contracts(self) -> bool:
+        """Sums products over the channel axis: a channel whose product is 0 adds nothing."""
+        return self.spec.contracts
 
     @property
     def combine(self) -> str | None:
@@ -490,5 +495,6 @@ SPECS: dict[str, Spec] = {
     "Conv": Spec(OFFSET, zero_ok=_depthwise, offset=_bias_offset, affine=_conv_affine, macs=_conv_macs),
     "ConvTranspose": Spec(OFFSET, zero_ok=_depthwise, offset=_bias_offset, affine=_conv_transpose_affine, macs=_conv_transpose_macs),
     "Gemm": Spec(affine=_gemm_affine, macs=_gemm_macs),
-    "MatMul": Spec(affine=_matmul_affine, macs=_matmul_macs),
+    # rows of A and columns of B pass through, the contraction sums products: 0 where a factor is 0
+    "MatMul": Spec(ANY, contracts=True, affine=_matmul_affine, macs=_matmul_macs),
 }
