@@ -280,3 +280,37 @@ def test_two_constant_channels_in_one_group_fold_or_merge_without_refusing(head_
     pruned, report = _lump(model)
     assert _width(pruned, "w1") == width, report["groups"]
     _assert_exact(model, pruned, [1, 3, 8, 8])
+
+
+# -- channels read by something other than consumer weights --------------------------------------------
+def test_attention_contraction_reads_query_key_channels():
+    """q = x Wq, k = x Wk, v = x Wv; softmax(q k^T) v Wo. Query/key channel j is read by the q k^T
+    contraction only (no consumer weight reads it): never 'unread'. Query column 2 = 0 makes q_2 k_2 = 0,
+    so channel 2 of q and k goes; value channel 3 is unread (row 3 of Wo is 0) and goes."""
+    wq, wk, wv, wo = (RNG.standard_normal(s) for s in ((6, 8), (6, 8), (6, 8), (8, 4)))
+    wq[:, 2] = 0
+    wo[3] = 0
+    nodes = [helper.make_node("MatMul", ["x", "wq"], ["q"]), helper.make_node("MatMul", ["x", "wk"], ["k"]),
+             helper.make_node("MatMul", ["x", "wv"], ["v"]),
+             helper.make_node("Transpose", ["k"], ["kt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]), helper.make_node("Softmax", ["s"], ["a"], axis=-1),
+             helper.make_node("MatMul", ["a", "v"], ["o"]), helper.make_node("MatMul", ["o", "wo"], ["y"])]
+    model = _model(nodes, {"wq": wq, "wk": wk, "wv": wv, "wo": wo}, [5, 6], [5, 4], 13)
+    pruned, _ = _lump(model)
+    assert (_width(pruned, "wq", 1), _width(pruned, "wk", 1), _width(pruned, "wv", 1)) == (7, 7, 7)
+    _assert_exact(model, pruned, [5, 6])
+
+
+def test_dead_channels_before_a_grouped_conv_go_in_equal_numbers_per_conv_group():
+    """Conv 8 -> Relu -> Conv with 2 groups: channels 1, 2 (first conv group) and 6 (second) are dead;
+    one per conv group can go while the groups stay equal."""
+    w1, b1 = _conv_weights()
+    for j in (1, 2, 6):
+        w1[j], b1[j] = 0, 0
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], kernel_shape=[3, 3]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], kernel_shape=[1, 1], group=2)]
+    model = _model(nodes, {"w1": w1, "b1": b1, "w2": RNG.standard_normal((4, 4, 1, 1))}, [1, 3, 8, 8], [1, 4, 6, 6], 13)
+    pruned, report = _lump(model)
+    assert _width(pruned, "w1") == 6, report["groups"]
+    _assert_exact(model, pruned, [1, 3, 8, 8])

@@ -120,6 +120,12 @@ def _div_by_constant(node: ir.Node) -> bool:
     return const_input(node, 1) is not None
 
 
+def _divisor_nonzero(node: ir.Node) -> bool:
+    """0 / d is 0 only for d != 0: a constant divisor without zeros (a tensor could be 0: NaN)."""
+    d = const_input(node, 1)
+    return d is not None and bool(np.all(d != 0))
+
+
 def _pow_positive_exponent(node: ir.Node) -> bool:
     e = const_input(node, 1)
     return e is not None and bool(np.all(e > 0))
@@ -455,7 +461,7 @@ SPECS: dict[str, Spec] = {
     **{op: Spec(ALL, homogeneous=_constants_zero, channel_local=True, combine="sum" if op in ("Add", "Sum") else None)
        for op in ("Add", "Sub", "Sum", "Mean", "Max", "Min")},
     "Mul": Spec(ANY, homogeneous=_only_one_runtime_input, channel_local=True),
-    "Div": Spec(FIRST, homogeneous=_div_by_constant, channel_local=True),
+    "Div": Spec(FIRST, zero_ok=_divisor_nonzero, homogeneous=_div_by_constant, channel_local=True),
     "PRelu": Spec(FIRST, homogeneous=_TRUE, channel_local=True),
     "Pow": Spec(FIRST, zero_ok=_pow_positive_exponent, channel_local=True),
     # pools and resampling
