@@ -99,7 +99,8 @@ def _crop_resize_model(extrapolation: float) -> onnx.ModelProto:
              helper.make_node("Resize", ["c", "roi", "scales"], ["u"], mode="linear",
                               coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=extrapolation),
              helper.make_node("Conv", ["u", "w2"], ["y"], kernel_shape=[1, 1])]
-    inits = {"w1": w1, "b1": b1, "roi": roi, "scales": np.array([1.0, 1.0, 2.0, 2.0]), "w2": RNG.standard_normal((4, 8, 1, 1))}
+    inits = {"w1": w1, "b1": b1, "roi": roi, "scales": np.array([1.0, 1.0, 2.0, 2.0]),
+             "w2": RNG.standard_normal((4, 8, 1, 1))}
     return _model(nodes, inits, [1, 3, 8, 8], [1, 4, 12, 12], 13)
 
 

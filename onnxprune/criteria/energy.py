@@ -95,7 +95,8 @@ def _filter_moments(analysis: Analysis, g: Group, node) -> tuple[np.ndarray, np.
     member = next((p for p in g.producers if p.node is node), None)
     if member is None:
         return f"{node.op_type} '{node.name}' is not this group's producer"
-    var = producer_sums(analysis, replace(g, producers=[member]), lambda r: np.square(r, dtype=np.float64).sum(axis=1))[0]
+    var = producer_sums(analysis, replace(g, producers=[member]),
+                        lambda r: np.square(r, dtype=np.float64).sum(axis=1))[0]
     aff = optable.traits(node, analysis.opset).affine()
     bias = param_per_class(analysis, g, node, aff.bias) if aff.bias is not None else None
     return aff.bias_scale * (bias if bias is not None else np.zeros(g.size)), aff.weight_scale ** 2 * var

@@ -32,6 +32,7 @@ from onnxprune.graph.traits import ALL, ANY, FIRST, OFFSET, POSITIONS, UNARY, Tr
 from onnxprune.plan import Plan
 
 _COS_TOL = 1e-9
+_SKETCH = 64  # longer vectors are compared through a random projection first
 
 
 def lumping_plan(analysis: Analysis) -> Plan:
@@ -41,7 +42,8 @@ def lumping_plan(analysis: Analysis) -> Plan:
     for g in analysis.prunable_groups:
         parts = producer_parts(analysis, g)
         reading = _reads(analysis, g, parts, order)
-        zero_out = set() if reading.unknown else _zero_outgoing(analysis, g) - set(np.nonzero(reading.elsewhere)[0].tolist())
+        unread = set() if reading.unknown else _zero_outgoing(analysis, g)
+        zero_out = unread - set(np.flatnonzero(reading.elsewhere).tolist())
         dead = set(np.nonzero(reading.zero)[0].tolist())
         vectors = _stack(parts)
         if g.blocks:  # grouped convs or chunks read it: equal removals per block, nothing folded
@@ -118,22 +120,22 @@ def producer_parts(analysis: Analysis, g: Group) -> list[ProducerParts]:
     for p in g.producers:
         aff = node_traits(analysis, p.node).affine()
         alpha = aff.weight_scale if aff is not None else 1.0
-        w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0).astype(np.float64)
+        w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0)
         n = w.shape[0]
-        rows = alpha * w.reshape(n, -1)
+        rows = w.reshape(n, -1).astype(np.float64)  # a copy: scaled in place below
+        if alpha != 1.0:
+            rows *= alpha
         bias = _bias_positions(g, p, aff, n)
-        raw_zero_pos = ~np.any(rows != 0, axis=1) & (~np.any(bias != 0, axis=1) if bias is not None else True)
+        raw_zero_pos = ~rows.any(axis=1) & (~bias.any(axis=1) if bias is not None else True)
         bn = folded_batchnorm(analysis, g, p)
         if bn is not None:
             scale, shift = _bn_affine(analysis, g, bn, p)
-            rows = rows * scale[:, None]
+            rows *= scale[:, None]
             bias = (bias if bias is not None else np.zeros((n, 1))) * scale[:, None] + shift[:, None]
         pos, cls = analysis.channels_in(g, p.atoms)
         mult = np.bincount(cls, minlength=g.size)
-        slot = _slot_in_class(pos, cls)
-        width = int(mult.max()) if len(mult) else 1
-        out.append(ProducerParts(p.node, _scatter(rows[pos], cls, slot, g.size, width),
-                                 _scatter(bias[pos], cls, slot, g.size, width) if bias is not None else None,
+        out.append(ProducerParts(p.node, _per_class(rows, pos, cls, mult, g.size),
+                                 _per_class(bias, pos, cls, mult, g.size) if bias is not None else None,
                                  _all_per_class(raw_zero_pos[pos], cls, g.size), mult))
     return out
 
@@ -144,6 +146,8 @@ def producer_vectors(analysis: Analysis, g: Group) -> np.ndarray:
 
 
 def _stack(parts: list[ProducerParts]) -> np.ndarray:
+    if len(parts) == 1 and parts[0].bias is None:
+        return parts[0].filters
     cols = []
     for pp in parts:
         cols.append(pp.filters)
@@ -180,21 +184,18 @@ def _bn_affine(analysis: Analysis, g: Group, bn: ir.Node, p: ParamMember) -> tup
     return scale, vals[spec.shift] - vals[spec.mean] * scale
 
 
-def _slot_in_class(pos: np.ndarray, cls: np.ndarray) -> np.ndarray:
-    """For each position: how many earlier positions hold the same class."""
+def _per_class(rows: np.ndarray, pos: np.ndarray, cls: np.ndarray, mult: np.ndarray, size: int) -> np.ndarray:
+    """[channels, slots * d]: row ``pos[k]`` in slot s of channel ``cls[k]`` (its s-th position)."""
+    if len(pos) == size == len(rows) and np.array_equal(cls, np.arange(size)) and np.array_equal(pos, cls):
+        return rows  # one position per channel, in order: no copy
+    width = int(mult.max()) if len(mult) else 1
     order = np.lexsort((pos, cls))
-    slot = np.empty(len(pos), dtype=np.int64)
     sorted_cls = cls[order]
-    starts = np.searchsorted(sorted_cls, sorted_cls)
-    slot[order] = np.arange(len(pos)) - starts
-    return slot
-
-
-def _scatter(rows: np.ndarray, cls: np.ndarray, slot: np.ndarray, size: int, width: int) -> np.ndarray:
-    d = rows.shape[1]
-    out = np.zeros((size, width, d))
-    out[cls, slot] = rows
-    return out.reshape(size, width * d)
+    slot = np.empty(len(pos), dtype=np.int64)
+    slot[order] = np.arange(len(pos)) - np.searchsorted(sorted_cls, sorted_cls)
+    out = np.zeros((size, width, rows.shape[1]))
+    out[cls, slot] = rows[pos]
+    return out.reshape(size, -1)
 
 
 def _all_per_class(flags: np.ndarray, cls: np.ndarray, size: int) -> np.ndarray:
@@ -480,18 +481,26 @@ def merge_routes(analysis: Analysis, g: Group) -> np.ndarray:
 
 
 def _proportional(vectors: np.ndarray, routes: np.ndarray, exclude: set[int]) -> list[tuple[int, int, float]]:
-    """(j, i, c): channel j equals c > 0 times channel i on the same route, i the first of its class."""
+    """(j, i, c): channel j equals c > 0 times channel i on the same route, i the first of its class.
+
+    Candidates come from a seeded random projection of the vectors (proportional vectors stay exactly
+    proportional under it, so none is missed), then each pair is checked on the full vectors."""
     norms = np.linalg.norm(vectors, axis=1)
     live = [k for k in range(len(vectors)) if norms[k] > 0 and k not in exclude and routes[k] >= 0]
     if len(live) < 2:
         return []
-    unit = vectors[live] / norms[live, None]
-    cos = unit @ unit.T
+    d = vectors.shape[1]
+    sketch = (vectors if d <= _SKETCH else vectors @ np.random.default_rng(0).standard_normal((d, _SKETCH)))[live]
+    sn = np.linalg.norm(sketch, axis=1)
+    sketch = sketch / np.where(sn > 0, sn, 1.0)[:, None]
+    near = sketch @ sketch.T >= 1 - 1e-6
     merges, rep = [], {}
     for a, j in enumerate(live):
-        for b in range(a):
+        for b in np.flatnonzero(near[a, :a]).tolist():
             i = live[b]
-            if cos[a, b] >= 1 - _COS_TOL and i not in rep and routes[i] == routes[j]:
+            if i in rep or routes[i] != routes[j]:
+                continue
+            if float(vectors[j] @ vectors[i]) / (norms[j] * norms[i]) >= 1 - _COS_TOL:
                 c = norms[j] / norms[i]
                 if np.allclose(vectors[j], c * vectors[i], rtol=1e-6, atol=1e-9 * norms[j]):
                     merges.append((j, i, float(c)))

@@ -8,7 +8,6 @@ import numpy as np
 
 from onnxprune.graph import Analysis, Group, optable
 
-
 _CHUNK_BYTES = 16 * 1024 * 1024  # scoring never copies more than this of a weight at once
 
 

@@ -162,7 +162,8 @@ def _value_maps() -> dict[str, Callable[[ir.Node], ValueMap | None]]:
         return lambda v: v if v > 0 else a * math.expm1(v)
 
     def selu(node):
-        a, g = float(attr(node, "alpha", 1.67326319217681884765625)), float(attr(node, "gamma", 1.05070102214813232421875))
+        a = float(attr(node, "alpha", 1.67326319217681884765625))
+        g = float(attr(node, "gamma", 1.05070102214813232421875))
         return lambda v: g * (v if v > 0 else a * math.expm1(v))
 
     def celu(node):
@@ -499,7 +500,8 @@ SPECS: dict[str, Spec] = {
     "InstanceNormalization": Spec(OFFSET, channel_local=True, offset=_norm_offset, norm=_instance_norm),
     # producers and consumers (a depthwise conv is per channel: OFFSET)
     "Conv": Spec(OFFSET, zero_ok=_depthwise, offset=_bias_offset, affine=_conv_affine, macs=_conv_macs),
-    "ConvTranspose": Spec(OFFSET, zero_ok=_depthwise, offset=_bias_offset, affine=_conv_transpose_affine, macs=_conv_transpose_macs),
+    "ConvTranspose": Spec(OFFSET, zero_ok=_depthwise, offset=_bias_offset, affine=_conv_transpose_affine,
+                          macs=_conv_transpose_macs),
     "Gemm": Spec(affine=_gemm_affine, macs=_gemm_macs),
     # rows of A and columns of B pass through, the contraction sums products: 0 where a factor is 0
     "MatMul": Spec(ANY, contracts=True, affine=_matmul_affine, macs=_matmul_macs),
