@@ -315,3 +315,28 @@ def test_dead_channels_before_a_grouped_conv_go_in_equal_numbers_per_conv_group(
     pruned, report = _lump(model)
     assert _width(pruned, "w1") == 6, report["groups"]
     _assert_exact(model, pruned, [1, 3, 8, 8])
+
+
+def test_constants_followed_through_scalar_affine_activations_and_residual_adds():
+    """Conv a + Conv b (residual) -> x * 1.5 + 0.2 -> HardSwish -> GlobalAveragePool -> Flatten -> Gemm.
+    Channel 2 has zero filters in both convs (biases 0.3 and -0.1): it is hardswish(1.5 * 0.2 + 0.2)
+    everywhere, folded into the Gemm bias. Channel 5 has zero filters and biases: 0.2 is added, so it
+    is a constant too, not dead."""
+    wa, ba = _conv_weights()
+    wb, bb = _conv_weights(k=1)
+    wa[2], ba[2], wb[2], bb[2] = 0, 0.3, 0, -0.1
+    wa[5], ba[5], wb[5], bb[5] = 0, 0, 0, 0
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["ca"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "wb", "bb"], ["cb"], kernel_shape=[1, 1]),
+             helper.make_node("Add", ["ca", "cb"], ["s"]),
+             helper.make_node("Mul", ["s", "k"], ["m"]), helper.make_node("Add", ["m", "off"], ["o"]),
+             helper.make_node("HardSwish", ["o"], ["h"]),
+             helper.make_node("GlobalAveragePool", ["h"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1)]
+    inits = {"wa": wa, "ba": ba, "wb": wb, "bb": bb, "k": np.array([1.5]), "off": np.array([0.2]),
+             "wg": RNG.standard_normal((4, 8)), "bg": RNG.standard_normal(4)}
+    model = _model(nodes, inits, [1, 3, 8, 8], [1, 4], 14)
+    pruned, report = _lump(model)
+    assert (_width(pruned, "wa"), _width(pruned, "wb")) == (6, 6), report["groups"]
+    assert "2 constant" in " ".join(g["why"] for g in report["groups"])
+    _assert_exact(model, pruned, [1, 3, 8, 8])

@@ -48,8 +48,9 @@ def lumping_plan(analysis: Analysis) -> Plan:
         vectors = _stack(parts)
         if g.blocks:  # grouped convs or chunks read it: equal removals per block, nothing folded
             zero_out, dead = set(), balanced(g, zero_out | dead)
-        folds = [] if g.blocks else _constant_channels(analysis, g, parts, exclude=zero_out | dead)
-        folded = {j for j, _, _ in folds}
+        folded, folds = (set(), []) if g.blocks else _constant_channels(analysis, g, parts, order, zero_out | dead)
+        dead |= folded - {j for j, _, _ in folds}  # constants that are 0 wherever they are read
+        folded -= dead
         why_not = "grouped convs or chunks read it" if g.blocks else path_blocker(analysis, g)
         merges = []
         if why_not is None:
@@ -73,7 +74,7 @@ def lumping_plan(analysis: Analysis) -> Plan:
             plan.bias_folds[g.id] = folds
         counts = [f"{len(zero_out)} unread", f"{len(dead - zero_out)} dead",
                   f"{len(merges)} folded into proportional channels",
-                  f"{len({f[0] for f in folds})} constant, folded into consumer biases"]
+                  f"{len(folded & set(removed))} constant, folded into consumer biases"]
         plan.reasons[g.id] = "lossless: " + ", ".join(p for p in counts if not p.startswith("0 "))
     return plan
 
@@ -106,11 +107,12 @@ class ProducerParts:
     its s-th position), never added."""
 
     def __init__(self, node: ir.Node, filters: np.ndarray, bias: np.ndarray | None, raw_zero: np.ndarray,
-                 multiplicity: np.ndarray) -> None:
+                 raw_value: np.ndarray, multiplicity: np.ndarray) -> None:
         self.node = node
         self.filters = filters  # [channels, slots * d]
         self.bias = bias  # [channels, slots * bias width] or None (no bias, no BN)
         self.raw_zero = raw_zero  # per channel: the producer's own output is exactly 0 (before any BN)
+        self.raw_value = raw_value  # per channel: the producer's own output where it is one constant, else NaN
         self.multiplicity = multiplicity  # positions of this producer per channel
 
 
@@ -126,7 +128,12 @@ def producer_parts(analysis: Analysis, g: Group) -> list[ProducerParts]:
         if alpha != 1.0:
             rows *= alpha
         bias = _bias_positions(g, p, aff, n)
-        raw_zero_pos = ~rows.any(axis=1) & (~bias.any(axis=1) if bias is not None else True)
+        filters_zero = ~rows.any(axis=1)
+        raw_zero_pos = filters_zero & (~bias.any(axis=1) if bias is not None else True)
+        # zero filters: the output is the bias everywhere (one value per channel only for a [N] bias)
+        raw_value_pos = np.where(raw_zero_pos, 0.0, np.nan)
+        if bias is not None and bias.shape[1] == 1:
+            raw_value_pos = np.where(filters_zero, bias[:, 0], np.nan)
         bn = folded_batchnorm(analysis, g, p)
         if bn is not None:
             scale, shift = _bn_affine(analysis, g, bn, p)
@@ -136,7 +143,8 @@ def producer_parts(analysis: Analysis, g: Group) -> list[ProducerParts]:
         mult = np.bincount(cls, minlength=g.size)
         out.append(ProducerParts(p.node, _per_class(rows, pos, cls, mult, g.size),
                                  _per_class(bias, pos, cls, mult, g.size) if bias is not None else None,
-                                 _all_per_class(raw_zero_pos[pos], cls, g.size), mult))
+                                 _all_per_class(raw_zero_pos[pos], cls, g.size),
+                                 np.where(mult == 1, _first_per_class(raw_value_pos[pos], cls, g.size), np.nan), mult))
     return out
 
 
@@ -196,6 +204,12 @@ def _per_class(rows: np.ndarray, pos: np.ndarray, cls: np.ndarray, mult: np.ndar
     out = np.zeros((size, width, rows.shape[1]))
     out[cls, slot] = rows[pos]
     return out.reshape(size, -1)
+
+
+def _first_per_class(values: np.ndarray, cls: np.ndarray, size: int) -> np.ndarray:
+    out = np.full(size, np.nan)
+    out[cls[::-1]] = values[::-1]
+    return out
 
 
 def _all_per_class(flags: np.ndarray, cls: np.ndarray, size: int) -> np.ndarray:
@@ -343,38 +357,105 @@ def _offset_zero(analysis: Analysis, g: Group, node: ir.Node, t: Traits) -> np.n
 
 
 # -- constant channels ---------------------------------------------------------------------------------
-def _constant_channels(analysis: Analysis, g: Group, parts: list[ProducerParts],
-                       exclude: set[int]) -> list[tuple[int, object, float]]:
-    """(j, consumer node, value it reads) for channels whose filters are 0 and bias is not, where every
-    consumer sees the constant at every position and can take it into its bias."""
-    if len(g.producers) != 1:
-        return []
-    pp = parts[0]
-    if pp.bias is None or pp.bias.shape[1] != 1:
-        return []  # no bias, or a different bias per row (Gemm C of shape [M, N]): not one constant
-    single = pp.multiplicity == 1
-    filters_zero = ~np.any(pp.filters != 0, axis=1)
-    b = pp.bias[:, 0]
-    candidates = [k for k in np.nonzero(filters_zero & (b != 0) & single)[0].tolist() if k not in exclude]
-    if not candidates:
-        return []
-    on_path = {id(pp.node)}
-    paths = {}
-    for c in (p for p in g.params if p.role == "consumer"):
-        if not takes_bias_fold(analysis, c):
-            return []
-        data = next((v for v in c.node.inputs if v is not None and v in dict(g.dims)), None)
-        path = _constant_path(analysis, data, pp.node) if data is not None else None
-        if path is None:
-            return []
-        on_path.update(id(n) for n in path)
-        on_path.add(id(c.node))
-        paths[id(c.node)] = (c.node, [node_traits(analysis, n).value_map() for n in path])
-    for value, _ in g.dims:  # every reader of the channels must lie on a consumer's path
-        for use in value.uses():
-            if id(use.node) not in on_path and node_traits(analysis, use.node).reads_values:
-                return []
-    return [(k, node, float(_apply(maps, b[k]))) for k in candidates for node, maps in paths.values()]
+def _constant_channels(analysis: Analysis, g: Group, parts: list[ProducerParts], order: dict[int, int],
+                       exclude: set[int]) -> tuple[set[int], list[tuple[int, object, float]]]:
+    """The channels that are one constant at every position where they are read, and the folds
+    (j, consumer node, value it reads) of their non-zero values: producers with zero filters make their bias, and the value is followed through
+    every op that keeps a constant constant (``graph.traits``: activations by their value maps,
+    arithmetic with constants, pools, moves). Each consumer reading a non-zero constant must read
+    every position alike and have a bias to take it."""
+    dims = dict(g.dims)
+    values: dict[ir.Value, np.ndarray] = {}
+    for pp in parts:
+        values[pp.node.outputs[0]] = pp.raw_value
+    consumers = {id(p.node): p for p in g.params if p.role == "consumer"}
+    ok = np.ones(g.size, bool)
+    reads = []  # (consumer node, per channel value)
+    users = {id(u.node): u.node for v in dims for u in v.uses()}
+    unknown = np.full(g.size, np.nan)
+    for node in sorted(users.values(), key=lambda n: order.get(id(n), -1)):
+        t = node_traits(analysis, node)
+        tracked = [v for v in node.inputs if v is not None and v in dims]
+        if id(node) in consumers:
+            v = values.get(tracked[0], unknown) if len(tracked) == 1 else unknown
+            foldable = takes_bias_fold(analysis, consumers[id(node)])
+            ok &= np.isfinite(v) & ((v == 0) | foldable)
+            if foldable:
+                reads.append((node, v))
+            continue
+        if not t.reads_values:
+            continue
+        outs = [o for o in node.outputs if o in dims]
+        if not outs:
+            return set(), []  # read by something that is no consumer (a MatMul of two activations)
+        out = _constant_through(analysis, g, node, t, values, dims)
+        for o in outs:
+            values[o] = out
+    filters_zero = np.logical_and.reduce([~pp.filters.any(axis=1) for pp in parts])
+    chosen = [k for k in np.flatnonzero(ok & filters_zero).tolist() if k not in exclude]
+    return set(chosen), [(k, node, float(v[k])) for k in chosen for node, v in reads if v[k] != 0]
+
+
+def _constant_through(analysis: Analysis, g: Group, node: ir.Node, t: Traits, values: dict, dims: dict) -> np.ndarray:
+    """Per channel: the one value the node's output holds at the channel, NaN if not one constant."""
+    unknown = np.full(g.size, np.nan)
+    if t.keeps_constant():  # moves, pools, activations: the value map on the tracked input(s)
+        tracked = [v for v in node.inputs if v is not None and v in dims]
+        if not tracked:
+            return unknown
+        merged = _merge_positions(analysis, g, tracked, values, dims)
+        f = t.value_map()
+        return np.array([f(x) if np.isfinite(x) else np.nan for x in merged.tolist()])
+    args = []
+    for i, v in enumerate(node.inputs):
+        if v is None:
+            continue
+        if v in dims:
+            args.append(values.get(v, unknown))
+        elif v.const_value is not None:
+            arg = _const_per_channel(analysis, g, node, i)
+            if arg is None:
+                return unknown
+            args.append(arg)
+        else:
+            return unknown
+    if t.arith is None or not args:
+        return unknown
+    with np.errstate(all="ignore"):
+        out = t.arith(args)
+    return np.where(np.isfinite(out), out, np.nan) if out is not None and np.shape(out) == (g.size,) else unknown
+
+
+def _merge_positions(analysis: Analysis, g: Group, tracked: list, values: dict, dims: dict) -> np.ndarray:
+    """Per channel: its value over the tracked inputs that hold it (Concat), NaN where they differ."""
+    unknown = np.full(g.size, np.nan)
+    if len(tracked) == 1:
+        return values.get(tracked[0], unknown)
+    out = np.full(g.size, np.nan)
+    seen = np.zeros(g.size, bool)
+    for v in tracked:
+        here = np.zeros(g.size, bool)
+        here[analysis.channels_in(g, dims[v].atoms)[1]] = True
+        val = values.get(v, unknown)
+        clash = here & seen & ~(out == val)
+        out = np.where(here & ~seen, val, out)
+        out[clash] = np.nan
+        seen |= here
+    return out
+
+
+def _const_per_channel(analysis: Analysis, g: Group, node: ir.Node, index: int) -> np.ndarray | float | None:
+    """Constant input ``index`` as one number per channel (a per-channel member with one value per
+    channel) or one number for all (a single value); None otherwise."""
+    arr = node.inputs[index].const_value.numpy().astype(np.float64)
+    member = next((q for q in g.params if q.node is node and q.input_index == index), None)
+    if member is None:
+        return float(arr.reshape(-1)[0]) if arr.size == 1 else None
+    moved = np.moveaxis(arr, member.axis, 0).reshape(arr.shape[member.axis], -1)
+    if moved.shape[1] != 1:
+        return None
+    pos, cls = analysis.channels_in(g, member.atoms)
+    return np.where(np.bincount(cls, minlength=g.size) == 1, _first_per_class(moved[pos, 0], cls, g.size), np.nan)
 
 
 def path_back(value: ir.Value, allowed: Callable[[ir.Node], bool]) -> tuple[list, ir.Node | None]:
@@ -386,19 +467,6 @@ def path_back(value: ir.Value, allowed: Callable[[ir.Node], bool]) -> tuple[list
         path.append(node)
         node = node.inputs[0].producer()
     return path, node
-
-
-def _constant_path(analysis: Analysis, value: ir.Value, source: ir.Node) -> list | None:
-    """The nodes between ``source`` and ``value`` along single-input ops that keep a constant channel
-    constant, or None if the path holds anything else."""
-    path, stop = path_back(value, lambda n: node_traits(analysis, n).keeps_constant())
-    return path if stop is source else None
-
-
-def _apply(maps: list, v: float) -> float:
-    for f in reversed(maps):  # collected consumer-first
-        v = f(v)
-    return v
 
 
 def reads_every_position(analysis: Analysis, c: ParamMember) -> bool:

@@ -192,6 +192,22 @@ def _value_maps() -> dict[str, Callable[[ir.Node], ValueMap | None]]:
     }
 
 
+# -- elementwise arithmetic on per-channel constants (numpy broadcasting) ----------------------------
+Arith = Callable[[list], np.ndarray]
+
+
+def _prelu(args: list) -> np.ndarray:
+    x, slope = args
+    return np.where(x < 0, slope * x, x)
+
+
+_ARITH: dict[str, Arith] = {
+    "Add": lambda a: a[0] + a[1], "Sub": lambda a: a[0] - a[1], "Mul": lambda a: a[0] * a[1],
+    "Div": lambda a: a[0] / a[1], "Max": lambda a: np.maximum.reduce(a), "Min": lambda a: np.minimum.reduce(a),
+    "Sum": lambda a: np.add.reduce(a), "Mean": lambda a: np.add.reduce(a) / len(a), "PRelu": _prelu,
+}
+
+
 # -- the linear role of producers and consumers ---------------------------------------------------
 @dataclass(frozen=True)
 class Affine:
@@ -336,6 +352,7 @@ class Spec:
     combine: str | None = None  # "sum": the output is the sum of the inputs; "concat": they are joined
     contracts: bool = False  # sums products over the channel axis (MatMul of two activations)
     value_map: Callable[[ir.Node], ValueMap | None] | None = None
+    arith: Arith | None = None  # the op on numpy values (inputs broadcast): what it makes of constants
     offset: Callable | None = None  # (node, param) -> per-channel output of a zero channel (OFFSET rule)
     affine: Callable[[ir.Node], Affine] | None = None
     norm: Callable[[ir.Node], Norm] | None = None
@@ -404,6 +421,11 @@ class Traits:
         """The scalar function applied to a channel that is constant (channel-local ops), or None."""
         return self.spec.value_map(self.node) if self.spec.value_map is not None else None
 
+    def arith(self, values: list[np.ndarray]) -> np.ndarray | None:
+        """The op applied to constant inputs (each a number per channel, broadcast), or None if the
+        registry has no arithmetic for it."""
+        return self.spec.arith(values) if self.spec.arith is not None else None
+
     def offset(self, param: Callable[[int], np.ndarray | None]) -> np.ndarray | float | None:
         """Per channel: the output for an all-zero input channel (OFFSET ops); ``param(i)`` gives
         input i per channel."""
@@ -459,11 +481,12 @@ SPECS: dict[str, Spec] = {
                                         "Cos", "Cosh", "Acos", "Acosh")},
     "Identity": _move(), "Dropout": _move(), "Cast": Spec(UNARY, channel_local=True),
     # several tensor inputs
-    **{op: Spec(ALL, homogeneous=_constants_zero, channel_local=True, combine="sum" if op in ("Add", "Sum") else None)
-       for op in ("Add", "Sub", "Sum", "Mean", "Max", "Min")},
-    "Mul": Spec(ANY, homogeneous=_only_one_runtime_input, channel_local=True),
-    "Div": Spec(FIRST, zero_ok=_divisor_nonzero, homogeneous=_div_by_constant, channel_local=True),
-    "PRelu": Spec(FIRST, homogeneous=_TRUE, channel_local=True),
+    **{op: Spec(ALL, homogeneous=_constants_zero, channel_local=True, arith=_ARITH[op],
+                combine="sum" if op in ("Add", "Sum") else None) for op in ("Add", "Sub", "Sum", "Mean", "Max", "Min")},
+    "Mul": Spec(ANY, homogeneous=_only_one_runtime_input, channel_local=True, arith=_ARITH["Mul"]),
+    "Div": Spec(FIRST, zero_ok=_divisor_nonzero, homogeneous=_div_by_constant, channel_local=True,
+                arith=_ARITH["Div"]),
+    "PRelu": Spec(FIRST, homogeneous=_TRUE, channel_local=True, arith=_prelu),
     "Pow": Spec(FIRST, zero_ok=_pow_positive_exponent, channel_local=True),
     # pools and resampling
     "MaxPool": Spec(POSITIONS, homogeneous=_TRUE, channel_local=True, keeps_constant=_TRUE, keeps_moments=True,
@@ -485,9 +508,11 @@ SPECS: dict[str, Spec] = {
                      value_map=_identity),
     # layout
     **{op: _move() for op in ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")},
-    "Concat": Spec(POSITIONS, homogeneous=_TRUE, channel_local=True, combine="concat"),
-    **{op: Spec(POSITIONS, homogeneous=_TRUE, channel_local=True) for op in ("Split", "Slice", "Gather", "Expand",
-                                                                           "Tile")},
+    # they only pick positions: a constant channel stays constant
+    "Concat": Spec(POSITIONS, homogeneous=_TRUE, channel_local=True, combine="concat", keeps_constant=_TRUE,
+                   value_map=_identity),
+    **{op: Spec(POSITIONS, homogeneous=_TRUE, channel_local=True, keeps_constant=_TRUE, value_map=_identity)
+       for op in ("Split", "Slice", "Gather", "Expand", "Tile")},
     # reductions over other axes than the channel's (the channel rule freezes the rest)
     **{op: Spec(UNARY, homogeneous=_TRUE, channel_local=True, keeps_constant=_TRUE, value_map=_identity,
                 keeps_mean=_const(op == "ReduceMean")) for op in ("ReduceMean", "ReduceMax", "ReduceMin")},
