@@ -360,10 +360,10 @@ def _offset_zero(analysis: Analysis, g: Group, node: ir.Node, t: Traits) -> np.n
 def _constant_channels(analysis: Analysis, g: Group, parts: list[ProducerParts], order: dict[int, int],
                        exclude: set[int]) -> tuple[set[int], list[tuple[int, object, float]]]:
     """The channels that are one constant at every position where they are read, and the folds
-    (j, consumer node, value it reads) of their non-zero values: producers with zero filters make their bias, and the value is followed through
-    every op that keeps a constant constant (``graph.traits``: activations by their value maps,
-    arithmetic with constants, pools, moves). Each consumer reading a non-zero constant must read
-    every position alike and have a bias to take it."""
+    (j, consumer node, value it reads) of their non-zero values. Producers with zero filters make
+    their bias; the value is followed through every op that keeps a constant constant
+    (``graph.traits``: activations by their value maps, arithmetic with constants, pools, moves).
+    Each consumer reading a non-zero constant must read every position alike and have a bias."""
     dims = dict(g.dims)
     values: dict[ir.Value, np.ndarray] = {}
     for pp in parts:
