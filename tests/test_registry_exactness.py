@@ -340,3 +340,20 @@ def test_constants_followed_through_scalar_affine_activations_and_residual_adds(
     assert (_width(pruned, "wa"), _width(pruned, "wb")) == (6, 6), report["groups"]
     assert "2 constant" in " ".join(g["why"] for g in report["groups"])
     _assert_exact(model, pruned, [1, 3, 8, 8])
+
+
+# -- exported architectures: dead channels planted on the producer side only ----------------------------
+@pytest.mark.parametrize("arch, exporter", [("mobilenet_se", "torchscript17"), ("transformer_block", "dynamo18")])
+def test_planted_dead_channels_behind_hardswish_se_and_gelu_are_all_removed(arch, exporter, tmp_path):
+    """Producer filters, biases and BN shifts of chosen channels are zeroed; the weights that read them
+    are not. HardSwish, the squeeze-excite gate (x * HardSigmoid(.)), depthwise convs and GELU keep them
+    0, so lumping must find every one and leave the outputs unchanged."""
+    import torch_archs
+    from oracle import plant_dead_channels
+
+    path = torch_archs.export_arch(arch, exporter, tmp_path)
+    planted_path = tmp_path / "planted.onnx"
+    planted, _ = plant_dead_channels(path, planted_path, 0.3, zero_consumers=False)
+    _, report = onnxprune.prune(planted_path, criterion="lumping")
+    assert report["channels_removed"] == sum(planted.values()) > 0
+    assert max(o["max_rel"] for o in report["validation"]["outputs"].values()) <= 1e-5
