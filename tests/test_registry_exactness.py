@@ -357,3 +357,51 @@ def test_planted_dead_channels_behind_hardswish_se_and_gelu_are_all_removed(arch
     _, report = onnxprune.prune(planted_path, criterion="lumping")
     assert report["channels_removed"] == sum(planted.values()) > 0
     assert max(o["max_rel"] for o in report["validation"]["outputs"].values()) <= 1e-5
+
+
+# -- the registry's answers on single nodes ---------------------------------------------------------------
+def _node_traits(op: str, inputs: list, opset: int = 13, consts: dict | None = None, **attrs):
+    """optable.traits of one node whose inputs named in ``consts`` are constants."""
+    from onnxprune.graph import optable
+
+    consts = consts or {}
+    values = [None if name == "" else ir.Value(name=name, const_value=ir.tensor(np.asarray(consts[name]))
+                                                if name in consts else None) for name in inputs]
+    node = ir.Node("", op, values, attributes=[ir.convenience.convert_attribute(k, v) for k, v in attrs.items()])
+    return optable.traits(node, opset)
+
+
+@pytest.mark.parametrize("op, inputs, opset, consts, attrs, zero, homogeneous", [
+    ("Pad", ["x"], 10, {}, {"pads": [0, 0, 1, 1], "value": 0.5}, False, False),
+    ("Pad", ["x"], 10, {}, {"pads": [0, 0, 1, 1]}, True, True),
+    ("Pad", ["x", "p", "v"], 13, {"p": np.zeros(4, np.int64), "v": np.float32(2.0)}, {}, False, False),
+    ("Pad", ["x", "p", "v"], 13, {"p": np.zeros(4, np.int64)}, {}, False, False),  # value computed at run time
+    ("Pad", ["x", "p", "v"], 13, {"p": np.zeros(4, np.int64), "v": np.float32(2.0)}, {"mode": "edge"}, True, True),
+    ("Resize", ["x", "r", "s"], 13, {}, {"coordinate_transformation_mode": "tf_crop_and_resize",
+                                          "extrapolation_value": 1.0}, False, False),
+    ("Resize", ["x", "r", "s"], 13, {}, {"mode": "cubic"}, True, True),
+    ("Clip", ["x", "lo", "hi"], 13, {"lo": np.float32(0), "hi": np.float32(6)}, {}, True, False),
+    ("Clip", ["x", "lo"], 13, {"lo": np.float32(0)}, {}, True, True),
+    ("Clip", ["x", "lo"], 13, {"lo": np.float32(0.5)}, {}, False, False),
+    ("Div", ["x", "d"], 13, {"d": np.float32(6)}, {}, True, True),
+    ("Div", ["x", "d"], 13, {}, {}, False, False),  # 0 / 0 is NaN
+    ("Mul", ["x", "s"], 13, {"s": np.float32(2)}, {}, True, True),
+    ("Mul", ["x", "s"], 13, {}, {}, True, False),
+    ("Add", ["x", "b"], 13, {"b": np.float32(1)}, {}, True, False),  # 0 here, if b is 0 at the channel
+    ("Sigmoid", ["x"], 13, {}, {}, False, False),
+    ("HardSwish", ["x"], 14, {}, {}, True, False),
+    ("Softmax", ["x"], 13, {}, {}, False, False),
+    ("MyCustomOp", ["x"], 13, {}, {}, False, False),
+])
+def test_registry_reads_attributes_and_constant_inputs(op, inputs, opset, consts, attrs, zero, homogeneous):
+    t = _node_traits(op, inputs, opset, consts, **attrs)
+    assert (t.maps_zero_to_zero(), t.positively_homogeneous()) == (zero, homogeneous)
+
+
+def test_registry_gemm_affine_coefficients_and_macs():
+    t = _node_traits("Gemm", ["a", "b", "c"], consts={"b": np.zeros((6, 8), np.float32), "c": np.zeros(8, np.float32)},
+                     alpha=0.5, beta=2.0, transB=1)
+    aff = t.affine()
+    assert (aff.weight, aff.bias, aff.weight_scale, aff.bias_scale, aff.weight_out_axis) == (1, 2, 0.5, 2.0, 0)
+    assert aff.reads_every_position
+    assert _node_traits("Relu", ["x"]).affine() is None
