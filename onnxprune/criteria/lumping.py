@@ -264,7 +264,7 @@ def _reads(analysis: Analysis, g: Group, parts: list[ProducerParts], order: dict
         if id(node) in consumers:  # weights read the channel: a zero channel adds nothing
             for v in node.inputs:
                 if v is not None and v in dims:
-                    ok &= masks.get(v, np.zeros(g.size, bool))
+                    ok &= masks.get(v, np.zeros(g.size, bool)) | ~_present(analysis, g, dims[v])
             continue
         if not t.reads_values:
             continue
@@ -272,10 +272,10 @@ def _reads(analysis: Analysis, g: Group, parts: list[ProducerParts], order: dict
         zero = _zero_through(analysis, g, node, t, masks, dims)
         if not outs:
             if t.contracts:  # the channel's products are summed away: removing a zero product is exact
-                ok &= zero
-                for v in node.inputs:
-                    if v is not None and v in dims:
-                        elsewhere[np.unique(analysis.channels_in(g, dims[v].atoms)[1])] = True
+                read = np.logical_or.reduce([_present(analysis, g, dims[v]) for v in node.inputs
+                                             if v is not None and v in dims])
+                ok &= zero | ~read
+                elsewhere |= read
                 continue
             unknown = unknown or f"{node.op_type} '{node.name}' reads the channels' values"
             ok[:] = False
@@ -285,6 +285,13 @@ def _reads(analysis: Analysis, g: Group, parts: list[ProducerParts], order: dict
     if unknown is not None:
         ok[:] = False
     return Reading(ok, elsewhere, unknown)
+
+
+def _present(analysis: Analysis, g: Group, d) -> np.ndarray:
+    """Per channel of ``g``: the tracked dim ``d`` holds it at some position."""
+    out = np.zeros(g.size, bool)
+    out[analysis.channels_in(g, d.atoms)[1]] = True
+    return out
 
 
 def _zero_through(analysis: Analysis, g: Group, node: ir.Node, t: Traits, masks: dict, dims: dict) -> np.ndarray:
@@ -378,10 +385,11 @@ def _constant_channels(analysis: Analysis, g: Group, parts: list[ProducerParts],
         tracked = [v for v in node.inputs if v is not None and v in dims]
         if id(node) in consumers:
             v = values.get(tracked[0], unknown) if len(tracked) == 1 else unknown
+            here = np.logical_or.reduce([_present(analysis, g, dims[x]) for x in tracked])
             foldable = takes_bias_fold(analysis, consumers[id(node)])
-            ok &= np.isfinite(v) & ((v == 0) | foldable)
+            ok &= (np.isfinite(v) & ((v == 0) | foldable)) | ~here
             if foldable:
-                reads.append((node, v))
+                reads.append((node, np.where(here, v, 0.0)))
             continue
         if not t.reads_values:
             continue
