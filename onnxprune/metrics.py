@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune.graph import optable
+
 
 def count_params(model: ir.Model) -> int:
     """Elements of floating-point initializers."""
@@ -15,12 +17,6 @@ def params_per_initializer(model: ir.Model) -> dict[ir.Value, int]:
     """Elements of each floating-point initializer."""
     return {v: int(np.prod(v.const_value.shape)) for v in model.graph.initializers.values()
             if v.const_value is not None and v.dtype is not None and v.dtype.is_floating_point()}
-
-
-def _static(shape) -> list[int] | None:
-    if shape is None:
-        return None
-    return [d if isinstance(d, int) and d > 0 else 1 for d in shape]
 
 
 def concrete_input_shapes(model: ir.Model, overrides: dict[str, tuple] | None = None) -> dict[str, tuple]:
@@ -66,23 +62,11 @@ def macs_per_node(model: ir.Model, input_shapes: dict[str, tuple] | None = None)
 
 
 def _macs_per_node(model: ir.Model) -> dict[ir.Node, int]:
+    """The op registry's MACs of every node that has them (Conv, ConvTranspose, Gemm, MatMul)."""
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
     per_node = {}
     for node in model.graph:
-        op = node.op_type
-        if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-            continue
-        out = _static(node.outputs[0].shape)
-        w = _static(node.inputs[1].shape if node.inputs[1] is not None else None)
-        a = _static(node.inputs[0].shape)
-        if out is None or w is None or a is None:
-            continue
-        if op == "Conv":
-            per_node[node] = int(np.prod(out)) * int(np.prod(w[1:]))
-        elif op == "ConvTranspose":
-            per_node[node] = int(np.prod(a)) * int(np.prod(w[1:]))
-        elif op == "Gemm":
-            k = a[0] if node.attributes.get("transA") is not None and node.attributes["transA"].as_int() else a[-1]
-            per_node[node] = int(np.prod(out)) * k
-        else:
-            per_node[node] = int(np.prod(out)) * (a[-1] if a else 1)
+        macs = optable.traits(node, opset).macs()
+        if macs is not None:
+            per_node[node] = macs
     return per_node

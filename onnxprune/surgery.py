@@ -9,7 +9,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from onnx_ir.passes.common._c_api_utils import call_onnx_api
 
 from onnxprune.errors import PlanError
-from onnxprune.graph import Analysis
+from onnxprune.graph import Analysis, optable
 from onnxprune.graph.context import ParamMember
 from onnxprune.graph.edit import set_constant_input
 from onnxprune.passes.normalize import STRICT_SHAPES_OK, clear_inferred_shapes, infer_shapes
@@ -89,25 +89,24 @@ def _fold_into_bias(analysis: Analysis, group, j: int, node: ir.Node, v: float) 
     """Consumer ``node`` reads channel j as the constant v everywhere: add v * (its weights for j,
     summed over everything but its output axis) to its bias, creating the bias if it has none."""
     member = next((p for p in group.params if p.role == "consumer" and p.node is node), None)
-    if member is None or node.op_type not in ("Conv", "Gemm"):
-        raise PlanError(f"channel {j} of group '{group.name}': no Conv/Gemm consumer '{node.name}' to fold into")
-    w = node.inputs[1].const_value.numpy()
-    out_axis = (1 if not node.attributes.get("transB") or not node.attributes["transB"].as_int() else 0) \
-        if node.op_type == "Gemm" else 0
+    aff = optable.traits(node, analysis.opset).affine()
+    if member is None or aff is None or aff.bias is None or aff.bias_scale == 0:
+        raise PlanError(f"channel {j} of group '{group.name}': no consumer '{node.name}' with a bias to fold into")
+    w = node.inputs[aff.weight].const_value.numpy()
     pos, cls = analysis.channels_in(group, member.atoms)
     cols = np.take(w.astype(np.float64), pos[cls == j], axis=member.axis)
-    delta = v * cols.sum(axis=tuple(a for a in range(w.ndim) if a != out_axis))
-    if node.op_type == "Gemm" and "beta" in node.attributes:
-        delta = delta / node.attributes["beta"].as_float()
-    has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
-    bias = node.inputs[2].const_value.numpy().astype(np.float64) if has_bias else np.zeros(len(delta))
-    set_constant_input(node, 2, (bias + delta).astype(w.dtype))
-    if not any(p.node is node and p.input_index == 2 for p in analysis.params):
+    # Y = alpha * X W + beta * B: the constant adds alpha * v * (its weights), which B takes divided by beta
+    delta = aff.weight_scale * v * cols.sum(axis=tuple(a for a in range(w.ndim) if a != aff.weight_out_axis))
+    delta = delta / aff.bias_scale
+    has_bias = len(node.inputs) > aff.bias and node.inputs[aff.bias] is not None
+    bias = node.inputs[aff.bias].const_value.numpy().astype(np.float64) if has_bias else np.zeros(len(delta))
+    set_constant_input(node, aff.bias, (bias + delta).astype(w.dtype))
+    if not any(p.node is node and p.input_index == aff.bias for p in analysis.params):
         # a new (or newly per-channel) bias follows the consumer's own output channels
         producer = next((p for p in analysis.params if p.role == "producer" and p.node is node), None)
         if producer is not None:
-            axis = len(node.inputs[2].const_value.shape) - 1
-            analysis.params.append(ParamMember(node, 2, axis, producer.atoms, "param"))
+            axis = len(node.inputs[aff.bias].const_value.shape) - 1
+            analysis.params.append(ParamMember(node, aff.bias, axis, producer.atoms, "param"))
 
 
 def _merge_table(analysis: Analysis, plan: Plan, removed_root: np.ndarray) -> dict[int, tuple[int, float]]:

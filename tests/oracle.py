@@ -25,9 +25,11 @@ _ADDITIVE = {("Conv", 2), ("ConvTranspose", 2), ("Gemm", 2), ("Add", 0), ("Add",
              ("BatchNormalization", 2), ("BatchNormalization", 3), ("InstanceNormalization", 2)}
 
 
-def plant_dead_channels(model, out_path: Path, ratio: float, seed: int = 0) -> tuple[dict[str, int], int]:
+def plant_dead_channels(model, out_path: Path, ratio: float, seed: int = 0,
+                        zero_consumers: bool = True) -> tuple[dict[str, int], int]:
     """Write a copy of ``model`` with planted dead channels; return removed count per group name
-    and the number of prunable groups."""
+    and the number of prunable groups. ``zero_consumers=False`` leaves the weights that read them:
+    the channels are then 0 only if every op on the way maps 0 to 0 (what lumping must prove)."""
     m = load_normalized(model)
     an = analyze_groups(m)
     rng = np.random.default_rng(seed)
@@ -38,7 +40,8 @@ def plant_dead_channels(model, out_path: Path, ratio: float, seed: int = 0) -> t
         dead_root[an.groups[gid].classes[cls]] = True
     for p in an.params:
         dead = dead_root[an.roots[p.atoms]]
-        if dead.any() and (p.role in ("consumer", "producer") or (p.node.op_type, p.input_index) in _ADDITIVE):
+        roles = ("consumer", "producer") if zero_consumers else ("producer",)
+        if dead.any() and (p.role in roles or (p.node.op_type, p.input_index) in _ADDITIVE):
             _zero_positions(p, dead)
     ir.save(m, out_path)
     planted = {an.groups[gid].name: len(cls) for gid, cls in plan.removed.items()}

@@ -86,7 +86,8 @@ def test_unread_dead_and_proportional_channels_go_losslessly(residual, head):
 
 def test_non_homogeneous_activation_blocks_merges_but_not_unread_channels():
     row, worst = _lump(_model(act="Sigmoid"))
-    assert row["removed"] == 1 and "1 unread" in row["why"], row  # only channel 7
+    # channel 7 (unread), and channel 5, which reads sigmoid(0) = 0.5 everywhere: a constant, folded
+    assert row["removed"] == 2 and "1 unread" in row["why"] and "1 constant" in row["why"], row
     assert worst <= 1e-5
 
 
@@ -134,14 +135,16 @@ def test_trained_cnn_with_planted_proportional_channels_keeps_its_accuracy(tmp_p
 @pytest.mark.parametrize("head", ["conv", "flatten_gemm"])
 def test_constant_channels_fold_into_the_consumer_bias(head):
     row, worst = _lump(_model(head=head, constant=True))
-    assert row["removed"] == 5 and "2 constant" in row["why"], row  # 3, 5, 7 as before, and 10, 11
+    # 3, 5, 7 as before, 10 (constant relu(0.7), folded) and 11 (relu(-0.4) = 0 wherever it is read: dead)
+    assert row["removed"] == 5 and "1 constant" in row["why"] and "2 dead" in row["why"], row
     assert worst <= 1e-5
 
 
 def test_constant_channel_is_kept_before_a_padded_conv():
-    """A zero-padded 3x3 consumer sees the constant only inside the border: not foldable exactly."""
+    """A zero-padded 3x3 consumer sees the constant only inside the border: not foldable exactly (but
+    channel 11, relu(-0.4) = 0 everywhere, is dead and goes)."""
     row, worst = _lump(_model(constant=True, head_pads=1))
-    assert row["removed"] == 3 and "constant" not in row["why"], row
+    assert row["removed"] == 4 and "constant" not in row["why"] and "2 dead" in row["why"], row
     assert worst <= 1e-5
 
 
@@ -154,5 +157,7 @@ def test_non_homogeneous_op_after_a_concat_blocks_merges():
     model.graph.node.insert(list(model.graph.node).index(conv2),
                             helper.make_node("Sigmoid", ["cat"], ["cat_sig"], name="sig"))
     row, worst = _lump(model)
-    assert row["removed"] == 1 and "1 unread" in row["why"], row
+    # channel 7 (unread) and 5, the constant sigmoid(0) = 0.5 everywhere, folded into conv2's bias
+    assert row["removed"] == 2 and "1 unread" in row["why"] and "1 constant" in row["why"], row
+    assert "folded into proportional" not in row["why"]
     assert worst <= 1e-5

@@ -13,13 +13,10 @@ from collections.abc import Callable
 import numpy as np
 
 from onnxprune.criteria.energy import rectified_moments
-from onnxprune.criteria.lumping import path_back, reads_every_position
+from onnxprune.criteria.lumping import node_traits, path_back, takes_bias_fold
 from onnxprune.criteria.magnitude import param_per_class
 from onnxprune.graph import Analysis
 from onnxprune.plan import Plan
-
-_KEEPS_MEAN = {"Relu", "GlobalAveragePool", "Flatten", "Reshape", "Identity", "Dropout", "Squeeze", "Unsqueeze",
-               "AveragePool"}
 
 
 def add_compensation(analysis: Analysis, plan: Plan, data_means: Callable | None = None) -> None:
@@ -31,7 +28,7 @@ def add_compensation(analysis: Analysis, plan: Plan, data_means: Callable | None
     if data_means is not None:  # one pass over the data for every consumer input BN cannot explain
         for gid in plan.removed:
             for c in (p for p in analysis.groups[gid].params if p.role == "consumer"):
-                if reads_every_position(c) and isinstance(_mean_path(analysis, analysis.groups[gid], c), str):
+                if takes_bias_fold(analysis, c) and isinstance(_mean_path(analysis, analysis.groups[gid], c), str):
                     needed[c.node.inputs[0].name] = (c.node.inputs[0], analysis.dims[c.node.inputs[0]].axis)
     measured = data_means(list(needed.values())) if needed else {}
     for gid, removed in plan.removed.items():
@@ -43,7 +40,7 @@ def add_compensation(analysis: Analysis, plan: Plan, data_means: Callable | None
         folds, why_not, sources = [], None, set()
         for c in (p for p in g.params if p.role == "consumer"):
             found = _mean_path(analysis, g, c)
-            if isinstance(found, str) and c.node.inputs[0].name in measured and reads_every_position(c):
+            if isinstance(found, str) and c.node.inputs[0].name in measured and takes_bias_fold(analysis, c):
                 found = _per_class(analysis, g, c.node.inputs[0], measured[c.node.inputs[0].name])
                 sources.add("calibration data")
             elif not isinstance(found, str):
@@ -71,20 +68,24 @@ def _per_class(analysis: Analysis, g, value, means: np.ndarray) -> np.ndarray:
 
 def _mean_path(analysis: Analysis, g, consumer) -> np.ndarray | str:
     """Per channel of the group, the mean the consumer reads; or why it cannot be known."""
-    if not reads_every_position(consumer):
-        return f"{consumer.node.op_type} '{consumer.node.name}' pads or is grouped"
-    path, node = path_back(consumer.node.inputs[0], _KEEPS_MEAN)
+    if not takes_bias_fold(analysis, consumer):
+        return f"{consumer.node.op_type} '{consumer.node.name}' pads, is grouped or has no bias to take it"
+
+    def keeps(n) -> bool:  # the mean is kept, or ReLU (accounted for below)
+        t = node_traits(analysis, n)
+        return t.keeps_mean() or t.rectifies()
+
+    path, node = path_back(consumer.node.inputs[0], keeps)
     if node is None:
         return "no BatchNormalization before the consumer"
-    if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+    t = node_traits(analysis, node)
+    if t.affine() is not None:
         return "no BatchNormalization statistics for these channels"
-    if node.op_type != "BatchNormalization":
+    norm = t.norm()
+    if norm is None or norm.mean is None:
         return f"{node.op_type} '{node.name}' does not keep the mean"
-    for n in path:
-        if n.op_type == "AveragePool" and any(n.attributes["pads"].as_ints() if "pads" in n.attributes else []):
-            return f"AveragePool '{n.name}' pads"
-    relu = any(n.op_type == "Relu" for n in path)  # relu(relu(x)) = relu(x)
-    gamma, beta = param_per_class(analysis, g, node, 1), param_per_class(analysis, g, node, 2)
+    relu = any(node_traits(analysis, n).rectifies() for n in path)  # relu(relu(x)) = relu(x)
+    gamma, beta = param_per_class(analysis, g, node, norm.scale), param_per_class(analysis, g, node, norm.shift)
     if gamma is None or beta is None:
         return "its BatchNormalization is not on this group's channels"
     return rectified_moments(beta, gamma * gamma)[0] if relu else beta

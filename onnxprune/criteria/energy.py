@@ -21,12 +21,8 @@ from onnxprune.criteria.magnitude import (
     param_per_class,
     producer_sums,
 )
-from onnxprune.graph import Analysis, Group
+from onnxprune.graph import Analysis, Group, optable
 
-# Ops whose output channel moments are (approximately) those of their data input: shape moves, and
-# pools (a max pool raises the mean a little; the ranking within a layer hardly changes).
-_PASS = {"Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "MaxPool", "AveragePool",
-         "GlobalAveragePool", "GlobalMaxPool", "Transpose", "Pad", "Resize", "Upsample"}
 _MAX_DEPTH = 64
 
 
@@ -63,22 +59,24 @@ def _moments(analysis: Analysis, g: Group, value, depth: int) -> tuple[np.ndarra
     if depth > _MAX_DEPTH:
         return "path too long"
     op = node.op_type
-    if op in _PASS:
+    t = optable.traits(node, analysis.opset)
+    norm = t.norm()
+    if t.keeps_moments:  # moves, pools, pads, resizes: (roughly) the moments of their data input
         return _moments(analysis, g, node.inputs[0], depth + 1)
-    if op == "BatchNormalization":
-        gamma = param_per_class(analysis, g, node, 1)
-        beta = param_per_class(analysis, g, node, 2)
+    if norm is not None and norm.mean is not None:  # BN output: N(shift, scale^2) on its training data
+        gamma = param_per_class(analysis, g, node, norm.scale)
+        beta = param_per_class(analysis, g, node, norm.shift)
         if gamma is None or beta is None:
-            return f"BatchNormalization '{node.name}' is not on this group's channels"
+            return f"{op} '{node.name}' is not on this group's channels"
         return beta, gamma * gamma
-    if op == "Relu":
+    if t.rectifies():
         m = _moments(analysis, g, node.inputs[0], depth + 1)
         return m if isinstance(m, str) else rectified_moments(*m)
-    if op in ("Add", "Sum", "Concat"):  # class-space arrays: a concat's other inputs contribute zeros
+    if t.combine is not None:  # class-space arrays: a concat's other inputs contribute zeros
         mean, var = np.zeros(g.size), np.zeros(g.size)
         for v in node.inputs:
             if v is None or v.const_value is not None:
-                if op != "Concat" and v is not None:
+                if t.combine == "sum" and v is not None:
                     return f"{op} '{node.name}' adds a constant"
                 continue
             m = _moments(analysis, g, v, depth + 1)
@@ -86,19 +84,22 @@ def _moments(analysis: Analysis, g: Group, value, depth: int) -> tuple[np.ndarra
                 return m
             mean, var = mean + m[0], var + m[1]
         return mean, var
-    if op in ("Conv", "Gemm", "MatMul"):
+    if t.affine() is not None:
         return _filter_moments(analysis, g, node)
     return f"{op} '{node.name}' on the way"
 
 
 def _filter_moments(analysis: Analysis, g: Group, node) -> tuple[np.ndarray, np.ndarray] | str:
-    """A producer without BN: mean = bias, variance = ||filter||^2 (inputs taken as unit variance)."""
+    """A producer without BN: mean = bias, variance = ||filter||^2 (inputs taken as unit variance),
+    each times its scale (Gemm alpha, beta)."""
     member = next((p for p in g.producers if p.node is node), None)
     if member is None:
         return f"{node.op_type} '{node.name}' is not this group's producer"
-    var = producer_sums(analysis, replace(g, producers=[member]), lambda r: np.square(r, dtype=np.float64).sum(axis=1))[0]
-    bias = param_per_class(analysis, g, node, 2)
-    return (bias if bias is not None else np.zeros(g.size)), var
+    var = producer_sums(analysis, replace(g, producers=[member]),
+                        lambda r: np.square(r, dtype=np.float64).sum(axis=1))[0]
+    aff = optable.traits(node, analysis.opset).affine()
+    bias = param_per_class(analysis, g, node, aff.bias) if aff.bias is not None else None
+    return aff.bias_scale * (bias if bias is not None else np.zeros(g.size)), aff.weight_scale ** 2 * var
 
 
 def rectified_moments(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

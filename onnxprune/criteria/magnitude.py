@@ -6,8 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from onnxprune.graph import Analysis, Group
-
+from onnxprune.graph import Analysis, Group, optable
 
 _CHUNK_BYTES = 16 * 1024 * 1024  # scoring never copies more than this of a weight at once
 
@@ -113,7 +112,7 @@ def bn(analysis: Analysis) -> dict[int, np.ndarray]:
     scores, fallback = {}, []
     l2_scores = None
     for g in analysis.prunable_groups:
-        gammas = [p for p in g.params if p.node.op_type == "BatchNormalization" and p.input_index == 1]
+        gammas = [p for p in g.params if _is_bn_scale(analysis, p)]
         if not gammas:
             l2_scores = l2_scores or l2(analysis)
             scores[g.id] = l2_scores[g.id]
@@ -125,6 +124,12 @@ def bn(analysis: Analysis) -> dict[int, np.ndarray]:
             np.add.at(total, cls, np.abs(p.value.const_value.numpy().astype(np.float64))[pos])
         scores[g.id] = total
     return ScoreDict(scores, notes={gid: "no BatchNormalization (folded?): scored by l2" for gid in fallback})
+
+
+def _is_bn_scale(analysis: Analysis, p) -> bool:
+    """The scale (gamma) input of a normalisation with running statistics (BatchNormalization)."""
+    norm = optable.traits(p.node, analysis.opset).norm()
+    return norm is not None and norm.mean is not None and p.input_index == norm.scale
 
 
 class ScoreDict(dict):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.criteria.lumping import path_blocker, producer_vectors
+from onnxprune.criteria.lumping import merge_routes, path_blocker, producer_vectors
 from onnxprune.criteria.magnitude import ScoreDict, consumer_column_energy
 from onnxprune.graph import Analysis, Group
 from onnxprune.plan import Plan
@@ -36,7 +36,7 @@ def merge_scores(analysis: Analysis) -> ScoreDict:
             scores[g.id] = n * np.linalg.norm(v, axis=1)
             notes[g.id] = f"removed without folding: {why_not}"
         else:
-            scores[g.id] = _greedy(v, n)
+            scores[g.id] = _greedy(v, n, merge_routes(analysis, g))
     return ScoreDict(scores, notes)
 
 
@@ -44,8 +44,16 @@ def _fold_blocker(analysis: Analysis, g: Group) -> str | None:
     return "grouped convs or chunks read it" if g.blocks else path_blocker(analysis, g)
 
 
-def _greedy(v: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Score per channel in greedy removal order (see the module docstring)."""
+def _same_route(routes: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
+    """[j, i]: channel j may fold into channel i (same route, see ``lumping.merge_routes``)."""
+    a = routes if rows is None else routes[rows]
+    b = routes if cols is None else routes[cols]
+    return (a[:, None] == b[None, :]) & (a[:, None] >= 0)
+
+
+def _greedy(v: np.ndarray, n: np.ndarray, routes: np.ndarray) -> np.ndarray:
+    """Score per channel in greedy removal order (see the module docstring); only channels on the same
+    route fold into each other."""
     size = len(v)
     sq = np.einsum("ij,ij->i", v, v)
     gram = v @ v.T if size <= _MAX_GREEDY else None
@@ -53,7 +61,7 @@ def _greedy(v: np.ndarray, n: np.ndarray) -> np.ndarray:
         return n * np.sqrt(sq)
     with np.errstate(divide="ignore", invalid="ignore"):
         c = np.where(sq[None, :] > 0, gram / sq[None, :], 0.0)  # c[j, i]: j onto i
-    c = np.where(c > 0, c, 0.0)
+    c = np.where((c > 0) & _same_route(routes), c, 0.0)
     np.fill_diagonal(c, 0.0)
     resid = np.maximum(sq[:, None] - c * gram, 0.0)  # ||v_j - c v_i||^2 (= sq_j when c = 0)
     cost = n[:, None] * np.sqrt(resid)  # [j, i]
@@ -107,7 +115,7 @@ def fold_removed(analysis: Analysis, plan: Plan) -> None:
         sq_kept = np.einsum("ij,ij->i", v[kept], v[kept])
         dots = v[todo] @ v[kept].T
         c = np.where(sq_kept[None, :] > 0, dots / np.where(sq_kept > 0, sq_kept, 1.0)[None, :], 0.0)
-        c = np.where(c > 0, c, 0.0)
+        c = np.where((c > 0) & _same_route(merge_routes(analysis, g), todo, kept), c, 0.0)
         sq = np.einsum("ij,ij->i", v[todo], v[todo])
         resid = np.maximum(sq[:, None] - c * dots, 0.0)
         best = resid.argmin(axis=1)
@@ -141,7 +149,7 @@ def add_near_copies(analysis: Analysis, plan: Plan, tolerance: float) -> None:
         if len(live) < 2:
             continue
         unit = v[live] / norms[live, None]
-        cos = unit @ unit.T
+        cos = np.where(_same_route(merge_routes(analysis, g), live, live), unit @ unit.T, -np.inf)
         np.fill_diagonal(cos, -np.inf)
         locked = np.zeros(len(live), bool)
         new = []

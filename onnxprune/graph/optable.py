@@ -9,16 +9,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import onnx_ir as ir
+
 from onnxprune.graph.rules import conv, elementwise, layout, linear, norm, pool, reduce, shapes
+from onnxprune.graph.traits import SPECS, UNKNOWN, Spec, Traits
 
 
 @dataclass(frozen=True)
 class Entry:
+    """The channel rule of an op over an opset range, and what the op computes (``graph.traits``)."""
+
     op: str
     rule: Callable
     since: int = 1
     until: int | None = None
     domain: str = ""
+    traits: Spec | None = None  # None: the op's spec in ``traits.SPECS`` (UNKNOWN if it has none)
+
+    def __post_init__(self) -> None:
+        if self.traits is None:
+            object.__setattr__(self, "traits", SPECS.get(self.op, UNKNOWN) if not self.domain else UNKNOWN)
 
 
 _UNARY = [
@@ -81,10 +91,27 @@ for _e in TABLE:
     _INDEX.setdefault((_e.domain, _e.op), []).append(_e)
 
 
-def lookup(domain: str, op: str, opset: int) -> Callable | None:
-    """The rule for this op at this opset, or None (the caller freezes what reaches the node)."""
+def entry(domain: str, op: str, opset: int) -> Entry | None:
+    """The registry entry of this op at this opset, or None."""
     domain = "" if domain == "ai.onnx" else domain
     for e in _INDEX.get((domain, op), ()):
         if e.since <= opset and (e.until is None or opset <= e.until):
-            return e.rule
+            return e
     return None
+
+
+def lookup(domain: str, op: str, opset: int) -> Callable | None:
+    """The rule for this op at this opset, or None (the caller freezes what reaches the node)."""
+    e = entry(domain, op, opset)
+    return e.rule if e is not None else None
+
+
+def node_opset(node: ir.Node, model_opset: int) -> int:
+    """The opset a node is read at: the model's default-domain opset (custom domains: 1)."""
+    return model_opset if node.domain in ("", "ai.onnx") else 1
+
+
+def traits(node: ir.Node, opset: int) -> Traits:
+    """What ``node`` computes, as far as the registry knows (conservative answers for unknown ops)."""
+    e = entry(node.domain, node.op_type, node_opset(node, opset))
+    return Traits(node, e.traits if e is not None else UNKNOWN)
