@@ -24,6 +24,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.graph import Analysis, analyze_groups
+from onnxprune.graph.optable import traits
+from onnxprune.graph.traits import attr as traits_attr
 from onnxprune.passes.normalize import normalize
 from onnxprune.surgery import apply_plan
 
@@ -194,24 +196,27 @@ def input_moments(model: ir.Model) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     and standard deviation per input channel that make the Conv's output match the BN's running
     statistics (least squares; inputs taken as independent over positions)."""
     out = {}
+    opset = model.opset_imports.get("", 1)
     for inp in model.graph.inputs:
         for use in inp.uses():
             conv = use.node
-            if conv.op_type != "Conv" or use.idx != 0 or conv.inputs[1].const_value is None:
+            affine = traits(conv, opset).affine()
+            w_in = conv.inputs[affine.weight] if affine is not None else None
+            # a spatial ungrouped weight [O, C, *kernel] read by input 0
+            if (w_in is None or use.idx != 0 or w_in.const_value is None or affine.weight_out_axis != 0
+                    or len(w_in.const_value.shape) < 3 or traits_attr(conv, "group", 1) != 1):
                 continue
             uses = conv.outputs[0].uses()
             bn = uses[0].node if len(uses) == 1 else None
-            if bn is None or bn.op_type != "BatchNormalization" or any(
-                    v is None or v.const_value is None for v in bn.inputs[3:5]):
+            norm = traits(bn, opset).norm() if bn is not None else None
+            if norm is None or norm.mean is None or any(
+                    v is None or v.const_value is None for v in (bn.inputs[norm.mean], bn.inputs[norm.var])):
                 continue
-            w = conv.inputs[1].const_value.numpy().astype(np.float64)
-            group = conv.attributes["group"].as_int() if "group" in conv.attributes else 1
-            if group != 1:
-                continue
-            b = (conv.inputs[2].const_value.numpy().astype(np.float64)
-                 if len(conv.inputs) > 2 and conv.inputs[2] is not None and conv.inputs[2].const_value is not None
-                 else np.zeros(w.shape[0]))
-            mean, var = (bn.inputs[i].const_value.numpy().astype(np.float64) for i in (3, 4))
+            w = w_in.const_value.numpy().astype(np.float64)
+            bias = conv.inputs[affine.bias] if affine.bias is not None and len(conv.inputs) > affine.bias else None
+            b = (bias.const_value.numpy().astype(np.float64)
+                 if bias is not None and bias.const_value is not None else np.zeros(w.shape[0]))
+            mean, var = (bn.inputs[i].const_value.numpy().astype(np.float64) for i in (norm.mean, norm.var))
             sums = w.reshape(w.shape[0], w.shape[1], -1).sum(axis=2)  # [O, C]
             squares = np.square(w).reshape(w.shape[0], w.shape[1], -1).sum(axis=2)
             mu = np.linalg.lstsq(sums, mean - b, rcond=None)[0]

@@ -18,6 +18,8 @@ from typing import Callable
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune.graph.folds import FOLDS
+
 Pred = Callable[[ir.Node], bool]
 ValueMap = Callable[[float], float]
 
@@ -219,6 +221,12 @@ class Affine:
     bias_scale: float = 1.0  # Gemm beta
     weight_out_axis: int = 0  # axis of the weight that indexes output channels
     reads_every_position: bool = False  # as a consumer: each output position sums every input position alike
+    out_per_group: bool = False  # output channels = weight dims[weight_out_axis] * group (ConvTranspose)
+
+    def output_channels(self, node: ir.Node, weight_dims) -> int:
+        """Output channels read off the weight's dims."""
+        count = int(weight_dims[self.weight_out_axis])
+        return count * int(attr(node, "group", 1)) if self.out_per_group else count
 
 
 def _conv_affine(node: ir.Node) -> Affine:
@@ -228,7 +236,7 @@ def _conv_affine(node: ir.Node) -> Affine:
 
 
 def _conv_transpose_affine(_node: ir.Node) -> Affine:
-    return Affine(1, 2, weight_out_axis=1)  # output positions gather different numbers of inputs
+    return Affine(1, 2, weight_out_axis=1, out_per_group=True)  # positions gather unequal input counts
 
 
 def _gemm_affine(node: ir.Node) -> Affine:
@@ -256,6 +264,8 @@ class Norm:
 
 
 def _bn_norm(node: ir.Node) -> Norm:
+    if attr(node, "training_mode", 0):  # statistics of the batch, not the stored ones
+        return Norm(1, 2, None, None, float(attr(node, "epsilon", 1e-5)))
     return Norm(1, 2, 3, 4, float(attr(node, "epsilon", 1e-5)))
 
 
@@ -357,6 +367,7 @@ class Spec:
     affine: Callable[[ir.Node], Affine] | None = None
     norm: Callable[[ir.Node], Norm] | None = None
     macs: Callable[[ir.Node], int | None] | None = None
+    fold: Callable[[ir.Node, list], np.ndarray | None] | None = None  # numpy evaluation on constant inputs
 
 
 @dataclass(frozen=True)
@@ -439,6 +450,15 @@ class Traits:
         """Parameter inputs of a per-channel normalisation, else None."""
         return self.spec.norm(self.node) if self.spec.norm is not None else None
 
+    def fold(self, arrays: list) -> np.ndarray | None:
+        """The output computed in numpy from constant inputs (``arrays[i]``: input i, None if absent), or
+        None where the registry does not evaluate the op."""
+        return self.spec.fold(self.node, arrays) if self.spec.fold is not None else None
+
+    @property
+    def folds(self) -> bool:
+        return self.spec.fold is not None
+
     def macs(self) -> int | None:
         """Multiply-accumulates at the node's static shapes (free dims as 1), None if not counted."""
         return self.spec.macs(self.node) if self.spec.macs is not None else None
@@ -479,7 +499,7 @@ SPECS: dict[str, Spec] = {
     # 0 -> something else
     **{op: _unary(op, False) for op in ("Sigmoid", "HardSigmoid", "Softplus", "Exp", "Log", "Reciprocal",
                                         "Cos", "Cosh", "Acos", "Acosh")},
-    "Identity": _move(), "Dropout": _move(), "Cast": Spec(UNARY, channel_local=True),
+    "Identity": _move(fold=FOLDS["Identity"]), "Dropout": _move(), "Cast": Spec(UNARY, channel_local=True, fold=FOLDS["Cast"]),
     # several tensor inputs
     **{op: Spec(ALL, homogeneous=_constants_zero, channel_local=True, arith=_ARITH[op],
                 combine="sum" if op in ("Add", "Sum") else None) for op in ("Add", "Sub", "Sum", "Mean", "Max", "Min")},
@@ -507,7 +527,7 @@ SPECS: dict[str, Spec] = {
                      keeps_constant=lambda n: attr(n, "mode", "nearest") in ("nearest", "linear", "bilinear"),
                      value_map=_identity),
     # layout
-    **{op: _move() for op in ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")},
+    **{op: _move(fold=FOLDS[op]) for op in ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")},
     # they only pick positions: a constant channel stays constant
     "Concat": Spec(POSITIONS, homogeneous=_TRUE, channel_local=True, combine="concat", keeps_constant=_TRUE,
                    value_map=_identity),

@@ -13,7 +13,7 @@ from onnx_ir.passes.common import (
 )
 
 from onnxprune.errors import InputError
-from onnxprune.passes.optraits import constant_fold, inference_norm, weight_layout
+from onnxprune.graph.optable import traits
 from onnxprune.passes.preserve import record_structure
 
 _FOLD_LIMIT = 64 * 1024 * 1024  # bytes; folding never copies a large tensor
@@ -41,10 +41,11 @@ def normalize(model: ir.Model, fold_bn: bool = False) -> ir.Model:
 def fold_constant_nodes(model: ir.Model) -> int:
     """Replace foldable nodes whose inputs are all constants by initializers; returns the count."""
     graph = model.graph
+    opset = model.opset_imports.get("", 1)
     count = 0
     for node in list(graph):
-        fold = constant_fold(node)
-        if fold is None:
+        op = traits(node, opset)
+        if not op.folds:
             continue
         if len(node.outputs) != 1 or node.outputs[0].is_graph_output():
             continue
@@ -53,7 +54,7 @@ def fold_constant_nodes(model: ir.Model) -> int:
             continue
         if arrays[0].nbytes > _FOLD_LIMIT:
             continue
-        result = fold(node, arrays)
+        result = op.fold(arrays)
         if result is None:
             continue
         out = node.outputs[0]
@@ -73,14 +74,16 @@ def fold_batchnorm(model: ir.Model) -> int:
     one Conv with W * gamma / sqrt(var + eps) and (b - mean) * gamma / sqrt(var + eps) + beta."""
     from onnxprune.graph.edit import set_constant_input
 
+    opset = model.opset_imports.get("", 1)
     count = 0
     for bn in list(model.graph):
-        norm = inference_norm(bn)
-        if norm is None or bn.outputs[0].is_graph_output():
+        norm = traits(bn, opset).norm()
+        # stored statistics only (training mode normalises by the batch's), one output
+        if norm is None or norm.mean is None or len(bn.outputs) > 1 or bn.outputs[0].is_graph_output():
             continue
         conv = bn.inputs[0].producer()
-        layout = weight_layout(conv) if conv is not None else None
-        if layout is None or layout.out_axis != 0 or layout.bias is None or len(bn.inputs[0].uses()) != 1:
+        layout = traits(conv, opset).affine() if conv is not None else None
+        if layout is None or layout.weight_out_axis != 0 or layout.bias is None or len(bn.inputs[0].uses()) != 1:
             continue
         if bn.inputs[0].is_graph_output():
             continue

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from onnxprune import __version__, io
 from onnxprune.data import DataSource
 from onnxprune.errors import OptionError
 from onnxprune.metrics import count_macs, count_params
 from onnxprune.passes.normalize import normalize
-from onnxprune.passes.optraits import output_channels
+from onnxprune.graph.optable import traits
 from onnxprune.runtime import fixed_batch, run_outputs, session
 from onnxprune.validate.edge import QUANT_MODES, calibration_samples, edge_report, int8_path, quantization_check
 from onnxprune.validate.fidelity import DEFAULT_SAMPLES, Tolerances, compare_models, validation_feeds
@@ -73,14 +74,15 @@ def layer_channels(original, pruned) -> list[dict]:
     matched by node name (or first output name): what the plot's bars show."""
 
     def per_layer(model) -> dict[str, tuple[str, int]]:
-        proto = _proto(model)
-        dims = {t.name: list(t.dims) for t in proto.graph.initializer}
+        m = ir.from_proto(_proto(model))  # weights stay on disk: only their dims are read
+        opset = m.opset_imports.get("", 1)
         layers = {}
-        for node in proto.graph.node:
-            if len(node.input) > 1 and node.input[1] in dims and len(dims[node.input[1]]) >= 2:
-                ch = output_channels(node, dims[node.input[1]])
-                if ch is not None:
-                    layers[node.name or node.output[0]] = (node.op_type, ch)
+        for node in m.graph:
+            affine = traits(node, opset).affine()
+            w = node.inputs[affine.weight] if affine is not None and len(node.inputs) > affine.weight else None
+            if w is None or w.const_value is None or len(w.const_value.shape) < 2:
+                continue
+            layers[node.name or node.outputs[0].name] = (node.op_type, affine.output_channels(node, w.const_value.shape))
         return layers
 
     before, after = per_layer(original), per_layer(pruned)

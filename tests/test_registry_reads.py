@@ -1,4 +1,4 @@
-"""The op facts normalisation and validation read (passes/optraits.py)."""
+"""What normalisation and validation read from the op registry: output channels, BN folding, constant folds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.passes.normalize import fold_batchnorm
-from onnxprune.passes.optraits import output_channels
+from onnxprune.graph.optable import traits
 
 
 @pytest.mark.parametrize("op, attrs, dims, expected", [
@@ -20,8 +20,9 @@ from onnxprune.passes.optraits import output_channels
     ("Relu", {}, [4, 4], None),
 ])
 def test_output_channels(op, attrs, dims, expected):
-    node = helper.make_node(op, ["x", "w"], ["y"], **attrs)
-    assert output_channels(node, dims) == expected
+    node = ir.from_proto(helper.make_node(op, ["x", "w"], ["y"], **attrs))
+    affine = traits(node, 17).affine()
+    assert (affine.output_channels(node, dims) if affine is not None else None) == expected
 
 
 @pytest.mark.parametrize("training_mode, folded", [(0, 1), (1, 0)])
