@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from onnxprune.criteria import energy, gaussian, magnitude
+from onnxprune.criteria import energy, gaussian, group, magnitude
 from onnxprune.errors import OptionError
 
 CRITERIA: dict[str, Callable] = {
@@ -14,6 +14,7 @@ CRITERIA: dict[str, Callable] = {
     "bn": magnitude.bn,
     "gaussian": gaussian.gaussian,
     "energy": energy.energy,
+    "group": group.group_l2,
 }
 
 
