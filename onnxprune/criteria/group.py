@@ -4,9 +4,9 @@ Torch-Pruning scores a channel group by reducing the per-channel importance of a
 (producer filters, norm scales, consumer columns). We do the same with two changes. Each member's
 per-channel values are divided by that member's mean first, so a large layer does not drown a small
 one and a member's scale (filter size, BN folding, weight decay) does not matter. And the reduction
-follows the signal path: a channel reaches the output only through *both* sides, what makes it
-(producer filters, depthwise filters and norm scales, averaged) and what reads it (consumer input
-columns, averaged), so the group score is the geometric mean of the two sides. A channel whose next
+follows the signal path: a channel reaches the output only through every stage of it, what makes
+it (producer filters and norm scales, averaged), depthwise filters it passes (averaged) and what
+reads it (consumer input columns, averaged), so the group score is the geometric mean of the stages. A channel whose next
 layers ignore it scores zero however large its filter; in a residual group every producer of the
 sum and every reader of it count.
 """
@@ -27,24 +27,32 @@ _FILTERS = {"Conv": 1, "ConvTranspose": 1}
 
 
 def group_l2(analysis: Analysis) -> ScoreDict:
-    """Per channel: sqrt(mean of the producer side x mean of the consumer side), each member's values
-    (L2 norms of filter rows and input columns, |norm scale|) divided by the member's mean."""
+    """Per channel: the geometric mean over the stages (producers, depthwise filters, consumers) of the
+    stage's mean member, each member's values (L2 norms of filter rows and input columns, |norm
+    scale|) divided by the member's mean."""
     scores, notes = {}, {}
     for g in analysis.prunable_groups:
-        made, read = producer_side(analysis, g), consumer_side(analysis, g)
+        made, through, read = producer_side(analysis, g), depthwise_side(analysis, g), consumer_side(analysis, g)
         if not read:
             notes[g.id] = "no consumer weights: scored by its producers alone"
-        side_means = [np.mean(side, axis=0) for side in (made, read) if side]
+        side_means = [np.mean(side, axis=0) for side in (made, through, read) if side]
         scores[g.id] = np.prod(side_means, axis=0) ** (1.0 / len(side_means))
     return ScoreDict(scores, notes)
 
 
 def producer_side(analysis: Analysis, g: Group) -> list[np.ndarray]:
-    """Normalised per-channel strengths of the members that make the channel."""
+    """Normalised per-channel strengths of the members that make the channel: producer filters and
+    norm scales."""
     members = list(g.producers)
-    members += [p for p in g.params if p.role == "param" and (_SCALES.get(p.node.op_type) == p.input_index
-                                                             or _FILTERS.get(p.node.op_type) == p.input_index)]
+    members += [p for p in g.params if p.role == "param" and _SCALES.get(p.node.op_type) == p.input_index]
     return [per_member_mean(_row_norms(analysis, g, p)) for p in members]
+
+
+def depthwise_side(analysis: Analysis, g: Group) -> list[np.ndarray]:
+    """Normalised per-channel norms of depthwise filters: each passes its channel on alone, so a zero
+    filter silences the channel whatever made it."""
+    return [per_member_mean(_row_norms(analysis, g, p)) for p in g.params
+            if p.role == "param" and _FILTERS.get(p.node.op_type) == p.input_index]
 
 
 def consumer_side(analysis: Analysis, g: Group) -> list[np.ndarray]:
