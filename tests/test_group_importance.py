@@ -96,8 +96,8 @@ def test_a_residual_group_aggregates_every_producer_and_consumer():
     def norm(v):
         return v / v.mean()
 
-    rows = lambda w: np.sqrt((w.reshape(len(w), -1) ** 2).sum(1))  # noqa: E731
-    cols = lambda w: np.sqrt((np.moveaxis(w, 1, 0).reshape(w.shape[1], -1) ** 2).sum(1))  # noqa: E731
+    rows = lambda w: np.sqrt((w.reshape(len(w), -1) ** 2).sum(1))
+    cols = lambda w: np.sqrt((np.moveaxis(w, 1, 0).reshape(w.shape[1], -1) ** 2).sum(1))
     made = (norm(rows(wa)) + norm(rows(wb))) / 2
     read = (norm(cols(wc)) + norm(cols(wd))) / 2
     np.testing.assert_allclose(scores, np.sqrt(made * read), rtol=1e-5)
@@ -113,6 +113,6 @@ def test_grouped_and_depthwise_convs_are_read_per_channel():
     inits = {"w1": w1, "wdw": wdw, "wg": wg}
     nodes = [_conv("conv1", "x", "w1", "a"), _conv("dw", "a", "wdw", "d", k=3, group=C),
              _conv("gconv", "d", "wg", "y", group=2)]
-    scores, g = _group_scores(_model(nodes, inits, 3, 4), "conv1")
+    scores, _ = _group_scores(_model(nodes, inits, 3, 4), "conv1")
     assert scores[1] == 0.0 and scores[4] == 0.0
     assert np.all(np.delete(scores, [1, 4]) > 0)

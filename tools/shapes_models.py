@@ -39,7 +39,7 @@ N_CLASSES = 10
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 SEEDS = {"train": 1, "test": 2, "calib": 3}
 SIZES = {"train": 6000, "test": 2000, "calib": 256}
-TRAIN_CONFIG = {"shapes_cnn": (8, 3e-3), "shapes_resnet": (8, 3e-3)}  # epochs, max lr
+TRAIN_CONFIG = {"shapes_cnn": (8, 3e-3), "shapes_resnet": (6, 3e-3)}  # epochs, max lr
 BATCH_SIZE = 64
 
 
