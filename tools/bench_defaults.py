@@ -17,8 +17,8 @@ parameter count: the comparison is at equal or fewer parameters. Accuracy is top
 onnxprune results in onnxruntime, Torch-Pruning's in torch.
 
 Candidates (``onnxprune.prune(path, criterion=..., ratio=..., allocation=..., normalize=..., merge=...)``):
-l1, group, energy (local, and global LAMP), group global mean, lumping global LAMP (lumping with a
-ratio always folds removed channels), each without and with ``merge``. Gradient: ``taylor`` (scores
+l1, group, energy (local, and global LAMP), each without and with ``merge``, and lumping global LAMP
+(lumping with a ratio always folds removed channels, i.e. merges). Gradient: ``taylor`` (scores
 computed once per model from the calibration data, then allocated like a data-free criterion) local
 and global LAMP, with and without merge, against Torch-Pruning Taylor.
 
@@ -88,8 +88,6 @@ def _candidates() -> list[Candidate]:
         for alloc, norm in (("local", "mean"), ("global", "lamp")):
             for merge in (False, True):
                 out.append(Candidate(_label(crit, alloc, norm, merge), crit, alloc, norm, merge))
-    for merge in (False, True):
-        out.append(Candidate(_label("group", "global", "mean", merge), "group", "global", "mean", merge))
     out.append(Candidate(_label("lumping", "global", "lamp", True), "lumping", "global", "lamp", True))
     for alloc, norm in (("local", "mean"), ("global", "lamp")):
         for merge in (False, True):
@@ -322,7 +320,8 @@ def render(models: dict, labels: dict[str, bool], ratios, seconds: float) -> str
         lines.append("| parameters kept (Torch-Pruning L1) | " + " | ".join(
             f"{c['params'] / res['params'] * 100:.0f}%" for c in res["rows"][TP_L1]) + " |")
         best = [max((_acc(res["rows"][m][i]) or -1) for m in labels) for i in range(len(ratios))]
-        for label, cells in res["rows"].items():
+        for label in [TP_L1, TP_TAYLOR, *labels]:
+            cells = res["rows"][label]
             ref = None if label not in labels else res["rows"][TP_TAYLOR if labels[label] else TP_L1]
             row = []
             for i, cell in enumerate(cells):
