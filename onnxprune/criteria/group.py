@@ -6,16 +6,18 @@ per-channel values are divided by that member's mean first, so a large layer doe
 one and a member's scale (filter size, BN folding, weight decay) does not matter. And the reduction
 follows the signal path: a channel reaches the output only through every stage of it, what makes
 it (producer filters and norm scales, averaged), depthwise filters it passes (averaged) and what
-reads it (consumer input columns, averaged), so the group score is the geometric mean of the stages. A channel whose next
-layers ignore it scores zero however large its filter; in a residual group every producer of the
-sum and every reader of it count.
+reads it (consumer input columns, averaged), so the group score is the geometric mean of the
+stages. A channel whose next layers ignore it scores zero however large its filter; in a residual
+group every producer of the sum and every reader of it count.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from onnxprune.criteria.magnitude import ScoreDict, consumer_column_energy
+from onnxprune.criteria.magnitude import ScoreDict, consumer_column_energy, producer_sums
 from onnxprune.graph import Analysis, Group
 from onnxprune.graph.context import ParamMember
 
@@ -69,10 +71,6 @@ def per_member_mean(values: np.ndarray) -> np.ndarray:
 
 def _row_norms(analysis: Analysis, g: Group, p: ParamMember) -> np.ndarray:
     """Per channel of the group: the L2 norm of the member's slices along its channel axis (over all
-    the positions a channel owns)."""
-    w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0)
-    rows = np.square(w.reshape(w.shape[0], -1), dtype=np.float64).sum(axis=1)
-    pos, cls = analysis.channels_in(g, p.atoms)
-    out = np.zeros(g.size)
-    np.add.at(out, cls, rows[pos])
-    return np.sqrt(out)
+    the positions a channel owns), read in chunks like the producer norms."""
+    sq = producer_sums(analysis, replace(g, producers=[p]), lambda r: np.square(r, dtype=np.float64).sum(axis=1))[0]
+    return np.sqrt(sq)
