@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from onnxprune.criteria import energy, magnitude
+from onnxprune.criteria import energy, group, magnitude
 from onnxprune.criteria.base import Criterion, DataFree, ScoreContext, Scores
 from onnxprune.criteria.gaussian import GAUSSIAN
 from onnxprune.criteria.gradient import DIRICHLET, SINGULARITY, TAYLOR
@@ -21,6 +21,8 @@ REGISTRY: dict[str, Criterion] = {c.name: c for c in (
     DataFree("bn", magnitude.bn, "|gamma| of the BatchNormalization on the channel (l2 where there is none)"),
     GAUSSIAN,
     DataFree("energy", energy.energy, "expected energy each channel sends into its consumers (BN statistics)"),
+    DataFree("group", group.group_l2, "every member of the channel's group (filters, norm scales, consumer "
+             "columns), each normalised by its mean, combined per stage"),
     DataFree("lumping", merge_scores, "without a ratio: only what is lossless (unread, dead, constant and "
              "proportional channels); with one, the channels nearest to proportional to a kept one fold into it "
              "first", at_zero_ratio="lossless", merges=True),
