@@ -4,7 +4,8 @@ The sections are the CLI's argument groups: score (criterion and its options), a
 (ratio | auto budget | flops | params | latency | explicit removals), transforms (merge, compensate,
 near copies, fine-tuning), data, validation, output. ``validate()`` refuses every combination in which
 an option would be accepted and then not used, and fills the defaults that depend on the mode
-(``--ratio auto`` allocates globally with LAMP and merges; a fixed ratio allocates locally).
+(where pooled scores decide the counts - a ratio, a size target, auto - the default is global LAMP
+allocation with merging, the best measured configuration; per-group modes allocate locally).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from onnxprune.errors import OptionError
 
 # The criterion used when none is named (a single place, so the default can be changed by evidence).
-DEFAULT_CRITERION = "l1"
+DEFAULT_CRITERION = "energy"
 
 @dataclass(frozen=True)
 class ScoreConfig:
@@ -136,6 +137,19 @@ class PruneConfig:
         crit, t = _criterion(self), self.target
         return bool(crit.sizes_itself and t.auto or crit.shares_ratio_by_counts and not t.auto and not t.remove)
 
+    @property
+    def pooled(self) -> bool:
+        """Scores pooled over groups decide how many channels each group loses (the default allocation is
+        then global LAMP, with merging): not for explicit removals or modes that count per group."""
+        crit = _criterion(self)
+        return not (self.target.remove or self.lossless or self.thresholded or self.own_counts
+                    or (self.target.auto and crit.at_zero_ratio == "threshold"))
+
+    @property
+    def default_mode(self) -> str:
+        """The allocation used when --allocation is not given: measured best (README, bench_defaults)."""
+        return "global" if self.pooled else "local"
+
     def validate(self) -> PruneConfig:
         """This config with the mode's defaults filled in; OptionError for anything impossible or unused."""
         _check_values(self)
@@ -146,12 +160,14 @@ class PruneConfig:
         _check_data(self)
         auto = self.target.auto
         a, tr, crit = self.allocation, self.transforms, _criterion(self)
-        merges = crit.merges and not self.lossless or auto and not crit.sizes_itself
+        merges = crit.merges and not self.lossless or (auto or self.pooled) and not crit.sizes_itself \
+            and not self.target.remove
         from onnxprune.data import as_source
 
         return replace(self, data=replace(self.data, source=as_source(self.data.source)),
-                       allocation=replace(a, mode=a.mode or ("global" if auto else "local"),
-                                                normalize=a.normalize or ("lamp" if auto else "mean")),
+                       allocation=replace(a, mode=a.mode or self.default_mode,
+                                                normalize=a.normalize or ("lamp" if (a.mode or self.default_mode)
+                                                                          == "global" else "mean")),
                        transforms=replace(tr, merge=merges if tr.merge is None else tr.merge))
 
 
@@ -280,7 +296,7 @@ def _check_allocation(c: PruneConfig) -> None:
     if c.lossless and [n for n in given if n not in ("ignore",)]:
         _refuse(", ".join(flag[n] for n in given if n != "ignore"), "do(es) not apply to lossless lumping (without "
                 "--ratio): it removes exactly what is lossless; --ignore is the only allocation option it takes")
-    if a.normalize is not None and (a.mode or ("global" if t.auto else "local")) != "global":
+    if a.normalize is not None and (a.mode or c.default_mode) != "global":
         _refuse("--normalize", "applies to --allocation global")
 
 
