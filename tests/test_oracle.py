@@ -1,4 +1,4 @@
-"""Exactness oracle and ratio pruning on every architecture the suite knows (DESIGN.md, Testing)."""
+"""Exactness oracle and ratio pruning on every architecture the suite knows (docs/architecture.md, Testing)."""
 
 from __future__ import annotations
 

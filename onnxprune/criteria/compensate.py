@@ -1,4 +1,4 @@
-"""Mean compensation (METHODS.md section 6): a removed channel's average contribution is added to the
+"""Mean compensation (our design): a removed channel's average contribution is added to the
 biases of its consumers, so the pruned model is right on average. E[a_j] comes from the
 BatchNormalization on the channel under a Gaussian assumption (else, given calibration data, from the
 activations measured in onnxruntime): the BN output is N(beta, gamma^2), and

@@ -1,4 +1,4 @@
-"""The weight-distribution analysis of seed 002 (CWDA): per layer, do the norm criteria even differ?
+"""The weight-distribution analysis after the convolution-weight-distribution assumption (CWDA): per layer, do the norm criteria even differ?
 
 If a layer's filters look i.i.d. Gaussian, l1/l2/fpgm rank them almost identically and l2 scores
 concentrate (coefficient of variation ~ 1/sqrt(2d) for d weights per filter): then the criterion
@@ -70,7 +70,7 @@ def _verdict(cv: float, gaussian_cv: float, rho: dict) -> str:
 
 
 def format_statistics(records: list[dict]) -> str:
-    lines = ["weight distribution per layer (seed 002): normality p, l2 CV vs Gaussian 1/sqrt(2d), "
+    lines = ["weight distribution per layer (CWDA): normality p, l2 CV vs Gaussian 1/sqrt(2d), "
              "min Spearman of l1/l2/fpgm(/bn), mean cosine",
              f"{'group':<40} {'ch':>5} {'p':>8} {'cv':>7} {'1/√2d':>7} {'rho_min':>7} {'cos':>6}  verdict"]
     for r in records:

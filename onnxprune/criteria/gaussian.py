@@ -1,4 +1,4 @@
-"""PFGDF (seed 003), our design from METHODS.md section 2: per layer, fit N(mu, sigma^2) to a scalar
+"""PFGDF (pruning filters via Gaussian distribution features), in our own formulation: per layer, fit N(mu, sigma^2) to a scalar
 feature of each filter; filters inside [mu - k sigma, mu + k sigma] are "insignificant in
 distribution" and go, the distinctive tails stay. The score is |feature - mu| / sigma, so a threshold
 at k prunes the interval (``--gaussian-k``), and a ratio prunes the most central channels first.

@@ -1,4 +1,4 @@
-"""Gradient criteria through the torch twin (METHODS.md sections 4-6): ``taylor``, ``singularity``,
+"""Gradient criteria through the torch twin (gradient-matrix singularity, Dirichlet pruning, Taylor): ``taylor``, ``singularity``,
 ``dirichlet``; and ``finetune`` (recovery by distillation). They need calibration data and torch.
 
 Targets without labels: a classifier-shaped output ([N, classes]) is trained towards the original
@@ -118,7 +118,7 @@ def distillation_loss(outputs, targets, labels=None, hard: bool = False):
 
 def gate_gradients(model: ir.Model, analysis: Analysis, calib: Calibration, progress: bool = True
                    ) -> dict[int, np.ndarray]:
-    """G[n, k] = dL_n/dg_k per prunable group, gates on every read of the channel (METHODS.md 4)."""
+    """G[n, k] = dL_n/dg_k per prunable group, gates on every read of the channel (gradient-matrix singularity)."""
     import torch
 
     from onnxprune.twin.group_gates import GatedTwin, GroupGates
@@ -190,7 +190,7 @@ def singularity_counts(groups: list[Group], red: dict[int, Redundancy], ratio: f
 def dirichlet_scores(model: ir.Model, analysis: Analysis, calib: Calibration, targets: list[list[np.ndarray]],
                      steps_: int | None = None, beta: float = 1.0, alpha0: float = 1.0, sampling: bool = False,
                      samples: int = 4, lr: float = 0.05, progress: bool = True) -> dict[int, np.ndarray]:
-    """Posterior importance phi_k / sum(phi) per group (METHODS.md 5), weights frozen, gates
+    """Posterior importance phi_k / sum(phi) per group (Dirichlet pruning), weights frozen, gates
     K phi / sum(phi) (point) or K s with s ~ Dir(phi) by Gamma rsample (sampling, logits averaged over
     ``samples``), loss = distillation + beta * KL(Dir(phi) || Dir(alpha0)) / batch."""
     import torch

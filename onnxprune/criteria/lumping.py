@@ -1,4 +1,4 @@
-"""Exact lumpability (seed 004), METHODS.md section 3: channels that provably contribute nothing, or
+"""Exact lumpability (lumpability of Markov chains applied to neurons): channels that provably contribute nothing, or
 exactly c > 0 times another channel, are removed or folded into it; outputs do not change.
 
 What each op computes comes from the op registry (``optable.traits``), never from its name:

@@ -1,4 +1,4 @@
-"""Relaxed lumping (METHODS.md section 3, our design): a removed channel j is folded into the kept
+"""Relaxed lumping (our design, after exact lumpability): a removed channel j is folded into the kept
 channel i it is most nearly proportional to, with c = <v_j, v_i> / ||v_i||^2 > 0 (v: the channel's
 producer filters and biases over every producer of the group, BN folded). Consumers then read
 (W_i + c W_j) a_i. Through ReLU (1-Lipschitz, positively homogeneous) a consumer's output moves by at
