@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 
 from onnxprune import __version__
-from onnxprune.config import DEFAULT_CRITERION
+from onnxprune.config import DEFAULT_AUTO_CRITERION, DEFAULT_CRITERION
 from onnxprune.errors import OnnxPruneError, OptionError
 
 
@@ -50,8 +50,11 @@ def _score_options(g) -> None:
     from onnxprune.criteria import REGISTRY
 
     names = ", ".join(f"{n}{' (needs --data and torch)' if c.needs_data else ''}" for n, c in REGISTRY.items())
-    g.add_argument("--criterion", default=DEFAULT_CRITERION, help=f"channel score: {names} (default "
-                   f"{DEFAULT_CRITERION}). " + " ".join(f"{n}: {c.summary}." for n, c in REGISTRY.items()))
+    g.add_argument("--criterion", default=None, help=f"channel score: {names}. Default {DEFAULT_CRITERION} "
+                   f"(with --ratio auto: {DEFAULT_AUTO_CRITERION}), with global LAMP allocation and merging: the "
+                   "best measured against Torch-Pruning L1 (README; tools/bench_defaults.py: 24 of 28 cells won, "
+                   "3 tied, 1 lost, over 4 trained models at ratios 0.1-0.7). "
+                   + " ".join(f"{n}: {c.summary}." for n, c in REGISTRY.items()))
     g.add_argument("--gaussian-k", type=float, default=1.0, metavar="K",
                    help="criterion gaussian without --ratio: prune channels whose feature lies within K "
                         "standard deviations of the layer mean (default 1.0, ~68%% of a Gaussian layer)")
@@ -81,10 +84,10 @@ def _score_options(g) -> None:
 def _allocation_options(g) -> None:
     g.add_argument("--allocation", choices=["local", "global"], default=None,
                    help="local: RATIO of every group; global: RATIO of all channels, under one threshold over "
-                        "scores normalised per group (default: local; global under --ratio auto)")
+                        "scores normalised per group (default: global wherever pooled scores decide the counts, the "
+                        "best measured; local where a criterion counts per group)")
     g.add_argument("--normalize", choices=["mean", "lamp"], default=None,
-                   help="global allocation: divide scores by the group's mean, or LAMP (default: mean; lamp "
-                        "under --ratio auto)")
+                   help="global allocation: divide scores by the group's mean, or LAMP (default: lamp)")
     g.add_argument("--round-to", type=int, default=0, metavar="N",
                    help="keep channel counts at multiples of N (default 0, automatic: multiples of 16 in groups "
                         "of 256 or more channels, the fastest measured at one thread on CPU with onnxruntime "
@@ -134,7 +137,8 @@ def _transform_options(g) -> None:
     g.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
                    help="fold each removed channel into the kept channel it is most nearly proportional to "
                         "(c > 0; relaxed lumping): consumers read c x that channel instead of nothing; the report "
-                        "states the error bound (default: on for --ratio auto and --criterion lumping, else off)")
+                        "states the error bound (default: on wherever pooled scores decide the counts - a ratio, a size target, "
+                        "auto - unless --compensate or --remove is given; off where channels are counted per group)")
     g.add_argument("--compensate", action="store_true",
                    help="fold removed channels' mean contributions (from BatchNormalization statistics, else "
                         "measured on --data) into the consumers' biases where every position reads them alike")

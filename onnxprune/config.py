@@ -18,12 +18,15 @@ from onnxprune.errors import OptionError
 
 # The criterion used when none is named (a single place, so the default can be changed by evidence).
 DEFAULT_CRITERION = "energy"
+# --ratio auto without --criterion: l1 measured best inside the data-free budget search (digits CNN: 38.8%
+# of MACs removed within a point of accuracy; energy stopped at 23.8%).
+DEFAULT_AUTO_CRITERION = "l1"
 
 @dataclass(frozen=True)
 class ScoreConfig:
     """Which criterion scores the channels, and its own options (each read by one criterion only)."""
 
-    criterion: str = DEFAULT_CRITERION
+    criterion: str | None = None  # None: DEFAULT_CRITERION, or DEFAULT_AUTO_CRITERION under --ratio auto
     gaussian_k: float = 1.0
     gaussian_feature: str = "l1"
     gaussian_outside: bool = False
@@ -160,11 +163,13 @@ class PruneConfig:
         _check_data(self)
         auto = self.target.auto
         a, tr, crit = self.allocation, self.transforms, _criterion(self)
+        # merging by default where pooled scores decide, unless --compensate asks for the other recovery
         merges = crit.merges and not self.lossless or (auto or self.pooled) and not crit.sizes_itself \
-            and not self.target.remove
+            and not self.target.remove and not tr.compensate
         from onnxprune.data import as_source
 
-        return replace(self, data=replace(self.data, source=as_source(self.data.source)),
+        return replace(self, score=replace(self.score, criterion=crit.name),
+                       data=replace(self.data, source=as_source(self.data.source)),
                        allocation=replace(a, mode=a.mode or self.default_mode,
                                                 normalize=a.normalize or ("lamp" if (a.mode or self.default_mode)
                                                                           == "global" else "mean")),
@@ -174,7 +179,12 @@ class PruneConfig:
 def _criterion(config: PruneConfig):
     from onnxprune.criteria import criterion
 
-    return criterion(config.score.criterion)
+    return criterion(config.score.criterion or default_criterion(config.target.auto))
+
+
+def default_criterion(auto: bool) -> str:
+    """The criterion used when none is named: the best measured for the mode (see the constants)."""
+    return DEFAULT_AUTO_CRITERION if auto else DEFAULT_CRITERION
 
 
 def _given(section, name: str) -> bool:
@@ -335,7 +345,7 @@ def _check_data(c: PruneConfig) -> None:
                 "none are used here")
 
 
-def from_keywords(ratio: float | str = 0.0, criterion: str = DEFAULT_CRITERION, *, remove=None, validate: bool = True,
+def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, remove=None, validate: bool = True,
                   output=None, seed: int = 0, input_shapes=None, progress: bool = False, allocation: str | None = None,
                   normalize: str | None = None, round_to: int = 0, max_group_ratio: float | None = None,
                   overrides=None, ignore=None, gaussian_k: float = 1.0, gaussian_feature: str = "l1",

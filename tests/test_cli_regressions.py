@@ -122,7 +122,7 @@ def test_auto_honours_gaussian_feature(cli, tmp_path, tiny_files):
     (["--ratio", "0.3", "--singularity-tau", "0.1"], "--singularity-tau"),
     (["--ratio", "0.3", "--lr", "0.1"], "--lr"),
     (["--ratio", "0.3", "--latency-threads", "2"], "--latency-threads"),
-    (["--ratio", "0.3", "--normalize", "lamp"], "--normalize"),
+    (["--ratio", "0.3", "--allocation", "local", "--normalize", "lamp"], "--normalize"),
     (["--criterion", "lumping", "--max-group-ratio", "0.5"], "--max-group-ratio"),
     (["--remove", "conv1:0", "--ignore", "x"], "--ignore"),
     (["--ratio", "0.3", "--no-validate", "--data", str(CALIB)], "--data"),

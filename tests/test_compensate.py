@@ -49,7 +49,8 @@ def test_compensation_keeps_outputs_right_on_average():
     ref = _run(model.SerializeToString(), x)[0].mean(axis=0)
     errors = {}
     for compensate in (False, True):
-        pruned, report = onnxprune.prune(model, ratio=0.5, compensate=compensate, validate=False)
+        pruned, report = onnxprune.prune(model, ratio=0.5, criterion="l1", allocation="local", merge=False,
+                                         compensate=compensate, validate=False)
         out = _run(ir.to_proto(pruned).SerializeToString(), x)[0].mean(axis=0)
         errors[compensate] = np.abs(out - ref).max()
         row = next(g for g in report["groups"] if g["name"] == "conv")
@@ -59,7 +60,7 @@ def test_compensation_keeps_outputs_right_on_average():
 
 def test_no_compensation_through_a_max_pool():
     model, _ = _classifier(pool="MaxPool")
-    _, report = onnxprune.prune(model, ratio=0.5, compensate=True, validate=False)
+    _, report = onnxprune.prune(model, ratio=0.5, criterion="l1", allocation="local", compensate=True, validate=False)
     row = next(g for g in report["groups"] if g["name"] == "conv")
     assert "not compensated: MaxPool 'pool' does not keep the mean" in row["why"]
 
@@ -83,7 +84,8 @@ def test_compensation_from_calibration_data_where_there_is_no_batchnorm(tmp_path
     ref = _run(model.SerializeToString(), x)[0].mean(axis=0)
     errors = {}
     for data in (None, tmp_path / "calib.npz"):
-        pruned, report = onnxprune.prune(model, ratio=0.5, compensate=True, data=data, validate=False)
+        pruned, report = onnxprune.prune(model, ratio=0.5, criterion="l1", allocation="local", compensate=True,
+                                         data=data, validate=False)
         errors[data is not None] = np.abs(_run(ir.to_proto(pruned).SerializeToString(), x)[0].mean(axis=0) - ref).max()
         row = next(g for g in report["groups"] if g["name"] == "conv")
         assert ("mean-compensated from calibration data" in row["why"]) == (data is not None)

@@ -31,7 +31,6 @@ def test_latency_report_structure():
     assert rep["flops_speedup"] == pytest.approx(3.0)
     for s in rep["settings"]:
         assert s["runs"] == 3
-        assert s["speedup_p10"] <= s["speedup"] <= s["speedup_p90"]  # median of the per-block ratios
         assert s["speedup_vs_flops"] == pytest.approx(s["speedup"] / 3.0)
         assert all(np.isfinite(v) and v > 0 for v in s["original_ms"].values())
     # no MACs reduction, nothing to fall short of: no notes, whatever the timings

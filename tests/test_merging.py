@@ -111,7 +111,8 @@ def test_merge_makes_a_trained_cnn_more_accurate_at_the_same_ratio():
     test = np.load(ROOT / "models" / "digits_test.npz")
     acc = {}
     for merge in (False, True):
-        pruned, report = onnxprune.prune(ROOT / "models" / "digits_cnn.onnx", ratio=0.2, merge=merge, validate=False)
+        pruned, report = onnxprune.prune(ROOT / "models" / "digits_cnn.onnx", ratio=0.2, criterion="l1",
+                                         allocation="local", merge=merge, validate=False)
         acc[merge] = dm.onnx_accuracy(ir.to_proto(pruned).SerializeToString(), test["input"], test["labels"])
         assert ("folded into nearly proportional" in " ".join(g["why"] for g in report["groups"])) == merge
     assert acc[True] >= acc[False] + 0.01

@@ -255,7 +255,8 @@ def test_rule_prunes_exactly(case, tmp_path):
     path = _save(case, tmp_path)
     planted, n = plant_dead_channels(path, tmp_path / "planted.onnx", 0.4, seed=1)
     assert n > 0 and planted
-    pruned, report = onnxprune.prune(tmp_path / "planted.onnx", ratio=0.4, output=tmp_path / "out.onnx")
+    pruned, report = onnxprune.prune(tmp_path / "planted.onnx", ratio=0.4, criterion="l1", allocation="local", merge=False,
+                                     output=tmp_path / "out.onnx")
     assert {g["name"]: g["removed"] for g in report["groups"] if g["removed"]} == planted
     for name, o in report["validation"]["outputs"].items():
         assert o["max_rel"] <= 1e-5, (case, name, o)
@@ -272,7 +273,8 @@ def test_rule_freezes_with_reason(case, tmp_path):
     assert first.frozen, first.details()
     assert any(FROZEN[case] in r for r in first.frozen), first.frozen
     # onnxruntime cannot run a custom-domain op, so that model is pruned without validation
-    _, report = onnxprune.prune(path, ratio=0.5, output=tmp_path / "out.onnx", validate=case != "custom_domain")
+    _, report = onnxprune.prune(path, ratio=0.5, criterion="l1", allocation="local", merge=False,
+                                output=tmp_path / "out.onnx", validate=case != "custom_domain")
     row = next(g for g in report["groups"] if g["name"] == first.name)
     assert row["removed"] == 0 and row["frozen"]
 
@@ -310,7 +312,7 @@ def test_shared_weight_is_copied_before_editing(tmp_path):
     path = tmp_path / "shared.onnx"
     onnx.save(g.model(_head(g, g.op("Concat", [a, b], axis=1), 16)), path)
     planted, _ = plant_dead_channels(path, tmp_path / "p.onnx", 0.25)
-    _, rep = onnxprune.prune(tmp_path / "p.onnx", ratio=0.25)
+    _, rep = onnxprune.prune(tmp_path / "p.onnx", ratio=0.25, criterion="l1", allocation="local", merge=False)
     assert {x["name"]: x["removed"] for x in rep["groups"] if x["removed"]} == planted
     assert all(o["max_rel"] <= 1e-5 for o in rep["validation"]["outputs"].values())
 
