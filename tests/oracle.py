@@ -39,13 +39,13 @@ def plant_dead_channels(model, out_path: Path, ratio: float, seed: int = 0) -> t
     for p in an.params:
         dead = dead_root[an.roots[p.atoms]]
         if dead.any() and (p.role in ("consumer", "producer") or (p.node.op_type, p.input_index) in _ADDITIVE):
-            _zero_positions(p, dead)
+            zero_positions(p, dead)
     ir.save(m, out_path)
     planted = {an.groups[gid].name: len(cls) for gid, cls in plan.removed.items()}
     return planted, len(an.prunable_groups)
 
 
-def _zero_positions(p: ParamMember, dead: np.ndarray) -> None:
+def zero_positions(p: ParamMember, dead: np.ndarray) -> None:
     v = p.value
     arr = np.array(v.const_value.numpy(), copy=True)
     if p.blocks > 1:
