@@ -197,7 +197,7 @@ def producer(b: Builder, kind: str, layout: str, name: str = "p", cout: int = C,
     return T(y, len(b.shape(x)) - 1)
 
 
-def consumer(b: Builder, t: T) -> str:
+def consumer(b: Builder, t: T, name: str = "q") -> str:
     """A Conv/ConvTranspose/Gemm/MatMul that reads ``t``'s channel axis (the last axis if mixed)."""
     rng = b.rng
     elem = b.elem_of(t.name)
@@ -217,9 +217,9 @@ def consumer(b: Builder, t: T) -> str:
     if r == 4 and a == 1:
         if rng.random() < 0.7:
             kk = int(rng.choice([1, 3]))
-            return b.op("Conv", [x, b.const(b.weight(k, c, kk, kk)), b.const(b.weight(k))], name="q",
+            return b.op("Conv", [x, b.const(b.weight(k, c, kk, kk)), b.const(b.weight(k))], name=name,
                         kernel_shape=[kk, kk], pads=[kk // 2] * 4)
-        return b.op("ConvTranspose", [x, b.const(b.weight(c, k, 3, 3)), b.const(b.weight(k))], name="q",
+        return b.op("ConvTranspose", [x, b.const(b.weight(c, k, 3, 3)), b.const(b.weight(k))], name=name,
                     kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     if r == 2 and a == 1 and rng.random() < 0.6:
         trans_b = int(rng.integers(2))
@@ -227,13 +227,13 @@ def consumer(b: Builder, t: T) -> str:
         if rng.random() < 0.3:
             attrs["alpha"] = float(rng.choice([0.5, -2.0]))
         w = b.weight(k, c) if trans_b else b.weight(c, k)
-        return b.op("Gemm", [x, b.const(w), b.const(b.weight(k))], name="q", **attrs)
+        return b.op("Gemm", [x, b.const(w), b.const(b.weight(k))], name=name, **attrs)
     if r == 2 and a == 0:
-        return b.op("Gemm", [x, b.const(b.weight(c, k)), b.const(b.weight(k))], name="q", transA=1)
+        return b.op("Gemm", [x, b.const(b.weight(c, k)), b.const(b.weight(k))], name=name, transA=1)
     if a != r - 1:
         perm = [i for i in range(r) if i != a] + [a]
         x = b.op("Transpose", [x], perm=perm)
-    return b.op("MatMul", [x, b.const(b.weight(c, k))], name="q")
+    return b.op("MatMul", [x, b.const(b.weight(c, k))], name=name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -922,8 +922,12 @@ def _expand(b: Builder, t: T) -> T:
         return T(b.op("Expand", [x, b.ints([1, shape[1], HW, HW])]), 1)
     if kind == "batch":
         return T(b.op("Expand", [x, b.ints([2] + [1] * (r - 1))]), t.axis)
-    if kind == "ones":
-        return T(b.op("Expand", [x, b.ints([1] * int(rng.integers(1, r + 1)))]), t.axis)
+    if kind == "ones":  # a shorter shape broadcasts from the right; its last entry may equal the channel count
+        k = int(rng.integers(1, r + 1))
+        tail = [1] * k
+        if rng.random() < 0.5 and shape[-1] == 1 or shape[-1] == shape[t.axis]:
+            tail[-1] = shape[-1]
+        return T(b.op("Expand", [x, b.ints(tail)]), t.axis)
     return T(b.op("Expand", [x, b.ints(shape)]), t.axis)
 
 
@@ -1063,11 +1067,16 @@ def make_case(seed: int, attempt: int = 0, dtype=None) -> Case | None:
     try:
         p = producer(b, kind, layout)
         y = tpl.build(b, p)
-        out = consumer(b, y)
-        model = b.model([out])
+        if y.axis is not None and rng.random() < 0.35:  # compose: a second op after the first
+            follow = [t for ts in TEMPLATES.values() for t in ts
+                      if t.since <= opset <= t.until and (dt == np.float32 or t.fp16)]
+            y = follow[int(rng.integers(len(follow)))].build(b, y)
+        outs = [consumer(b, y)]
+        if rng.random() < 0.15:  # fan-out: the producer is also read by a consumer of its own
+            outs.append(consumer(b, p, name="q2"))
+        model = b.model(outs)
         onnx.checker.check_model(model, full_check=True)
-    except (Unbuildable, onnx.checker.ValidationError, onnx.shape_inference.InferenceError, IndexError,
-            ValueError):
+    except Exception:  # noqa: BLE001  # random choices that make no valid graph (checked by valid_case)
         return None
     prod = next(n for n in model.graph.node if n.name == "p")
     planted = _plant(model, prod, rng)

@@ -216,3 +216,21 @@ def test_quantized_model_prunes_nothing_and_still_runs():
     assert report["channels_removed"] == 0
     feeds = _feeds(model)
     np.testing.assert_array_equal(run(ir.to_proto(pruned), feeds)[0], run(model, feeds)[0])
+
+
+# -- Expand --------------------------------------------------------------------------------------
+
+
+def test_expand_shape_shorter_than_the_rank_is_aligned_from_the_right():
+    """[1, 8, 8, 8] expanded by shape [8]: the entry meets the last axis (a spatial one), not the channel
+    axis; read as the channel count it was rewritten to the new count and broke the graph."""
+    node = helper.make_node("Expand", ["pc", "shape"], ["t"], name="expand")
+    model = _conv_op_conv([node], {"shape": np.array([8], np.int64)})
+    assert _frozen_reasons(model) == []
+    _assert_removal_exact(model, [0, 5])
+
+
+def test_expand_literal_channel_count_is_rewritten():
+    node = helper.make_node("Expand", ["pc", "shape"], ["t"], name="expand")
+    model = _conv_op_conv([node], {"shape": np.array([2, C, 1, 1], np.int64)})
+    _assert_removal_exact(model, [3])

@@ -341,7 +341,8 @@ def expand(ctx: NodeContext) -> None:
     rin, rout = ctx.rank(ctx.input(0)), ctx.rank(ctx.node.outputs[0])
     axis = d.axis + rout - rin
     spec = shapes.reshape_target(ctx, [None] * (rout - rin) + ctx.known_shape(ctx.input(0)))
-    entry = spec[axis] if axis < len(spec) else None
+    k = axis - (rout - len(spec))  # the shape broadcasts from the right: its entry k meets output axis ``axis``
+    entry = spec[k] if k >= 0 else None
     if entry is None:
         pass  # shorter shape: broadcast leaves the channel axis as it is
     elif entry.literal and entry.size not in (1, len(d.atoms)):
