@@ -70,7 +70,9 @@ class Builder:
         self.feeds: dict[str, np.ndarray] = {}
         self.n = 0
         self._shapes: dict[str, list[int]] = {}
-        self.hw = int(rng.choice([HW, HW, 8]))  # 8: room for reshapes that divide by the channel count
+        self.hw = int(rng.choice([HW, HW, 8]))
+        self.share = bool(rng.random() < 0.5)
+        self._int_consts: dict[tuple, str] = {}  # 8: room for reshapes that divide by the channel count
 
     @property
     def elem(self) -> int:
@@ -99,7 +101,14 @@ class Builder:
         return name
 
     def ints(self, values) -> str:
-        return self.const(np.array(values, dtype=np.int64))
+        """An int64 constant; identical ones are often shared, as exporters and optimisers do, so a
+        rewrite of one node's literal must not change another's."""
+        arr = np.array(values, dtype=np.int64)
+        key = (arr.shape, arr.tobytes())
+        if key in self._int_consts and self.share:
+            return self._int_consts[key]
+        self._int_consts[key] = name = self.const(arr)
+        return name
 
     def weight(self, *shape: int, scale: float = 0.5) -> np.ndarray:
         return self.rng.standard_normal(shape) * scale
