@@ -32,6 +32,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+from oracle import zero_positions
 
 from onnxprune.api import load_normalized, make_plan
 from onnxprune.criteria.lumping import lumping_plan
@@ -39,7 +40,6 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import analyze_groups
 from onnxprune.plan import Plan, plan_from_removals
 from onnxprune.surgery import apply_plan
-from oracle import zero_positions
 
 C = 8  # channels of the producer under test
 HW = 6  # spatial size
@@ -954,7 +954,7 @@ def _shape(b: Builder, t: T) -> T:
     rng = b.rng
     shape = b.shape(t.name)
     r = len(shape)
-    kind = rng.choice(["same", "gather_concat", "start", "arith"])
+    kind = rng.choice(["same", "gather_concat", "start", "arith", "flatten"])
     y = b.op("Relu", [t.name])
     if kind == "same":
         return T(b.op("Reshape", [y, b.op("Shape", [t.name])]), t.axis)
@@ -963,6 +963,10 @@ def _shape(b: Builder, t: T) -> T:
         head = b.op("Shape", [t.name], end=r - len(b.shape(s)))
         return T(b.op("Reshape", [y, b.op("Concat", [head, s], axis=0)]), t.axis)
     s = b.op("Shape", [t.name])
+    if kind == "flatten":  # x.view(x.size(0), -1)
+        head = b.op("Slice", [s, b.ints([0]), b.ints([1])] + ([b.ints([0])] if rng.random() < 0.5 else []))
+        flat = b.op("Reshape", [y, b.op("Concat", [head, b.ints([-1])], axis=0)])
+        return T(flat, 1 if t.axis >= 1 else None)
     if kind == "arith":  # a channel count computed with: 2 * C entries
         g = b.op("Gather", [s, b.ints([t.axis])], axis=0)
         g2 = b.op("Mul", [g, b.ints([2])])

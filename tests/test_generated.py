@@ -33,7 +33,8 @@ def _gemm_bias_row(case):
 
 
 def _gemm_coefficients(case):
-    return any(_attr(n, k) is not None and _attr(n, k).f != 1.0 for n in _nodes(case, "Gemm") for k in ("alpha", "beta"))
+    return any(_attr(n, k) is not None and _attr(n, k).f != 1.0
+               for n in _nodes(case, "Gemm") for k in ("alpha", "beta"))
 
 
 def _pad_value_attribute(case):

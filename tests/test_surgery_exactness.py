@@ -234,3 +234,13 @@ def test_expand_literal_channel_count_is_rewritten():
     node = helper.make_node("Expand", ["pc", "shape"], ["t"], name="expand")
     model = _conv_op_conv([node], {"shape": np.array([2, C, 1, 1], np.int64)})
     _assert_removal_exact(model, [3])
+
+
+def test_reshape_to_the_shape_of_a_tensor_with_the_same_channels_prunes_exactly():
+    """Reshape(Relu(x), Shape(x)): Shape reads x's channel count, which is Relu(x)'s too, before and after."""
+    nodes = [helper.make_node("Relu", ["pc"], ["r"], name="relu"),
+             helper.make_node("Shape", ["pc"], ["s"], name="shape"),
+             helper.make_node("Reshape", ["r", "s"], ["t"], name="reshape")]
+    model = _conv_op_conv(nodes, {})
+    assert _frozen_reasons(model) == []
+    _assert_removal_exact(model, [1, 2, 7])
