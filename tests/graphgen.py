@@ -72,6 +72,7 @@ class Builder:
         self._shapes: dict[str, list[int]] = {}
         self.hw = int(rng.choice([HW, HW, 8]))
         self.share = bool(rng.random() < 0.5)
+        self.main: tuple[str, str] | None = None  # (kind, layout) of producer "p", for second producers
         self._int_consts: dict[tuple, str] = {}  # 8: room for reshapes that divide by the channel count
 
     @property
@@ -224,6 +225,9 @@ def consumer(b: Builder, t: T, name: str = "q") -> str:
     c = shape[a]
     k = 5
     if r == 4 and a == 1:
+        if c % 2 == 0 and rng.random() < 0.15:  # grouped: each half of the channels feeds its own outputs
+            return b.op("Conv", [x, b.const(b.weight(6, c // 2, 1, 1)), b.const(b.weight(6))], name=name,
+                        kernel_shape=[1, 1], group=2)
         if rng.random() < 0.7:
             kk = int(rng.choice([1, 3]))
             return b.op("Conv", [x, b.const(b.weight(k, c, kk, kk)), b.const(b.weight(k))], name=name,
@@ -285,7 +289,12 @@ def _operand(b: Builder, t: T, positive: bool = False) -> str:
     """A second operand: scalar, per-channel or full constant, a graph input, or another tracked tensor."""
     rng = b.rng
     shape = b.shape(t.name)
-    kind = rng.choice(["scalar", "channel", "full", "input", "self", "other"])
+    kind = rng.choice(["scalar", "channel", "full", "input", "self", "other", "producer"])
+    if kind == "producer" and b.main is not None:  # a second producer from the same input: two groups coupled
+        p2 = producer(b, *b.main, name=b.name("p"), x=b.inputs[0].name)
+        if b.shape(p2.name) == shape and p2.axis == t.axis:
+            return b.op("Add", [b.op("Abs", [p2.name]), b.const(np.array(0.5))]) if positive else p2.name
+        kind = "self"
     fix = (lambda a: np.abs(a) + 0.5) if positive else (lambda a: a)
     if kind == "scalar":
         return b.const(fix(b.weight(1)) if rng.random() < 0.5 else np.array(fix(b.weight(1))[0]))
@@ -1079,6 +1088,7 @@ def make_case(seed: int, attempt: int = 0, dtype=None) -> Case | None:
     kind = str(rng.choice(PRODUCERS))
     try:
         p = producer(b, kind, layout)
+        b.main = (kind, layout)
         y = tpl.build(b, p)
         if y.axis is not None and rng.random() < 0.35:  # compose: a second op after the first
             follow = [t for ts in TEMPLATES.values() for t in ts

@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"not a registry op with generator templates: {', '.join(unknown)}")
         n = len(graphgen.OPS)
         idx = sorted(graphgen.OPS.index(o) for o in args.op)
-        seeds = [args.start + k * n + i for k in range(-(-args.seeds // len(idx))) for i in idx][:args.seeds]
+        base = args.start - args.start % n  # seed s builds a case for OPS[s % n]
+        seeds = [s for k in range(-(-args.seeds // len(idx)) + 1) for i in idx
+                 if (s := base + k * n + i) >= args.start][:args.seeds]
     t0 = time.perf_counter()
     table: dict[str, Counter] = defaultdict(Counter)
     per_check: dict[str, Counter] = defaultdict(Counter)
