@@ -12,7 +12,7 @@ from onnx import numpy_helper
 
 from onnxprune.graph.optable import TABLE
 
-CHUNKS, PER_CHUNK = 10, 60  # 600 cases: every op about five times; ~2 s of CPU per chunk
+CHUNKS, PER_CHUNK = 10, 100  # 1000 cases: every op about nine times; ~2 s of CPU per chunk
 
 # Lumping defects owned by the criteria (onnxprune/criteria/lumping.py), found by this generator and
 # reported there; their cases still run the remove and ratio checks, and lumping everywhere else.
@@ -60,6 +60,10 @@ def _crop_extrapolation(case):
                for n in _nodes(case, "Resize"))
 
 
+def _fp16_batchnorm(case):
+    return case.dtype == np.float16 and bool(_nodes(case, "BatchNormalization"))
+
+
 LUMPING_KNOWN = {
     "Gemm bias of shape [1, N]: IndexError in lumping.producer_vectors": _gemm_bias_row,
     "Gemm alpha/beta ignored by constant-channel folds and merges": _gemm_coefficients,
@@ -67,6 +71,9 @@ LUMPING_KNOWN = {
     "Split -> one piece through another op -> Concat: positions merged as if proportional": _split_then_concat,
     "channels of one producer coupled by a Reshape (head split) are merged with each other": _reshape_couples,
     "Resize tf_crop_and_resize with a non-zero extrapolation_value taken as mapping 0 to 0": _crop_extrapolation,
+    # not the plan: the lumping path folds BatchNormalization into the Conv first (load_normalized(fold_bn=True)),
+    # which is not exact in fp16; a discontinuous op after it (Ceil) turns the rounding into a whole unit
+    "BatchNormalization folded before lumping changes fp16 outputs even when nothing is removed": _fp16_batchnorm,
 }
 
 
