@@ -42,13 +42,13 @@ def plant_dead_channels(model, out_path: Path, ratio: float, seed: int = 0,
         dead = dead_root[an.roots[p.atoms]]
         roles = ("consumer", "producer") if zero_consumers else ("producer",)
         if dead.any() and (p.role in roles or (p.node.op_type, p.input_index) in _ADDITIVE):
-            _zero_positions(p, dead)
+            zero_positions(p, dead)
     ir.save(m, out_path)
     planted = {an.groups[gid].name: len(cls) for gid, cls in plan.removed.items()}
     return planted, len(an.prunable_groups)
 
 
-def _zero_positions(p: ParamMember, dead: np.ndarray) -> None:
+def zero_positions(p: ParamMember, dead: np.ndarray) -> None:
     v = p.value
     arr = np.array(v.const_value.numpy(), copy=True)
     if p.blocks > 1:

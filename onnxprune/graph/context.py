@@ -181,6 +181,24 @@ class NodeContext:
         """Each of ``blocks`` equal runs of ``atoms`` (its ``unit``) must lose the same number of channels."""
         self.analysis.balances.append((np.asarray(atoms).reshape(blocks, -1), self.where, unit))
 
+    def computed_weight(self, i: int, out_axis: int) -> None:
+        """Weight input ``i`` is not a constant (a quantized model's DequantizeLinear, a weight computed
+        from inputs): nothing it reads or makes can be sliced. Its output channels become a frozen group,
+        so the analysis says why instead of showing no group at all."""
+        w = self.input(i)
+        src = w.producer() if w is not None else None
+        if src is None:
+            why = f"its weight '{w.name if w is not None else '?'}' is a graph input, not a constant"
+        else:
+            why = (f"its weight '{w.name}' is computed by {src.op_type} node '{src.name}', not stored as a constant"
+                   + (" (a quantized model: prune the float model, then quantize)"
+                      if src.op_type in ("DequantizeLinear", "QuantizeLinear") else ""))
+        self.freeze_inputs(why)
+        out = self.node.outputs[0]
+        shape = self.shape(out)
+        if shape is not None and out_axis < len(shape) and isinstance(shape[out_axis], int):
+            self.set_output(0, out_axis, self.frozen_source(out, shape[out_axis], why))
+
     def freeze_inputs(self, reason: str) -> None:
         for i, v in enumerate(self.node.inputs):
             d = self.analysis.dims.get(v) if v is not None else None

@@ -128,26 +128,44 @@ def _analyze_once(model: ir.Model) -> Analysis:
     for value in an.shape_vecs:
         if value.is_graph_output() or any(u.node.graph is not graph for u in value.uses()):
             _freeze_shape_readers(an, value, f"shape tensor '{value.name}' leaves the graph or enters a subgraph")
+    owners = _subgraph_owners(graph)
     for value, d in an.dims.items():
         if value.is_graph_output():
             an.store.freeze(d.atoms, f"tensor '{value.name}' is a graph output")
         for use in value.uses():
             if use.node.graph is not graph:
-                an.store.freeze(d.atoms, f"tensor '{value.name}' is used inside a subgraph of "
-                                         f"'{_outer_node_name(use.node, graph)}'")
+                owner = owners.get(id(use.node.graph))
+                where = f"{owner.op_type} node '{owner.name}'" if owner is not None else "a node"
+                an.store.freeze(d.atoms, f"tensor '{value.name}' is used inside a subgraph of {where} "
+                                         "(control flow is not followed)")
     _build_groups(an)
     return an
 
 
-def _outer_node_name(node: ir.Node, graph: ir.Graph) -> str:
-    g = node.graph
-    while g is not None and g is not graph:
-        parent = getattr(g, "parent", None)
-        if parent is None:
-            break
-        node = parent
-        g = node.graph
-    return node.name or node.op_type
+def _subgraph_owners(graph: ir.Graph) -> dict[int, ir.Node]:
+    """id of every (nested) subgraph -> the node of ``graph`` (If, Loop, Scan...) that holds it."""
+    owners: dict[int, ir.Node] = {}
+
+    def visit(g: ir.Graph, top: ir.Node) -> None:
+        owners[id(g)] = top
+        for node in g:
+            for sub in _node_subgraphs(node):
+                visit(sub, top)
+
+    for node in graph:
+        for sub in _node_subgraphs(node):
+            visit(sub, node)
+    return owners
+
+
+def _node_subgraphs(node: ir.Node) -> list[ir.Graph]:
+    subs = []
+    for a in node.attributes.values():
+        if a.type == ir.AttributeType.GRAPH:
+            subs.append(a.value)
+        elif a.type == ir.AttributeType.GRAPHS:
+            subs.extend(a.value)
+    return subs
 
 
 def _run_rule(an: Analysis, node: ir.Node) -> None:

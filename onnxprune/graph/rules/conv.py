@@ -8,15 +8,10 @@ from onnxprune.graph.context import NodeContext, RuleUnsupported
 from onnxprune.graph.edit import set_int_attr
 
 
-def _weight(ctx: NodeContext):
-    w = ctx.input(1)
-    if w is None or w.const_value is None:
-        raise RuleUnsupported("weight is computed at run time")
-    return w.const_value.shape
-
-
 def conv(ctx: NodeContext) -> None:
-    wshape = _weight(ctx)
+    if not ctx.is_const(1):
+        return ctx.computed_weight(1, 1)
+    wshape = ctx.input(1).const_value.shape
     m, cin_per_group = wshape[0], wshape[1]
     g = ctx.attr_int("group", 1)
     cin = cin_per_group * g
@@ -55,7 +50,9 @@ def conv(ctx: NodeContext) -> None:
 
 
 def conv_transpose(ctx: NodeContext) -> None:
-    wshape = _weight(ctx)
+    if not ctx.is_const(1):
+        return ctx.computed_weight(1, 1)
+    wshape = ctx.input(1).const_value.shape
     cin, m_per_group = wshape[0], wshape[1]
     g = ctx.attr_int("group", 1)
     d = ctx.take(0)

@@ -110,6 +110,7 @@ def reshape(ctx: NodeContext) -> None:
             atoms = np.tile(np.repeat(d.atoms, inner), outer)
             if spec[j].kind in ("copy", "dim") and not (j == a and a0 == a and a1 == a + 1):
                 raise RuleUnsupported("a copied entry stands for a merged channel axis")
+            _check_copies(spec, a, j)
             rewrite_literal(j, atoms)
             ctx.set_output(0, j, atoms)
             return
@@ -122,6 +123,7 @@ def reshape(ctx: NodeContext) -> None:
             if _same_prod(t[j:k], [s[a]]) and isinstance(t[k - 1], int):
                 if spec[k - 1].kind in ("copy", "dim"):
                     raise RuleUnsupported("a copied entry stands for the split channel axis")
+                _check_copies(spec, a, k - 1)
                 grid = d.atoms.reshape(-1, t[k - 1])
                 for row in grid[1:]:
                     ctx.couple(grid[0], row)
@@ -129,6 +131,14 @@ def reshape(ctx: NodeContext) -> None:
                 ctx.set_output(0, k - 1, grid[0])
                 return
     raise RuleUnsupported(f"it reshapes the channel axis in a way no rule covers ({s} -> {t})")
+
+
+def _check_copies(spec: list, a: int, j: int) -> None:
+    """A target entry that copies input axis ``a`` (a 0, or the Shape of it) anywhere but at the output
+    channel axis ``j`` would carry the new channel count into an axis that is not the channel axis."""
+    if a < len(spec) and a != j and spec[a].kind == "copy":
+        raise RuleUnsupported(f"target entry {a} copies the channel count into output axis {a}, "
+                              f"but the channels land on axis {j}")
 
 
 def _target_dims(s: list, spec: list) -> list:
@@ -331,7 +341,8 @@ def expand(ctx: NodeContext) -> None:
     rin, rout = ctx.rank(ctx.input(0)), ctx.rank(ctx.node.outputs[0])
     axis = d.axis + rout - rin
     spec = shapes.reshape_target(ctx, [None] * (rout - rin) + ctx.known_shape(ctx.input(0)))
-    entry = spec[axis] if axis < len(spec) else None
+    k = axis - (rout - len(spec))  # the shape broadcasts from the right: its entry k meets output axis ``axis``
+    entry = spec[k] if k >= 0 else None
     if entry is None:
         pass  # shorter shape: broadcast leaves the channel axis as it is
     elif entry.literal and entry.size not in (1, len(d.atoms)):

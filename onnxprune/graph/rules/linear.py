@@ -11,9 +11,7 @@ def gemm(ctx: NodeContext) -> None:
     if not ctx.is_const(1):
         if ctx.dim(1) is not None:
             raise RuleUnsupported("B is an activation that carries channels")
-        if ctx.dim(0) is not None:
-            raise RuleUnsupported("B is computed at run time, so A's channels cannot be removed")
-        return
+        return ctx.computed_weight(1, 1)
     bshape = ctx.input(1).const_value.shape
     k_axis_b, n_axis_b = (1, 0) if trans_b else (0, 1)
     d = ctx.take(0)
@@ -45,6 +43,8 @@ def matmul(ctx: NodeContext) -> None:
             raise RuleUnsupported("1-D operand")
         return
     rout = ctx.rank(ctx.node.outputs[0])
+    if not ctx.is_const(1) and ctx.dim(1) is None and _from_constants(b):
+        return ctx.computed_weight(1, rout - 1)
     da, db = ctx.take(0), ctx.take(1)
     out_axis, out_atoms = None, None
     # Contraction axis: A's last and B's second to last must lose the same channels.
@@ -79,3 +79,9 @@ def matmul(ctx: NodeContext) -> None:
         raise RuleUnsupported("A carries channels on its rows while B makes new ones")
     if out_axis is not None:
         ctx.set_output(0, out_axis, out_atoms)
+
+
+def _from_constants(v) -> bool:
+    """A tensor computed from constants alone by one node (a DequantizeLinear of stored int8 weights)."""
+    node = v.producer()
+    return node is not None and all(x is None or x.const_value is not None for x in node.inputs)

@@ -38,7 +38,8 @@ def pad(ctx: NodeContext) -> None:
 
 
 def resize(ctx: NodeContext) -> None:
-    """Resize/Upsample: the channel scale must be 1; a literal channel size is rewritten."""
+    """Resize/Upsample: the channel axis must come out as it went in (scale 1, size unchanged, no crop
+    on it, no aspect-ratio policy that rescales it); a literal channel size is then rewritten."""
     d = ctx.take_data_input()
     if d is None:
         return
@@ -50,16 +51,28 @@ def resize(ctx: NodeContext) -> None:
         return
     k = axes.index(d.axis)
     if ctx.node.op_type == "Upsample" or ctx.opset < 11:
-        scales = ctx.attr_ints("scales") if "scales" in ctx.node.attributes else None
+        # Upsample-7/8 state scales as a float attribute; Upsample-9 and Resize-10 as input 1.
+        a = ctx.node.attributes.get("scales")
+        scales = list(a.as_floats()) if a is not None else None
         if scales is None:
-            scales = ctx.node.attributes["scales"].as_floats() if "scales" in ctx.node.attributes else (
-                ctx.const(1).tolist() if ctx.const(1) is not None else None)
-        if scales is None:
-            raise RuleUnsupported("scales are computed at run time")
+            arr = ctx.const(1)
+            if arr is None:
+                raise RuleUnsupported("scales are computed at run time")
+            scales = arr.astype(np.float64).ravel().tolist()
+        if len(scales) != r:
+            raise RuleUnsupported(f"{len(scales)} scales for a rank-{r} input")
         if float(scales[k]) != 1.0:
             raise RuleUnsupported("it scales the channel axis")
         ctx.set_output(0, d.axis, d.atoms)
         return
+    if _string_attr(ctx, "keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise RuleUnsupported("its keep_aspect_ratio_policy rescales every resized axis, the channel axis among them")
+    if _string_attr(ctx, "coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
+        roi = ctx.const(1) if ctx.input(1) is not None and ctx.input(1).name else None
+        if roi is None and ctx.input(1) is not None and ctx.input(1).name:
+            raise RuleUnsupported("roi is computed at run time")
+        if roi is None or roi.size != 2 * len(axes) or (float(roi[k]), float(roi[k + len(axes)])) != (0.0, 1.0):
+            raise RuleUnsupported("tf_crop_and_resize crops the channel axis (its roi is not [0, 1] there)")
     scales = ctx.input(2)
     sizes = ctx.input(3)
     if scales is not None and scales.name and (scales.const_value is None or scales.const_value.size > 0):
@@ -73,6 +86,9 @@ def resize(ctx: NodeContext) -> None:
         if arr is None:
             raise RuleUnsupported("sizes are computed at run time")
         if arr.size:
+            n = ctx.size(ctx.input(0), d.axis)
+            if int(arr[k]) != n:
+                raise RuleUnsupported(f"its sizes resize the channel axis ({n} -> {int(arr[k])})")
             atoms = d.atoms
             node = ctx.node
 
@@ -83,3 +99,8 @@ def resize(ctx: NodeContext) -> None:
 
             ctx.rewrite("Resize sizes", _rewrite)
     ctx.set_output(0, d.axis, d.atoms)
+
+
+def _string_attr(ctx: NodeContext, name: str, default: str) -> str:
+    a = ctx.node.attributes.get(name)
+    return a.as_string() if a is not None else default

@@ -213,7 +213,7 @@ def reshape_target(ctx: NodeContext, in_shape: list) -> list[TargetEntry]:
                 out.append(TargetEntry("infer"))
             else:
                 out.append(TargetEntry("literal", e.literal, _writer(e.source)))
-        elif e.value is x and e.axis == j and e.is_plain_dim:
+        elif e.is_plain_dim and e.axis == j and (e.value is x or _same_channels(ctx.analysis, e.value, x, j)):
             out.append(TargetEntry("copy", in_shape[j]))
         elif reads_channels(ctx.analysis, e):
             raise RuleUnsupported("its target reads a channel count at another position")
@@ -223,6 +223,14 @@ def reshape_target(ctx: NodeContext, in_shape: list) -> list[TargetEntry]:
         else:
             out.append(TargetEntry("dim", None))
     return out
+
+
+def _same_channels(an, v: ir.Value, x: ir.Value, axis: int) -> bool:
+    """``v`` carries on ``axis`` exactly the channels ``x`` carries there (x = Relu(v), a residual
+    branch...), so its size there is x's channel count before and after pruning."""
+    dv, dx = an.dims.get(v), an.dims.get(x)
+    return (dv is not None and dx is not None and dv.axis == dx.axis == axis
+            and np.array_equal(dv.atoms, dx.atoms))
 
 
 def _writer(source):
