@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import graphgen
 import numpy as np
-import onnx
 import pytest
 from onnx import numpy_helper
 
@@ -14,89 +13,21 @@ from onnxprune.graph.optable import TABLE
 
 CHUNKS, PER_CHUNK = 10, 100  # 1000 cases: every op about nine times; ~2 s of CPU per chunk
 
-# Lumping defects owned by the criteria (onnxprune/criteria/lumping.py), found by this generator and
-# reported there; their cases still run the remove and ratio checks, and lumping everywhere else.
-# Each entry: why, and the predicate on the generated model that recognises the class.
-
-
-def _nodes(case, op):
-    return [n for n in case.model.graph.node if n.op_type == op]
-
-
 def _attr(node, name, default=None):
     return next((a for a in node.attribute if a.name == name), default)
 
 
-def _gemm_bias_row(case):
-    inits = {t.name: t for t in case.model.graph.initializer}
-    return any(len(n.input) > 2 and n.input[2] in inits and len(inits[n.input[2]].dims) == 2
-               for n in _nodes(case, "Gemm"))
-
-
-def _gemm_coefficients(case):
-    return any(_attr(n, k) is not None and _attr(n, k).f != 1.0
-               for n in _nodes(case, "Gemm") for k in ("alpha", "beta"))
-
-
-def _pad_value_attribute(case):
-    return any(_attr(n, "value") is not None and _attr(n, "value").f != 0 for n in _nodes(case, "Pad"))
-
-
-def _split_then_concat(case):
-    return bool(_nodes(case, "Split")) and bool(_nodes(case, "Concat"))
-
-
-def _reshape_couples(case):
-    """A Reshape that adds axes (a head split or shuffle of the channel axis) couples channels of one
-    producer."""
-    m = onnx.shape_inference.infer_shapes(case.model, data_prop=True)
-    rank = {v.name: len(v.type.tensor_type.shape.dim) for v in [*m.graph.value_info, *m.graph.output, *m.graph.input]
-            if v.type.tensor_type.HasField("shape")}
-    return any(rank.get(n.output[0], 0) > rank.get(n.input[0], 0) for n in _nodes(case, "Reshape"))
-
-
-def _crop_extrapolation(case):
-    return any(_attr(n, "extrapolation_value") is not None and _attr(n, "extrapolation_value").f != 0
-               for n in _nodes(case, "Resize"))
-
-
-def _fp16_batchnorm(case):
-    return case.dtype == np.float16 and bool(_nodes(case, "BatchNormalization"))
-
-
-LUMPING_KNOWN = {
-    "Gemm bias of shape [1, N]: IndexError in lumping.producer_vectors": _gemm_bias_row,
-    "Gemm alpha/beta ignored by constant-channel folds and merges": _gemm_coefficients,
-    "Pad value attribute (opset <= 10) taken as mapping 0 to 0": _pad_value_attribute,
-    "Split -> one piece through another op -> Concat: positions merged as if proportional": _split_then_concat,
-    "channels of one producer coupled by a Reshape (head split) are merged with each other": _reshape_couples,
-    "Resize tf_crop_and_resize with a non-zero extrapolation_value taken as mapping 0 to 0": _crop_extrapolation,
-    # not the plan: the lumping path folds BatchNormalization into the Conv first (load_normalized(fold_bn=True)),
-    # which is not exact in fp16; a discontinuous op after it (Ceil) turns the rounding into a whole unit
-    "BatchNormalization folded before lumping changes fp16 outputs even when nothing is removed": _fp16_batchnorm,
-}
-
-
-def lumping_known(case) -> str | None:
-    return next((why for why, pred in LUMPING_KNOWN.items() if pred(case)), None)
-
-
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_generated_graphs_prune_exactly(chunk):
-    failures, lumping_checked = [], 0
+    failures = []
     for seed in range(chunk * PER_CHUNK, (chunk + 1) * PER_CHUNK):
         case, ref = graphgen.valid_case(seed)
-        checks = ["remove", "ratio"]
-        if lumping_known(case) is None:
-            checks.append("lumping")
-            lumping_checked += 1
-        for check in checks:
+        for check in ("lumping", "remove", "ratio"):
             outcome, detail = graphgen.check_one(case, check, ref)
             assert outcome in graphgen.OUTCOMES
             if outcome in ("WRONG", "crash"):
                 failures.append(f"[{check} {outcome}] {case.describe()}\n    {detail.strip()[-600:]}")
     assert not failures, "\n".join(failures)
-    assert lumping_checked >= PER_CHUNK // 2  # the known classes must not swallow the lumping check
 
 
 def test_every_registry_entry_has_a_generator_case():

@@ -11,6 +11,7 @@ conservative answer (False / None): lumping, merging and compensation then leave
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -205,8 +206,10 @@ def _prelu(args: list) -> np.ndarray:
 
 _ARITH: dict[str, Arith] = {
     "Add": lambda a: a[0] + a[1], "Sub": lambda a: a[0] - a[1], "Mul": lambda a: a[0] * a[1],
-    "Div": lambda a: a[0] / a[1], "Max": lambda a: np.maximum.reduce(a), "Min": lambda a: np.minimum.reduce(a),
-    "Sum": lambda a: np.add.reduce(a), "Mean": lambda a: np.add.reduce(a) / len(a), "PRelu": _prelu,
+    # variadic ops fold pairwise: the inputs broadcast against each other, they need not share a shape
+    "Div": lambda a: a[0] / a[1], "Max": lambda a: functools.reduce(np.maximum, a),
+    "Min": lambda a: functools.reduce(np.minimum, a), "Sum": lambda a: functools.reduce(np.add, a),
+    "Mean": lambda a: functools.reduce(np.add, a) / len(a), "PRelu": _prelu,
 }
 
 
