@@ -18,7 +18,7 @@ class Stages:
         self.bar.set_description_str(label)
         self.bar.update(1)
 
-    def __enter__(self) -> "Stages":
+    def __enter__(self) -> Stages:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -3,9 +3,9 @@ fingerprints."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 

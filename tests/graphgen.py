@@ -24,8 +24,8 @@ exception, or a pruned model onnxruntime cannot run).
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import onnx

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune.allocation import allocate_local
 from onnxprune.api import load_normalized
 from onnxprune.graph import analyze_groups
 from onnxprune.graph.context import ParamMember
-from onnxprune.allocation import allocate_local
 from onnxprune.plan import Plan
 
 # Per-channel constants that add to a dead channel (so must be zeroed to keep it at 0).

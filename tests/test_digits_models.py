@@ -3,10 +3,9 @@
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import onnx
 import onnxruntime as ort
+import pytest
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 NAMES = ("digits_cnn", "digits_resnet")

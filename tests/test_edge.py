@@ -12,8 +12,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from onnxprune.validate.edge import (calibration_samples, int8_path, mobile_usability_check, ort_format_check,
-                                     quantization_check, quantize_model)
+from onnxprune.validate.edge import (
+    calibration_samples,
+    int8_path,
+    mobile_usability_check,
+    ort_format_check,
+    quantization_check,
+    quantize_model,
+)
 from onnxprune.validate.fidelity import session, validation_feeds
 
 ROOT = Path(__file__).resolve().parents[1]

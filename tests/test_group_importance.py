@@ -96,8 +96,10 @@ def test_a_residual_group_aggregates_every_producer_and_consumer():
     def norm(v):
         return v / v.mean()
 
-    rows = lambda w: np.sqrt((w.reshape(len(w), -1) ** 2).sum(1))
-    cols = lambda w: np.sqrt((np.moveaxis(w, 1, 0).reshape(w.shape[1], -1) ** 2).sum(1))
+    def rows(w):
+        return np.sqrt((w.reshape(len(w), -1) ** 2).sum(1))
+    def cols(w):
+        return np.sqrt((np.moveaxis(w, 1, 0).reshape(w.shape[1], -1) ** 2).sum(1))
     made = (norm(rows(wa)) + norm(rows(wb))) / 2
     read = (norm(cols(wc)) + norm(cols(wd))) / 2
     np.testing.assert_allclose(scores, np.sqrt(made * read), rtol=1e-5)

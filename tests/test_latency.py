@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from onnxprune.validate.fidelity import session, validation_feeds
 from onnxprune.validate.latency import all_threads, latency_report, spread_ms
 from onnxprune.validate.suite import first_batch
-from onnxprune.validate.fidelity import session, validation_feeds
 
 ROOT = Path(__file__).resolve().parents[1]
 CNN = ROOT / "models" / "digits_cnn.onnx"

@@ -7,10 +7,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from oracle import plant_dead_channels
 
 import onnxprune
 import onnxprune.errors
-from oracle import plant_dead_channels
 
 RNG = np.random.default_rng(0)
 
@@ -319,8 +319,8 @@ def test_shared_weight_is_copied_before_editing(tmp_path):
 
 def test_surgery_that_leaves_the_graph_inconsistent_is_caught(tmp_path):
     """If a literal were not rewritten (here: the Split sizes), the checker after surgery must say so."""
-    from onnxprune.criteria import get_criterion
     from onnxprune.allocation import allocate_local
+    from onnxprune.criteria import get_criterion
     from onnxprune.surgery import apply_plan
     an = onnxprune.analyze(_save("split_input", tmp_path))
     an.rewrites.clear()

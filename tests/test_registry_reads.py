@@ -7,8 +7,8 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.passes.normalize import fold_batchnorm
 from onnxprune.graph.optable import traits
+from onnxprune.passes.normalize import fold_batchnorm
 
 
 @pytest.mark.parametrize("op, attrs, dims, expected", [

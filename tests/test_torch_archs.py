@@ -7,10 +7,9 @@ import pathlib
 import sys
 
 import numpy as np
-import pytest
-
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))

@@ -50,7 +50,7 @@ from __future__ import annotations
 import pathlib
 import warnings
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -230,7 +230,8 @@ def matched_cell(b: Bench, c: Candidate, criterion, budget: int, cache: dict) ->
             cache[r] = onnxprune_probe(b, c, criterion, r)
         return cache[r]
 
-    fits = lambda res: res["params"] is not None and res["params"] <= budget
+    def fits(res):
+        return res["params"] is not None and res["params"] <= budget
     lo = max([r for r, res in cache.items() if res["params"] is not None and res["params"] > budget], default=0.0)
     hi = min([r for r, res in cache.items() if fits(res)], default=None)
     if hi is None:

@@ -151,7 +151,7 @@ def _child_gen_big(out: Path, gb: float, seed: int = 0) -> dict:
     inits = []
     chunk_elems = 8 * MIB  # 32 MiB of float32 per write
     with open(data_path, "wb") as fh:
-        for name, shape, op, fan_in in _big_weight_shapes(scale):
+        for name, shape, _op, fan_in in _big_weight_shapes(scale):
             n = 1
             for d in shape:
                 n *= d

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
-from digits_models import load_torch_model
+from digits_models import load_torch_model  # noqa: E402  (after the sys.path lines above)
 
-from onnxprune.twin import Twin
+from onnxprune.twin import Twin  # noqa: E402
 
 
 def _step(fn, x: torch.Tensor, y: torch.Tensor, params: list[torch.nn.Parameter]) -> None:

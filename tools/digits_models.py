@@ -89,8 +89,8 @@ BATCH_SIZE = 64
 
 try:  # torch is only needed for the architectures / training, not onnx_accuracy.
     import torch
-    from torch import nn
     import torch.nn.functional as F
+    from torch import nn
 except ImportError:  # pragma: no cover - torch is an optional dependency
     torch = None
     nn = None

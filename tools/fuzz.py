@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{check:<26}" + "".join(f"{per_check[check][c]:>8}" for c in cols))
     if bad:
         print(f"\n{len(bad)} WRONG/crash:")
-        for seed, check, outcome, desc, detail in sorted(bad)[:args.show]:
+        for _seed, check, outcome, desc, detail in sorted(bad)[:args.show]:
             print(f"  [{check} {outcome}] {desc}\n      {detail.strip().splitlines()[-1][:300]}")
     if args.json:
         args.json.write_text(json.dumps([dict(zip(("seed", "check", "outcome", "case", "detail"), r))

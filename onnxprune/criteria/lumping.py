@@ -21,7 +21,7 @@ Relaxed (nearly proportional) merges: ``onnxprune.criteria.merging``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir

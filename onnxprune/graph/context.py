@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
@@ -53,7 +54,7 @@ class RuleUnsupported(Exception):
 
 @dataclass
 class NodeContext:
-    analysis: "Analysis"
+    analysis: Analysis
     node: ir.Node
     opset: int
     handled: set[int] = field(default_factory=set)  # inputs whose tracked channel axis the rule followed

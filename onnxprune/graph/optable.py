@@ -6,8 +6,8 @@ Ranges are inclusive; ``None`` means open-ended.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import onnx_ir as ir
 

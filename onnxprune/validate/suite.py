@@ -14,9 +14,9 @@ import onnx_ir as ir
 from onnxprune import __version__, io
 from onnxprune.data import DataSource
 from onnxprune.errors import OptionError
+from onnxprune.graph.optable import traits
 from onnxprune.metrics import count_macs, count_params
 from onnxprune.passes.normalize import normalize
-from onnxprune.graph.optable import traits
 from onnxprune.runtime import fixed_batch, run_outputs, session
 from onnxprune.validate.edge import QUANT_MODES, calibration_samples, edge_report, int8_path, quantization_check
 from onnxprune.validate.fidelity import DEFAULT_SAMPLES, Tolerances, compare_models, validation_feeds
