@@ -340,16 +340,30 @@ def _run_validate(args) -> int:
     return 1 if report["passed"] is False else 0
 
 
+def _check_side_outputs(args) -> None:
+    """--report and --plot: refused before any work if they would overwrite IN, a file IN references,
+    OUT or OUT's data file, or if their folder does not exist."""
+    from onnxprune import io
+
+    out = Path(args.output)
+    for flag, value in (("--report", args.report), ("--plot", args.plot)):
+        if not value:
+            continue
+        path = Path(value)
+        if not (path.parent if str(path.parent) else Path(".")).is_dir():
+            raise OptionError(f"cannot write {flag} {path}: folder {path.parent} does not exist")
+        io.refuse_input_files(args.input, [(path, f"{flag} file")])
+        if path.resolve() in (out.resolve(), io.external_data_path(out).resolve()):
+            raise OptionError(f"{flag} {path} is the output model or its data file; choose another path")
+    if args.report and args.plot and Path(args.report).resolve() == Path(args.plot).resolve():
+        raise OptionError("--report and --plot name the same file; choose two paths")
+
+
 def _run_prune(args) -> int:
     from onnxprune.pipeline import run
     from onnxprune.report import format_summary, write_plot
 
-    if args.report:
-        report_path = Path(args.report)
-        if not report_path.parent.is_dir():
-            raise OptionError(f"cannot write report {report_path}: folder {report_path.parent} does not exist")
-        if report_path.resolve() == Path(args.input).resolve():
-            raise OptionError("the report path is the input model; choose another path")
+    _check_side_outputs(args)
     if args.plot and args.no_validate:
         raise OptionError("--plot compares the models after validation: drop --no-validate")
     _, report = run(args.input, config_from_args(args))

@@ -154,3 +154,19 @@ def test_save_inputs_onto_a_model_is_refused(tmp_path, cli, digests):
         cli("validate", a, b, "--save-inputs", target, "--no-latency").assert_refused(
             "--save-inputs file", "is the input model")
     assert digests(tmp_path) == before
+
+
+@pytest.mark.parametrize("flag, target, fragment", [
+    ("--report", "in.onnx", "is the input model"),
+    ("--report", "w.bin", "external data file"),
+    ("--plot", "w.bin", "external data file"),
+    ("--report", "o.onnx", "is the output model"),
+    ("--report", "o.onnx.data", "is the output model or its data file"),
+    ("--report", "missing/r.json", "does not exist"),
+])
+def test_side_outputs_never_overwrite_in_or_out(tmp_path, cli, digests, flag, target, fragment):
+    """--report and --plot are checked like OUT, before any work: nothing is written."""
+    model = external_model(tmp_path, ("w.bin",))
+    before = digests(tmp_path)
+    cli(model, tmp_path / "o.onnx", "--ratio", "0.3", flag, tmp_path / target).assert_refused(fragment)
+    assert digests(tmp_path) == before
