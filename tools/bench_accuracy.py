@@ -55,6 +55,8 @@ target to target). ``--json FILE`` writes all raw numbers including every bisect
 Usage::
 
     python tools/bench_accuracy.py --json /tmp/bench_accuracy.json
+    # smoke run (about 80 s on 2 cores): one model, two targets, 8 bisection steps, short fine-tuning
+    python tools/bench_accuracy.py --models digits_cnn --targets 0.3 0.5 --steps 8 --finetune-steps 20
 """
 
 from __future__ import annotations
