@@ -6,19 +6,24 @@ one sample is 0.22 percentage points). No fine-tuning anywhere: pure data-free p
 
 Methods (rows):
 
+Every onnxprune model comes from the public API, ``onnxprune.prune(path, ratio=r, criterion=c,
+allocation=..., merge=..., validate=False)``, with the row's options always explicit (the library's
+own default for a ratio is global LAMP with merging).
+
 * ``onnxprune <c>`` for every data-free criterion c in l1, l2, fpgm, bn, gaussian, energy, lumping
-  (relaxed: nearest-to-proportional channels fold first), local allocation
-  (``onnxprune.prune(path, ratio=r, criterion=c, validate=False)``); accuracy of the serialised
-  result in onnxruntime (``tools/digits_models.onnx_accuracy``).
+  (relaxed: nearest-to-proportional channels fold first, i.e. it always merges), ``allocation="local"``,
+  ``merge=False``; accuracy of the serialised result in onnxruntime (``tools/digits_models.onnx_accuracy``).
 * ``onnxprune <c> global/<norm>``: the same with ``allocation="global"``, ``normalize`` "mean" or
   "lamp", for l1 and fpgm.
 * ``onnxprune <c> +merge`` / ``global/lamp +merge``: ``merge=True``, every removed channel folded into
   the kept channel it is most nearly proportional to (relaxed lumping), for l1, fpgm, energy (and
   lumping under global LAMP).
 * ``onnxprune <c> (data)`` for the gradient criteria taylor, singularity, dirichlet on
-  ``models/digits_calib.npz`` (256 training samples with labels), scores computed once per model;
+  ``models/digits_calib.npz`` (256 training samples with labels), local allocation, no merge; the
+  scores are computed once per model and registered for this process as a data-free criterion
+  (``tools/bench_common.precomputed_criterion``), which every probe then names in ``onnxprune.prune``;
   singularity shares the ratio in proportion to its rank caps, so it cannot go past the estimated
-  maximum redundancy (n/a beyond it). ``... +finetune N``: the same plans, then ``--finetune N``
+  maximum redundancy (n/a beyond it). ``... +finetune N``: the same plans, then ``finetune=N``
   (distillation to the original's outputs on the same data).
 * ``Torch-Pruning Taylor (data)``: ``tp.importance.TaylorImportance`` with the gradients of the
   cross-entropy on the same calibration data and labels, otherwise as the L1 row.
@@ -50,6 +55,8 @@ target to target). ``--json FILE`` writes all raw numbers including every bisect
 Usage::
 
     python tools/bench_accuracy.py --json /tmp/bench_accuracy.json
+    # smoke run (about 80 s on 2 cores): one model, two targets, 8 bisection steps, short fine-tuning
+    python tools/bench_accuracy.py --models digits_cnn --targets 0.3 0.5 --steps 8 --finetune-steps 20
 """
 
 from __future__ import annotations
@@ -89,14 +96,15 @@ CLAIM_TARGET = 0.5
 CLASSIFIER = {"digits_cnn": "fc2", "digits_resnet": "fc"}
 
 
-def _load_digits_models():
-    spec = importlib.util.spec_from_file_location("digits_models", ROOT / "tools" / "digits_models.py")
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-dm = _load_digits_models()
+dm = _load_tool("digits_models")
+bc = _load_tool("bench_common")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,82 +149,64 @@ def bisect_target(evaluate, target: float, steps: int, tol: float, cache: dict) 
 # ----------------------------------------------------------------------------------------------
 # onnxprune
 # ----------------------------------------------------------------------------------------------
-def onnxprune_method(path: Path, criterion: str, allocation: str = "local", normalize: str = "mean",
-                     merge: bool = False):
+def onnxprune_probe(path: Path, ratio: float, criterion: str, **options) -> dict:
+    """One pruned model from the public API (``onnxprune.prune``), measured; a failure is a result."""
     import onnx_ir as ir
 
     import onnxprune
 
-    def evaluate(ratio: float) -> dict:
-        kwargs = {"ratio": ratio, "criterion": criterion, "validate": False, "merge": merge}
-        if allocation != "local":
-            kwargs.update(allocation=allocation, normalize=normalize)
-        try:
-            model, report = onnxprune.prune(str(path), **kwargs)
-        except Exception as exc:  # noqa: BLE001  # a failure is a result, not a crash of the benchmark
-            return {"error": f"{type(exc).__name__}: {exc}"}
-        return {"reduction": 1.0 - report["flops_after"] / report["flops_before"],
-                "flops_before": report["flops_before"], "flops_after": report["flops_after"],
-                "params_before": report["params_before"], "params_after": report["params_after"],
-                "channels_removed": report["channels_removed"],
-                "payload": lambda: ir.to_proto(model).SerializeToString()}
+    try:
+        model, report = onnxprune.prune(str(path), ratio=ratio, criterion=criterion, validate=False, **options)
+    except Exception as exc:  # noqa: BLE001  # a failure is a result, not a crash of the benchmark
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"reduction": 1.0 - report["flops_after"] / report["flops_before"],
+            "flops_before": report["flops_before"], "flops_after": report["flops_after"],
+            "params_before": report["params_before"], "params_after": report["params_after"],
+            "channels_removed": report["channels_removed"],
+            "payload": lambda: ir.to_proto(model).SerializeToString()}
 
-    return evaluate
+
+def allocation_options(criterion: str, allocation: str = "local", normalize: str = "mean",
+                       merge: bool = False) -> dict:
+    """The options a row measures, all explicit (the library's defaults are global LAMP with merging).
+    A criterion that merges by nature (lumping with a ratio) keeps merging; one whose own counts share
+    the ratio (singularity) takes no allocation, which the pipeline would refuse."""
+    from onnxprune.criteria import criterion as registered
+
+    crit = registered(criterion)
+    options: dict = {"merge": merge or crit.merges}
+    if not crit.shares_ratio_by_counts:
+        options["allocation"] = allocation
+        if allocation == "global":
+            options["normalize"] = normalize
+    return options
+
+
+def onnxprune_method(path: Path, criterion: str, allocation: str = "local", normalize: str = "mean",
+                     merge: bool = False):
+    options = allocation_options(criterion, allocation, normalize, merge)
+    return lambda ratio: onnxprune_probe(path, ratio, criterion, **options)
+
+
+def cached_criterion(path: Path, criterion: str, calib: Path) -> str:
+    """The gradient criterion's scores of this model, computed once per process (they do not depend on the
+    ratio) and registered as a data-free criterion for ``onnxprune.prune``."""
+    from onnxprune.criteria import REGISTRY
+
+    name = f"{criterion}-cached-{path.stem}"
+    return name if name in REGISTRY else bc.precomputed_criterion(name, path, criterion, calib)
 
 
 def onnxprune_gradient_method(path: Path, criterion: str, calib: Path):
-    """Gradient criterion with its scores computed once (they do not depend on the ratio): every probe
-    is a fresh copy pruned by onnxprune's own allocation (singularity: ratio shared by the caps)."""
-    import onnx_ir as ir
-
-    from onnxprune.allocation import AllocationOptions, allocate, select
-    from onnxprune.api import load_normalized
-    from onnxprune.criteria import gradient as gr
-    from onnxprune.graph import analyze_groups
-    from onnxprune.metrics import count_macs
-    from onnxprune.plan import Plan
-    from onnxprune.surgery import apply_plan
-
-    state: dict = {}
-
-    def scores():
-        if not state:
-            m = load_normalized(path)
-            an = analyze_groups(m)
-            c = gr.load_calibration(m, calib)
-            if criterion == "dirichlet":
-                state["scores"] = gr.dirichlet_scores(m, an, c, gr.reference_outputs(m, c), progress=False)
-            else:
-                grads = gr.gate_gradients(m, an, c, progress=False)
-                if criterion == "taylor":
-                    state["scores"] = gr.taylor_scores(grads)
-                else:
-                    state["red"] = gr.singularity(grads)
-                    state["scores"] = {gid: r.scores for gid, r in state["red"].items()}
-        return state
-
-    def evaluate(ratio: float) -> dict:
-        st = scores()
-        m = load_normalized(path)
-        before = count_macs(m)
-        an = analyze_groups(m)
-        if criterion == "singularity":
-            counts = gr.singularity_counts(an.prunable_groups, st["red"], ratio)
-            plan = Plan()
-            for g in an.prunable_groups:
-                if counts.get(g.id):
-                    plan.removed[g.id] = select(g, st["scores"][g.id], (counts[g.id] + 0.5) / g.size)
-        else:
-            plan = allocate(an, st["scores"], AllocationOptions(ratio=ratio))
-        apply_plan(an, plan)
-        return {"reduction": 1.0 - count_macs(m) / before, "payload": lambda: ir.to_proto(m).SerializeToString(),
-                "ratio_used": ratio}
-
-    return evaluate
+    """Gradient criterion, local allocation, no merge (singularity: the ratio shared by its rank caps);
+    the scores are computed on the first probe."""
+    options = allocation_options(criterion)
+    return lambda ratio: onnxprune_probe(path, ratio, cached_criterion(path, criterion, calib), **options)
 
 
 def finetuned_cells(base_cells: list[dict], path: Path, criterion: str, calib: Path, steps: int, x, y) -> list[dict]:
-    """The same plans as ``base_cells`` (same ratios), each fine-tuned ``steps`` by onnxprune's distillation."""
+    """The same plans as ``base_cells`` (same ratios, same cached scores), each fine-tuned ``steps`` by
+    onnxprune's distillation."""
     import onnx_ir as ir
 
     import onnxprune
@@ -225,9 +215,9 @@ def finetuned_cells(base_cells: list[dict], path: Path, criterion: str, calib: P
     for cell in base_cells:
         new = {k: v for k, v in cell.items() if k not in ("accuracy", "trace")}
         if cell.get("ok") and "ratio" in cell:
-            kwargs = {"ratio": cell["ratio"], "criterion": criterion, "data": str(calib), "finetune": steps,
-                      "validate": False}
-            pruned, report = onnxprune.prune(str(path), **kwargs)
+            pruned, report = onnxprune.prune(str(path), ratio=cell["ratio"], criterion=cached_criterion(
+                path, criterion, calib), data=str(calib), finetune=steps, validate=False,
+                **allocation_options(criterion))
             new["accuracy"] = dm.onnx_accuracy(ir.to_proto(pruned).SerializeToString(), x, y)
             new["reduction_finetuned_run"] = 1.0 - report["flops_after"] / report["flops_before"]
         out.append(new)

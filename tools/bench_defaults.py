@@ -67,6 +67,7 @@ def _load_tool(name: str):
 
 dm = _load_tool("digits_models")
 sm = _load_tool("shapes_models")
+bc = _load_tool("bench_common")
 
 
 @dataclass
@@ -79,7 +80,9 @@ class Candidate:
     gradient: bool = False  # scores from the calibration data (computed once per model)
 
     def kwargs(self) -> dict:
-        return {"allocation": self.allocation, "normalize": self.normalize, "merge": self.merge}
+        """Every option explicit; ``normalize`` only with global allocation (the pipeline refuses it otherwise)."""
+        out = {"allocation": self.allocation, "merge": self.merge}
+        return out | ({"normalize": self.normalize} if self.allocation == "global" else {})
 
 
 def _candidates() -> list[Candidate]:
@@ -185,29 +188,6 @@ def _onnx_counts(data: bytes) -> dict:
 # ----------------------------------------------------------------------------------------------
 # onnxprune
 # ----------------------------------------------------------------------------------------------
-def taylor_scorer(b: Bench) -> Callable:
-    """Taylor scores of every prunable group, computed once; the scorer returns them for any fresh
-    analysis of the same model (group ids are deterministic)."""
-    from onnxprune.api import load_normalized
-    from onnxprune.criteria import gradient as gr
-    from onnxprune.graph import analyze_groups
-
-    m = load_normalized(b.onnx_path)
-    an = analyze_groups(m)
-    scores = gr.taylor_scores(gr.gate_gradients(m, an, gr.load_calibration(m, b.calib_path), progress=False))
-    return lambda analysis: {g.id: scores[g.id] for g in analysis.prunable_groups}
-
-
-def registered(name: str, scorer: Callable) -> str:
-    """``scorer`` added to onnxprune's criterion registry under ``name`` (this process only), so the
-    public ``prune(criterion=name)`` runs it with every option."""
-    from onnxprune.criteria import REGISTRY
-    from onnxprune.criteria.base import DataFree
-
-    REGISTRY[name] = DataFree(name, scorer, "precomputed scores (benchmark only)")
-    return name
-
-
 def onnxprune_probe(b: Bench, c: Candidate, criterion, ratio: float) -> dict:
     import onnx_ir as ir
 
@@ -270,7 +250,7 @@ def run_bench(b: Bench, candidates: list[Candidate], ratios, log) -> None:
     for c in candidates:
         t = time.perf_counter()
         if c.gradient:
-            taylor = taylor or registered(f"taylor-cached-{b.name}", taylor_scorer(b))
+            taylor = taylor or bc.precomputed_criterion(f"taylor-cached-{b.name}", b.onnx_path, "taylor", b.calib_path)
         criterion = taylor if c.gradient else c.criterion
         ref = b.results["rows"][TP_TAYLOR if c.gradient else TP_L1]
         cache: dict = {}
