@@ -164,7 +164,7 @@ class PruneConfig:
         auto = self.target.auto
         a, tr, crit = self.allocation, self.transforms, _criterion(self)
         # merging by default where pooled scores decide, unless --compensate asks for the other recovery
-        merges = crit.merges and not self.lossless or (auto or self.pooled) and not crit.sizes_itself \
+        merges = crit.merges and not self.lossless or (auto and not crit.sizes_itself or self.pooled) \
             and not self.target.remove and not tr.compensate
         from onnxprune.data import as_source
 
