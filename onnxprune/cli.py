@@ -137,8 +137,9 @@ def _transform_options(g) -> None:
     g.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
                    help="fold each removed channel into the kept channel it is most nearly proportional to "
                         "(c > 0; relaxed lumping): consumers read c x that channel instead of nothing; the report "
-                        "states the error bound (default: on wherever pooled scores decide the counts - a ratio, a size target, "
-                        "auto - unless --compensate or --remove is given; off where channels are counted per group)")
+                        "states the error bound (default: on wherever pooled scores decide the counts - a ratio, "
+                        "a size target, auto - unless --compensate or --remove is given; off where channels are "
+                        "counted per group)")
     g.add_argument("--compensate", action="store_true",
                    help="fold removed channels' mean contributions (from BatchNormalization statistics, else "
                         "measured on --data) into the consumers' biases where every position reads them alike")
