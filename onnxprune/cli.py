@@ -347,13 +347,12 @@ def _check_side_outputs(args) -> None:
     from onnxprune import io
 
     out = Path(args.output)
-    for flag, value in (("--report", args.report), ("--plot", args.plot)):
-        if not value:
-            continue
-        path = Path(value)
+    targets = [(Path(value), flag) for flag, value in (("--report", args.report), ("--plot", args.plot)) if value]
+    for path, flag in targets:
         if not (path.parent if str(path.parent) else Path(".")).is_dir():
             raise OptionError(f"cannot write {flag} {path}: folder {path.parent} does not exist")
-        io.refuse_input_files(args.input, [(path, f"{flag} file")])
+    io.refuse_input_files(args.input, [(path, f"{flag} file") for path, flag in targets])
+    for path, flag in targets:
         if path.resolve() in (out.resolve(), io.external_data_path(out).resolve()):
             raise OptionError(f"{flag} {path} is the output model or its data file; choose another path")
     if args.report and args.plot and Path(args.report).resolve() == Path(args.plot).resolve():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -72,10 +73,24 @@ def referenced_files(path: str | os.PathLike) -> list[Path]:
     against its folder; [] when the file cannot be read as ONNX (loading reports that)."""
     path = Path(path)
     try:
+        st = path.stat()
+    except OSError:
+        return []
+    # IN is checked against every output (OUT, its data, --report, --plot, --quantize) before any work:
+    # parse it once, not once per check (a model with embedded weights is a large parse)
+    return list(_referenced_files(str(path), st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _referenced_files(path: str, _mtime_ns: int, _size: int) -> tuple[Path, ...]:
+    """``referenced_files`` for one version of the file (the stat fields key the cache)."""
+    try:
         proto = onnx.load(path, load_external_data=False)
     except Exception:  # noqa: BLE001 - an unreadable IN is reported by load_model with its reason
-        return []
-    return sorted({path.parent / e.value for t in _all_tensors(proto) for e in t.external_data if e.key == "location"})
+        return ()
+    folder = Path(path).parent
+    return tuple(sorted({folder / e.value for t in _all_tensors(proto) for e in t.external_data
+                         if e.key == "location"}))
 
 
 def refuse_input_files(src: str | os.PathLike, targets: list[tuple[Path, str]]) -> None:
