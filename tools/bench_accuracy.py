@@ -64,7 +64,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import importlib.util
 import io
 import json
 import os
@@ -74,6 +73,9 @@ import time
 import warnings
 from pathlib import Path
 
+# sibling tools: tools/ is on sys.path when a script in it runs
+import bench_common as bc
+import digits_models as dm
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,15 +98,6 @@ CLAIM_TARGET = 0.5
 CLASSIFIER = {"digits_cnn": "fc2", "digits_resnet": "fc"}
 
 
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-dm = _load_tool("digits_models")
-bc = _load_tool("bench_common")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -46,7 +45,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# sibling tools: tools/ is on sys.path when a script in it runs
+import bench_common as bc
+import digits_models as dm
 import numpy as np
+import shapes_models as sm
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "models"
@@ -58,16 +61,6 @@ TP_TAYLOR = "Torch-Pruning Taylor (data)"
 DIGITS_CLASSIFIER = {"digits_cnn": "fc2", "digits_resnet": "fc"}  # ignored by Torch-Pruning (a graph output here)
 
 
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-dm = _load_tool("digits_models")
-sm = _load_tool("shapes_models")
-bc = _load_tool("bench_common")
 
 
 @dataclass
