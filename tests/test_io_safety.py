@@ -6,14 +6,13 @@ and proves IN's files are byte-identical afterwards."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+from conftest import run_subprocess
 from onnx import external_data_helper, helper
 
 from onnxprune import api, io
@@ -128,9 +127,7 @@ def test_collision_through_the_console_entry_point(tmp_path, digests):
     """The same refusal from ``python -m onnxprune`` in a fresh process: stderr and exit code."""
     model = external_model(tmp_path, ("o.onnx.data",))
     before = digests(tmp_path)
-    res = subprocess.run([sys.executable, "-m", "onnxprune", str(model), str(tmp_path / "o.onnx")],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and res.stderr.startswith("onnxprune: error: ") and "Traceback" not in res.stderr
+    run_subprocess(model, tmp_path / "o.onnx").assert_refused()
     assert digests(tmp_path) == before
 
 
