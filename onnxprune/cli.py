@@ -140,9 +140,10 @@ def _transform_options(g) -> None:
                         "states the error bound (default: on wherever pooled scores decide the counts - a ratio, "
                         "a size target, auto - unless --compensate or --remove is given; off where channels are "
                         "counted per group)")
-    g.add_argument("--compensate", action="store_true",
-                   help="fold removed channels' mean contributions (from BatchNormalization statistics, else "
-                        "measured on --data) into the consumers' biases where every position reads them alike")
+    g.add_argument("--compensate", action=argparse.BooleanOptionalAction, default=None,
+                   help="fold removed channels' mean contributions (measured on --data, else from "
+                        "BatchNormalization statistics) into the consumers' biases where every position reads "
+                        "them alike (default: on for --criterion flap, off otherwise)")
     g.add_argument("--lumping-tolerance", type=float, default=0.0, metavar="EPS",
                    help="criterion lumping without --ratio: also fold channels whose filters have cosine >= "
                         "1 - EPS with a kept channel (default 0: lossless only); the report states the error bound")

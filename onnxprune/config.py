@@ -77,10 +77,10 @@ class TargetConfig:
 @dataclass(frozen=True)
 class TransformConfig:
     """What happens to a plan after allocation. ``merge`` None: on for --ratio auto and for criteria that
-    merge (lumping), off otherwise."""
+    merge (lumping), off otherwise; ``compensate`` None: on for criteria that compensate (flap)."""
 
     merge: bool | None = None
-    compensate: bool = False
+    compensate: bool | None = None
     lumping_tolerance: float = 0.0
     finetune: int = 0
     lr: float = 1e-4
@@ -156,6 +156,8 @@ class PruneConfig:
     def validate(self) -> PruneConfig:
         """This config with the mode's defaults filled in; OptionError for anything impossible or unused."""
         _check_values(self)
+        if self.transforms.compensate is None:  # the criterion's own default (flap folds removed means)
+            self = replace(self, transforms=replace(self.transforms, compensate=_criterion(self).compensates))
         _check_target(self)
         _check_criterion(self)
         _check_allocation(self)
@@ -349,7 +351,7 @@ def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, rem
                   output=None, seed: int = 0, input_shapes=None, progress: bool = False, allocation: str | None = None,
                   normalize: str | None = None, round_to: int = 0, max_group_ratio: float | None = None,
                   overrides=None, ignore=None, gaussian_k: float = 1.0, gaussian_feature: str = "l1",
-                  gaussian_outside: bool = False, data=None, budget=None, compensate: bool = False,
+                  gaussian_outside: bool = False, data=None, budget=None, compensate: bool | None = None,
                   merge: bool | None = None, lumping_tolerance: float = 0.0, target_flops=None, target_params=None,
                   target_latency=None, latency_threads: int = 1, finetune: int = 0,
                   gradient_options: dict | None = None, checks=None) -> PruneConfig:

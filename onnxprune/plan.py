@@ -22,7 +22,8 @@ class Plan:
     merges: dict[int, list[tuple[int, int, float]]] = field(default_factory=dict)
     # Lumping: removed constant channel j (value v where consumer node reads it) folded into that
     # consumer's bias as v * (sum of its weights for j).
-    bias_folds: dict[int, list[tuple[int, object, float]]] = field(default_factory=dict)
+    # (channel, consumer node, its mean: a float, or an array with one value per position of the channel)
+    bias_folds: dict[int, list[tuple[int, object, object]]] = field(default_factory=dict)
 
     def count(self) -> int:
         return int(sum(len(v) for v in self.removed.values()))

@@ -85,9 +85,10 @@ def check_pruned(model: ir.Model, strict: bool = True) -> None:
                         "this is a bug in onnxprune, please report it with the model") from exc
 
 
-def _fold_into_bias(analysis: Analysis, group, j: int, node: ir.Node, v: float) -> None:
-    """Consumer ``node`` reads channel j as the constant v everywhere: add v * (its weights for j,
-    summed over everything but its output axis) to its bias, creating the bias if it has none."""
+def _fold_into_bias(analysis: Analysis, group, j: int, node: ir.Node, v) -> None:
+    """Consumer ``node`` reads channel j as the constant v everywhere (a float, or one value per position
+    of j in the consumer's columns): add v * (its weights for j, summed over everything but its output
+    axis) to its bias, creating the bias if it has none."""
     member = next((p for p in group.params if p.role == "consumer" and p.node is node), None)
     aff = optable.traits(node, analysis.opset).affine()
     if member is None or aff is None or aff.bias is None or aff.bias_scale == 0:
@@ -95,8 +96,11 @@ def _fold_into_bias(analysis: Analysis, group, j: int, node: ir.Node, v: float) 
     w = node.inputs[aff.weight].const_value.numpy()
     pos, cls = analysis.channels_in(group, member.atoms)
     cols = np.take(w.astype(np.float64), pos[cls == j], axis=member.axis)
+    v = np.asarray(v, dtype=np.float64)
+    if v.ndim:  # one value per position: along the consumer's input axis
+        v = v.reshape([len(v) if a == member.axis else 1 for a in range(cols.ndim)])
     # Y = alpha * X W + beta * B: the constant adds alpha * v * (its weights), which B takes divided by beta
-    delta = aff.weight_scale * v * cols.sum(axis=tuple(a for a in range(w.ndim) if a != aff.weight_out_axis))
+    delta = aff.weight_scale * (v * cols).sum(axis=tuple(a for a in range(w.ndim) if a != aff.weight_out_axis))
     delta = delta / aff.bias_scale
     has_bias = len(node.inputs) > aff.bias and node.inputs[aff.bias] is not None
     bias = node.inputs[aff.bias].const_value.numpy().astype(np.float64) if has_bias else np.zeros(len(delta))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from onnxprune.criteria import energy, group, magnitude
 from onnxprune.criteria.base import Criterion, DataFree, ScoreContext, Scores
+from onnxprune.criteria.calibrated import FLAP, WANDA
 from onnxprune.criteria.gaussian import GAUSSIAN
 from onnxprune.criteria.gradient import DIRICHLET, SINGULARITY, TAYLOR
 from onnxprune.criteria.merging import merge_scores
@@ -29,6 +30,8 @@ REGISTRY: dict[str, Criterion] = {c.name: c for c in (
     TAYLOR,
     SINGULARITY,
     DIRICHLET,
+    WANDA,
+    FLAP,
 )}
 
 

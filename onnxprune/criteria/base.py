@@ -4,7 +4,7 @@ A criterion says nothing about how many channels go; allocation and planners dec
 criterion may add is its own count (``Scores.counts``: singularity's rank caps, dirichlet's posterior
 mass), which the allocation uses when the criterion sizes itself, and a report section.
 The context hands out what some criteria need, computed once: calibration data, the reference
-outputs on it, activation means.
+outputs on it, activation statistics.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from onnxprune.graph import Analysis
 
 if TYPE_CHECKING:
     from onnxprune.config import PruneConfig, ScoreConfig
+    from onnxprune.criteria.activations import ChannelStats
     from onnxprune.criteria.gradient import Calibration
 
 
@@ -72,6 +73,7 @@ class Criterion(Protocol):
     sizes_itself: bool  # has its own count of removable channels (used by --ratio auto)
     shares_ratio_by_counts: bool  # a numeric ratio is shared by its own counts, not by the allocation
     merges: bool  # removed channels fold into nearly proportional kept ones unless --no-merge
+    compensates: bool  # removed channels' means fold into consumer biases unless --no-compensate
 
     def score(self, analysis: Analysis, context: ScoreContext) -> Scores: ...
 
@@ -86,6 +88,7 @@ class DataFree:
     options: tuple[str, ...] = ()
     at_zero_ratio: str = "nothing"
     merges: bool = False
+    compensates: bool = False
     needs_data: bool = False
     needs_torch: bool = False
     sizes_itself: bool = False
@@ -112,6 +115,7 @@ class ScoreContext:
         self.original = original  # the unpruned model as onnxruntime loads it (a path or bytes), if needed
         self._calibration = None
         self._reference = None
+        self._stats: dict[tuple[str, int], ChannelStats] = {}
 
     @property
     def options(self) -> ScoreConfig:
@@ -140,30 +144,21 @@ class ScoreContext:
             self._reference = reference_outputs(self.model, self.calibration())
         return self._reference
 
+    def activation_stats(self, model: ir.Model, pairs: list[tuple[ir.Value, int]]) -> dict[str, ChannelStats]:
+        """{name: ChannelStats} of ``model``'s tensors ``pairs`` ([(value, axis)]) on the calibration data,
+        streamed in onnxruntime. Kept by name: every model asked about is the unpruned model of this
+        context or a copy of it (transforms run before surgery), so a tensor is measured once."""
+        from onnxprune.criteria.activations import measure_activation_stats
+
+        missing = [(v, axis) for v, axis in pairs if (v.name, axis) not in self._stats]
+        if missing:
+            found = measure_activation_stats(model, self.calibration(), missing, progress=self.progress)
+            self._stats.update({(v.name, axis): found[v.name] for v, axis in missing})
+        return {v.name: self._stats[(v.name, axis)] for v, axis in pairs}
+
     def activation_means(self, model: ir.Model) -> Callable | None:
-        """``means([(value, axis)])`` on the calibration data for ``model`` as it is now; None without data."""
+        """``means([(value, axis)])`` -> {name: mean per position of the axis} on the calibration data for
+        ``model`` as it is now; None without data."""
         if self.config.data.source is None:
             return None
-        return _activation_means(model, self.config.data.source)
-
-
-def _activation_means(m: ir.Model, data) -> Callable:
-    """``means([(value, axis)])`` -> {name: mean per position of axis} of ``m``'s activations on the
-    calibration data, measured in onnxruntime (``m`` as it is now: call before the surgery)."""
-
-    def means(pairs: list) -> dict[str, np.ndarray]:
-        import onnx
-
-        from onnxprune.validate.fidelity import ORT_TO_NUMPY, run_outputs, session
-
-        proto = ir.to_proto(m)
-        known = {o.name for o in proto.graph.output}
-        proto.graph.output.extend(onnx.helper.make_tensor_value_info(v.name, int(v.dtype), None)
-                                  for v, _ in pairs if v.name not in known)
-        sess = session(proto.SerializeToString(), role="model with its activations as outputs")
-        inputs = {i.name: (i.shape, ORT_TO_NUMPY.get(i.type, np.float32)) for i in sess.get_inputs()}
-        outs = run_outputs(sess, data.arrays(inputs, limit=256), [v.name for v, _ in pairs])
-        return {v.name: np.moveaxis(o.astype(np.float64), axis, 0).reshape(o.shape[axis], -1).mean(axis=1)
-                for (v, axis), o in zip(pairs, outs)}
-
-    return means
+        return lambda pairs: {name: s.mean for name, s in self.activation_stats(model, pairs).items()}

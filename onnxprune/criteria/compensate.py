@@ -1,7 +1,7 @@
 """Mean compensation (our design): a removed channel's average contribution is added to the
-biases of its consumers, so the pruned model is right on average. E[a_j] comes from the
-BatchNormalization on the channel under a Gaussian assumption (else, given calibration data, from the
-activations measured in onnxruntime): the BN output is N(beta, gamma^2), and
+biases of its consumers, so the pruned model is right on average. E[a_j] is measured in
+onnxruntime on calibration data when there is some (one mean per position of the channel), else it comes
+from the BatchNormalization on the channel under a Gaussian assumption: the BN output is N(beta, gamma^2), and
 E[relu(x)] = sigma * phi(mu / sigma) + mu * Phi(mu / sigma). Like constant folding, it needs consumers
 that read every position alike (a Conv without padding, a Gemm) and ops on the way that keep the mean
 (ReLU is accounted for; average and global average pools, reshapes keep it; max pools do not)."""
@@ -22,14 +22,20 @@ from onnxprune.plan import Plan
 def add_compensation(analysis: Analysis, plan: Plan, data_means: Callable | None = None) -> None:
     """Add bias folds for every removed (not merged, not already folded) channel the plan can
     compensate; ``plan.reasons`` says which groups were compensated or why not. ``data_means(values)``
-    (calibration data) gives {value name: mean per position of the axis} for [(value, axis)], used for
-    channels without BN statistics."""
-    needed = {}
-    if data_means is not None:  # one pass over the data for every consumer input BN cannot explain
-        for gid in plan.removed:
-            for c in (p for p in analysis.groups[gid].params if p.role == "consumer"):
-                if takes_bias_fold(analysis, c) and isinstance(_mean_path(analysis, analysis.groups[gid], c), str):
-                    needed[c.node.inputs[0].name] = (c.node.inputs[0], analysis.dims[c.node.inputs[0]].axis)
+    (calibration data) gives {value name: mean per position of the axis} for [(value, axis)]: measured
+    means are used wherever a consumer takes a fold (each position of a flattened channel or a head with
+    its own mean), BatchNormalization statistics only without data."""
+    from onnxprune.criteria.calibrated import consumer_activation
+
+    def measurable(c) -> tuple | None:
+        return consumer_activation(analysis, c) if data_means is not None and takes_bias_fold(analysis, c) else None
+
+    needed = {}  # one pass over the data for every consumer input of a removed channel
+    for gid in plan.removed:
+        for c in (p for p in analysis.groups[gid].params if p.role == "consumer"):
+            found = measurable(c)
+            if found is not None:
+                needed[found[0].name] = found
     measured = data_means(list(needed.values())) if needed else {}
     for gid, removed in plan.removed.items():
         g = analysis.groups[gid]
@@ -39,31 +45,24 @@ def add_compensation(analysis: Analysis, plan: Plan, data_means: Callable | None
             continue
         folds, why_not, sources = [], None, set()
         for c in (p for p in g.params if p.role == "consumer"):
-            found = _mean_path(analysis, g, c)
-            if isinstance(found, str) and c.node.inputs[0].name in measured and takes_bias_fold(analysis, c):
-                found = _per_class(analysis, g, c.node.inputs[0], measured[c.node.inputs[0].name])
+            act = measurable(c)
+            if act is not None:
+                pos, cls = analysis.channels_in(g, c.atoms)
+                means = measured[act[0].name]
+                folds.extend((j, c.node, means[pos[cls == j]]) for j in todo)  # one mean per position of j
                 sources.add("calibration data")
-            elif not isinstance(found, str):
-                sources.add("BatchNormalization statistics")
+                continue
+            found = _mean_path(analysis, g, c)
             if isinstance(found, str):
                 why_not = found
                 break
+            sources.add("BatchNormalization statistics")
             folds.extend((j, c.node, float(found[j])) for j in todo)
         if why_not is None and folds:
             plan.bias_folds.setdefault(gid, []).extend(folds)
             plan.reasons[gid] = plan.reasons.get(gid, "") + f"; mean-compensated from {' and '.join(sorted(sources))}"
         elif why_not:
             plan.reasons[gid] = plan.reasons.get(gid, "") + f"; not compensated: {why_not}"
-
-
-def _per_class(analysis: Analysis, g, value, means: np.ndarray) -> np.ndarray:
-    """Per channel of the group: the average of its positions' measured means along the tracked axis."""
-    atoms = analysis.dims[value].atoms
-    pos, cls = analysis.channels_in(g, atoms)
-    total, count = np.zeros(g.size), np.zeros(g.size)
-    np.add.at(total, cls, means[pos])
-    np.add.at(count, cls, 1)
-    return total / np.maximum(count, 1)
 
 
 def _mean_path(analysis: Analysis, g, consumer) -> np.ndarray | str:

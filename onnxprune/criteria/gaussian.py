@@ -56,7 +56,7 @@ class GaussianCriterion:
                "--ratio the channels within --gaussian-k go")
     options = ("gaussian_k", "gaussian_feature", "gaussian_outside")
     at_zero_ratio = "threshold"
-    needs_data = needs_torch = sizes_itself = shares_ratio_by_counts = merges = False
+    needs_data = needs_torch = sizes_itself = shares_ratio_by_counts = merges = compensates = False
 
     def score(self, analysis: Analysis, context) -> Scores:
         from onnxprune.criteria.base import Scores

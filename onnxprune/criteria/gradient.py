@@ -319,6 +319,7 @@ class _GradientCriterion:
     needs_torch = True
     at_zero_ratio = "nothing"
     merges = False
+    compensates = False
     options: tuple[str, ...] = ()
     sizes_itself = False
     shares_ratio_by_counts = False

@@ -45,15 +45,19 @@ def consumer_column_energy(analysis: Analysis, g: Group, consumers: list | None 
     flattened channel owns many columns)."""
     out = np.zeros(g.size)
     for c in consumers if consumers is not None else (p for p in g.params if p.role == "consumer"):
-        w = np.moveaxis(c.value.const_value.numpy(), c.axis, 0)
-        if c.blocks > 1:  # grouped conv: input position b * per + l is column l of conv group b's rows
-            per = w.shape[0]
-            rows = np.square(w.reshape(per, c.blocks, -1), dtype=np.float64).sum(axis=2).T.ravel()
-        else:
-            rows = np.square(w.reshape(w.shape[0], -1), dtype=np.float64).sum(axis=1)
         pos, cls = analysis.channels_in(g, c.atoms)
-        np.add.at(out, cls, rows[pos])
+        np.add.at(out, cls, consumer_position_energy(c)[pos])
     return out
+
+
+def consumer_position_energy(c) -> np.ndarray:
+    """Per input position of a consumer member: ||W[:, p]||^2 (float64) over every weight that reads it
+    (a Conv: all kernel entries of input channel p)."""
+    w = np.moveaxis(c.value.const_value.numpy(), c.axis, 0)
+    if c.blocks > 1:  # grouped conv: input position b * per + l is column l of conv group b's rows
+        per = w.shape[0]
+        return np.square(w.reshape(per, c.blocks, -1), dtype=np.float64).sum(axis=2).T.ravel()
+    return np.square(w.reshape(w.shape[0], -1), dtype=np.float64).sum(axis=1)
 
 
 def l1(analysis: Analysis) -> dict[int, np.ndarray]:
