@@ -15,26 +15,30 @@ DEFAULT_BATCH = 1
 DEFAULT_FREE_DIM = 64
 
 
-def concrete_shape(dims, batch: int = DEFAULT_BATCH) -> list[int]:
-    """Declared dims with free ones fixed: axis 0 -> ``batch``, others -> DEFAULT_FREE_DIM."""
-    return [d if isinstance(d, int) and d > 0 else (batch if i == 0 else DEFAULT_FREE_DIM) for i, d in enumerate(dims)]
+def concrete_shape(dims, batch: int = DEFAULT_BATCH, free: int = DEFAULT_FREE_DIM) -> list[int]:
+    """Declared dims with free ones fixed: axis 0 -> ``batch``, others -> ``free``."""
+    return [d if isinstance(d, int) and d > 0 else (batch if i == 0 else free) for i, d in enumerate(dims)]
 
 
 def synthetic_arrays(inputs: dict[str, tuple[list, type]], seed: int = 0, batch: int = DEFAULT_BATCH,
-                     overrides: dict[str, tuple] | None = None) -> dict[str, np.ndarray]:
+                     overrides: dict[str, tuple] | None = None,
+                     ranges: dict[str, tuple[int, int]] | None = None,
+                     free: int = DEFAULT_FREE_DIM) -> dict[str, np.ndarray]:
     """Seeded arrays for ``inputs`` (name -> (declared dims, numpy dtype)): floats ~ N(0, 1), ints in
-    [0, 10), bools fair coin flips; free dims as ``concrete_shape`` unless ``overrides`` gives the shape.
+    ``ranges`` [low, high) where given (what the graph allows: ``graph.inputs.integer_input_ranges``),
+    else in [0, 10), bools fair coin flips; free dims as ``concrete_shape`` (non-batch ones ``free``) unless
+    ``overrides`` gives the shape.
     Always ndarrays, rank 0 included (numpy returns bare scalars for shape (), which runtimes refuse)."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for name, (dims, dtype) in inputs.items():
-        shape = list(overrides[name]) if overrides and name in overrides else concrete_shape(dims, batch)
+        shape = list(overrides[name]) if overrides and name in overrides else concrete_shape(dims, batch, free)
         if np.issubdtype(dtype, np.floating):
             arr = rng.standard_normal(shape)
         elif np.issubdtype(dtype, np.bool_):
             arr = rng.random(shape) < 0.5
         else:
-            arr = rng.integers(0, 10, shape)
+            arr = rng.integers(*(ranges or {}).get(name, (0, 10)), shape)
         feeds[name] = np.asarray(arr).astype(dtype)
     return feeds
 

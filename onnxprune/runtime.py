@@ -12,10 +12,17 @@ from types import ModuleType
 import numpy as np
 import onnxruntime as ort
 
-from onnxprune.data import synthetic_arrays
+from onnxprune.data import DEFAULT_FREE_DIM, synthetic_arrays
 from onnxprune.errors import ValidationError
 
-Session = ort.InferenceSession
+
+class Session(ort.InferenceSession):
+    """A CPU session that keeps what it was loaded from (a path or bytes): synthetic inputs read the graph."""
+
+    def __init__(self, model, opts: ort.SessionOptions) -> None:
+        super().__init__(model, opts, providers=["CPUExecutionProvider"])
+        self.source = model
+
 
 # Fatal only: onnxruntime logs the errors it also raises (and warnings, notes) straight to stderr, where
 # they would interleave with our output; every failure reaches the user as the exception we raise.
@@ -40,8 +47,7 @@ def session(model, threads: int = 0, role: str = "model") -> Session:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     try:
-        return ort.InferenceSession(os.fspath(model) if not isinstance(model, bytes) else model, opts,
-                                    providers=["CPUExecutionProvider"])
+        return Session(os.fspath(model) if not isinstance(model, bytes) else model, opts)
     except Exception as exc:
         hint = " (validation needs it: --no-validate skips validation)" if role == "original model" else ""
         raise ValidationError(f"onnxruntime cannot load the {role}: {str(exc).splitlines()[0][:300]}{hint}") from exc
@@ -54,14 +60,35 @@ def input_signature(sess: Session) -> dict[str, tuple[list, type | None]]:
 
 def synthetic_inputs(sess: Session, seed: int = 0, batch: int = 1,
                      overrides: dict[str, tuple] | None = None) -> dict[str, np.ndarray]:
-    """Seeded inputs matching the session's declared shapes and dtypes (``onnxprune.data.synthetic_arrays``)."""
+    """Seeded inputs matching the session's declared shapes and dtypes (``onnxprune.data.synthetic_arrays``);
+    integer inputs within the ranges the graph gives them, free dims no longer than its position tables
+    (``graph_input_hints``)."""
     types = {i.name: i.type for i in sess.get_inputs()}
     signature = input_signature(sess)
     for name, (_, dtype) in signature.items():
         if dtype is None:
             raise ValidationError(f"input '{name}' has type {types[name]}, which synthetic inputs do not cover: "
                                   "give --data")
-    return synthetic_arrays(signature, seed, batch, overrides)
+    ranges, positions = graph_input_hints(sess)
+    return synthetic_arrays(signature, seed, batch, overrides, ranges, min(DEFAULT_FREE_DIM, positions or DEFAULT_FREE_DIM))
+
+
+def graph_input_hints(sess: Session) -> tuple[dict[str, tuple[int, int]], int | None]:
+    """What the session's graph says about its inputs (``onnxprune.graph.inputs``): [low, high) per integer
+    input, and the rows of its shortest position table (the longest sequence). Read only for a session
+    with integer inputs (token models) that knows its source."""
+    source = getattr(sess, "source", None)
+    ints = [i for i in sess.get_inputs() if np.issubdtype(ORT_TO_NUMPY.get(i.type, np.float32), np.integer)]
+    if source is None or not ints:
+        return {}, None
+    import onnx
+    import onnx_ir as ir
+
+    from onnxprune.graph.inputs import integer_input_ranges, position_table_rows
+
+    proto = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source, load_external_data=False)
+    model = ir.from_proto(proto)
+    return integer_input_ranges(model), position_table_rows(model)
 
 
 def fixed_batch(sess: Session) -> int | None:
