@@ -66,9 +66,9 @@ def run_cell(cli, tmp_path, tiny_files, name: str, mode: str, allocation: str, d
         assert report["validation"]["input_source"].startswith("data file"), report["validation"]["input_source"]
 
 
-# One test function per criterion family so xdist spreads the slow (gradient) cells over workers.
+# One test function per criterion family so xdist spreads the slow (data: gradients, activations) cells.
 DATA_FREE = [n for n, c in REGISTRY.items() if not c.needs_data]
-GRADIENT = [n for n, c in REGISTRY.items() if c.needs_data]
+WITH_DATA = [n for n, c in REGISTRY.items() if c.needs_data]
 
 
 @pytest.mark.parametrize("data", [False, True], ids=["no-data", "data"])
@@ -82,10 +82,10 @@ def test_data_free_criteria(cli, tmp_path, tiny_files, name, mode, allocation, d
 @pytest.mark.parametrize("data", [False, True], ids=["no-data", "data"])
 @pytest.mark.parametrize("allocation", ["local", "global"])
 @pytest.mark.parametrize("mode", list(MODES))
-@pytest.mark.parametrize("name", GRADIENT)
-def test_gradient_criteria(cli, tmp_path, tiny_files, name, mode, allocation, data):
+@pytest.mark.parametrize("name", WITH_DATA)
+def test_data_criteria(cli, tmp_path, tiny_files, name, mode, allocation, data):
     run_cell(cli, tmp_path, tiny_files, name, mode, allocation, data)
 
 
 def test_the_matrix_covers_every_registered_criterion():
-    assert sorted(DATA_FREE + GRADIENT) == sorted(REGISTRY)
+    assert sorted(DATA_FREE + WITH_DATA) == sorted(REGISTRY)
