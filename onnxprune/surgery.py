@@ -88,10 +88,10 @@ def check_pruned(model: ir.Model, strict: bool = True) -> None:
 def _fold_into_bias(analysis: Analysis, group, j: int, node: ir.Node, v) -> None:
     """Consumer ``node`` reads channel j as the constant v everywhere (a float, or one value per position
     of j in the consumer's columns): add v * (its weights for j, summed over everything but its output
-    axis) to its bias, creating the bias if it has none."""
+    axis) to its bias, creating the bias if it has none (``bias_slot``)."""
     member = next((p for p in group.params if p.role == "consumer" and p.node is node), None)
     aff = optable.traits(node, analysis.opset).affine()
-    if member is None or aff is None or aff.bias is None or aff.bias_scale == 0:
+    if member is None or aff is None or aff.bias_scale == 0 or aff.bias is None and member.input_index != aff.weight:
         raise PlanError(f"channel {j} of group '{group.name}': no consumer '{node.name}' with a bias to fold into")
     w = node.inputs[aff.weight].const_value.numpy()
     pos, cls = analysis.channels_in(group, member.atoms)
@@ -102,15 +102,59 @@ def _fold_into_bias(analysis: Analysis, group, j: int, node: ir.Node, v) -> None
     # Y = alpha * X W + beta * B: the constant adds alpha * v * (its weights), which B takes divided by beta
     delta = aff.weight_scale * (v * cols).sum(axis=tuple(a for a in range(w.ndim) if a != aff.weight_out_axis))
     delta = delta / aff.bias_scale
-    has_bias = len(node.inputs) > aff.bias and node.inputs[aff.bias] is not None
-    bias = node.inputs[aff.bias].const_value.numpy().astype(np.float64) if has_bias else np.zeros(len(delta))
-    set_constant_input(node, aff.bias, (bias + delta).astype(w.dtype))
-    if not any(p.node is node and p.input_index == aff.bias for p in analysis.params):
+    slot_node, slot = bias_slot(analysis, node, aff, len(delta), w.dtype)
+    has_bias = len(slot_node.inputs) > slot and slot_node.inputs[slot] is not None
+    bias = slot_node.inputs[slot].const_value.numpy().astype(np.float64) if has_bias else np.zeros(len(delta))
+    rank = max(1, bias.ndim)  # a following Add's [1, .., N] constant keeps its rank
+    set_constant_input(slot_node, slot, (bias + delta).reshape([1] * (rank - 1) + [len(delta)]).astype(w.dtype))
+    if not any(p.node is slot_node and p.input_index == slot for p in analysis.params):
         # a new (or newly per-channel) bias follows the consumer's own output channels
         producer = next((p for p in analysis.params if p.role == "producer" and p.node is node), None)
         if producer is not None:
-            axis = len(node.inputs[aff.bias].const_value.shape) - 1
-            analysis.params.append(ParamMember(node, aff.bias, axis, producer.atoms, "param"))
+            analysis.params.append(ParamMember(slot_node, slot, rank - 1, producer.atoms, "param"))
+
+
+def bias_slot(analysis: Analysis, node: ir.Node, aff, channels: int, dtype) -> tuple[ir.Node, int]:
+    """Where a consumer's bias lives: its own bias input; for an op without one (MatMul) the constant of
+    the one sum that reads its output, when that constant is per output channel or a scalar (an exported
+    Linear's bias Add); else a new Add after it with a zero bias of ``channels``."""
+    if aff.bias is not None:
+        return node, aff.bias
+    y = node.outputs[0]
+    uses = list(y.uses())
+    if len(uses) == 1 and not y.is_graph_output():
+        user, other = uses[0].node, 1 - uses[0].idx
+        c = user.inputs[other] if len(user.inputs) == 2 and other >= 0 else None
+        shape = list(c.const_value.shape) if c is not None and c.const_value is not None else None
+        rank = len(y.shape) if y.shape is not None else None
+        if (optable.traits(user, analysis.opset).combine == "sum" and shape is not None and rank is not None
+                and len(shape) <= rank and all(d == 1 for d in shape[:-1]) and (not shape or shape[-1] in (1, channels))):
+            return user, other
+    graph = node.graph
+    out = ir.Value(name=y.name, shape=y.shape, type=y.type)
+    y.name = _unique_value_name(graph, f"{y.name}_before_bias")
+    zero = np.zeros(channels, dtype)
+    b = ir.Value(name=_unique_value_name(graph, f"{out.name}_bias"), shape=ir.Shape(zero.shape),
+                 type=ir.TensorType(ir.DataType.from_numpy(zero.dtype)))
+    b.const_value = ir.tensor(zero, name=b.name)
+    graph.register_initializer(b)
+    for u in uses:
+        u.node.replace_input_with(u.idx, out)
+    for i, o in enumerate(graph.outputs):
+        if o is y:
+            graph.outputs[i] = out
+    add = ir.Node("", "Add", [y, b], outputs=[out], name=f"{node.name}_bias")
+    graph.insert_after(node, add)
+    return add, 1
+
+
+def _unique_value_name(graph: ir.Graph, base: str) -> str:
+    taken = set(graph.initializers) | {v.name for n in graph for v in n.outputs} | {v.name for v in graph.inputs}
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    return name
 
 
 def _merge_table(analysis: Analysis, plan: Plan, removed_root: np.ndarray) -> dict[int, tuple[int, float]]:

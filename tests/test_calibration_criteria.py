@@ -42,6 +42,22 @@ def mlp():
     return _model(nodes, inits, ["N", 6], ["N", 5]), "a"
 
 
+def matmul_mlp(bias_add: bool):
+    """x[N, 3, 6] -> MatMul(12) + b -> Relu -> MatMul(5) [+ b2]: a consumer without a bias slot, whose
+    exported Linear bias is the Add after it (or which has none: the fold adds one)."""
+    rng = np.random.default_rng(4)
+    inits = {"w1": rng.standard_normal((6, 12)), "b1": rng.standard_normal(12) + 0.5,
+             "w2": rng.standard_normal((12, 5)) * rng.uniform(0.1, 2, (12, 1))}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"], name="mm1"),
+             helper.make_node("Add", ["h0", "b1"], ["h"], name="add1"),
+             helper.make_node("Relu", ["h"], ["a"], name="relu"),
+             helper.make_node("MatMul", ["a", "w2"], ["y0" if bias_add else "y"], name="mm2")]
+    if bias_add:
+        inits["b2"] = rng.standard_normal((1, 5))
+        nodes.append(helper.make_node("Add", ["y0", "b2"], ["y"], name="add2"))
+    return _model(nodes, inits, ["N", 3, 6], ["N", 3, 5]), "a"
+
+
 def cnn(flatten: bool):
     """x[N, 2, 5, 5] -> Conv(6, pad 1) -> Relu -> Conv(4, pad 1) -> y, or with ``flatten`` -> Flatten -> Gemm(3):
     there each of the 6 channels owns 25 positions of the Gemm's input (a class over several positions)."""
@@ -97,7 +113,7 @@ def calib(tmp_path_factory):
     d = tmp_path_factory.mktemp("calib")
     rng = np.random.default_rng(2)
     files = {}
-    for name, shape in (("mlp", (96, 6)), ("cnn", (96, 2, 5, 5))):
+    for name, shape in (("mlp", (96, 6)), ("cnn", (96, 2, 5, 5)), ("seq", (96, 3, 6))):
         x = (rng.standard_normal(shape) + 0.3).astype(np.float32)
         np.savez(d / f"{name}.npz", x=x)
         files[name] = (d / f"{name}.npz", x)
@@ -160,18 +176,24 @@ def test_measured_statistics_do_not_depend_on_the_batch_size(calib):
     np.testing.assert_allclose(found[0].variance, ref.var(axis=1), rtol=1e-5)
 
 
-@pytest.mark.parametrize("which", ["mlp", "flatten"])
+BUILDERS = {"mlp": (mlp, "mlp"), "flatten": (lambda: cnn(flatten=True), "cnn"),
+            "matmul+add": (lambda: matmul_mlp(True), "seq"), "matmul": (lambda: matmul_mlp(False), "seq")}
+
+
+@pytest.mark.parametrize("which", list(BUILDERS))
 def test_flap_bias_fold_keeps_the_output_mean_on_the_calibration_data(calib, which):
     """Removing channels shifts the output mean by sum_j mean(X_j) W_j; flap folds exactly that into the
-    bias (per position of a flattened channel), so the mean on the calibration data is kept; without the
-    fold (--no-compensate) it is not."""
-    model, _ = mlp() if which == "mlp" else cnn(flatten=True)
-    path, x = calib["mlp" if which == "mlp" else "cnn"]
+    bias (per position of a flattened channel; a MatMul's into the Add after it, or a new one), so the mean
+    on the calibration data is kept; without the fold (--no-compensate) it is not."""
+    build, data = BUILDERS[which]
+    model, _ = build()
+    path, x = calib[data]
 
     def mean_output(m):
         sess = ort.InferenceSession(m.SerializeToString() if hasattr(m, "SerializeToString") else
                                     ir.to_proto(m).SerializeToString(), providers=["CPUExecutionProvider"])
-        return sess.run(None, {"x": x})[0].astype(np.float64).mean(axis=0)
+        out = sess.run(None, {"x": x})[0].astype(np.float64)
+        return out.reshape(-1, out.shape[-1]).mean(axis=0) if out.ndim == 3 else out.mean(axis=0)
 
     ref = mean_output(model)
     errors = {}

@@ -485,9 +485,14 @@ def reads_every_position(analysis: Analysis, c: ParamMember) -> bool:
 
 
 def takes_bias_fold(analysis: Analysis, c: ParamMember) -> bool:
-    """A consumer that reads every position alike and has a bias slot a constant can be folded into."""
+    """A consumer that reads every position alike and has a bias a constant can be folded into: its bias
+    slot, or for an op without one (MatMul of a 2-D constant weight) an Add after it (``surgery.bias_slot``)."""
     aff = node_traits(analysis, c.node).affine()
-    return reads_every_position(analysis, c) and aff.bias is not None and aff.bias_scale != 0
+    if not reads_every_position(analysis, c) or aff.bias_scale == 0:
+        return False
+    w = c.node.inputs[aff.weight] if aff.bias is None else None
+    return aff.bias is not None or (c.input_index == aff.weight and w is not None and w.const_value is not None
+                                    and len(w.const_value.shape) == 2)
 
 
 # -- unread channels -------------------------------------------------------------------------------------
