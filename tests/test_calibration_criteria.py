@@ -171,6 +171,12 @@ def test_measured_statistics_do_not_depend_on_the_batch_size(calib):
     assert found[0].count == found[1].count == 96 * 25
     for field in ("mean", "variance", "norm"):
         np.testing.assert_allclose(getattr(found[0], field), getattr(found[1], field), rtol=1e-9)
+    # a memory budget too small for two tensors at once: one pass per tensor, the same statistics
+    h = next(v for n in m.graph for v in n.outputs if v.name == "h")
+    apart = measure_activation_stats(m, Calibration({"x": x}, None, 8), [(a, 1), (h, 1)], budget=1)
+    together = measure_activation_stats(m, Calibration({"x": x}, None, 8), [(a, 1), (h, 1)])
+    for name in ("a", "h"):
+        np.testing.assert_allclose(apart[name].m2, together[name].m2, rtol=1e-12)
     # and they are the activations' own: the independent reference in one run
     ref = np.moveaxis(_activation(model, "a", x), 1, 0).reshape(6, -1)
     np.testing.assert_allclose(found[0].variance, ref.var(axis=1), rtol=1e-5)
