@@ -40,6 +40,8 @@ ROWS = {
     "l1 local": ("l1", {"allocation": "local", "merge": False}),
     "wanda local": ("wanda", {"allocation": "local", "merge": False}),
     "flap local +compensate": ("flap", {"allocation": "local"}),
+    "wanda local +compensate": ("wanda", {"allocation": "local", "compensate": True}),
+    "energy local": ("energy", {"allocation": "local", "merge": False}),
 }
 
 

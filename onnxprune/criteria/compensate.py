@@ -28,7 +28,8 @@ def add_compensation(analysis: Analysis, plan: Plan, data_means: Callable | None
     from onnxprune.criteria.calibrated import consumer_activation
 
     def measurable(c) -> tuple | None:
-        return consumer_activation(analysis, c) if data_means is not None and takes_bias_fold(analysis, c) else None
+        return consumer_activation(analysis, c) if data_means is not None and folds_measured_mean(analysis, c) \
+            else None
 
     needed = {}  # one pass over the data for every consumer input of a removed channel
     for gid in plan.removed:
@@ -43,7 +44,7 @@ def add_compensation(analysis: Analysis, plan: Plan, data_means: Callable | None
         todo = [j for j in removed.tolist() if j not in handled]
         if not todo:
             continue
-        folds, why_not, sources = [], None, set()
+        folds, why_not, sources, padded = [], None, set(), []
         for c in (p for p in g.params if p.role == "consumer"):
             act = measurable(c)
             if act is not None:
@@ -51,6 +52,8 @@ def add_compensation(analysis: Analysis, plan: Plan, data_means: Callable | None
                 means = measured[act[0].name]
                 folds.extend((j, c.node, means[pos[cls == j]]) for j in todo)  # one mean per position of j
                 sources.add("calibration data")
+                if not takes_bias_fold(analysis, c):
+                    padded.append(c.node.name)
                 continue
             found = _mean_path(analysis, g, c)
             if isinstance(found, str):
@@ -60,9 +63,19 @@ def add_compensation(analysis: Analysis, plan: Plan, data_means: Callable | None
             folds.extend((j, c.node, float(found[j])) for j in todo)
         if why_not is None and folds:
             plan.bias_folds.setdefault(gid, []).extend(folds)
-            plan.reasons[gid] = plan.reasons.get(gid, "") + f"; mean-compensated from {' and '.join(sorted(sources))}"
+            plan.reasons[gid] = plan.reasons.get(gid, "") + f"; mean-compensated from {' and '.join(sorted(sources))}" \
+                + (f" (padded {', '.join(padded)}: approximate where the window reaches the padding)" if padded else "")
         elif why_not:
             plan.reasons[gid] = plan.reasons.get(gid, "") + f"; not compensated: {why_not}"
+
+
+def folds_measured_mean(analysis: Analysis, c) -> bool:
+    """A consumer a measured mean folds into: one that takes a bias fold, or a single-group Conv that only
+    pads. Border outputs of the latter, whose taps over the padding read zeros, gain the removed mean
+    through those taps too: an approximation, which measured far better than no fold (FLAP on the bundled
+    CNNs, tools/bench_calibration.py)."""
+    aff = node_traits(analysis, c.node).affine()
+    return takes_bias_fold(analysis, c) or (aff is not None and aff.pads and c.blocks == 1 and aff.bias is not None)
 
 
 def _mean_path(analysis: Analysis, g, consumer) -> np.ndarray | str:

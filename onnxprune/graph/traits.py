@@ -225,6 +225,7 @@ class Affine:
     weight_out_axis: int = 0  # axis of the weight that indexes output channels
     reads_every_position: bool = False  # as a consumer: each output position sums every input position alike
     out_per_group: bool = False  # output channels = weight dims[weight_out_axis] * group (ConvTranspose)
+    pads: bool = False  # a Conv of one group that would read every position alike but for its zero padding
 
     def output_channels(self, node: ir.Node, weight_dims) -> int:
         """Output channels read off the weight's dims."""
@@ -235,7 +236,7 @@ class Affine:
 def _conv_affine(node: ir.Node) -> Affine:
     group = attr(node, "group", 1)
     padded = attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID") or any(attr(node, "pads", []) or [])
-    return Affine(1, 2, reads_every_position=group == 1 and not padded)
+    return Affine(1, 2, reads_every_position=group == 1 and not padded, pads=group == 1 and padded)
 
 
 def _conv_transpose_affine(_node: ir.Node) -> Affine:
