@@ -42,6 +42,9 @@ ROWS = {
     "flap local +compensate": ("flap", {"allocation": "local"}),
     "wanda local +compensate": ("wanda", {"allocation": "local", "compensate": True}),
     "energy local": ("energy", {"allocation": "local", "merge": False}),
+    # the same measured compensation for the data-free criteria (--compensate --data)
+    "l1 local +compensate": ("l1", {"allocation": "local", "compensate": True}),
+    "energy local +compensate": ("energy", {"allocation": "local", "compensate": True}),
 }
 
 
@@ -75,7 +78,8 @@ def main(argv=None) -> int:
             print("|---|" + "---|" * len(args.targets), flush=True)
             results[name] = {"unpruned": base}
             for label, (crit, options) in ROWS.items():
-                opts = {**options, **({"data": calib} if REGISTRY[crit].needs_data else {})}
+                reads_data = REGISTRY[crit].needs_data or options.get("compensate")
+                opts = {**options, **({"data": calib} if reads_data else {})}
                 cache: dict = {}
                 cells = []
                 for t in args.targets:
