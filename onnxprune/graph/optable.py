@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from onnxprune.graph.rules import conv, elementwise, layout, linear, norm, pool, reduce, shapes
+from onnxprune.graph.rules import attention, contrib, conv, elementwise, layout, linear, norm, pool, reduce, shapes
 from onnxprune.graph.traits import SPECS, UNKNOWN, Spec, Traits
 
 
@@ -43,6 +43,7 @@ _BROADCAST = [
     "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor",
     "BitwiseAnd", "BitwiseOr", "BitwiseXor",
 ]
+MS = "com.microsoft"
 _POOL = ["MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"]
 _REDUCE = [
     "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -84,6 +85,16 @@ TABLE: list[Entry] = [
     *(Entry(op, reduce.reduce) for op in _REDUCE),
     Entry("ArgMax", reduce.arg_reduce),
     Entry("ArgMin", reduce.arg_reduce),
+    Entry("Attention", attention.onnx_attention, since=23),
+    # onnxruntime's fused transformer ops (its transformer optimizer writes them)
+    Entry("Attention", attention.ms_attention, domain=MS),
+    Entry("MultiHeadAttention", attention.ms_multi_head_attention, domain=MS),
+    Entry("GroupQueryAttention", attention.ms_group_query_attention, domain=MS),
+    *(Entry(op, contrib.bias_gelu, domain=MS) for op in ("BiasGelu", "FastGelu", "Gelu", "QuickGelu")),
+    *(Entry(op, contrib.skip_layer_norm, domain=MS) for op in ("SkipLayerNormalization",
+                                                                "SkipSimplifiedLayerNormalization")),
+    Entry("EmbedLayerNormalization", contrib.embed_layer_norm, domain=MS),
+    Entry("SimplifiedLayerNormalization", contrib.layer_norm),
 ]
 
 _INDEX: dict[tuple[str, str], list[Entry]] = {}
