@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
+from onnxprune.graph import contrib_shapes as cs
 from onnxprune.graph.rules import attention, contrib, conv, elementwise, layout, linear, norm, pool, reduce, shapes
 from onnxprune.graph.traits import SPECS, UNKNOWN, Spec, Traits
 
@@ -85,16 +86,21 @@ TABLE: list[Entry] = [
     *(Entry(op, reduce.reduce) for op in _REDUCE),
     Entry("ArgMax", reduce.arg_reduce),
     Entry("ArgMin", reduce.arg_reduce),
-    Entry("Attention", attention.onnx_attention, since=23),
-    # onnxruntime's fused transformer ops (its transformer optimizer writes them)
-    Entry("Attention", attention.ms_attention, domain=MS),
-    Entry("MultiHeadAttention", attention.ms_multi_head_attention, domain=MS),
-    Entry("GroupQueryAttention", attention.ms_group_query_attention, domain=MS),
-    *(Entry(op, contrib.bias_gelu, domain=MS) for op in ("BiasGelu", "FastGelu", "Gelu", "QuickGelu")),
-    *(Entry(op, contrib.skip_layer_norm, domain=MS) for op in ("SkipLayerNormalization",
-                                                                "SkipSimplifiedLayerNormalization")),
-    Entry("EmbedLayerNormalization", contrib.embed_layer_norm, domain=MS),
-    Entry("SimplifiedLayerNormalization", contrib.layer_norm),
+    Entry("Attention", attention.onnx_attention, since=23, traits=Spec(macs=cs.onnx_attention_macs)),
+    # onnxruntime's fused transformer ops (its transformer optimizer writes them); ONNX inference does not
+    # know their shapes, so the registry states them
+    Entry("Attention", attention.ms_attention, domain=MS, traits=Spec(shapes=cs.ms_attention,
+                                                                      macs=cs.ms_attention_macs)),
+    Entry("MultiHeadAttention", attention.ms_multi_head_attention, domain=MS,
+          traits=Spec(shapes=cs.ms_multi_head_attention, macs=cs.ms_multi_head_attention_macs)),
+    Entry("GroupQueryAttention", attention.ms_group_query_attention, domain=MS,
+          traits=Spec(shapes=cs.ms_group_query_attention, macs=cs.ms_group_query_attention_macs)),
+    *(Entry(op, contrib.bias_gelu, domain=MS, traits=Spec(shapes=cs.same_as_input(0)))
+      for op in ("BiasGelu", "FastGelu", "Gelu", "QuickGelu")),
+    *(Entry(op, contrib.skip_layer_norm, domain=MS, traits=Spec(shapes=cs.same_as_input(0, 3)))
+      for op in ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")),
+    Entry("EmbedLayerNormalization", contrib.embed_layer_norm, domain=MS, traits=Spec(shapes=cs.embed_layer_norm)),
+    Entry("SimplifiedLayerNormalization", contrib.layer_norm, traits=Spec(shapes=cs.same_as_input(0))),
 ]
 
 _INDEX: dict[tuple[str, str], list[Entry]] = {}

@@ -10,8 +10,8 @@ default scale 1 / sqrt(head_size). Every input, output and attribute whose head 
 not read (a key/value cache, a per-head tensor computed at run time, an attribute it does not know)
 freezes the heads, with the reason.
 
-ONNX shape inference does not know the com.microsoft ops: their rules state the output shape, so the
-ops after them (the o-projection) see ranks and sizes.
+ONNX shape inference does not know the com.microsoft ops: the registry states their output shapes
+(``graph.contrib_shapes``).
 """
 
 from __future__ import annotations
@@ -26,18 +26,6 @@ from onnxprune.graph.edit import set_int_attr, set_ints_attr
 
 
 # -- shared checks --------------------------------------------------------------------------------
-def fill_shape(ctx: NodeContext, j: int, dims: list | None, dtype: ir.DataType | None) -> None:
-    """Give output j a shape where ONNX inference could not (a custom-domain op), so later rules and a
-    second inference round see it."""
-    if j >= len(ctx.node.outputs) or dims is None:
-        return
-    out = ctx.node.outputs[j]
-    if out.shape is None:
-        out.shape = ir.Shape(dims)
-        out.dtype = out.dtype or dtype
-        ctx.analysis.filled_shapes += 1
-
-
 def check_attributes(ctx: NodeContext, known: set[str]) -> None:
     unknown = sorted(set(ctx.node.attributes) - known)
     if unknown:
@@ -137,11 +125,6 @@ def _bias_param(ctx: NodeContext, i: int, atoms: np.ndarray, what: str) -> None:
     ctx.param(i, 0, atoms, "param")
 
 
-def _out_shape(ctx: NodeContext, i: int, width: int) -> list | None:
-    s = ctx.shape(ctx.input(i))
-    return [*s[:-1], width] if s is not None else None
-
-
 # -- com.microsoft Attention: the input projection is inside the op ---------------------------------
 def ms_attention(ctx: NodeContext) -> None:
     """input [B, S, in] x weights [in, q + k + v] (+ bias) -> heads -> output [B, S, v]: the op makes
@@ -158,7 +141,6 @@ def ms_attention(ctx: NodeContext) -> None:
     if sizes[0] != sizes[1]:
         raise RuleUnsupported(f"q and k widths differ ({sizes[0]} vs {sizes[1]})")
     dq, dv = _per_head(sizes[0], n, "q"), _per_head(sizes[2], n, "v")
-    fill_shape(ctx, 0, _out_shape(ctx, 0, sizes[2]), ctx.input(0).dtype)
     heads = ctx.new_space(n)  # made before any refusal below, so a frozen op still shows its heads
     if ctx.attr_int("do_rotary", 0):
         raise RuleUnsupported("it applies rotary embeddings inside the op (do_rotary), which no test covers")
@@ -200,7 +182,6 @@ def ms_multi_head_attention(ctx: NodeContext) -> None:
     if ctx.rank(k) != 3 or ctx.rank(v) != 3:
         raise RuleUnsupported("key/value are given per head (a cache or cross-attention state)")
     hq, hk, hv = _width(ctx, 0), _width(ctx, 1), _width(ctx, 2)
-    fill_shape(ctx, 0, _out_shape(ctx, 0, hv), q.dtype)
     _require_absent(ctx, {6: "past key cache", 7: "past value cache", 8: "past_sequence_length",
                           9: "cache_indirection"}, last=9)
     _require_unused(ctx, {1: "present key cache", 2: "present value cache", 3: "qk"})
@@ -262,7 +243,6 @@ def ms_group_query_attention(ctx: NodeContext) -> None:
             raise RuleUnsupported("key/value are not 3-D")
         d, dk, dv = _per_head(_width(ctx, 0), n, "query"), _per_head(_width(ctx, 1), kvn, "key"), \
             _per_head(_width(ctx, 2), kvn, "value")
-    fill_shape(ctx, 0, _out_shape(ctx, 0, n * d), q.dtype)
     _require_absent(ctx, {3: "past key cache", 4: "past value cache", 12: "k_scale of a quantized cache",
                           13: "v_scale of a quantized cache"}, last=16)
     _require_unused(ctx, {1: "present key cache", 2: "present value cache", 3: "output_qk"})
