@@ -193,16 +193,25 @@ def _o_projection(w: _Weights, src: str, width: int) -> list[onnx.NodeProto]:
             helper.make_node("Add", ["o_mm", w("bo", E, scale=0.1)], ["y"])]
 
 
-def mha_model(runtime_bias: bool = False) -> onnx.ModelProto:
-    """MultiHeadAttention, 4 heads of 8, packed q|k|v bias, a constant per-head attention_bias."""
+def mha_model(runtime_bias: bool = False, rotary: bool = False) -> onnx.ModelProto:
+    """MultiHeadAttention, 4 heads of 8, packed q|k|v bias, a constant per-head attention_bias; with
+    ``rotary`` q and k pass through RotaryEmbedding first (num_heads on q, head size from the cache on k)."""
     w = _Weights(1)
     nodes = [helper.make_node("MatMul", ["x", w(f"w{n}", E, E)], [n]) for n in "qkv"]
+    if rotary:
+        pos = w.const("pos", np.tile(np.arange(S, dtype=np.int64), (B, 1)))
+        cos, sin = w("cos", 16, 4), w("sin", 16, 4)
+        for name, attrs in (("q", {"num_heads": 4}), ("k", {})):
+            nodes.append(helper.make_node("RotaryEmbedding", [f"{name}", pos, cos, sin], [f"{name}_rot"],
+                                          domain="com.microsoft", **attrs))
+        nodes.append(helper.make_node("Identity", ["v"], ["v_rot"]))
     bias = "ab_rt" if runtime_bias else w("ab", 1, 4, S, S)
     if runtime_bias:  # a per-head bias computed at run time (from x): the heads cannot be cut
         nodes.append(helper.make_node("ReduceMean", ["x"], ["ab_m"], axes=[1, 2]))
         nodes.append(helper.make_node("Unsqueeze", ["ab_m", w.const("ab_ax", np.array([3], np.int64))], ["ab_u"]))
         nodes.append(helper.make_node("Mul", ["ab_u", w("ab", 1, 4, S, S)], ["ab_rt"]))
-    nodes.append(helper.make_node("MultiHeadAttention", ["q", "k", "v", w("bqkv", 3 * E, scale=0.1), "", bias],
+    qkv = ["q_rot", "k_rot", "v_rot"] if rotary else ["q", "k", "v"]
+    nodes.append(helper.make_node("MultiHeadAttention", [*qkv, w("bqkv", 3 * E, scale=0.1), "", bias],
                                   ["a"], domain="com.microsoft", num_heads=4))
     return _model(nodes + _o_projection(w, "a", E), w.inits, 17)
 
@@ -256,10 +265,12 @@ def _save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def test_mha_planted_heads(tmp_path):
-    planted, pruned, _ = _prune_planted(_save(mha_model(), tmp_path / "mha.onnx"), tmp_path, 0.5)
+@pytest.mark.parametrize("rotary", [False, True], ids=["plain", "rotary"])
+def test_mha_planted_heads(tmp_path, rotary):
+    planted, pruned, _ = _prune_planted(_save(mha_model(rotary=rotary), tmp_path / "mha.onnx"), tmp_path, 0.5)
     (node,) = _nodes(pruned, "MultiHeadAttention")
-    assert _attr(node, "num_heads") == 2 and planted
+    assert _attr(node, "num_heads") == 2 and list(planted.values()) == [2]
+    assert [_attr(n, "num_heads") for n in _nodes(pruned, "RotaryEmbedding")] == ([2, None] if rotary else [])
     ab = next(i for i in pruned.graph.initializer if i.name == node.input[5])
     assert list(ab.dims) == [1, 2, S, S]  # the per-head attention_bias lost the removed heads' slices
 

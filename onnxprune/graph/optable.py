@@ -95,6 +95,7 @@ TABLE: list[Entry] = [
           traits=Spec(shapes=cs.ms_multi_head_attention, macs=cs.ms_multi_head_attention_macs)),
     Entry("GroupQueryAttention", attention.ms_group_query_attention, domain=MS,
           traits=Spec(shapes=cs.ms_group_query_attention, macs=cs.ms_group_query_attention_macs)),
+    Entry("RotaryEmbedding", attention.ms_rotary_embedding, domain=MS, traits=Spec(shapes=cs.same_as_input(0))),
     *(Entry(op, contrib.bias_gelu, domain=MS, traits=Spec(shapes=cs.same_as_input(0)))
       for op in ("BiasGelu", "FastGelu", "Gelu", "QuickGelu")),
     *(Entry(op, contrib.skip_layer_norm, domain=MS, traits=Spec(shapes=cs.same_as_input(0, 3)))

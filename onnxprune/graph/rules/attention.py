@@ -324,3 +324,36 @@ def _onnx_attention_4d(ctx: NodeContext) -> None:
             ctx.rewrite("scale", _state_scale)
     if dims[2] is not None:
         ctx.set_output(0, 3, dims[2].atoms)
+
+
+# -- com.microsoft RotaryEmbedding (before MultiHeadAttention in onnxruntime's decoder fusions) -----------
+def ms_rotary_embedding(ctx: NodeContext) -> None:
+    """Rotates pairs of dimensions inside each head (d and d + rotary_dim / 2, or 2i and 2i + 1
+    interleaved) by position-dependent angles, alike for every head: each head's positions become one
+    channel, whole heads may go. 3-D input [B, S, N * head_size]; the head size is hidden / num_heads, or
+    twice the cos cache's width when num_heads is 0."""
+    check_attributes(ctx, {"num_heads", "rotary_embedding_dim", "interleaved", "is_packed_batching", "scale"})
+    if ctx.attr_int("is_packed_batching", 0):
+        raise RuleUnsupported("it reads packed (ragged) batches")
+    _require_absent(ctx, {}, last=3)
+    _plain_inputs(ctx, [1, 2, 3])
+    d = ctx.take(0)
+    if d is None:
+        return
+    x = ctx.input(0)
+    if ctx.rank(x) != 3 or d.axis != 2:
+        raise RuleUnsupported("it pairs dimensions inside each head: only whole heads of a 3-D input are followed")
+    n = ctx.attr_int("num_heads", 0)
+    if n == 0:
+        if ctx.attr_int("rotary_embedding_dim", 0):
+            raise RuleUnsupported("rotary_embedding_dim is set without num_heads")
+        head_size = 2 * ctx.size(ctx.input(2), 1)
+        if len(d.atoms) % head_size:
+            raise RuleUnsupported(f"its width {len(d.atoms)} is not a multiple of the head size {head_size}")
+        n = len(d.atoms) // head_size
+    heads = couple_heads(ctx, d.atoms, n)
+    if "num_heads" in ctx.node.attributes and n:
+        node = ctx.node
+        ctx.rewrite("num_heads", lambda keep, node=node, heads=heads: set_int_attr(node, "num_heads",
+                                                                                    int(keep(heads).sum())))
+    ctx.set_output(0, 2, d.atoms)
