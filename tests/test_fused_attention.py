@@ -152,6 +152,10 @@ def test_fused_bert_ratio_runs(fused_bert, variant, tmp_path):
     op = "Attention" if variant == "attention" else "MultiHeadAttention"
     assert [_attr(n, "num_heads") for n in _nodes(pruned, op)] == [3, 3]
     assert report["validation"]["outputs"]["last_hidden_state"]["cosine"] > 0.5  # ran, and is not garbage
+    # MACs are counted through the fused ops: per layer q|k|v projection, q.k and p.v, o-projection, FFN
+    b, s, e, f = *BERT_SHAPES["input_ids"], 64, 128
+    assert report["flops_before"] == 2 * (b * s * e * 3 * e + b * s * s * 2 * e + b * s * e * e + 2 * b * s * e * f)
+    assert report["flops_after"] < report["flops_before"]
 
 
 # -- (b) helper-built graphs --------------------------------------------------------------------------
@@ -259,10 +263,40 @@ def onnx_attention_model(four_d: bool) -> onnx.ModelProto:
     return _model(nodes + _o_projection(w, "a", n * d), w.inits, 23)
 
 
+def ms_attention_model(**attrs) -> onnx.ModelProto:
+    """com.microsoft Attention with unequal widths (qkv_hidden_sizes 32, 32, 48: 4 heads, q/k head size 8,
+    v head size 12) and a constant per-head attention_bias; ``attrs`` are added to the node."""
+    w = _Weights(4)
+    sizes = [32, 32, 48]
+    past = attrs.pop("past", False)
+    inputs = ["x", w("wqkv", E, sum(sizes)), w("bqkv", sum(sizes), scale=0.1), "",
+              w("past", 2, B, 4, 3, 8) if past else "", w("ab", 1, 4, S, S)]
+    node = helper.make_node("Attention", inputs, ["a"], domain="com.microsoft", num_heads=4,
+                            qkv_hidden_sizes=sizes, **attrs)
+    return _model([node, *_o_projection(w, "a", sizes[2])], w.inits, 17)
+
+
 def _save(model: onnx.ModelProto, path: Path) -> Path:
     onnx.save(model, path)
     ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # onnxruntime accepts the graph
     return path
+
+
+def test_ms_attention_unequal_widths_planted_heads(tmp_path):
+    planted, pruned, _ = _prune_planted(_save(ms_attention_model(unidirectional=1), tmp_path / "att.onnx"),
+                                        tmp_path, 0.5)
+    (node,) = _nodes(pruned, "Attention")
+    assert _attr(node, "num_heads") == 2 and _attr(node, "qkv_hidden_sizes") == [16, 16, 24]
+    ab = next(i for i in pruned.graph.initializer if i.name == node.input[5])
+    assert list(ab.dims) == [1, 2, S, S] and list(planted.values()) == [2]
+
+
+@pytest.mark.parametrize(("attrs", "reason"), [({"do_rotary": 1}, "rotary"), ({"past": True}, "past key/value cache")])
+def test_ms_attention_unproven_configurations_freeze(tmp_path, attrs, reason):
+    an = analyze_groups(load_normalized(_save(ms_attention_model(**attrs), tmp_path / "att.onnx")))
+    heads = [g for g in an.groups if g.name == "Attention" or g.size == 4]
+    assert heads and all(any(reason in r for r in g.frozen) for g in heads)
+    assert not an.prunable_groups
 
 
 @pytest.mark.parametrize("rotary", [False, True], ids=["plain", "rotary"])
