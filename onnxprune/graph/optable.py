@@ -7,7 +7,7 @@ Ranges are inclusive; ``None`` means open-ended.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import onnx_ir as ir
 
@@ -97,11 +97,12 @@ TABLE: list[Entry] = [
           traits=Spec(shapes=cs.ms_group_query_attention, macs=cs.ms_group_query_attention_macs)),
     Entry("RotaryEmbedding", attention.ms_rotary_embedding, domain=MS, traits=Spec(shapes=cs.same_as_input(0))),
     *(Entry(op, contrib.bias_gelu, domain=MS, traits=Spec(shapes=cs.same_as_input(0)))
-      for op in ("BiasGelu", "FastGelu", "Gelu", "QuickGelu")),
+      for op in ("BiasGelu", "FastGelu", "QuickGelu")),
+    # com.microsoft Gelu is the erf Gelu of the default domain
+    Entry("Gelu", contrib.bias_gelu, domain=MS, traits=replace(SPECS["Gelu"], shapes=cs.same_as_input(0))),
     *(Entry(op, contrib.skip_layer_norm, domain=MS, traits=Spec(shapes=cs.same_as_input(0, 3)))
       for op in ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")),
     Entry("EmbedLayerNormalization", contrib.embed_layer_norm, domain=MS, traits=Spec(shapes=cs.embed_layer_norm)),
-    Entry("SimplifiedLayerNormalization", contrib.layer_norm, traits=Spec(shapes=cs.same_as_input(0))),
 ]
 
 _INDEX: dict[tuple[str, str], list[Entry]] = {}

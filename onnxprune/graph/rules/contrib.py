@@ -38,11 +38,6 @@ def skip_layer_norm(ctx: NodeContext) -> None:
     _freeze_normalised(ctx)
 
 
-def layer_norm(ctx: NodeContext) -> None:
-    """SimplifiedLayerNormalization (RMSNorm, an onnxruntime op in the default domain): over the last axes."""
-    _freeze_normalised(ctx)
-
-
 def embed_layer_norm(ctx: NodeContext) -> None:
     """EmbedLayerNormalization: token ids -> LayerNorm(embeddings) [B, S, hidden]; its width is the
     embedding tables' (frozen, like any residual stream)."""
