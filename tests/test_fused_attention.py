@@ -220,11 +220,11 @@ def mha_model(runtime_bias: bool = False, rotary: bool = False) -> onnx.ModelPro
     return _model(nodes + _o_projection(w, "a", E), w.inits, 17)
 
 
-def gqa_model(packed: bool, past: bool = False) -> onnx.ModelProto:
-    """GroupQueryAttention, 4 query heads in 2 KV groups, head size 16, rotary embeddings; separate q/k/v
-    projections (with a head_sink, smooth softmax) or one packed q|k|v projection."""
+def gqa_model(packed: bool, past: bool = False, kvn: int = 2) -> onnx.ModelProto:
+    """GroupQueryAttention, 2 * kvn query heads in kvn KV groups, head size 16, rotary embeddings; separate
+    q/k/v projections (with a head_sink, smooth softmax) or one packed q|k|v projection."""
     w = _Weights(2)
-    n, kvn, d = 4, 2, 16
+    n, d = 2 * kvn, 16
     if packed:
         nodes = _projections(w, {"qkv": (n + 2 * kvn) * d})
         qkv = ["qkv", "", ""]
@@ -243,11 +243,12 @@ def gqa_model(packed: bool, past: bool = False) -> onnx.ModelProto:
     return _model(nodes + _o_projection(w, "a", n * d), w.inits, 17)
 
 
-def onnx_attention_model(four_d: bool) -> onnx.ModelProto:
-    """ai.onnx Attention (opset 23), 4 query heads, 2 KV heads, head size 8. 3-D inputs with q_num_heads/
-    kv_num_heads and a constant per-head mask; or 4-D [B, heads, S, D] made by Reshape + Transpose."""
+def onnx_attention_model(four_d: bool, kvn: int = 2) -> onnx.ModelProto:
+    """ai.onnx Attention (opset 23), 2 * kvn query heads, kvn KV heads, head size 8. 3-D inputs with
+    q_num_heads/kv_num_heads and a constant per-head mask; or 4-D [B, heads, S, D] made by Reshape +
+    Transpose."""
     w = _Weights(3)
-    n, kvn, d = 4, 2, 8
+    n, d = 2 * kvn, 8
     nodes = _projections(w, {"q": n * d, "k": kvn * d, "v": kvn * d})
     if not four_d:
         nodes.append(helper.make_node("Attention", ["q", "k", "v", w("mask", 1, n, S, S)], ["a"],
@@ -344,10 +345,19 @@ def test_onnx_attention_4d_planted_head_dims(tmp_path):
     assert sorted(planted.values()) == [4, 4]  # q.k and v head dimensions, 4 of 8 each
 
 
-@pytest.mark.parametrize("builder", [mha_model, lambda: gqa_model(True), lambda: onnx_attention_model(False)],
-                         ids=["mha", "gqa", "onnx_attention"])
-def test_ratio_prunes_heads_and_runs(tmp_path, builder):
+@pytest.mark.parametrize(("builder", "op", "heads"), [
+    (mha_model, "MultiHeadAttention", {"num_heads": 3}),
+    (ms_attention_model, "Attention", {"num_heads": 3}),
+    (lambda: gqa_model(True, kvn=4), "GroupQueryAttention", {"num_heads": 6, "kv_num_heads": 3}),
+    (lambda: onnx_attention_model(False, kvn=4), "Attention", {"q_num_heads": 6, "kv_num_heads": 3}),
+], ids=["mha", "ms_attention", "gqa", "onnx_attention"])
+def test_ratio_prunes_heads_and_runs(tmp_path, builder, op, heads):
+    """Default criterion and allocation at ratio 0.3: a head (KV group) of each attention goes."""
     out = tmp_path / "pruned.onnx"
     _, report = onnxprune.prune(_save(builder(), tmp_path / "m.onnx"), ratio=0.3, output=out)
-    onnx.checker.check_model(onnx.load(out), full_check=True)
+    pruned = onnx.load(out)
+    onnx.checker.check_model(pruned, full_check=True)
+    (node,) = _nodes(pruned, op)
+    assert {k: _attr(node, k) for k in heads} == heads
     assert report["validation"]["outputs"]["y"]["cosine"] > 0.5
+    assert report["flops_after"] < report["flops_before"]
