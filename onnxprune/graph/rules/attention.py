@@ -134,7 +134,7 @@ def ms_attention(ctx: NodeContext) -> None:
     n = _heads_attr(ctx, "num_heads")
     if not ctx.is_const(1):
         raise RuleUnsupported(f"its weights '{ctx.input(1).name}' are not a constant")
-    w_in, total = ctx.input(1).const_value.shape
+    _, total = ctx.input(1).const_value.shape
     sizes = ctx.attr_ints("qkv_hidden_sizes") or ([total // 3] * 3 if total % 3 == 0 else None)
     if sizes is None or len(sizes) != 3 or sum(sizes) != total:
         raise RuleUnsupported(f"its weights have {total} columns, which qkv_hidden_sizes does not split")
@@ -143,7 +143,8 @@ def ms_attention(ctx: NodeContext) -> None:
     dq, dv = _per_head(sizes[0], n, "q"), _per_head(sizes[2], n, "v")
     heads = ctx.new_space(n)  # made before any refusal below, so a frozen op still shows its heads
     if ctx.attr_int("do_rotary", 0):
-        raise RuleUnsupported("it applies rotary embeddings inside the op (do_rotary), which its rule does not follow (onnxruntime cannot run it on CPU to check)")
+        raise RuleUnsupported("it applies rotary embeddings inside the op (do_rotary), which its rule does not "
+                              "follow (onnxruntime cannot run it on CPU to check)")
     if ctx.attr_int("past_present_share_buffer", 0):
         raise RuleUnsupported("it shares a key/value cache buffer (past_present_share_buffer)")
     _require_absent(ctx, {4: "past key/value cache", 6: "past_sequence_length"}, last=6)
