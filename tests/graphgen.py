@@ -121,10 +121,15 @@ class Builder:
         return outs[0] if n_out == 1 else outs
 
     def model(self, outputs: list[str]) -> onnx.ModelProto:
+        # ONNX inference does not know com.microsoft ops: their outputs' shapes are stated
+        custom = [helper.make_tensor_value_info(o, self.elem, self._shapes[o])
+                  for n in self.nodes if n.domain == MS for o in n.output if o in self._shapes and o not in outputs]
         g = helper.make_graph(self.nodes, "g", self.inputs,
                               [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outputs],
-                              self.inits)
+                              self.inits, value_info=custom)
         opsets = [helper.make_opsetid("", self.opset)]
+        if any(n.domain == MS for n in self.nodes):
+            opsets.append(helper.make_opsetid(MS, 1))
         m = helper.make_model(g, opset_imports=opsets, ir_version=min(10, onnx.IR_VERSION))
         inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
         known = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
@@ -1044,6 +1049,137 @@ def _arg(op: str) -> None:
 
 for _op in ["ArgMax", "ArgMin"]:
     _arg(_op)
+
+
+# -- attention and onnxruntime's fused (com.microsoft) ops ----------------------------------------------
+MS = "com.microsoft"
+
+
+def _seq(b: Builder, t: T) -> list[int]:
+    """[batch, sequence, channels] with the channels last, as the attention ops read them."""
+    shape = b.shape(t.name)
+    if len(shape) != 3 or t.axis != 2:
+        raise Unbuildable("an attention op reads [batch, sequence, hidden]")
+    return shape
+
+
+def _ms(b: Builder, op: str, inputs: list[str | None], shape: list[int], n_out: int = 1, **attrs) -> str:
+    """A com.microsoft node; ONNX inference does not know it, so its (first) output's shape is recorded here."""
+    out = b.op(op, inputs, n_out=n_out, domain=MS, **attrs)
+    out = out if n_out == 1 else out[0]
+    b._shapes[out] = list(shape)
+    return out
+
+
+def _heads(b: Builder, width: int) -> int:
+    return int(b.rng.choice([n for n in (1, 2, 4) if width % n == 0]))
+
+
+@template("Attention", ("seq",), since=23, fp16=False)
+def _onnx_attention(b: Builder, t: T) -> T:
+    """Q = the channels, K/V the channels, a coupled tensor or an untracked input; optional per-head mask."""
+    shape = _seq(b, t)
+    n = _heads(b, shape[2])
+    kv = [t.name, b.op("Relu", [t.name]), b.input(shape)][int(b.rng.integers(3))]
+    attrs = {"q_num_heads": n, "kv_num_heads": n, "is_causal": int(b.rng.integers(2))}
+    inputs = [t.name, kv, t.name if b.rng.random() < 0.5 else kv]
+    if b.rng.random() < 0.5:
+        inputs.append(b.const(b.weight(1, n, shape[1], shape[1]) if b.rng.random() < 0.5 else b.weight(shape[1], shape[1])))
+    return T(b.op("Attention", inputs, **attrs), 2)
+
+
+@template("Attention", ("seq",), fp16=False)
+def _ms_attention(b: Builder, t: T) -> T:
+    """com.microsoft Attention: the channels are the rows of its packed q|k|v weights; it makes heads."""
+    shape = _seq(b, t)
+    n, d = int(b.rng.choice([1, 2, 4])), int(b.rng.choice([2, 4]))
+    inputs = [t.name, b.const(b.weight(shape[2], 3 * n * d)), b.const(b.weight(3 * n * d))]
+    attrs = {"num_heads": n, "unidirectional": int(b.rng.integers(2))}
+    return T(_ms(b, "Attention", inputs, [*shape[:2], n * d], **attrs), 2)
+
+
+@template("MultiHeadAttention", ("seq",), fp16=False)
+def _mha(b: Builder, t: T) -> T:
+    shape = _seq(b, t)
+    n = _heads(b, shape[2])
+    kv = [t.name, b.op("Sigmoid", [t.name]), b.input(shape)][int(b.rng.integers(3))]
+    inputs = [t.name, kv, kv if b.rng.random() < 0.5 else t.name,
+              b.const(b.weight(3 * shape[2])) if b.rng.random() < 0.5 else None, None]
+    if b.rng.random() < 0.5:
+        inputs.append(b.const(b.weight(1, n, shape[1], shape[1])))
+    return T(_ms(b, "MultiHeadAttention", inputs, shape, num_heads=n), 2)
+
+
+@template("GroupQueryAttention", ("seq",), fp16=False)
+def _gqa(b: Builder, t: T) -> T:
+    """Projections of the channels (onnxruntime wants head sizes that are multiples of 8) into 2 query
+    heads and 1 or 2 KV heads, packed or separate."""
+    shape = _seq(b, t)
+    n, kvn, d = 2, int(b.rng.choice([1, 2])), 8
+
+    def proj(width: int) -> str:
+        return b.op("MatMul", [t.name, b.const(b.weight(shape[2], width))])
+
+    qkv = [proj((n + 2 * kvn) * d), None, None] if b.rng.random() < 0.5 else [proj(n * d), proj(kvn * d),
+                                                                               proj(kvn * d)]
+    lengths = [b.const(np.full(shape[0], shape[1] - 1), np.int32), b.const(np.array(shape[1]), np.int32)]
+    return T(_ms(b, "GroupQueryAttention", [*qkv, None, None, *lengths], [*shape[:2], n * d],
+                 num_heads=n, kv_num_heads=kvn), 2)
+
+
+@template("RotaryEmbedding", ("seq",), fp16=False)
+def _rotary(b: Builder, t: T) -> T:
+    shape = _seq(b, t)
+    n = int(b.rng.choice([n for n in (1, 2, 4) if shape[2] % (2 * n) == 0]))
+    half = shape[2] // n // 2
+    positions = b.const(np.tile(np.arange(shape[1]), (shape[0], 1)), np.int64)
+    attrs = {"interleaved": int(b.rng.integers(2))}
+    if b.rng.random() < 0.5:
+        attrs["num_heads"] = n
+    inputs = [t.name, positions, b.const(b.weight(shape[1] + 2, half)), b.const(b.weight(shape[1] + 2, half))]
+    return T(_ms(b, "RotaryEmbedding", inputs, shape, **attrs), 2)
+
+
+def _ms_gelu(op: str) -> None:
+    @template(op, ANY, fp16=False)
+    def build(b: Builder, t: T) -> T:
+        shape = b.shape(t.name)
+        inputs = [t.name]
+        if op == "BiasGelu" or (op == "FastGelu" and b.rng.random() < 0.5):
+            inputs.append(b.const(b.weight(shape[-1])))
+        attrs = {"alpha": float(b.rng.choice([1.702, 0.5]))} if op == "QuickGelu" else {}
+        return T(_ms(b, op, inputs, shape, **attrs), t.axis)
+
+
+for _op in ["BiasGelu", "FastGelu", "QuickGelu", "Gelu"]:
+    _ms_gelu(_op)
+
+
+def _skip_norm(op: str) -> None:
+    @template(op, ("seq",), fp16=False)
+    def build(b: Builder, t: T) -> T:
+        shape = _seq(b, t)
+        c = shape[2]
+        skip = [t.name, b.input(shape), b.const(b.weight(*shape))][int(b.rng.integers(3))]
+        params = [b.const(b.weight(c) + 1)] + ([b.const(b.weight(c))] if op == "SkipLayerNormalization" else [])
+        bias = [b.const(b.weight(c))] if b.rng.random() < 0.5 else []
+        return T(_ms(b, op, [t.name, skip, *params, *bias], shape), 2)
+
+
+for _op in ["SkipLayerNormalization", "SkipSimplifiedLayerNormalization"]:
+    _skip_norm(_op)
+
+
+@template("EmbedLayerNormalization", ("seq",), fp16=False)
+def _embed_ln(b: Builder, t: T) -> T:
+    """Token embeddings (their width fixed by the tables) added to the channels."""
+    shape = _seq(b, t)
+    c, vocab = shape[2], 11
+    ids = b.const(b.rng.integers(0, vocab, shape[:2]), np.int32)
+    tables = [b.const(b.weight(vocab, c)), b.const(b.weight(shape[1] + 2, c))]
+    e = _ms(b, "EmbedLayerNormalization", [ids, None, *tables, None, b.const(b.weight(c) + 1),
+                                           b.const(b.weight(c))], shape, n_out=2)  # onnxruntime wants mask_index
+    return T(b.op("Add", [t.name, e]), 2)
 
 
 OPS = sorted(TEMPLATES)

@@ -7,11 +7,12 @@ Ranges are inclusive; ``None`` means open-ended.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import onnx_ir as ir
 
-from onnxprune.graph.rules import conv, elementwise, layout, linear, norm, pool, reduce, shapes
+from onnxprune.graph import contrib_shapes as cs
+from onnxprune.graph.rules import attention, contrib, conv, elementwise, layout, linear, norm, pool, reduce, shapes
 from onnxprune.graph.traits import SPECS, UNKNOWN, Spec, Traits
 
 
@@ -43,6 +44,7 @@ _BROADCAST = [
     "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor",
     "BitwiseAnd", "BitwiseOr", "BitwiseXor",
 ]
+MS = "com.microsoft"
 _POOL = ["MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"]
 _REDUCE = [
     "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -84,6 +86,23 @@ TABLE: list[Entry] = [
     *(Entry(op, reduce.reduce) for op in _REDUCE),
     Entry("ArgMax", reduce.arg_reduce),
     Entry("ArgMin", reduce.arg_reduce),
+    Entry("Attention", attention.onnx_attention, since=23, traits=Spec(macs=cs.onnx_attention_macs)),
+    # onnxruntime's fused transformer ops (its transformer optimizer writes them); ONNX inference does not
+    # know their shapes, so the registry states them
+    Entry("Attention", attention.ms_attention, domain=MS, traits=Spec(shapes=cs.ms_attention,
+                                                                      macs=cs.ms_attention_macs)),
+    Entry("MultiHeadAttention", attention.ms_multi_head_attention, domain=MS,
+          traits=Spec(shapes=cs.ms_multi_head_attention, macs=cs.ms_multi_head_attention_macs)),
+    Entry("GroupQueryAttention", attention.ms_group_query_attention, domain=MS,
+          traits=Spec(shapes=cs.ms_group_query_attention, macs=cs.ms_group_query_attention_macs)),
+    Entry("RotaryEmbedding", attention.ms_rotary_embedding, domain=MS, traits=Spec(shapes=cs.same_as_input(0))),
+    *(Entry(op, contrib.bias_gelu, domain=MS, traits=Spec(shapes=cs.same_as_input(0)))
+      for op in ("BiasGelu", "FastGelu", "QuickGelu")),
+    # com.microsoft Gelu is the erf Gelu of the default domain
+    Entry("Gelu", contrib.bias_gelu, domain=MS, traits=replace(SPECS["Gelu"], shapes=cs.same_as_input(0))),
+    *(Entry(op, contrib.skip_layer_norm, domain=MS, traits=Spec(shapes=cs.same_as_input(0, 3)))
+      for op in ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")),
+    Entry("EmbedLayerNormalization", contrib.embed_layer_norm, domain=MS, traits=Spec(shapes=cs.embed_layer_norm)),
 ]
 
 _INDEX: dict[tuple[str, str], list[Entry]] = {}

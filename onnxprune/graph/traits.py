@@ -372,6 +372,7 @@ class Spec:
     norm: Callable[[ir.Node], Norm] | None = None
     macs: Callable[[ir.Node], int | None] | None = None
     fold: Callable[[ir.Node, list], np.ndarray | None] | None = None  # numpy evaluation on constant inputs
+    shapes: Callable[[ir.Node], list] | None = None  # output (dims, dtype) of ops ONNX inference does not know
 
 
 @dataclass(frozen=True)
@@ -462,6 +463,11 @@ class Traits:
     @property
     def folds(self) -> bool:
         return self.spec.fold is not None
+
+    def output_shapes(self) -> list:
+        """(dims, dtype) or None per output, for ops ONNX shape inference does not know (custom domains);
+        empty where the registry does not say."""
+        return self.spec.shapes(self.node) if self.spec.shapes is not None else []
 
     def macs(self) -> int | None:
         """Multiply-accumulates at the node's static shapes (free dims as 1), None if not counted."""

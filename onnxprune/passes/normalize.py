@@ -154,7 +154,30 @@ def infer_shapes(model: ir.Model) -> None:
     """Run ONNX shape inference (weights stripped for speed) and store the shapes on the values.
 
     Strict first; a model whose own declared shapes contradict inference gets lenient inference,
-    and ``model.meta[STRICT_SHAPES_OK]`` records which, so the post-surgery check knows what to expect."""
+    and ``model.meta[STRICT_SHAPES_OK]`` records which, so the post-surgery check knows what to expect.
+    Ops ONNX does not know (onnxruntime's fused ops) get their output shapes from the op registry, and
+    inference runs again past them until no shape is added."""
+    _infer_onnx_shapes(model)
+    while _fill_registry_shapes(model):
+        _infer_onnx_shapes(model)
+
+
+def _fill_registry_shapes(model: ir.Model) -> int:
+    """Output shapes the op registry states for custom-domain ops ONNX inference left unknown; the count."""
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+    count = 0
+    for node in model.graph:
+        if all(out.shape is not None for out in node.outputs):
+            continue
+        for out, known in zip(node.outputs, traits(node, opset).output_shapes()):
+            if out.shape is None and known is not None:
+                out.shape = ir.Shape(known[0])
+                out.dtype = out.dtype or known[1]
+                count += 1
+    return count
+
+
+def _infer_onnx_shapes(model: ir.Model) -> None:
     def _infer(strict: bool):
         return lambda proto: onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=strict,
                                                                data_prop=True)
