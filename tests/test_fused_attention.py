@@ -264,6 +264,24 @@ def onnx_attention_model(four_d: bool, kvn: int = 2) -> onnx.ModelProto:
     return _model(nodes + _o_projection(w, "a", n * d), w.inits, 23)
 
 
+def onnx_attention_head_axis_model() -> onnx.ModelProto:
+    """ai.onnx Attention with 4-D operands whose axis 1 holds one channel per head: x [B, S, D, E] times a
+    per-head weight [E, heads] moved to axis 1 ([B, heads, S, D]); 4 query heads, 2 KV heads, a constant
+    per-head mask; the output moves the heads back last and an o-projection reads them."""
+    w = _Weights(5)
+    n, kvn, d = 4, 2, 8
+    x4 = [helper.make_node("Reshape", ["x", w.const("x_shape", np.array([B, S, d, E // d], np.int64))], ["x4"])]
+    nodes = x4
+    for name, heads in (("q", n), ("k", kvn), ("v", kvn)):
+        nodes.append(helper.make_node("MatMul", ["x4", w(f"w{name}", E // d, heads)], [f"{name}_mm"]))
+        nodes.append(helper.make_node("Transpose", [f"{name}_mm"], [f"{name}4"], perm=[0, 3, 1, 2]))
+    nodes.append(helper.make_node("Attention", ["q4", "k4", "v4", w("mask", 1, n, S, S)], ["a4"]))
+    nodes.append(helper.make_node("Transpose", ["a4"], ["a_t"], perm=[0, 2, 3, 1]))  # [B, S, D, heads]
+    nodes.append(helper.make_node("MatMul", ["a_t", w("wo", n, E // d)], ["o4"]))
+    nodes.append(helper.make_node("Reshape", ["o4", w.const("y_shape", np.array([B, S, E], np.int64))], ["y"]))
+    return _model(nodes, w.inits, 23)
+
+
 def ms_attention_model(**attrs) -> onnx.ModelProto:
     """com.microsoft Attention with unequal widths (qkv_hidden_sizes 32, 32, 48: 4 heads, q/k head size 8,
     v head size 12) and a constant per-head attention_bias; ``attrs`` are added to the node."""
@@ -336,6 +354,15 @@ def test_onnx_attention_3d_planted_heads(tmp_path):
     assert (_attr(node, "q_num_heads"), _attr(node, "kv_num_heads")) == (2, 1)
     mask = next(i for i in pruned.graph.initializer if i.name == node.input[3])
     assert list(mask.dims) == [1, 2, S, S]
+
+
+def test_onnx_attention_4d_planted_heads_on_axis_1(tmp_path):
+    planted, pruned, _ = _prune_planted(_save(onnx_attention_head_axis_model(), tmp_path / "ah.onnx"), tmp_path, 0.5)
+    assert list(planted.values()) == [1]  # one KV head of two, with its two query heads
+    (node,) = _nodes(pruned, "Attention")
+    shapes = {i.name: list(i.dims) for i in pruned.graph.initializer}
+    assert shapes[node.input[3]] == [1, 2, S, S]  # the mask lost the removed query heads
+    assert [shapes[n] for n in ("wq", "wk", "wv", "wo")] == [[4, 2], [4, 1], [4, 1], [2, 4]]
 
 
 def test_onnx_attention_4d_planted_head_dims(tmp_path):
