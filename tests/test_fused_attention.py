@@ -29,16 +29,17 @@ BERT_SHAPES = {"input_ids": (2, 8), "attention_mask": (2, 8)}
 
 
 # -- (a) an onnxruntime-fused BERT encoder -------------------------------------------------------------
-def export_bert(path: Path) -> Path:
-    """A 2-layer, 4-head, width-64 BertModel with random weights (eager attention, which the optimizer
-    fuses), exported by TorchScript at opset 17: (input_ids, attention_mask) -> last_hidden_state."""
+def export_bert(path: Path, dynamo: bool = False) -> Path:
+    """A 2-layer, 4-head, width-64 BertModel with random weights: (input_ids, attention_mask) ->
+    last_hidden_state. TorchScript at opset 17 with eager attention (which onnxruntime's optimizer fuses),
+    or the dynamo exporter at opset 23, which writes SDPA as ai.onnx Attention."""
     import torch
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
     cfg = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                      vocab_size=100, max_position_embeddings=32)
-    cfg._attn_implementation = "eager"
+    cfg._attn_implementation = "sdpa" if dynamo else "eager"
     bert = BertModel(cfg, add_pooling_layer=False).eval()
     with torch.no_grad():  # the default init has zero biases and unit LayerNorms: nothing to tell apart
         for p in bert.parameters():
@@ -54,10 +55,13 @@ def export_bert(path: Path) -> Path:
 
     ids = torch.randint(0, 100, (2, 8))
     mask = torch.ones(2, 8, dtype=torch.int64)
+    names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["last_hidden_state"]}
+    if dynamo:
+        torch.onnx.export(Encoder(), (ids, mask), str(path), dynamo=True, opset_version=23, verbose=False, **names)
+        return path
     dyn = {0: "batch", 1: "seq"}
     torch.onnx.export(Encoder(), (ids, mask), str(path), dynamo=False, opset_version=17,
-                      input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
-                      dynamic_axes={"input_ids": dyn, "attention_mask": dyn, "last_hidden_state": dyn})
+                      dynamic_axes={"input_ids": dyn, "attention_mask": dyn, "last_hidden_state": dyn}, **names)
     return path
 
 
@@ -156,6 +160,18 @@ def test_fused_bert_ratio_runs(fused_bert, variant, tmp_path):
     b, s, e, f = *BERT_SHAPES["input_ids"], 64, 128
     assert report["flops_before"] == 2 * (b * s * e * 3 * e + b * s * s * 2 * e + b * s * e * e + 2 * b * s * e * f)
     assert report["flops_after"] < report["flops_before"]
+
+
+def test_dynamo_opset23_bert_attention_prunes_exactly(tmp_path):
+    """The dynamo exporter at opset 23 writes SDPA as ai.onnx Attention on 4-D [B, heads, S, D] operands."""
+    path = export_bert(tmp_path / "bert23.onnx", dynamo=True)
+    assert len(_nodes(onnx.load(path), "Attention")) == 2
+    planted, _, _ = _prune_planted(path, tmp_path, 0.5, BERT_SHAPES)
+    assert len(planted) in (4, 6)  # per layer: the FFN width, and whole heads or (q.k head dims, v head dims)
+    out = tmp_path / "ratio.onnx"
+    _, report = onnxprune.prune(path, ratio=0.3, criterion="l1", input_shapes=BERT_SHAPES, output=out)
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    assert report["validation"]["outputs"]["last_hidden_state"]["cosine"] > 0.5
 
 
 # -- (b) helper-built graphs --------------------------------------------------------------------------
@@ -264,6 +280,24 @@ def onnx_attention_model(four_d: bool, kvn: int = 2) -> onnx.ModelProto:
     return _model(nodes + _o_projection(w, "a", n * d), w.inits, 23)
 
 
+def onnx_attention_head_axis_model() -> onnx.ModelProto:
+    """ai.onnx Attention with 4-D operands whose axis 1 holds one channel per head: x [B, S, D, E] times a
+    per-head weight [E, heads] moved to axis 1 ([B, heads, S, D]); 4 query heads, 2 KV heads, a constant
+    per-head mask; the output moves the heads back last and an o-projection reads them."""
+    w = _Weights(5)
+    n, kvn, d = 4, 2, 8
+    x4 = [helper.make_node("Reshape", ["x", w.const("x_shape", np.array([B, S, d, E // d], np.int64))], ["x4"])]
+    nodes = x4
+    for name, heads in (("q", n), ("k", kvn), ("v", kvn)):
+        nodes.append(helper.make_node("MatMul", ["x4", w(f"w{name}", E // d, heads)], [f"{name}_mm"]))
+        nodes.append(helper.make_node("Transpose", [f"{name}_mm"], [f"{name}4"], perm=[0, 3, 1, 2]))
+    nodes.append(helper.make_node("Attention", ["q4", "k4", "v4", w("mask", 1, n, S, S)], ["a4"]))
+    nodes.append(helper.make_node("Transpose", ["a4"], ["a_t"], perm=[0, 2, 3, 1]))  # [B, S, D, heads]
+    nodes.append(helper.make_node("MatMul", ["a_t", w("wo", n, E // d)], ["o4"]))
+    nodes.append(helper.make_node("Reshape", ["o4", w.const("y_shape", np.array([B, S, E], np.int64))], ["y"]))
+    return _model(nodes, w.inits, 23)
+
+
 def ms_attention_model(**attrs) -> onnx.ModelProto:
     """com.microsoft Attention with unequal widths (qkv_hidden_sizes 32, 32, 48: 4 heads, q/k head size 8,
     v head size 12) and a constant per-head attention_bias; ``attrs`` are added to the node."""
@@ -336,6 +370,15 @@ def test_onnx_attention_3d_planted_heads(tmp_path):
     assert (_attr(node, "q_num_heads"), _attr(node, "kv_num_heads")) == (2, 1)
     mask = next(i for i in pruned.graph.initializer if i.name == node.input[3])
     assert list(mask.dims) == [1, 2, S, S]
+
+
+def test_onnx_attention_4d_planted_heads_on_axis_1(tmp_path):
+    planted, pruned, _ = _prune_planted(_save(onnx_attention_head_axis_model(), tmp_path / "ah.onnx"), tmp_path, 0.5)
+    assert list(planted.values()) == [1]  # one KV head of two, with its two query heads
+    (node,) = _nodes(pruned, "Attention")
+    shapes = {i.name: list(i.dims) for i in pruned.graph.initializer}
+    assert shapes[node.input[3]] == [1, 2, S, S]  # the mask lost the removed query heads
+    assert [shapes[n] for n in ("wq", "wk", "wv", "wo")] == [[4, 2], [4, 1], [4, 1], [2, 4]]
 
 
 def test_onnx_attention_4d_planted_head_dims(tmp_path):

@@ -304,10 +304,12 @@ def _onnx_attention_4d(ctx: NodeContext) -> None:
     if any(ctx.rank(ctx.input(i)) != 4 for i in (1, 2)):
         raise RuleUnsupported("Q is 4-D but K or V is not")
     dims = [ctx.take(i) for i in range(3)]
-    for d, what in zip(dims, "QKV"):
-        if d is not None and d.axis != 3:
-            raise RuleUnsupported(f"its {what} carries channels on axis {d.axis}: only the head-size axis (3) "
-                                  "is followed in 4-D form")
+    axes = sorted({d.axis for d in dims if d is not None})
+    if axes == [1]:
+        return _onnx_attention_4d_heads(ctx, dims)
+    if any(a != 3 for a in axes):
+        raise RuleUnsupported(f"its Q, K, V carry channels on axes {axes}: in 4-D form whole heads (axis 1) or "
+                              "the head size (axis 3) are followed, not both")
     _plain_inputs(ctx, [3])
     dq, dk = dims[0], dims[1]
     if dq is not None or dk is not None:
@@ -325,6 +327,24 @@ def _onnx_attention_4d(ctx: NodeContext) -> None:
             ctx.rewrite("scale", _state_scale)
     if dims[2] is not None:
         ctx.set_output(0, 3, dims[2].atoms)
+
+
+def _onnx_attention_4d_heads(ctx: NodeContext, dims: list) -> None:
+    """Q [B, qN, S, D], K and V [B, kvN, L, D] with one channel per head on axis 1 (a head split made
+    them): KV head g and its query heads g * G .. g * G + G - 1 go together; head counts are read from
+    the shapes, so nothing is rewritten."""
+    if "q_num_heads" in ctx.node.attributes or "kv_num_heads" in ctx.node.attributes:
+        raise RuleUnsupported("4-D inputs with q_num_heads/kv_num_heads attributes")
+    atoms = []
+    for i, (d, what) in enumerate(zip(dims, "QKV")):
+        v = ctx.input(i)
+        atoms.append(d.atoms if d is not None else
+                     ctx.frozen_source(v, ctx.size(v, 1), f"its {what} '{v.name}' has no tracked head axis"))
+    if len(atoms[1]) != len(atoms[2]):
+        raise RuleUnsupported(f"K has {len(atoms[1])} heads but V has {len(atoms[2])}")
+    qh, _ = _grouped_heads(ctx, *atoms, len(atoms[0]), len(atoms[1]))
+    _head_bias(ctx, 3, qh, "attn_mask")
+    ctx.set_output(0, 1, qh)
 
 
 # -- com.microsoft RotaryEmbedding (before MultiHeadAttention in onnxruntime's decoder fusions) -----------
