@@ -67,6 +67,11 @@ def test_tones_are_normalised_frames_at_pitches_the_other_split_never_uses(pm):
     np.testing.assert_array_equal(again.feeds["frames"], frames)
 
 
+def test_the_photo_splits_are_disjoint(pm):
+    calib, evaluation = pm.PHOTO_SPLITS[pm.CALIB], pm.PHOTO_SPLITS[pm.EVAL]
+    assert not set(calib) & set(evaluation) and len(calib) >= 8 and len(evaluation) >= 8
+
+
 def test_rendered_text_line_has_the_requested_height_and_ink(pm):
     rng = np.random.default_rng(0)
     line = pm.render_text_line("Return the lowest index", 48, rng, max_width=320)

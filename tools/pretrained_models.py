@@ -317,24 +317,26 @@ def _skimage_data(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-# Photos in scikit-image's wheel (the rest of its data set is downloaded on demand, never used here).
-PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "motorcycle_right.png", "rocket.jpg",
-          "retina.jpg", "hubble_deep_field.jpg", "ihc.png", "color.png", "grass.png", "gravel.png", "brick.png",
-          "camera.png", "coins.png", "moon.png", "page.png", "text.png", "cell.png", "clock_motion.png", "logo.png")
+# Photos in scikit-image's wheel (the rest of its data set is downloaded on demand, never used here), split by
+# hand so both halves hold people, objects, scenes and text, and the stereo pair stays in one half.
+PHOTO_SPLITS = {
+    CALIB: ("astronaut.png", "coffee.png", "motorcycle_left.png", "motorcycle_right.png", "rocket.jpg", "retina.jpg",
+            "grass.png", "brick.png", "coins.png", "page.png", "cell.png"),
+    EVAL: ("camera.png", "chelsea.png", "hubble_deep_field.jpg", "ihc.png", "color.png", "gravel.png", "moon.png",
+           "text.png", "clock_motion.png", "logo.png"),
+}
 
 
 def photos(split: str) -> list[np.ndarray]:
     """The scikit-image wheel's photos for one split, as HxWx3 uint8 RGB."""
     from PIL import Image
 
-    out = []
-    for name in PHOTOS:
-        path = _skimage_data(name)
-        if path is not None and _in_split(name, split):
-            out.append(np.asarray(Image.open(path).convert("RGB")))
-    if not out:
-        raise FileNotFoundError("scikit-image is not installed: pip install --no-deps scikit-image")
-    return out
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    paths = [_skimage_data(name) for name in PHOTO_SPLITS[split]]
+    if any(p is None for p in paths):
+        raise FileNotFoundError("scikit-image's photos are missing: pip install --no-deps scikit-image==0.26.0")
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
 
 
 def _random_crop(img: np.ndarray, rng: np.random.Generator, out_hw: tuple[int, int]) -> np.ndarray:
@@ -760,7 +762,8 @@ def sanity(model: PretrainedModel, path: Path, n: int = 8) -> str:
     else:
         outs = sess.run(None, inp.feeds)
     shapes = " ".join(f"{o.name}{list(v.shape)}" for o, v in zip(sess.get_outputs(), outs))
-    return f"{CHECKS[model.key](model, path, inp, outs)}; outputs {shapes}"
+    shipped = located_path(model) or path  # side files (charsets, dictionaries) sit next to the shipped model
+    return f"{CHECKS[model.key](model, shipped, inp, outs)}; outputs {shapes}"
 
 
 def _check_ppocr_rec(model, path, inp, outs):
