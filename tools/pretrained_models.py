@@ -152,7 +152,7 @@ def onnx_path(model: PretrainedModel, cache_dir: Path = DEFAULT_CACHE) -> Path:
         raise FileNotFoundError(f"{model.key}: package {model.pip_spec} is not installed")
     if not model.export:
         return src
-    out = Path(cache_dir) / f"{model.key}.onnx"
+    out = Path(cache_dir) / f"{model.key}-{installed_version(model)}.onnx"  # a new package version re-exports
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         EXPORTERS[model.export](model, src, out)
