@@ -226,7 +226,7 @@ def _export_crepe(model: PretrainedModel, weights: Path, out: Path) -> None:
     net.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True))
     # The dynamo exporter: TorchScript lowers F.pad to pads computed at run time (Shape/ConstantOfShape/
     # Concat), which freezes every conv of the network; dynamo writes constant pads.
-    torch.onnx.export(net, (torch.zeros(2, 1024),), str(out), dynamo=True, input_names=["frames"],
+    torch.onnx.export(net, (torch.zeros(2, 1024),), str(out), dynamo=True, verbose=False, input_names=["frames"],
                       output_names=["pitch_probabilities"], dynamic_shapes=({0: torch.export.Dim("batch")},))
 
 
@@ -687,7 +687,13 @@ def build_sentences(model: PretrainedModel, n: int, split: str, seq_len: int = 6
     tok.enable_truncation(seq_len)
     tok.enable_padding(pad_id=0, pad_token="[PAD]", length=seq_len)
     sents = sentences(split)
-    chosen = [sents[(i * 7919) % len(sents)] for i in range(n)]
+    if split == CALIB:
+        chosen = [sents[(i * 7919) % len(sents)] for i in range(n)]
+    else:  # pairs: a sentence, then the same sentence with every fourth word dropped (retrieval check)
+        chosen = []
+        for i in range(n):
+            sent = sents[(i // 2 * 7919) % len(sents)]
+            chosen.append(sent if i % 2 == 0 else " ".join(w for j, w in enumerate(sent.split()) if j % 4 != 3))
     enc = tok.encode_batch(chosen)
     ids = np.array([e.ids for e in enc], np.int64)
     mask = np.array([e.attention_mask for e in enc], np.int64)
@@ -909,9 +915,12 @@ def _check_embedder(model, path, inp, outs):
     else:
         emb = outs[3]  # '461': the package's own pooled sentence embedding
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-    sim = emb @ emb.T
-    off = sim[~np.eye(len(sim), dtype=bool)]
-    return f"embedding width {emb.shape[1]}, cosine between different sentences {off.mean():.2f} (max {off.max():.2f})"
+    pairs = len(emb) // 2
+    sim = emb[0:2 * pairs:2] @ emb[1:2 * pairs:2].T  # sentence i against every shortened sentence
+    found = np.mean(sim.argmax(1) == np.arange(pairs))
+    others = sim[~np.eye(pairs, dtype=bool)]
+    return (f"each sentence retrieves its shortened copy among {pairs}: {found:.2f}; cosine to its copy "
+            f"{np.diag(sim).mean():.2f}, to other sentences {others.mean():.2f}")
 
 
 def _check_pitch(model, path, inp, outs):
