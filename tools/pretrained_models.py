@@ -581,7 +581,8 @@ def build_photo_320(model: PretrainedModel, n: int, split: str) -> Inputs:
 
 
 def build_captcha_det(model: PretrainedModel, n: int, split: str) -> Inputs:
-    """Click-captcha detector inputs: 3-5 characters scattered over a photo crop, 416x416, raw 0..255 (BGR)."""
+    """Click-captcha detector inputs: 3-5 characters scattered over a photo crop, 416x416, raw 0..255 (BGR);
+    truth = each drawn character's box (x0, y0, x1, y1)."""
     from PIL import Image, ImageDraw
 
     rng, pics, words = _rng(split, model.key), photos(split), _words(split)
@@ -590,12 +591,14 @@ def build_captcha_det(model: PretrainedModel, n: int, split: str) -> Inputs:
         im = Image.fromarray(_random_crop(pics[i % len(pics)], rng, (416, 416)))
         draw = ImageDraw.Draw(im)
         chars = "".join(words[(i * 31) % len(words)].split())[: int(rng.integers(3, 6))] or "abc"
+        boxes = []
         for ch in chars:
             fill = tuple(int(v) for v in rng.integers(0, 256, 3))
-            draw.text((int(rng.integers(10, 360)), int(rng.integers(10, 360))), ch, font=_font(int(rng.integers(36, 60))),
-                      fill=fill, stroke_width=2, stroke_fill=(255 - fill[0], 255 - fill[1], 255 - fill[2]))
+            xy, font = (int(rng.integers(10, 360)), int(rng.integers(10, 360))), _font(int(rng.integers(36, 60)))
+            draw.text(xy, ch, font=font, fill=fill, stroke_width=2, stroke_fill=(255 - fill[0], 255 - fill[1], 255 - fill[2]))
+            boxes.append(draw.textbbox(xy, ch, font=font, stroke_width=2))
         imgs.append(np.asarray(im)[..., ::-1].astype(np.float32).transpose(2, 0, 1))
-        truth.append(len(chars))
+        truth.append(boxes)
     return Inputs({_first_input(model): np.stack(imgs)}, truth)
 
 
@@ -886,11 +889,35 @@ def _check_yolo(model, path, inp, outs):
     return f"anchors with class score > 0.25: {np.mean((scores > 0.25).sum(1)):.1f} per photo"
 
 
+def _yolox_boxes(out: np.ndarray, size: int = 416, score: float = 0.5) -> list[np.ndarray]:
+    """YOLOX raw head output [N, A, 5 + C] -> per image the (x0, y0, x1, y1) of anchors scoring above
+    ``score`` (objectness x best class), decoded on strides 8/16/32 as ddddocr does; no NMS (recall only)."""
+    grids, strides = [], []
+    for stride in (8, 16, 32):
+        xv, yv = np.meshgrid(np.arange(size // stride), np.arange(size // stride))
+        grids.append(np.stack((xv, yv), 2).reshape(-1, 2))
+        strides.append(np.full((len(grids[-1]), 1), stride))
+    grid, stride = np.concatenate(grids), np.concatenate(strides)
+    centre = (out[..., :2] + grid) * stride
+    wh = np.exp(out[..., 2:4]) * stride
+    keep = out[..., 4] * out[..., 5:].max(-1) > score
+    return [np.concatenate([c[k] - w[k] / 2, c[k] + w[k] / 2], 1) for c, w, k in zip(centre, wh, keep)]
+
+
+def _iou(box: tuple, boxes: np.ndarray) -> np.ndarray:
+    x0, y0 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
+    x1, y1 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area - inter, 1e-9)
+
+
 def _check_yolox(model, path, inp, outs):
-    out = outs[0]  # [N, A, 4 + 1 + C]: objectness x class score
-    score = out[..., 4] * out[..., 5:].max(-1)
-    return (f"anchors with score > 0.5: {np.mean((score > 0.5).sum(1)):.1f} per image "
-            f"({np.mean(inp.truth):.1f} characters drawn)")
+    found = total = 0
+    for dets, chars in zip(_yolox_boxes(outs[0]), inp.truth):
+        total += len(chars)
+        found += sum(bool(len(dets)) and _iou(c, dets).max() >= 0.5 for c in chars)
+    return f"drawn characters detected (IoU >= 0.5, score > 0.5): {found}/{total}"
 
 
 def _check_picodet(model, path, inp, outs):
