@@ -83,7 +83,7 @@ REGISTRY: tuple[PretrainedModel, ...] = (
                     "detector", "detection", "layout_page", "Apache-2.0", 6.6,
                     "PicoDet document-layout detector (10 CDLA classes), fixed 1x3x800x608, 4 score + 4 box-dist outputs"),
     PretrainedModel("nudenet-320n", "nudenet", "3.4.2", "nudenet/320n.onnx",
-                    "detector", "detection", "photo_320", "MIT package; weights trained with Ultralytics (AGPL-3.0 "
+                    "detector", "detection", "face_photo_320_unit", "MIT package; weights trained with Ultralytics (AGPL-3.0 "
                     "in the model metadata)", 11.0,
                     "YOLOv8n, 18 classes incl. FACE_FEMALE/FACE_MALE; output [N, 4+18, A]; dynamic HxW"),
     PretrainedModel("ddddocr-det", "ddddocr", "1.6.1", "ddddocr/common_det.onnx",
@@ -572,14 +572,6 @@ def build_page_orientation(model: PretrainedModel, n: int, split: str) -> Inputs
     return Inputs({_first_input(model): np.stack(imgs)}, truth)
 
 
-def build_photo_320(model: PretrainedModel, n: int, split: str) -> Inputs:
-    """YOLO inputs: random crops of scikit-image's photos (RGB, /255) at 320x320."""
-    rng, pics = _rng(split, model.key), photos(split)
-    imgs = [_random_crop(pics[i % len(pics)], rng, (320, 320)).astype(np.float32).transpose(2, 0, 1) / 255.0
-            for i in range(n)]
-    return Inputs({_first_input(model): np.stack(imgs)}, [None] * n)
-
-
 def build_captcha_det(model: PretrainedModel, n: int, split: str) -> Inputs:
     """Click-captcha detector inputs: 3-5 characters scattered over a photo crop, 416x416, raw 0..255 (BGR);
     truth = each drawn character's box (x0, y0, x1, y1)."""
@@ -624,9 +616,17 @@ def build_captcha_line(model: PretrainedModel, n: int, split: str) -> Inputs:
     return Inputs({_first_input(model): np.stack(imgs)}, truth)
 
 
+def _build_face_photo(scale: float) -> Callable[[PretrainedModel, int, str], Inputs]:
+    def build(model: PretrainedModel, n: int, split: str) -> Inputs:
+        inp = build_face_photo_320(model, n, split)
+        return Inputs({k: v * np.float32(scale) for k, v in inp.feeds.items()}, inp.truth)
+
+    return build
+
+
 def build_face_photo_320(model: PretrainedModel, n: int, split: str) -> Inputs:
     """Face-detector inputs: photo crops (320x320) with 1-4 LFW faces (upscaled to 48-96 px) pasted in,
-    RGB, raw 0..255 as CenterFace takes them; truth = the pasted face boxes (x0, y0, x1, y1)."""
+    RGB, 0..255; truth = the pasted face boxes (x0, y0, x1, y1)."""
     from PIL import Image
 
     rng, pics, lfw = _rng(split, model.key), photos(split), _lfw()
@@ -645,7 +645,7 @@ def build_face_photo_320(model: PretrainedModel, n: int, split: str) -> Inputs:
             boxes.append((x, y, x + side, y + side))
         imgs.append(np.asarray(canvas, np.float32).transpose(2, 0, 1))
         truth.append(boxes)
-    return Inputs({"input.1": np.stack(imgs)}, truth)
+    return Inputs({_first_input(model): np.stack(imgs)}, truth)
 
 
 @cache
@@ -735,10 +735,10 @@ INPUT_BUILDERS: dict[str, Callable[[PretrainedModel, int, str], Inputs]] = {
     "page": build_page,
     "layout_page": build_layout_page,
     "page_orientation": build_page_orientation,
-    "photo_320": build_photo_320,
     "captcha_det": build_captcha_det,
     "captcha_line": build_captcha_line,
-    "face_photo_320": build_face_photo_320,
+    "face_photo_320": build_face_photo_320,  # CenterFace: raw 0..255
+    "face_photo_320_unit": _build_face_photo(1 / 255),  # YOLOv8: /255
     "face_12": _build_face(48),  # P-Net is fully convolutional: a 48x48 crop gives a 19x19 score map
     "face_24": _build_face(24),
     "face_48": _build_face(48),
@@ -884,9 +884,19 @@ def _check_text_map(model, path, inp, outs):
 
 
 def _check_yolo(model, path, inp, outs):
-    out = outs[0]  # [N, 4 + C, A]
-    scores = out[:, 4:, :].max(1)
-    return f"anchors with class score > 0.25: {np.mean((scores > 0.25).sum(1)):.1f} per photo"
+    """YOLOv8 head [N, 4 + C, A] (boxes already in pixels): pasted faces matched by a FACE_* detection."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    faces = [k for k, name in ast.literal_eval(meta["names"]).items() if name.startswith("FACE")]
+    found = total = 0
+    for out, boxes in zip(outs[0], inp.truth):
+        keep = out[4:][faces].max(0) > 0.25
+        cx, cy, w, h = out[:4, keep]
+        dets = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+        total += len(boxes)
+        found += sum(bool(len(dets)) and _iou(b, dets).max() >= 0.5 for b in boxes)
+    return f"pasted faces detected as FACE_* (IoU >= 0.5, score > 0.25): {found}/{total}"
 
 
 def _yolox_boxes(out: np.ndarray, size: int = 416, score: float = 0.5) -> list[np.ndarray]:
