@@ -399,18 +399,29 @@ def render_text_line(text: str, height: int, rng: np.random.Generator, max_width
 
 def render_page(rng: np.random.Generator, split: str, size: tuple[int, int] = (1000, 760)) -> np.ndarray:
     """A document page: a title, paragraphs of docstring sentences, a table and a figure with a caption."""
-    return render_page_with_boxes(rng, split, size)[0]
+    return render_page_with_boxes(rng, split, size).image
 
 
-def render_page_with_boxes(rng: np.random.Generator, split: str,
-                           size: tuple[int, int] = (1000, 760)) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
-    """``render_page``, and the box (x0, y0, x1, y1) of every piece of text drawn on it."""
+@dataclass
+class Page:
+    image: np.ndarray  # HxWx3 uint8
+    text_boxes: list[tuple[int, int, int, int]]  # every piece of text drawn, (x0, y0, x1, y1)
+    regions: list[tuple[str, tuple[int, int, int, int]]]  # layout regions, named as CDLA names them
+
+
+def render_page_with_boxes(rng: np.random.Generator, split: str, size: tuple[int, int] = (1000, 760)) -> Page:
+    """``render_page``, with the box of every piece of text and of every layout region drawn on it."""
     from PIL import Image, ImageDraw
 
     h, w = size
     page = Image.new("RGB", (w, h), (255, 255, 255))
     draw = ImageDraw.Draw(page)
     boxes: list[tuple[int, int, int, int]] = []
+    regions: list[tuple[str, tuple[int, int, int, int]]] = []
+
+    def region(name: str, first_box: int) -> None:  # the union of the text boxes drawn since first_box
+        drawn = np.array(boxes[first_box:])
+        regions.append((name, (*drawn[:, :2].min(0).tolist(), *drawn[:, 2:].max(0).tolist())))
 
     def write(xy: tuple[int, int], text: str, font, fill: tuple[int, int, int]) -> None:
         draw.text(xy, text, font=font, fill=fill)
@@ -421,6 +432,7 @@ def render_page_with_boxes(rng: np.random.Generator, split: str,
     y = 40
     title = sents[int(rng.integers(len(sents)))].split()[:6]
     write((60, y), " ".join(title).rstrip("."), _font(30), (0, 0, 0))
+    region("title", len(boxes) - 1)
     y += 70
     body = _font(15)
     while y < h - 60:
@@ -428,13 +440,16 @@ def render_page_with_boxes(rng: np.random.Generator, split: str,
         if choice < 0.2 and y < h - 260:  # a figure with its caption
             pic = _random_crop(pics[int(rng.integers(len(pics)))], rng, (180, 260))
             page.paste(Image.fromarray(pic), (int((w - 260) / 2), y))
+            regions.append(("figure", (int((w - 260) / 2), y, int((w - 260) / 2) + 260, y + 180)))
             y += 190
             write((int(w / 2) - 120, y), "Figure: " + " ".join(sents[int(rng.integers(len(sents)))].split()[:5]),
                   _font(13), (40, 40, 40))
+            region("figure_caption", len(boxes) - 1)
             y += 35
         elif choice < 0.35 and y < h - 200:  # a table
             rows, cols = int(rng.integers(3, 7)), int(rng.integers(3, 6))
             cw = (w - 160) // cols
+            regions.append(("table", (80, y, 80 + cols * cw, y + rows * 26)))
             for r in range(rows + 1):
                 draw.line([(80, y + r * 26), (80 + cols * cw, y + r * 26)], fill=(0, 0, 0))
             for c in range(cols + 1):
@@ -445,7 +460,7 @@ def render_page_with_boxes(rng: np.random.Generator, split: str,
             y += rows * 26 + 30
         else:  # a paragraph
             text = " ".join(sents[int(rng.integers(len(sents)))] for _ in range(int(rng.integers(2, 5))))
-            line = ""
+            line, first = "", len(boxes)
             for word in text.split():
                 if body.getlength(line + " " + word) > w - 140:
                     write((70, y), line, body, (0, 0, 0))
@@ -457,8 +472,10 @@ def render_page_with_boxes(rng: np.random.Generator, split: str,
                     line = (line + " " + word).strip()
             if y <= h - 60:
                 write((70, y), line, body, (0, 0, 0))
+            if len(boxes) > first:
+                region("text", first)
             y += 34
-    return np.asarray(page), boxes
+    return Page(np.asarray(page), boxes, regions)
 
 
 # ---------------------------------------------------------------- per-model input builders
@@ -537,22 +554,28 @@ def build_page(model: PretrainedModel, n: int, split: str) -> Inputs:
         if i == 0 and scan is not None and split == EVAL:
             page, boxes = np.asarray(Image.open(scan).convert("RGB")), None
         else:
-            page, boxes = render_page_with_boxes(rng, split)
+            drawn = render_page_with_boxes(rng, split)
+            page = drawn.image
             sy, sx = 736 / page.shape[0], 544 / page.shape[1]
-            boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in boxes]
+            boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in drawn.text_boxes]
         imgs.append(_paddle_norm(np.asarray(Image.fromarray(page).resize((544, 736), Image.BILINEAR))))
         truth.append(boxes)
     return Inputs({_first_input(model): np.stack(imgs)}, truth)
 
 
 def build_layout_page(model: PretrainedModel, n: int, split: str) -> Inputs:
-    """Layout-detector inputs: rendered pages at the model's fixed 800x608, ImageNet normalisation (RGB)."""
+    """Layout-detector inputs: rendered pages at the model's fixed 800x608, ImageNet normalisation (RGB);
+    truth = the drawn layout regions (class name, box in input pixels)."""
     from PIL import Image
 
     rng = _rng(split, model.key)
-    imgs = [_imagenet_norm(np.asarray(Image.fromarray(render_page(rng, split)).resize((608, 800), Image.BILINEAR)))
-            for _ in range(n)]
-    return Inputs({_first_input(model): np.stack(imgs)}, [None] * n)
+    imgs, truth = [], []
+    for _ in range(n):
+        page = render_page_with_boxes(rng, split)
+        sy, sx = 800 / page.image.shape[0], 608 / page.image.shape[1]
+        imgs.append(_imagenet_norm(np.asarray(Image.fromarray(page.image).resize((608, 800), Image.BILINEAR))))
+        truth.append([(name, (x0 * sx, y0 * sy, x1 * sx, y1 * sy)) for name, (x0, y0, x1, y1) in page.regions])
+    return Inputs({_first_input(model): np.stack(imgs)}, truth)
 
 
 def build_page_orientation(model: PretrainedModel, n: int, split: str) -> Inputs:
@@ -930,9 +953,45 @@ def _check_yolox(model, path, inp, outs):
     return f"drawn characters detected (IoU >= 0.5, score > 0.5): {found}/{total}"
 
 
+def _picodet_boxes(outs: list[np.ndarray], height: int = 800, width: int = 608,
+                   score: float = 0.5) -> list[list[tuple[int, np.ndarray]]]:
+    """PicoDet heads (4 score maps [N, A, C] then 4 box distributions [N, A, 4 * 8]) -> per image
+    (class, boxes [k, 4]) above ``score``, decoded on strides 8/16/32/64 as rapid-layout does; no NMS."""
+    levels = len(outs) // 2
+    per_image: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(len(outs[0]))]
+    all_boxes, all_scores = [], []
+    for stride, scores, dist in zip((8, 16, 32, 64), outs[:levels], outs[levels:]):
+        ww, hh = np.meshgrid(np.arange(int(np.ceil(width / stride))), np.arange(int(np.ceil(height / stride))))
+        centre = np.stack([(ww.ravel() + 0.5) * stride, (hh.ravel() + 0.5) * stride] * 2, 1)
+        bins = dist.shape[-1] // 4
+        d = dist.reshape(*dist.shape[:2], 4, bins)
+        d = np.exp(d - d.max(-1, keepdims=True))
+        d = (d / d.sum(-1, keepdims=True) * np.arange(bins)).sum(-1) * stride
+        all_boxes.append(centre + np.array([-1, -1, 1, 1]) * d)
+        all_scores.append(scores)
+    boxes, scores = np.concatenate(all_boxes, 1), np.concatenate(all_scores, 1)
+    for n in range(len(boxes)):
+        for cls in range(scores.shape[-1]):
+            keep = scores[n, :, cls] > score
+            if keep.any():
+                per_image[n].append((cls, boxes[n][keep]))
+    return per_image
+
+
 def _check_picodet(model, path, inp, outs):
-    best = np.concatenate([o.max(-1) for o in outs[:4]], axis=1)  # per-anchor best class score
-    return f"anchors with class score > 0.5: {np.mean((best > 0.5).sum(1)):.1f} per page"
+    """Drawn layout regions matched by a detection of the same class (IoU >= 0.5, score > 0.5)."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    labels = meta["character"].splitlines()
+    found, total = {}, {}
+    for dets, regions in zip(_picodet_boxes(outs), inp.truth):
+        by_class = {labels[c]: b for c, b in dets}
+        for name, box in regions:
+            total[name] = total.get(name, 0) + 1
+            found[name] = found.get(name, 0) + bool(name in by_class and _iou(box, by_class[name]).max() >= 0.5)
+    per_class = ", ".join(f"{k} {found[k]}/{total[k]}" for k in sorted(total))
+    return f"drawn regions detected: {sum(found.values())}/{sum(total.values())} ({per_class})"
 
 
 def _check_centerface(model, path, inp, outs):
