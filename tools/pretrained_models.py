@@ -859,8 +859,8 @@ def sanity(model: PretrainedModel, path: Path, n: int = 8) -> str:
     fixed_batch = any(isinstance(d, int) and d == 1 for d in sess.get_inputs()[0].shape[:1])
     if fixed_batch:  # batch-1 graphs: one sample at a time
         runs = [sess.run(None, {k: v[i:i + 1] for k, v in inp.feeds.items()}) for i in range(n)]
-        outs = [np.concatenate([r[j] for r in runs], axis=1 if model.key == "ddddocr-rec" else 0)
-                for j in range(len(runs[0]))]
+        # stack along each output's batch axis: its first axis of size 1 (ddddocr's CTC logits are [T, 1, C])
+        outs = [np.concatenate([r[j] for r in runs], axis=runs[0][j].shape.index(1)) for j in range(len(runs[0]))]
     else:
         outs = sess.run(None, inp.feeds)
     shapes = " ".join(f"{o.name}{list(v.shape)}" for o, v in zip(sess.get_outputs(), outs))
