@@ -37,6 +37,8 @@ from onnxprune.plan import Plan
 RIDGE = 1e-3  # lambda as a fraction of the mean diagonal of X_S^T X_S
 SYNTHETIC_SAMPLES = 128  # calibration samples drawn when there is no --data
 SYNTHETIC_BATCH = 32
+# Level by level (True) or one pass over the unrefit pruned model (False): see tools/bench_refit.py.
+SEQUENTIAL = True
 _CHUNK_VALUES = 4 * 1024 * 1024  # float64 values of one block of rows (32 MB)
 
 Batches = Callable[[], Iterable[dict[str, np.ndarray]]]
@@ -337,12 +339,13 @@ def _fetch(sess, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np
 
 
 def refit_model(model: ir.Model, analysis: Analysis, plan: Plan, original: bytes, batches: Batches,
-                sequential: bool = True, status: Callable[[str], object] = lambda line: None) -> dict:
+                sequential: bool | None = None, status: Callable[[str], object] = lambda line: None) -> dict:
     """Refit every consumer ``plan`` (already applied to ``model``) took input channels from, on
     ``batches`` (a callable returning an iterable of feeds); ``original`` is the unpruned model
     (serialized). Returns the report section: per layer the relative calibration error before and after."""
     from onnxprune.runtime import session
 
+    sequential = SEQUENTIAL if sequential is None else sequential
     layers, skipped = pruned_layers(analysis, plan)
     rows: list[dict] = []
     if layers:
