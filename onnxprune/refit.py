@@ -300,21 +300,32 @@ def _layer(analysis: Analysis, node: ir.Node, keep) -> Layer | str:
     return make(node, aff, out_keep)
 
 
-def _levels(model: ir.Model, layers: list[Layer]) -> list[list[Layer]]:
+def _levels(layers: list[Layer]) -> list[list[Layer]]:
     """Layers grouped so that no layer reads (through any path) the output of one in its own or a
     later group: refitting group i changes the inputs of groups > i only."""
-    at = {id(layer.node): layer for layer in layers}
-    depth: dict[int, int] = {}  # node -> number of refit layers on the longest path up to its output
-    level: dict[int, int] = {}
-    for node in model.graph:
-        before = max((depth.get(id(v.producer()), 0) for v in node.inputs if v is not None and v.producer()),
-                     default=0)
-        if id(node) in at:
-            level[id(node)] = before
-        depth[id(node)] = before + (id(node) in at)
-    out: dict[int, list[Layer]] = {}
+    at = {id(layer.node): i for i, layer in enumerate(layers)}
+    upstream: list[set[int]] = []  # per layer: the layers its input depends on (any path, any node order)
     for layer in layers:
-        out.setdefault(level[id(layer.node)], []).append(layer)
+        seen, found, todo = set(), set(), [layer.node.inputs[0]]
+        while todo:
+            node = todo.pop().producer()
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            if id(node) in at:
+                found.add(at[id(node)])
+            todo.extend(v for v in node.inputs if v is not None)
+        upstream.append(found)
+    level: dict[int, int] = {}
+
+    def level_of(i: int) -> int:  # the layer DAG is acyclic (the graph is)
+        if i not in level:
+            level[i] = 1 + max((level_of(j) for j in upstream[i]), default=-1)
+        return level[i]
+
+    out: dict[int, list[Layer]] = {}
+    for i, layer in enumerate(layers):
+        out.setdefault(level_of(i), []).append(layer)
     return [out[k] for k in sorted(out)]
 
 
@@ -356,7 +367,7 @@ def refit_model(model: ir.Model, analysis: Analysis, plan: Plan, original: bytes
             layers.remove(layer)
             skipped.append({"layer": layer.name, "op": layer.node.op_type,
                             "why": f"its output '{layer.y}' is not a tensor of the original model"})
-        levels = _levels(model, layers) if sequential else [layers]
+        levels = _levels(layers) if sequential else [layers]
         for level in levels:
             rows += _refit_level(model, level, ref, batches, status, len(rows), len(layers))
     return {"layers": rows, "skipped": skipped,

@@ -296,3 +296,21 @@ def test_data_is_read_by_refit_alone(cli, tiny_files, tmp_path):
     model, data = tiny_files
     assert cli(model, tmp_path / "out.onnx", "--ratio", "0.5", "--refit", "--data", data, "--no-validate").code == 0
     cli(model, tmp_path / "out2.onnx", "--ratio", "0.5", "--data", data, "--no-validate").assert_refused("--data")
+
+
+def test_sequential_refit_solves_later_layers_on_refit_inputs():
+    """fc3 reads fc2: sequentially it is solved on the refit fc2's outputs, so the whole model ends up
+    closer to the original than when both are solved on the unrefit model (one pass)."""
+    model = _mlp("gemm", seed=1)
+    x = np.random.default_rng(5).standard_normal((200, 8)).astype(np.float32)
+    errors = {}
+    for sequential in (True, False):
+        m = load_normalized(onnx.ModelProto.FromString(model.SerializeToString()))
+        original = ir.to_proto(m).SerializeToString()
+        an = analyze_groups(m)
+        plan = plan_from_removals(an, ["fc1:5", "fc2:0,3"])
+        apply_plan(an, plan)
+        section = refit_model(m, an, plan, original, lambda: [{"x": x}], sequential=sequential)
+        assert [r["layer"] for r in section["layers"]] == ["fc2", "fc3"]
+        errors[sequential] = _rel(_outputs(ir.to_proto(m).SerializeToString(), x), _outputs(model, x))
+    assert errors[True] < 0.5 * errors[False]  # measured: 0.19 against 5.0
