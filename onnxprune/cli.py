@@ -154,7 +154,7 @@ def _transform_options(g) -> None:
                    help="after pruning, re-solve every Conv/Gemm/MatMul that lost input channels by ridge least "
                         "squares so it reproduces the original model's output of that layer on --data (else on "
                         "seeded synthetic inputs); no labels; the report gives each layer's error before and after. "
-                        "Runs before --finetune")
+                        "Runs before --finetune; --ratio auto refits every candidate it measures (one refit per trial)")
 
 
 def _data_options(g) -> None:

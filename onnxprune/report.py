@@ -86,11 +86,11 @@ def format_summary(report: dict) -> str:
                      f"by the gradient-matrix rank ({sing['samples']} samples)")
         if "warning" in sing:
             lines.append(f"        warning: {sing['warning']}")
+    lines += _refit_lines(report.get("refit"))  # before fine-tuning, as they run
     ft = report.get("finetune")
     if ft:
         lines.append(f"finetune {ft['steps']} steps on {ft['samples']} samples: distillation loss "
                      f"{ft['loss_first']:.4g} -> {ft['loss_last']:.4g}")
-    lines += _refit_lines(report.get("refit"))
     auto = report.get("auto")
     if auto:
         lines.append(f"auto    {auto['searched']} {auto[auto['searched']]:.3g}: {auto['budget']}; "
