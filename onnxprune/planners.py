@@ -79,6 +79,8 @@ class Trial:
         self.model, self.analysis, self.scores, self.config, self.context = model, analysis, scores, config, context
         self.status = status  # one line of progress (the terminal's stage bar)
         self._base: bytes | None = None
+        self._original = None  # the base as --refit reads it (bytes, or a saved copy with external data)
+        self._original_dir = None
         self._sizes: tuple[dict, dict] | None = None
 
     def plan(self, amount: Amount, transforms: bool = False) -> Plan:
@@ -104,9 +106,24 @@ class Trial:
         """The base model itself, planned and pruned (the last use of the base)."""
         plan = plan_for(self.model, self.analysis, self.scores, self.config, amount, self.context)
         if self.config.transforms.refit:
-            self.base_bytes()  # the unpruned model the refit reproduces
+            self.refit_original()  # the unpruned model the refit reproduces, taken before the surgery
         apply_plan(self.analysis, plan)
         return self._refit(Candidate(self.model, self.analysis, plan))
+
+    def refit_original(self):
+        """The base model as --refit's onnxruntime session loads it: its bytes, or (weights in external
+        files) a copy saved once in a temporary folder that lives as long as this trial."""
+        if self._original is None:
+            import tempfile
+
+            from onnxprune.refit import has_external_data, snapshot
+
+            if not has_external_data(self.model):
+                self._original = self.base_bytes()
+            else:
+                self._original_dir = tempfile.TemporaryDirectory(prefix="onnxprune-")
+                self._original = snapshot(self.model, self._original_dir.name)
+        return self._original
 
     def _refit(self, candidate: Candidate, refit: bool = True) -> Candidate:
         """--refit on a pruned candidate: its consumers re-solved against the base model."""
@@ -114,7 +131,7 @@ class Trial:
             from onnxprune.refit import refit_candidate
 
             candidate.sections["refit"] = refit_candidate(candidate.model, candidate.analysis, candidate.plan,
-                                                          self.base_bytes(), self.context, self.status)
+                                                          self.refit_original(), self.context, self.status)
         return candidate
 
     def predicted_size(self, plan: Plan) -> tuple[int, int]:

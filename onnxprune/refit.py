@@ -22,8 +22,10 @@ shrinkage can cost more than it gains where the pruned layer was already exact) 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -330,6 +332,24 @@ def _levels(layers: list[Layer]) -> list[list[Layer]]:
 
 
 # -- running -------------------------------------------------------------------------------------
+Model = bytes | Path  # what onnxruntime loads: serialized bytes, or a file with its external data beside it
+
+
+def has_external_data(model: ir.Model) -> bool:
+    """Some initializer still lives in an external file (then onnxruntime must load a file, not bytes)."""
+    return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
+
+
+def snapshot(model: ir.Model, folder: Path) -> Model:
+    """``model`` as onnxruntime can load it later, whatever happens to it meanwhile: bytes, or (external
+    data) a copy saved in ``folder``."""
+    if not has_external_data(model):
+        return ir.to_proto(model).SerializeToString()
+    path = Path(folder) / "original.onnx"
+    ir.save(model, path, external_data=path.name + ".data")
+    return path
+
+
 def _with_outputs(proto: onnx.ModelProto, names: list[str]) -> bytes:
     """``proto`` serialized with ``names`` as extra graph outputs (types left to onnxruntime)."""
     have = {o.name for o in proto.graph.output} | {i.name for i in proto.graph.input}
@@ -342,6 +362,35 @@ def _with_outputs(proto: onnx.ModelProto, names: list[str]) -> bytes:
             proto.graph.output.pop()
 
 
+def _reference(original: Model, names: list[str]) -> tuple[Model, set[str]]:
+    """The original with ``names`` as outputs (a file beside the snapshot's data where it has some),
+    and the tensor names it computes."""
+    if isinstance(original, bytes):
+        proto = onnx.load_from_string(original)
+        loadable: Model = _with_outputs(proto, names)
+    else:
+        proto = onnx.load(original, load_external_data=False)
+        loadable = original.with_name("reference.onnx")
+        loadable.write_bytes(_with_outputs(proto, names))
+    return loadable, {o for n in proto.graph.node for o in n.output} | {i.name for i in proto.graph.input}
+
+
+def _pruned(model: ir.Model, names: list[str], folder: Path) -> Model:
+    """The pruned model as it is now with ``names`` as extra outputs: bytes, or a file (external data)."""
+    if not has_external_data(model):
+        return _with_outputs(ir.to_proto(model), names)
+    values = {v.name: v for node in model.graph for v in node.outputs}
+    extra = [values[n] for n in dict.fromkeys(names) if n in values and not values[n].is_graph_output()]
+    model.graph.outputs.extend(extra)
+    try:
+        path = Path(folder) / "pruned.onnx"
+        ir.save(model, path, external_data=path.name + ".data")
+    finally:
+        for _ in extra:
+            model.graph.outputs.pop()
+    return path
+
+
 def _fetch(sess, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``names`` on one batch: graph inputs straight from the feeds, the rest from the session."""
     todo = [n for n in dict.fromkeys(names) if n not in feeds]
@@ -349,27 +398,32 @@ def _fetch(sess, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np
     return {n: feeds[n] if n in feeds else got[n] for n in names}
 
 
-def refit_model(model: ir.Model, analysis: Analysis, plan: Plan, original: bytes, batches: Batches,
+def refit_model(model: ir.Model, analysis: Analysis, plan: Plan, original: Model, batches: Batches,
                 sequential: bool | None = None, status: Callable[[str], object] = lambda line: None) -> dict:
     """Refit every consumer ``plan`` (already applied to ``model``) took input channels from, on
     ``batches`` (a callable returning an iterable of feeds); ``original`` is the unpruned model
-    (serialized). Returns the report section: per layer the relative calibration error before and after."""
+    (``snapshot``). Returns the report section: per layer the relative calibration error before and after."""
+    with tempfile.TemporaryDirectory(prefix="onnxprune-refit-") as tmp:
+        return _refit_model(model, analysis, plan, original, batches, sequential, status, Path(tmp))
+
+
+def _refit_model(model: ir.Model, analysis: Analysis, plan: Plan, original: Model, batches: Batches,
+                 sequential: bool | None, status: Callable, tmp: Path) -> dict:
     from onnxprune.runtime import session
 
     sequential = SEQUENTIAL if sequential is None else sequential
     layers, skipped = pruned_layers(analysis, plan)
     rows: list[dict] = []
     if layers:
-        ref_proto = onnx.load_from_string(original)
-        ref = session(_with_outputs(ref_proto, [layer.y for layer in layers]), role="original model for --refit")
-        known = {o for n in ref_proto.graph.node for o in n.output} | {i.name for i in ref_proto.graph.input}
+        loadable, known = _reference(original, [layer.y for layer in layers])
+        ref = session(loadable, role="original model for --refit")
         for layer in [la for la in layers if la.y not in known]:
             layers.remove(layer)
             skipped.append({"layer": layer.name, "op": layer.node.op_type,
                             "why": f"its output '{layer.y}' is not a tensor of the original model"})
         levels = _levels(layers) if sequential else [layers]
         for level in levels:
-            rows += _refit_level(model, level, ref, batches, status, len(rows), len(layers))
+            rows += _refit_level(model, level, ref, batches, status, len(rows), len(layers), tmp)
     return {"layers": rows, "skipped": skipped,
             "passes": "sequential (each level of layers reads the model with the earlier levels refit)"
                       if sequential else "one (every layer reads the pruned model before any refit)",
@@ -377,10 +431,10 @@ def refit_model(model: ir.Model, analysis: Analysis, plan: Plan, original: bytes
 
 
 def _refit_level(model: ir.Model, level: list[Layer], ref, batches: Batches, status: Callable, done: int,
-                 total: int) -> list[dict]:
+                 total: int, tmp: Path) -> list[dict]:
     from onnxprune.runtime import session
 
-    pruned = session(_with_outputs(ir.to_proto(model), [la.x for la in level]), role="pruned model for --refit")
+    pruned = session(_pruned(model, [la.x for la in level], tmp), role="pruned model for --refit")
     normals: list[Normal | None] = [None] * len(level)
     for feeds in batches():
         xs = _fetch(pruned, [la.x for la in level], feeds)
@@ -414,7 +468,7 @@ def _refit_level(model: ir.Model, level: list[Layer], ref, batches: Batches, sta
     return out
 
 
-def calibration_batches(context, original: bytes) -> tuple[Batches, str]:
+def calibration_batches(context, original: Model) -> tuple[Batches, str]:
     """The feeds --refit solves on: --data (in the pipeline's calibration batches), else seeded synthetic
     inputs (SYNTHETIC_SAMPLES samples); and what they are, for the report."""
     if context.config.data.source is not None:
@@ -437,7 +491,7 @@ def calibration_batches(context, original: bytes) -> tuple[Batches, str]:
     return batches, f"synthetic inputs (seed {seed}; no --data), {what}"
 
 
-def refit_candidate(model: ir.Model, analysis: Analysis, plan: Plan, original: bytes, context,
+def refit_candidate(model: ir.Model, analysis: Analysis, plan: Plan, original: Model, context,
                     status: Callable[[str], object] = lambda line: None) -> dict:
     """The pipeline's step: refit ``model`` (pruned by ``plan``) on the calibration inputs; its report."""
     if not plan.removed:

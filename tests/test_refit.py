@@ -314,3 +314,17 @@ def test_sequential_refit_solves_later_layers_on_refit_inputs():
         assert [r["layer"] for r in section["layers"]] == ["fc2", "fc3"]
         errors[sequential] = _rel(_outputs(ir.to_proto(m).SerializeToString(), x), _outputs(model, x))
     assert errors[True] < 0.5 * errors[False]  # measured: 0.19 against 5.0
+
+
+def test_refit_of_a_model_with_external_data(mlp_data, tmp_path):
+    """Weights in a file beside the model: the refit loads snapshots from files, not bytes."""
+    model = _mlp("matmul")
+    path = tmp_path / "ext" / "mlp.onnx"
+    path.parent.mkdir()
+    onnx.save(model, path, save_as_external_data=True, location="mlp.onnx.data", size_threshold=0)
+    out = tmp_path / "out.onnx"
+    _, report = onnxprune.prune(str(path), remove=["fc1:5"], refit=True, data=str(mlp_data()), output=str(out))
+    (layer,) = report["refit"]["layers"]
+    assert layer["error_after"] < 1e-2 < layer["error_before"]
+    x = np.random.default_rng(9).standard_normal((64, 8)).astype(np.float32)
+    assert _rel(session(out).run(None, {"x": x})[0].astype(np.float64), _outputs(model, x)) < 1e-2
