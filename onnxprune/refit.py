@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from onnxprune.errors import PlanError, ValidationError
 from onnxprune.graph import Analysis, optable
 from onnxprune.graph.edit import set_constant_input
 from onnxprune.graph.traits import attr
@@ -209,6 +210,8 @@ def _conv_layer(node: ir.Node, aff, out_keep) -> Layer | str:
 def _gemm_layer(node: ir.Node, aff, out_keep) -> Layer | str:
     if attr(node, "transA", 0):
         return "Gemm with transA: refit reads rows of A as samples"
+    if aff.weight_scale == 0:
+        return "Gemm with alpha 0 ignores its weight"
     c = node.inputs[2] if len(node.inputs) > 2 else None
     bias = None
     if c is not None:
@@ -292,7 +295,7 @@ def _layer(analysis: Analysis, node: ir.Node, keep) -> Layer | str:
         return "its weight is not a constant"
     consumers = [p for p in analysis.params if p.node is node and p.role == "consumer"]
     if any(p.blocks > 1 or p.input_index != aff.weight for p in consumers):
-        return "its input channels are laid out in conv groups"
+        return "grouped or depthwise convolution: refit solves ungrouped layers only"
     producer = next((p for p in analysis.params if p.node is node and p.role == "producer"
                      and p.input_index == aff.weight), None)
     out_keep = None
@@ -391,10 +394,14 @@ def _pruned(model: ir.Model, names: list[str], folder: Path) -> Model:
     return path
 
 
-def _fetch(sess, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _fetch(sess, names: list[str], feeds: dict[str, np.ndarray], role: str) -> dict[str, np.ndarray]:
     """``names`` on one batch: graph inputs straight from the feeds, the rest from the session."""
     todo = [n for n in dict.fromkeys(names) if n not in feeds]
-    got = dict(zip(todo, sess.run(todo, feeds))) if todo else {}
+    try:
+        got = dict(zip(todo, sess.run(todo, feeds))) if todo else {}
+    except Exception as exc:  # onnxruntime's own exception types: one line for the user
+        raise ValidationError(f"onnxruntime cannot run the {role} on the --refit calibration inputs: "
+                              f"{str(exc).splitlines()[0][:300]}") from exc
     return {n: feeds[n] if n in feeds else got[n] for n in names}
 
 
@@ -437,8 +444,8 @@ def _refit_level(model: ir.Model, level: list[Layer], ref, batches: Batches, sta
     pruned = session(_pruned(model, [la.x for la in level], tmp), role="pruned model for --refit")
     normals: list[Normal | None] = [None] * len(level)
     for feeds in batches():
-        xs = _fetch(pruned, [la.x for la in level], feeds)
-        ys = _fetch(ref, [la.y for la in level], feeds)
+        xs = _fetch(pruned, [la.x for la in level], feeds, "pruned model")
+        ys = _fetch(ref, [la.y for la in level], feeds, "original model")
         for i, la in enumerate(level):
             axis = CHANNEL_AXIS[la.node.op_type]
             y = la.targets(ys[la.y].astype(np.float64), axis)
@@ -449,7 +456,8 @@ def _refit_level(model: ir.Model, level: list[Layer], ref, batches: Batches, sta
                 normals[i].add(x, y[start:start + len(x)])
                 start += len(x)
             if start != len(y):
-                raise ValueError(f"refit of '{la.name}': {start} input rows for {len(y)} output rows")
+                raise PlanError(f"refit of '{la.name}': {start} input rows for {len(y)} output rows; this is a bug "
+                                "in onnxprune, please report it with the model")
     out = []
     for i, (la, normal) in enumerate(zip(level, normals)):
         row = {"layer": la.name, "op": la.node.op_type, "samples_rows": normal.rows if normal else 0}
@@ -462,7 +470,8 @@ def _refit_level(model: ir.Model, level: list[Layer], ref, batches: Batches, sta
             la.write(z)
         row.update(error_before=before, error_after=after if refit else before, refit=refit)
         if not refit:
-            row["why"] = "the inputs are all zero" if z is None else "the refit would not lower the error"
+            row["why"] = ("no calibration rows" if normal is None else "the inputs are all zero" if z is None
+                          else "the refit would not lower the error")
         status(f"refit {done + i + 1}/{total} {la.name}: relative error {before:.3g} -> {row['error_after']:.3g}")
         out.append(row)
     return out

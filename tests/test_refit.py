@@ -329,3 +329,24 @@ def test_refit_of_a_model_with_external_data(mlp_data, tmp_path):
     assert layer["error_after"] < 1e-2 < layer["error_before"]
     x = np.random.default_rng(9).standard_normal((64, 8)).astype(np.float32)
     assert _rel(session(out).run(None, {"x": x})[0].astype(np.float64), _outputs(model, x)) < 1e-2
+
+
+def test_grouped_conv_is_left_alone_with_a_reason(tmp_path):
+    """A grouped conv (2 groups of 4) mixes channels within its groups: not solved, and the report says
+    why. (A depthwise conv reads each channel alone: it loses no inputs it could recombine.)"""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in
+             (("w1", (8, 3, 3, 3)), ("b1", (8,)), ("wd", (8, 4, 3, 3)), ("bd", (8,)), ("w3", (4, 8, 1, 1)), ("b3", (4,)))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "wd", "bd"], ["cd"], name="dw", group=2, pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["cd"], ["rd"]),
+             helper.make_node("Conv", ["rd", "w3", "b3"], ["y"], name="conv3")]
+    graph = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    _, report = onnxprune.prune(model, remove=["conv1:0,4"], refit=True, validate=False)
+    assert [r["layer"] for r in report["refit"]["layers"]] == []
+    assert [(s["layer"], s["op"]) for s in report["refit"]["skipped"]] == [("dw", "Conv")]
+    assert "grouped or depthwise" in report["refit"]["skipped"][0]["why"]
+    assert report["refit"]["inputs"].startswith("synthetic inputs")
