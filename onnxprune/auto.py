@@ -158,7 +158,8 @@ class BudgetPlanner:
         allocation = None if self.threshold else (
             f"{a.mode}{' ' + a.normalize.upper() if a.mode == 'global' else ''}"
             + ("; removed channels folded into nearly proportional kept ones" if tr.merge else "")
-            + ("; mean-compensated" if tr.compensate else "") + f"; round-to {a.round_to or 'automatic'}")
+            + ("; mean-compensated" if tr.compensate else "") + ("; every candidate refit" if tr.refit else "")
+            + f"; round-to {a.round_to or 'automatic'}")
         stopped = (f"{how}: {key} = {value:.3g} is the largest tried within the budget" + (
             f"; {key} = {over[key]:.3g} gave cosine {over['cosine']:.4f}, top-1 agreement {over['top1']:.3f}"
             if over else "") if value > 0 else f"no {key} >= {trace[0][key]:g} stays within the budget")

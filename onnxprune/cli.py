@@ -151,13 +151,18 @@ def _transform_options(g) -> None:
                    help="after pruning, distil the pruned model towards the original's outputs on --data for "
                         "STEPS Adam steps (torch twin; no labels needed) and write the weights into OUT")
     g.add_argument("--lr", type=float, default=1e-4, help="--finetune learning rate (default 1e-4)")
+    g.add_argument("--refit", action="store_true",
+                   help="after pruning, re-solve every Conv/Gemm/MatMul that lost input channels by ridge least "
+                        "squares so it reproduces the original model's output of that layer on --data (else on "
+                        "seeded synthetic inputs); no labels; the report gives each layer's error before and after. "
+                        "Runs before --finetune; --ratio auto refits every candidate it measures (one refit per trial)")
 
 
 def _data_options(g) -> None:
     g.add_argument("--data", metavar="FILE.npz|DIR", help="calibration data: an .npz (arrays keyed by input name, "
                    "samples on the first axis even when the model's batch is fixed; optional int 'labels') or a "
                    "folder of images (see --input-size/--mean/--std); used by --ratio auto's budget, --compensate, "
-                   "the gradient criteria, --finetune and validation. Default: seeded synthetic inputs")
+                   "the gradient criteria, --finetune, --refit and validation. Default: seeded synthetic inputs")
     g.add_argument("--input-size", metavar="H,W", help="--data DIR: resize images to H x W (default: the model's size)")
     g.add_argument("--mean", default=None, metavar="M[,M,M]", help="--data DIR: per-channel mean subtracted after "
                    "scaling pixels to [0, 1] (default 0)")
@@ -304,7 +309,8 @@ def config_from_args(args):
             latency_threads=args.latency_threads, remove=tuple(args.remove), budget_cosine=args.budget_cosine,
             budget_top1=args.budget_top1, budget_synthetic_cosine=args.budget_synthetic_cosine),
         transforms=c.TransformConfig(merge=args.merge, compensate=args.compensate,
-                                     lumping_tolerance=args.lumping_tolerance, finetune=args.finetune, lr=args.lr),
+                                     lumping_tolerance=args.lumping_tolerance, finetune=args.finetune, lr=args.lr,
+                                     refit=args.refit),
         data=c.DataConfig(source=data, seed=args.seed, input_shapes=_parse_shapes(args.input_shape)),
         validation=c.ValidationConfig(enabled=not args.no_validate, checks=_check_options(
             args, data, quantize=args.quantize) if validating else None),

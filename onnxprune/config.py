@@ -84,6 +84,7 @@ class TransformConfig:
     lumping_tolerance: float = 0.0
     finetune: int = 0
     lr: float = 1e-4
+    refit: bool = False  # re-solve pruned consumers by least squares on calibration inputs (onnxprune.refit)
 
 
 @dataclass(frozen=True)
@@ -329,6 +330,9 @@ def _check_transforms(c: PruneConfig) -> None:
         _refuse("--lumping-tolerance", "goes with --criterion lumping without --ratio (lossless lumping)")
     if _given(tr, "lr") and not tr.finetune:
         _refuse("--lr", "is the learning rate of --finetune: give --finetune STEPS")
+    if tr.refit and tr.compensate:
+        _refuse("--compensate", "cannot go with --refit: the refit re-solves every pruned consumer's weights and "
+                "bias, which includes the mean correction --compensate would make; give one of them")
     checks = c.validation.checks
     if not c.validation.enabled and checks is not None and (checks.latency or checks.edge or checks.quantize):
         _refuse("latency, edge checks and --quantize", "run as part of validation: drop --no-validate")
@@ -338,13 +342,14 @@ def _check_data(c: PruneConfig) -> None:
     """Data and the seed only where something reads them."""
     crit, t, tr, v = _criterion(c), c.target, c.transforms, c.validation
     budget = t.auto and not crit.sizes_itself
-    if c.data.source is not None and not (crit.needs_data or budget or tr.compensate or tr.finetune or v.enabled):
-        _refuse("--data", "is read by validation, --ratio auto's budget, --compensate, --finetune and the "
+    if c.data.source is not None and not (crit.needs_data or budget or tr.compensate or tr.finetune or tr.refit
+                                          or v.enabled):
+        _refuse("--data", "is read by validation, --ratio auto's budget, --compensate, --finetune, --refit and the "
                 "gradient criteria; none of them runs here (drop --no-validate or --data)")
-    synthetic = c.data.source is None and (v.enabled or budget) or t.latency is not None
+    synthetic = c.data.source is None and (v.enabled or budget or tr.refit) or t.latency is not None
     if _given(c.data, "seed") and not synthetic:
-        _refuse("--seed", "seeds synthetic inputs (validation or --ratio auto without --data, --target-latency); "
-                "none are used here")
+        _refuse("--seed", "seeds synthetic inputs (validation, --ratio auto or --refit without --data, "
+                "--target-latency); none are used here")
 
 
 def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, remove=None, validate: bool = True,
@@ -353,7 +358,7 @@ def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, rem
                   overrides=None, ignore=None, gaussian_k: float = 1.0, gaussian_feature: str = "l1",
                   gaussian_outside: bool = False, data=None, budget=None, compensate: bool | None = None,
                   merge: bool | None = None, lumping_tolerance: float = 0.0, target_flops=None, target_params=None,
-                  target_latency=None, latency_threads: int = 1, finetune: int = 0,
+                  target_latency=None, latency_threads: int = 1, finetune: int = 0, refit: bool = False,
                   gradient_options: dict | None = None, checks=None) -> PruneConfig:
     """A PruneConfig from ``onnxprune.prune``'s keyword arguments (their names predate the sections)."""
     from onnxprune.data import as_source
@@ -389,7 +394,7 @@ def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, rem
                                     ignore=tuple(ignore or ())),
         target=target,
         transforms=TransformConfig(merge=merge, compensate=compensate, lumping_tolerance=lumping_tolerance,
-                                   finetune=finetune, lr=g.get("lr", 1e-4)),
+                                   finetune=finetune, lr=g.get("lr", 1e-4), refit=refit),
         data=DataConfig(source=as_source(data), seed=seed, input_shapes=dict(input_shapes or {})),
         validation=ValidationConfig(enabled=validate, checks=checks),
         output=OutputConfig(path=output, progress=progress))

@@ -63,7 +63,7 @@ def run(model: ModelLike, config: PruneConfig) -> tuple[ir.Model, dict]:
         stages.next("planning and applying")
         candidate, section = planner.run(Trial(m, analysis, scores, config, context, stages.bar.set_description_str))
         stages.next("fine-tuning")
-        extra = {**scores.report, **finetune(candidate, context)}
+        extra = {**scores.report, **candidate.sections, **finetune(candidate, context)}
         report = make_report(candidate, config, before, {**section, **extra})
         # IN itself when nothing changed; else IN's spelling kept where the plan did not reach (speed)
         m = output_model(model, candidate.model, changed=report["channels_removed"] > 0 or bool(extra.get("finetune")))

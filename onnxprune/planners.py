@@ -10,7 +10,7 @@ them), and the fidelity budget of ``--ratio auto`` (the largest ratio or k withi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import onnx
@@ -41,6 +41,7 @@ class Candidate:
     model: ir.Model
     analysis: Analysis
     plan: Plan
+    sections: dict = field(default_factory=dict)  # report sections of steps after surgery (--refit)
 
 
 def allocation_plan(analysis: Analysis, scores: Scores, config: PruneConfig, amount: Amount) -> Plan:
@@ -78,27 +79,60 @@ class Trial:
         self.model, self.analysis, self.scores, self.config, self.context = model, analysis, scores, config, context
         self.status = status  # one line of progress (the terminal's stage bar)
         self._base: bytes | None = None
+        self._original = None  # the base as --refit reads it (bytes, or a saved copy with external data)
+        self._original_dir = None
         self._sizes: tuple[dict, dict] | None = None
 
     def plan(self, amount: Amount, transforms: bool = False) -> Plan:
         """The plan on the base analysis, without surgery (transforms off: sizes do not depend on them)."""
         return plan_for(self.model, self.analysis, self.scores, self.config, amount, self.context, transforms)
 
-    def copy(self, amount: Amount) -> Candidate:
-        """A fresh copy of the base model, planned by the config and pruned."""
+    def base_bytes(self) -> bytes:
+        """The base model, serialized once (before any surgery on it)."""
         if self._base is None:
             self._base = ir.to_proto(self.model).SerializeToString()
-        m = normalize(ir.from_proto(onnx.load_from_string(self._base)))
+        return self._base
+
+    def copy(self, amount: Amount, refit: bool = True) -> Candidate:
+        """A fresh copy of the base model, planned by the config and pruned (and refit if the config
+        says so and ``refit``: candidates measured for fidelity see the refit model)."""
+        m = normalize(ir.from_proto(onnx.load_from_string(self.base_bytes())))
         an = analyze_groups(m)
         plan = plan_for(m, an, self.scores.renamed(self.analysis, an), self.config, amount, self.context)
         apply_plan(an, plan)
-        return Candidate(m, an, plan)
+        return self._refit(Candidate(m, an, plan), refit)
 
     def final(self, amount: Amount) -> Candidate:
         """The base model itself, planned and pruned (the last use of the base)."""
         plan = plan_for(self.model, self.analysis, self.scores, self.config, amount, self.context)
+        if self.config.transforms.refit:
+            self.refit_original()  # the unpruned model the refit reproduces, taken before the surgery
         apply_plan(self.analysis, plan)
-        return Candidate(self.model, self.analysis, plan)
+        return self._refit(Candidate(self.model, self.analysis, plan))
+
+    def refit_original(self):
+        """The base model as --refit's onnxruntime session loads it: its bytes, or (weights in external
+        files) a copy saved once in a temporary folder that lives as long as this trial."""
+        if self._original is None:
+            import tempfile
+
+            from onnxprune.refit import has_external_data, snapshot
+
+            if not has_external_data(self.model):
+                self._original = self.base_bytes()
+            else:
+                self._original_dir = tempfile.TemporaryDirectory(prefix="onnxprune-")
+                self._original = snapshot(self.model, self._original_dir.name)
+        return self._original
+
+    def _refit(self, candidate: Candidate, refit: bool = True) -> Candidate:
+        """--refit on a pruned candidate: its consumers re-solved against the base model."""
+        if refit and self.config.transforms.refit:
+            from onnxprune.refit import refit_candidate
+
+            candidate.sections["refit"] = refit_candidate(candidate.model, candidate.analysis, candidate.plan,
+                                                          self.refit_original(), self.context, self.status)
+        return candidate
 
     def predicted_size(self, plan: Plan) -> tuple[int, int]:
         """(params, MACs) of the base model after ``plan``, without surgery."""

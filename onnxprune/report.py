@@ -86,6 +86,7 @@ def format_summary(report: dict) -> str:
                      f"by the gradient-matrix rank ({sing['samples']} samples)")
         if "warning" in sing:
             lines.append(f"        warning: {sing['warning']}")
+    lines += _refit_lines(report.get("refit"))  # before fine-tuning, as they run
     ft = report.get("finetune")
     if ft:
         lines.append(f"finetune {ft['steps']} steps on {ft['samples']} samples: distillation loss "
@@ -105,6 +106,21 @@ def format_summary(report: dict) -> str:
             lines.append(f"... and {len(touched) - 40} more groups (see the JSON report)")
     lines += format_validation(report)
     return "\n".join(lines)
+
+
+def _refit_lines(refit: dict | None) -> list[str]:
+    """--refit: one line of what it solved on, then each layer's relative calibration error before -> after."""
+    if not refit:
+        return []
+    rows = refit["layers"]
+    lines = [f"refit   {sum(r['refit'] for r in rows)} of {len(rows)} layers re-solved on {refit['inputs']}"]
+    for r in rows[:20]:
+        lines.append(f"        {r['layer'][:48]:<48} error {r['error_before']:.4f} -> {r['error_after']:.4f}"
+                     + ("" if r["refit"] else f" (kept: {r['why']})"))
+    if len(rows) > 20:
+        lines.append(f"        ... and {len(rows) - 20} more layers (see the JSON report)")
+    lines += [f"        not refit: {s['layer'][:48]} ({s['why']})" for s in refit["skipped"][:10]]
+    return lines
 
 
 def format_validate_summary(report: dict) -> str:

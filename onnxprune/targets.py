@@ -173,7 +173,7 @@ class _LatencyTimer:
     def ms(self, ratio: float) -> float:
         from onnxprune.planners import Amount
 
-        pruned = self.trial.copy(Amount(ratio=ratio))
+        pruned = self.trial.copy(Amount(ratio=ratio), refit=False)  # timed only: weights do not matter
         self.timed[ratio] = self._median(ir.to_proto(pruned.model).SerializeToString(), self.feeds, self.threads)
         self.bar.update(1)
         return self.timed[ratio]

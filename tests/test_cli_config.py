@@ -57,6 +57,7 @@ CASES: dict[str, tuple[dict, object]] = {
     "transforms.lumping_tolerance": ({"score": {"criterion": "lumping"}}, 0.9),
     "transforms.finetune": ({"target": {"ratio": 0.5}, "data": "calib", "validation": {"enabled": True}}, 3),
     "transforms.lr": ({"target": {"ratio": 0.5}, "transforms": {"finetune": 3}, "data": "calib"}, 0.05),
+    "transforms.refit": ({"target": {"ratio": 0.5}, "data": "calib", "validation": {"enabled": True}}, True),
     "data.source": ({"target": {"ratio": 0.5}, "validation": {"enabled": True}}, "calib"),
     "data.seed": ({"target": {"ratio": 0.5}, "validation": {"enabled": True}}, 1),
     "data.input_shapes": ({"target": {"ratio": 0.5}}, {"x": (1, 2, 8, 8)}),
