@@ -7,7 +7,7 @@ import onnx_ir as ir
 
 from onnxprune.graph.context import NodeContext, RuleUnsupported
 from onnxprune.graph.edit import set_constant_input, set_ints, set_ints_attr
-from onnxprune.graph.rules import shapes
+from onnxprune.graph.rules import heads, shapes
 
 
 def transpose(ctx: NodeContext) -> None:
@@ -114,17 +114,28 @@ def reshape(ctx: NodeContext) -> None:
             rewrite_literal(j, atoms)
             ctx.set_output(0, j, atoms)
             return
-    # Split of the channel axis into [outer..., inner]: the inner axis stays tracked and position j of
-    # every outer slice is coupled, so removal stays rectangular.
+    # Split of the channel axis into [outer..., inner]. An attention head split [.., H, D] (its head
+    # axis reaches a MatMul batch axis) with the "head" unit: each head is one channel, the head axis
+    # is tracked. Otherwise the inner axis stays tracked and position j of every outer slice is
+    # coupled (head-dim pruning, channel shuffle), so removal stays rectangular.
     for j in range(len(t)):
         if not _same_prod(s[:a], t[:j]):
             continue
         for k in range(j + 2, len(t) + 1):
             if _same_prod(t[j:k], [s[a]]) and isinstance(t[k - 1], int):
+                grid = d.atoms.reshape(-1, t[k - 1])
+                if k - j == 2 and ctx.analysis.attention_unit == "head" and heads.feeds_attention(out, k - 2):
+                    if spec[k - 2].kind in ("copy", "dim"):
+                        raise RuleUnsupported("a copied entry stands for the split head axis")
+                    _check_copies(spec, a, k - 2)
+                    for col in grid.T[1:]:
+                        ctx.couple(grid[:, 0], col)
+                    rewrite_literal(k - 2, grid[:, 0])
+                    ctx.set_output(0, k - 2, grid[:, 0])
+                    return
                 if spec[k - 1].kind in ("copy", "dim"):
                     raise RuleUnsupported("a copied entry stands for the split channel axis")
                 _check_copies(spec, a, k - 1)
-                grid = d.atoms.reshape(-1, t[k - 1])
                 for row in grid[1:]:
                     ctx.couple(grid[0], row)
                 rewrite_literal(k - 1, grid[0])
