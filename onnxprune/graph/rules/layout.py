@@ -77,6 +77,8 @@ def _static_prod(dims) -> int:
 def reshape(ctx: NodeContext) -> None:
     """Reshape that keeps the channel axis whole, merges it with neighbouring static axes, or splits
     it into [outer, inner] (channel shuffle, attention heads)."""
+    if shapes.is_vector_op(ctx, 0):
+        return shapes.reshape_vector(ctx)
     d = ctx.take_data_input()
     if d is None:
         return
@@ -110,6 +112,9 @@ def reshape(ctx: NodeContext) -> None:
             atoms = np.tile(np.repeat(d.atoms, inner), outer)
             if spec[j].kind in ("copy", "dim") and not (j == a and a0 == a and a1 == a + 1):
                 raise RuleUnsupported("a copied entry stands for a merged channel axis")
+            if spec[j].kind == "chan" and not (outer == 1 and shapes.holds_channels(spec[j], atoms)):
+                raise RuleUnsupported("its target reads a channel count for an axis holding other channels")
+            _check_chan_entries(spec, j)
             _check_copies(spec, a, j)
             rewrite_literal(j, atoms)
             ctx.set_output(0, j, atoms)
@@ -123,6 +128,7 @@ def reshape(ctx: NodeContext) -> None:
             continue
         for k in range(j + 2, len(t) + 1):
             if _same_prod(t[j:k], [s[a]]) and isinstance(t[k - 1], int):
+                _check_chan_entries(spec, None)
                 grid = d.atoms.reshape(-1, t[k - 1])
                 if k - j == 2 and ctx.analysis.attention_unit == "head" and heads.feeds_attention(out, k - 2):
                     if spec[k - 2].kind in ("copy", "dim"):
@@ -142,6 +148,12 @@ def reshape(ctx: NodeContext) -> None:
                 ctx.set_output(0, k - 1, grid[0])
                 return
     raise RuleUnsupported(f"it reshapes the channel axis in a way no rule covers ({s} -> {t})")
+
+
+def _check_chan_entries(spec: list, j: int | None) -> None:
+    """A target entry computed from a channel count is right only at the output channel axis ``j``."""
+    if any(e.kind == "chan" for i, e in enumerate(spec) if i != j):
+        raise RuleUnsupported("its target reads a channel count at another position")
 
 
 def _check_copies(spec: list, a: int, j: int) -> None:
@@ -360,7 +372,7 @@ def expand(ctx: NodeContext) -> None:
         raise RuleUnsupported(f"it expands the channel axis to {entry.size}")
     elif entry.literal and entry.size == len(d.atoms):
         ctx.rewrite("Expand shape", lambda keep, w=entry.write, atoms=d.atoms: w(int(keep(atoms).sum())))
-    elif entry.kind == "dim":
+    elif entry.kind == "dim" or (entry.kind == "chan" and not shapes.holds_channels(entry, d.atoms)):
         raise RuleUnsupported("its shape reads the channel count of another tensor")
     ctx.set_output(0, axis, d.atoms)
 

@@ -148,9 +148,66 @@ def concat(ctx: NodeContext) -> None:
     _set(ctx, entries)
 
 
+def _fill(v: ir.Value | None) -> float | None:
+    """The one value every element of ``v`` holds: a uniform constant, ConstantOfShape's fill, or a Mul of
+    two such (TorchScript's ``-1 * ones`` in expand shapes); None otherwise."""
+    if v is None:
+        return None
+    if v.const_value is not None:
+        arr = v.const_value.numpy()
+        return float(arr.reshape(-1)[0]) if arr.size and (arr == arr.reshape(-1)[0]).all() else None
+    node = v.producer()
+    if node is None or node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type == "ConstantOfShape":
+        a = node.attributes.get("value")
+        return float(a.value.numpy().reshape(-1)[0]) if a is not None else 0.0
+    if node.op_type == "Mul" and len(node.inputs) == 2:
+        x, y = _fill(node.inputs[0]), _fill(node.inputs[1])
+        return None if x is None or y is None else x * y
+    return None
+
+
+def where(ctx: NodeContext) -> None:
+    """Where(Equal(v, c), a, v) with uniform c and a: TorchScript's expand replaces -1 entries of its
+    shape by 1. A dim is never negative, so a dim entry stays; literals are evaluated."""
+    vec = ctx.analysis.shape_vecs.get(ctx.input(2))
+    eq = ctx.input(0).producer() if ctx.input(0) is not None else None
+    if vec is None or ctx.input(1) in ctx.analysis.shape_vecs or eq is None or eq.op_type != "Equal" \
+            or ctx.input(2) not in eq.inputs:
+        raise RuleUnsupported("it selects shape entries in a form no rule covers")
+    c = _fill(eq.inputs[1] if eq.inputs[0] is ctx.input(2) else eq.inputs[0])
+    a = _fill(ctx.input(1))
+    if c is None or a is None:
+        raise RuleUnsupported("it selects shape entries in a form no rule covers")
+    out = []
+    for e in vec:
+        if e.literal is not None:
+            out.append(replace(e, literal=int(a), source=None) if e.literal == c else e)
+        elif e.is_plain_dim and c < 0:
+            out.append(e)
+        else:
+            raise RuleUnsupported("it compares a computed shape entry")
+    _set(ctx, out)
+
+
+def reshape_vector(ctx: NodeContext) -> None:
+    """Reshape of a 1-D shape vector to [-1] or its own length keeps its entries."""
+    target = ctx.const(1)
+    vec = ctx.analysis.shape_vecs[ctx.input(0)]
+    if target is None or target.reshape(-1).tolist() not in ([-1], [len(vec)]):
+        raise RuleUnsupported("it reshapes a shape vector")
+    same(ctx)
+
+
 def arith(ctx: NodeContext) -> None:
     """Add/Sub/Mul/Div of a shape vector and an integer constant (torch.chunk's bound arithmetic)."""
     op = ctx.node.op_type
+    if op == "Where":
+        return where(ctx)
+    if op == "Equal" and ctx.input(0) in ctx.analysis.shape_vecs and _fill(ctx.input(1)) is not None:
+        ctx.shapes_read.update(range(len(ctx.node.inputs)))  # read by ``where``, which checks its use
+        return
     vec, other = vector(ctx, 0), vector(ctx, 1)
     if vec is None or other is None or op not in ("Add", "Sub", "Mul", "Div"):
         raise RuleUnsupported("shape arithmetic with a run-time operand")
@@ -183,9 +240,13 @@ def reads_channels(an, entry: Entry) -> bool:
 class TargetEntry:
     """One entry of a Reshape target: a literal (rewritable), a copy of an input dim, or inferred."""
 
-    kind: str  # "literal", "copy" (same input axis), "infer" (-1), "dim" (a known non-channel size)
+    kind: str  # "literal", "copy" (same input axis), "infer" (-1), "dim" (a known non-channel size),
+    # "chan" (factor times the channel count of a tensor carrying ``atoms``: right wherever exactly those
+    # channels, each repeated factor times, land)
     size: int | str | None = None
     write: object = None  # callable(new int) for literals
+    factor: int = 1
+    atoms: np.ndarray | None = None
 
     @property
     def literal(self) -> bool:
@@ -215,14 +276,26 @@ def reshape_target(ctx: NodeContext, in_shape: list) -> list[TargetEntry]:
                 out.append(TargetEntry("literal", e.literal, _writer(e.source)))
         elif e.is_plain_dim and e.axis == j and (e.value is x or _same_channels(ctx.analysis, e.value, x, j)):
             out.append(TargetEntry("copy", in_shape[j]))
+        elif reads_channels(ctx.analysis, e) and e.literal is None and (e.add, e.den, e.plus) == (0, 1, 0):
+            shape = ctx.shape(e.value)
+            size = shape[e.axis] if shape is not None else None
+            factor = e.mul * e.num
+            out.append(TargetEntry("chan", size * factor if isinstance(size, int) else None, factor=factor,
+                                   atoms=ctx.analysis.dims[e.value].atoms))
         elif reads_channels(ctx.analysis, e):
-            raise RuleUnsupported("its target reads a channel count at another position")
+            raise RuleUnsupported("its target computes with a channel count")
         elif e.is_plain_dim:
             shape = ctx.shape(e.value)
             out.append(TargetEntry("dim", shape[e.axis] if shape is not None else None))
         else:
             out.append(TargetEntry("dim", None))
     return out
+
+
+def holds_channels(entry: TargetEntry, atoms: np.ndarray) -> bool:
+    """A "chan" entry that states the size of an axis holding exactly ``atoms``: the channel count it
+    reads, times its factor, is that axis's size before and after pruning."""
+    return entry.kind == "chan" and np.array_equal(np.repeat(entry.atoms, entry.factor), atoms)
 
 
 def _same_channels(an, v: ir.Value, x: ir.Value, axis: int) -> bool:
