@@ -89,7 +89,7 @@ class Trial:
         if self._base is None:
             self._base = ir.to_proto(self.model).SerializeToString()
         m = normalize(ir.from_proto(onnx.load_from_string(self._base)))
-        an = analyze_groups(m)
+        an = analyze_groups(m, self.config.allocation.attention_unit)
         plan = plan_for(m, an, self.scores.renamed(self.analysis, an), self.config, amount, self.context)
         apply_plan(an, plan)
         return Candidate(m, an, plan)
