@@ -109,3 +109,23 @@ def file_digests(folder: Path) -> dict[str, str]:
 @pytest.fixture
 def digests():
     return file_digests
+
+
+@pytest.fixture(scope="session")
+def transformer_export(tmp_path_factory):
+    """``transformer_export(arch, exporter)``: (model file, .npz of its reference inputs) of a tiny
+    random-weight transformer from ``transformer_archs``, exported once per session."""
+    import transformer_archs
+
+    folder = tmp_path_factory.mktemp("transformers")
+    cache: dict[tuple[str, str], tuple[Path, Path]] = {}
+
+    def get(arch: str, exporter: str) -> tuple[Path, Path]:
+        if (arch, exporter) not in cache:
+            data = folder / f"{arch}.npz"
+            if not data.exists():
+                np.savez(data, **transformer_archs.inputs(arch))
+            cache[arch, exporter] = transformer_archs.export(arch, exporter, folder), data
+        return cache[arch, exporter]
+
+    return get

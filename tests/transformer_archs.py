@@ -94,7 +94,7 @@ def _whisper() -> nn.Module:
 def _gpt2() -> nn.Module:
     from transformers import GPT2Config, GPT2Model
     cfg = GPT2Config(n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_inner=FFN, n_positions=32, vocab_size=VOCAB,
-                     use_cache=False, attn_implementation="eager")
+                     bos_token_id=1, eos_token_id=2, use_cache=False, attn_implementation="eager")
     return _LastHiddenMasked(GPT2Model(cfg))
 
 

@@ -273,7 +273,7 @@ def reshape_target(ctx: NodeContext, in_shape: list) -> list[TargetEntry]:
             elif e.literal == -1:
                 out.append(TargetEntry("infer"))
             else:
-                out.append(TargetEntry("literal", e.literal, _writer(e.source)))
+                out.append(TargetEntry("literal", e.literal, _writer(e.source, ctx.node)))
         elif e.is_plain_dim and e.axis == j and (e.value is x or _same_channels(ctx.analysis, e.value, x, j)):
             out.append(TargetEntry("copy", in_shape[j]))
         elif reads_channels(ctx.analysis, e) and e.literal is None and (e.add, e.den, e.plus) == (0, 1, 0):
@@ -306,13 +306,50 @@ def _same_channels(an, v: ir.Value, x: ir.Value, axis: int) -> bool:
             and np.array_equal(dv.atoms, dx.atoms))
 
 
-def _writer(source):
+def _writer(source, owner: ir.Node):
+    """Write a new literal where ``owner`` (a Reshape or Expand, shape at input 1) reads it. A shape
+    computation another node also reads (the dynamo exporter shares one Concat between layers) is copied
+    for ``owner`` first, so the edit reaches no other node."""
     node, index, offset = source
+    if node is not owner and owner.inputs[1].producer() is not node and not _single_use_path(owner.inputs[1], node):
+        raise RuleUnsupported("its target shape is computed by nodes other shapes share")
 
     def write(new: int) -> None:
-        arr = np.array(node.inputs[index].const_value.numpy(), copy=True)
+        target = node
+        if node is not owner and len(owner.inputs[1].uses()) > 1:
+            target = _own_copy(owner, node)
+        arr = np.array(target.inputs[index].const_value.numpy(), copy=True)
         flat = arr.reshape(-1)
         flat[offset] = new
-        set_constant_input(node, index, arr)
+        set_constant_input(target, index, arr)
 
     return write
+
+
+def _single_use_path(v: ir.Value, source: ir.Node) -> bool:
+    """Every value from ``source``'s output to ``v`` is read by one node."""
+    seen, stack = set(), [v]
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if len(x.uses()) > 1:
+            return False
+        p = x.producer()
+        if p is None or p is source:
+            continue
+        stack.extend(i for i in p.inputs if i is not None and i.const_value is None)
+    return True
+
+
+def _own_copy(owner: ir.Node, node: ir.Node) -> ir.Node:
+    """A copy of ``node`` (the producer of ``owner``'s input 1) that feeds ``owner`` alone."""
+    out = node.outputs[0]
+    clone = ir.Node(node.domain, node.op_type, list(node.inputs), list(node.attributes.values()),
+                    name=f"{node.name or node.op_type}__{owner.name or owner.op_type}")
+    clone.outputs[0].name = f"{out.name}__{owner.name or owner.op_type}"
+    clone.outputs[0].shape, clone.outputs[0].dtype = out.shape, out.dtype
+    owner.graph.insert_before(owner, clone)
+    owner.replace_input_with(1, clone.outputs[0])
+    return clone

@@ -1,0 +1,73 @@
+"""Transformers from both torch exporters: whole attention heads (and grouped-query KV groups) as channel
+groups, the exactness oracle on planted dead heads and FFN channels, and a valid model at --ratio 0.3."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import transformer_archs
+from oracle import plant_dead_channels
+
+import onnxprune
+from onnxprune.api import analyze
+
+CASES = [pytest.param(a, e, id=f"{a}_{e}") for a in transformer_archs.ARCHS for e in transformer_archs.EXPORTERS]
+TOL = 1e-5
+
+
+def _head_groups(an, arch: str) -> list:
+    """Prunable groups that are attention heads: one channel per (KV) head (no other width is that small)."""
+    return [g for g in an.prunable_groups if g.size == transformer_archs.ARCHS[arch].kv_heads]
+
+
+@pytest.mark.parametrize(("arch", "exporter"), CASES)
+def test_heads_are_channel_groups(arch, exporter, transformer_export):
+    path, _ = transformer_export(arch, exporter)
+    an = analyze(path)
+    heads = _head_groups(an, arch)
+    assert len(heads) == transformer_archs.LAYERS, [g.details() for g in an.groups]
+    hidden = transformer_archs.HIDDEN
+    for g in heads:
+        # Each head owns head_dim rows of every q, k, v producer: the producers' positions cover the
+        # whole projection width (q: all query heads, k/v: the KV heads).
+        widths = sorted(len(p.atoms) for p in g.producers)
+        assert widths[-1] in (hidden, 3 * hidden), widths  # q (or GPT-2's packed q|k|v)
+    ffn = [g for g in an.prunable_groups if g.size == transformer_archs.FFN]
+    assert len(ffn) == transformer_archs.LAYERS
+    # The residual width stays whole, and the analysis says why.
+    frozen = [r for g in an.groups if g.size == hidden for r in g.frozen]
+    assert any("residual stream" in r for r in frozen), frozen
+
+
+@pytest.mark.parametrize(("arch", "exporter"), CASES)
+def test_planted_dead_heads_and_ffn_channels_are_removed_exactly(arch, exporter, transformer_export, tmp_path):
+    path, data = transformer_export(arch, exporter)
+    # LLaMA has 2 KV groups per layer: half of the channels goes, so one KV group (with its query heads) dies.
+    ratio = 0.5 if transformer_archs.ARCHS[arch].kv_heads == 2 else 0.3
+    planted_path = tmp_path / "planted.onnx"
+    planted, _ = plant_dead_channels(path, planted_path, ratio)
+    an = analyze(path)
+    head_names = {g.name for g in _head_groups(an, arch)}
+    assert head_names and all(planted.get(n) for n in head_names), (planted, head_names)
+    assert any(n not in head_names for n in planted), planted  # FFN channels too
+    _, report = onnxprune.prune(planted_path, ratio=ratio, criterion="l1", allocation="local", merge=False,
+                                data=data)
+    removed = {g["name"]: g["removed"] for g in report["groups"] if g["removed"]}
+    assert removed == planted
+    for name, out in report["validation"]["outputs"].items():
+        assert out["max_rel"] <= TOL, f"{arch}_{exporter}: output {name} differs: {out}"
+
+
+@pytest.mark.parametrize(("arch", "exporter"), CASES)
+def test_ratio_prune_gives_a_valid_smaller_model(arch, exporter, transformer_export, tmp_path):
+    path, data = transformer_export(arch, exporter)
+    out = tmp_path / "pruned.onnx"
+    _, report = onnxprune.prune(path, ratio=0.3, output=out, data=data)
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    assert report["params_after"] < report["params_before"]
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    feeds = transformer_archs.inputs(arch)
+    (y,) = sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})
+    assert y.shape == (2, *y.shape[1:-1], transformer_archs.HIDDEN) and np.isfinite(y).all()
