@@ -60,6 +60,22 @@ def test_planted_dead_heads_and_ffn_channels_are_removed_exactly(arch, exporter,
         assert out["max_rel"] <= TOL, f"{arch}_{exporter}: output {name} differs: {out}"
 
 
+@pytest.mark.parametrize(("arch", "exporter"), [c for c in CASES if c.values[0] in ("bert", "llama")])
+def test_planted_dead_head_dims_are_removed_exactly(arch, exporter, transformer_export, tmp_path):
+    """--attention-unit dim: the same dimensions of every head (v/o always; q/k where no RoPE mixes them)."""
+    path, data = transformer_export(arch, exporter)
+    planted_path = tmp_path / "planted.onnx"
+    planted, _ = plant_dead_channels(path, planted_path, 0.3, attention_unit="dim")
+    dims = [g for g in analyze(path, "dim").prunable_groups if g.size == transformer_archs.HIDDEN // transformer_archs.HEADS]
+    assert len(dims) >= transformer_archs.LAYERS and all(planted.get(g.name) for g in dims), (planted, dims)
+    _, report = onnxprune.prune(planted_path, ratio=0.3, criterion="l1", allocation="local", merge=False, data=data,
+                                attention_unit="dim")
+    removed = {g["name"]: g["removed"] for g in report["groups"] if g["removed"]}
+    assert removed == planted
+    for name, out in report["validation"]["outputs"].items():
+        assert out["max_rel"] <= TOL, f"{arch}_{exporter}: output {name} differs: {out}"
+
+
 @pytest.mark.parametrize(("arch", "exporter"), CASES)
 def test_ratio_prune_gives_a_valid_smaller_model(arch, exporter, transformer_export, tmp_path):
     path, data = transformer_export(arch, exporter)

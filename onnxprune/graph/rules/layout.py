@@ -94,7 +94,8 @@ def reshape(ctx: NodeContext) -> None:
 
     def rewrite_literal(j: int, atoms: np.ndarray) -> None:
         if spec[j].literal:
-            ctx.rewrite("Reshape shape", lambda keep, w=spec[j].write, atoms=atoms: w(int(keep(atoms).sum())))
+            write = shapes.writer_of(spec[j])
+            ctx.rewrite("Reshape shape", lambda keep, w=write, atoms=atoms: w(int(keep(atoms).sum())))
 
     # Find the output axis j whose span of input axes [a0, a1) contains the channel axis:
     # prod(s[:a0]) == prod(t[:j]) and s[a0:a1] multiplies to t[j].
@@ -371,7 +372,8 @@ def expand(ctx: NodeContext) -> None:
     elif entry.literal and entry.size not in (1, len(d.atoms)):
         raise RuleUnsupported(f"it expands the channel axis to {entry.size}")
     elif entry.literal and entry.size == len(d.atoms):
-        ctx.rewrite("Expand shape", lambda keep, w=entry.write, atoms=d.atoms: w(int(keep(atoms).sum())))
+        write = shapes.writer_of(entry)
+        ctx.rewrite("Expand shape", lambda keep, w=write, atoms=d.atoms: w(int(keep(atoms).sum())))
     elif entry.kind == "dim" or (entry.kind == "chan" and not shapes.holds_channels(entry, d.atoms)):
         raise RuleUnsupported("its shape reads the channel count of another tensor")
     ctx.set_output(0, axis, d.atoms)

@@ -284,9 +284,14 @@ def reshape_target(ctx: NodeContext, in_shape: list) -> list[TargetEntry]:
                                    atoms=ctx.analysis.dims[e.value].atoms))
         elif reads_channels(ctx.analysis, e):
             raise RuleUnsupported("its target computes with a channel count")
-        elif e.is_plain_dim:
+        elif e.literal is None and (e.add, e.den, e.plus) == (0, 1, 0):  # k * a dim (GQA's kv_heads * n_rep)
             shape = ctx.shape(e.value)
-            out.append(TargetEntry("dim", shape[e.axis] if shape is not None else None))
+            size, k = (shape[e.axis] if shape is not None else None), e.mul * e.num
+            if isinstance(size, int):
+                size *= k
+            elif size is not None and k != 1:
+                size = f"{k}*{size}"
+            out.append(TargetEntry("dim", size))
         else:
             out.append(TargetEntry("dim", None))
     return out
@@ -312,7 +317,7 @@ def _writer(source, owner: ir.Node):
     for ``owner`` first, so the edit reaches no other node."""
     node, index, offset = source
     if node is not owner and owner.inputs[1].producer() is not node and not _single_use_path(owner.inputs[1], node):
-        raise RuleUnsupported("its target shape is computed by nodes other shapes share")
+        return None  # a rule that must rewrite this literal refuses (``writer_of``)
 
     def write(new: int) -> None:
         target = node
@@ -324,6 +329,14 @@ def _writer(source, owner: ir.Node):
         set_constant_input(target, index, arr)
 
     return write
+
+
+def writer_of(entry: TargetEntry):
+    """The literal's writer; a literal inside a shape computation other nodes share cannot be rewritten."""
+    if entry.write is None:
+        raise RuleUnsupported("it would rewrite a shape literal that a shape computation shared with other "
+                              "nodes holds")
+    return entry.write
 
 
 def _single_use_path(v: ir.Value, source: ir.Node) -> bool:
