@@ -114,18 +114,29 @@ def digests():
 @pytest.fixture(scope="session")
 def transformer_export(tmp_path_factory):
     """``transformer_export(arch, exporter)``: (model file, .npz of its reference inputs) of a tiny
-    random-weight transformer from ``transformer_archs``, exported once per session."""
+    random-weight transformer from ``transformer_archs``, exported once per session: the folder is shared
+    by the xdist workers (the parent of their temp dirs) and each export runs under a lock, so no model is
+    exported twice."""
+    import fcntl
+
     import transformer_archs
 
-    folder = tmp_path_factory.mktemp("transformers")
-    cache: dict[tuple[str, str], tuple[Path, Path]] = {}
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if base.name.startswith("popen-gw") else base) / "transformers"
+    folder.mkdir(exist_ok=True)
 
     def get(arch: str, exporter: str) -> tuple[Path, Path]:
-        if (arch, exporter) not in cache:
-            data = folder / f"{arch}.npz"
+        path, data = folder / f"{arch}_{exporter}.onnx", folder / f"{arch}.npz"
+        with open(folder / f"{arch}_{exporter}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             if not data.exists():
-                np.savez(data, **transformer_archs.inputs(arch))
-            cache[arch, exporter] = transformer_archs.export(arch, exporter, folder), data
-        return cache[arch, exporter]
+                part = folder / f"{arch}.{exporter}.npz"  # per lock: atomic replace, identical contents
+                np.savez(part, **transformer_archs.inputs(arch))
+                part.replace(data)
+            if not path.exists():
+                tmp = folder / "tmp" / exporter
+                tmp.mkdir(parents=True, exist_ok=True)
+                transformer_archs.export(arch, exporter, tmp).replace(path)
+        return path, data
 
     return get
