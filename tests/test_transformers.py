@@ -66,8 +66,16 @@ def test_planted_dead_head_dims_are_removed_exactly(arch, exporter, transformer_
     path, data = transformer_export(arch, exporter)
     planted_path = tmp_path / "planted.onnx"
     planted, _ = plant_dead_channels(path, planted_path, 0.3, attention_unit="dim")
-    dims = [g for g in analyze(path, "dim").prunable_groups if g.size == transformer_archs.HIDDEN // transformer_archs.HEADS]
+    head_dim = transformer_archs.HIDDEN // transformer_archs.HEADS
+    an = analyze(path, "dim")
+    dims = [g for g in an.prunable_groups if g.size == head_dim]
     assert len(dims) >= transformer_archs.LAYERS and all(planted.get(g.name) for g in dims), (planted, dims)
+    if arch == "llama":
+        # RoPE's rotate-half pairs dims i and i + D/2 of q and k (every layer: they share cos/sin), and its
+        # inverse frequencies are sliced with them.
+        (pairs,) = [g for g in an.prunable_groups if g.size == head_dim // 2]
+        assert len(pairs.producers) == 2 * transformer_archs.LAYERS and planted.get(pairs.name)
+        assert any(p.value.const_value.shape == (head_dim // 2,) for p in pairs.params)
     _, report = onnxprune.prune(planted_path, ratio=0.3, criterion="l1", allocation="local", merge=False, data=data,
                                 attention_unit="dim")
     removed = {g["name"]: g["removed"] for g in report["groups"] if g["removed"]}
