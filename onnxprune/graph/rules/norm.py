@@ -33,13 +33,10 @@ def _normalised_axes_freeze(ctx: NodeContext, axes: list[int], what: str = "") -
         return
     r = ctx.rank(ctx.input(0))
     if d.axis in [a % r for a in axes]:
-        if what:  # the normalised width is a residual stream: say so on everything it reaches
-            why = (f"{what} normalises over the channel axis {d.axis} (the hidden width of a residual stream: "
-                   "every layer it feeds would need the same channels removed, and its statistics change)")
-            out = ctx.node.outputs[0]
-            ctx.freeze_inputs(why)
-            ctx.set_output(0, d.axis, ctx.frozen_source(out, len(d.atoms), why))
-            return
+        if what:  # the normalised width is a residual stream: say so
+            raise RuleUnsupported(f"{what} normalises over the channel axis {d.axis} (the hidden width of a "
+                                  "residual stream: every layer it feeds would need the same channels removed, and "
+                                  "its statistics would change)")
         raise RuleUnsupported(f"it normalises over the channel axis {d.axis}")
     for j in range(len(ctx.node.outputs)):
         if ctx.rank(ctx.node.outputs[j]) == r:
