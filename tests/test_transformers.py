@@ -3,6 +3,8 @@ groups, the exactness oracle on planted dead heads and FFN channels, and a valid
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -12,6 +14,7 @@ from oracle import plant_dead_channels
 
 import onnxprune
 from onnxprune.api import analyze
+from onnxprune.errors import OptionError
 
 CASES = [pytest.param(a, e, id=f"{a}_{e}") for a in transformer_archs.ARCHS for e in transformer_archs.EXPORTERS]
 TOL = 1e-5
@@ -95,3 +98,19 @@ def test_ratio_prune_gives_a_valid_smaller_model(arch, exporter, transformer_exp
     feeds = transformer_archs.inputs(arch)
     (y,) = sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})
     assert y.shape == (2, *y.shape[1:-1], transformer_archs.HIDDEN) and np.isfinite(y).all()
+
+
+def test_attention_unit_option_on_the_cli(cli, transformer_export, tmp_path):
+    path, data = transformer_export("bert", "torchscript17")
+    heads, dims = cli("analyze", path, "--json"), cli("analyze", path, "--json", "--attention-unit", "dim")
+    assert heads.code == dims.code == 0, (heads.err, dims.err)
+    sizes = [sorted(g["channels"] for g in json.loads(r.out)["groups"] if not g["frozen"]) for r in (heads, dims)]
+    head_dim = transformer_archs.HIDDEN // transformer_archs.HEADS
+    assert sizes[0].count(transformer_archs.HEADS) == transformer_archs.LAYERS and head_dim not in sizes[0]
+    assert sizes[1].count(head_dim) == 2 * transformer_archs.LAYERS  # q/k dims and v/o dims per layer
+    out = tmp_path / "dim.onnx"
+    res = cli(path, out, "--ratio", "0.3", "--attention-unit", "dim", "--allocation", "local", "--data", data)
+    assert res.code == 0, res.err
+    cli(path, tmp_path / "x.onnx", "--attention-unit", "heads").assert_refused("--attention-unit")
+    with pytest.raises(OptionError, match="attention-unit"):
+        onnxprune.prune(path, ratio=0.3, attention_unit="heads", validate=False)
