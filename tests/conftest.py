@@ -89,6 +89,33 @@ def tiny_cnn(classifier: bool = True) -> onnx.ModelProto:
     return model
 
 
+def tiny_attention() -> onnx.ModelProto:
+    """x[1,4,8] -> one self-attention layer of 2 heads of 4 (q, k, v, o projections) -> y[1,4,8]: whole heads
+    with --attention-unit head, head dimensions with dim."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), n) for n in ("wq", "wk", "wv", "wo")]
+    inits += [numpy_helper.from_array(np.array(s, dtype=np.int64), n)
+              for n, s in (("split", [1, 4, 2, 4]), ("merge", [1, 4, 8]))]
+    nodes = []
+    for p in "qkv":
+        nodes += [helper.make_node("MatMul", ["x", f"w{p}"], [f"{p}0"], name=f"{p}_proj"),
+                  helper.make_node("Reshape", [f"{p}0", "split"], [f"{p}1"], name=f"{p}_split"),
+                  helper.make_node("Transpose", [f"{p}1"], [f"{p}2"], name=f"{p}_heads",
+                                   perm=[0, 2, 3, 1] if p == "k" else [0, 2, 1, 3])]
+    nodes += [helper.make_node("MatMul", ["q2", "k2"], ["s"], name="scores"),
+              helper.make_node("Softmax", ["s"], ["a"], name="softmax", axis=-1),
+              helper.make_node("MatMul", ["a", "v2"], ["c"], name="context"),
+              helper.make_node("Transpose", ["c"], ["c1"], name="unheads", perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["c1", "merge"], ["c2"], name="merge"),
+              helper.make_node("MatMul", ["c2", "wo"], ["y"], name="o_proj")]
+    graph = helper.make_graph(nodes, "attention", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_files(tmp_path_factory) -> tuple[Path, Path]:
     """(tiny model file, its calibration .npz of 32 samples with labels), written once per session."""
