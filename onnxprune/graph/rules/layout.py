@@ -367,6 +367,7 @@ def expand(ctx: NodeContext) -> None:
     spec = shapes.reshape_target(ctx, [None] * (rout - rin) + ctx.known_shape(ctx.input(0)))
     k = axis - (rout - len(spec))  # the shape broadcasts from the right: its entry k meets output axis ``axis``
     entry = spec[k] if k >= 0 else None
+    _check_chan_entries(spec, k)
     if entry is None:
         pass  # shorter shape: broadcast leaves the channel axis as it is
     elif entry.literal and entry.size not in (1, len(d.atoms)):
