@@ -17,9 +17,10 @@ from onnxprune.plan import Plan, check_ratio, plan_from_removals
 __all__ = ["ModelLike", "PruneConfig", "analyze", "load_normalized", "make_plan", "prune", "validate_models"]
 
 
-def analyze(model: ModelLike) -> Analysis:
-    """Channel groups of a model, with members and freeze reasons (``group.details()``)."""
-    return analyze_groups(load_normalized(model))
+def analyze(model: ModelLike, attention_unit: str = "head") -> Analysis:
+    """Channel groups of a model, with members and freeze reasons (``group.details()``); ``attention_unit``:
+    a head split in decomposed attention removes whole heads ("head") or head dimensions ("dim")."""
+    return analyze_groups(load_normalized(model), attention_unit)
 
 
 def make_plan(analysis: Analysis, ratio: float = 0.0, criterion: str | Callable = DEFAULT_CRITERION,

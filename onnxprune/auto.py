@@ -122,7 +122,7 @@ class BudgetPlanner:
         plan = lossless_plan(analysis, self.config.allocation.ignore)
         apply_plan(analysis, plan)
         self.lossless = plan.count()
-        return analyze_groups(normalize(model)), {}
+        return analyze_groups(normalize(model), self.config.allocation.attention_unit), {}
 
     def amount(self, value: float):
         from onnxprune.criteria import criterion

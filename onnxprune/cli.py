@@ -92,6 +92,7 @@ def _allocation_options(g) -> None:
                    help="keep channel counts at multiples of N (default 0, automatic: multiples of 16 in groups "
                         "of 256 or more channels, the fastest measured at one thread on CPU with onnxruntime "
                         "(tools/bench_latency.py); smaller groups unrounded; 1: never round)")
+    _attention_unit_option(g)
     g.add_argument("--max-group-ratio", type=float, default=None, metavar="R",
                    help="never remove more than this fraction of any group (default: keep at least one)")
     g.add_argument("--override", action="append", default=[], metavar="REGEX=RATIO",
@@ -219,11 +220,21 @@ def _validate_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _attention_unit_option(g) -> None:
+    from onnxprune.graph.rules.heads import ATTENTION_UNITS
+
+    g.add_argument("--attention-unit", choices=ATTENTION_UNITS, default="head",
+                   help="decomposed attention (Reshape to heads, MatMul, Softmax): remove whole heads (their q, k, v "
+                        "rows and output-projection columns; with grouped-query attention a key/value head with its "
+                        "query heads), or 'dim': the same head dimensions from every head (default: head)")
+
+
 def _analyze_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="onnxprune analyze", description="List channel groups, their members, and frozen groups "
                 "with the reason they cannot be pruned.")
     p.add_argument("input", metavar="IN")
     p.add_argument("--verbose", "-v", action="store_true", help="every member of every group")
+    _attention_unit_option(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -300,7 +311,7 @@ def config_from_args(args):
         allocation=c.AllocationConfig(
             mode=args.allocation, normalize=args.normalize, round_to=args.round_to,
             max_group_ratio=args.max_group_ratio, overrides=tuple(_parse_overrides(args.override)),
-            ignore=tuple(args.ignore)),
+            ignore=tuple(args.ignore), attention_unit=args.attention_unit),
         target=c.TargetConfig(
             ratio=0.0 if auto else check_ratio(args.ratio), auto=auto,
             flops=None if args.target_flops is None else parse_target(args.target_flops, "--target-flops"),
@@ -394,7 +405,7 @@ def _run_analyze(args) -> int:
     from onnxprune.criteria.distribution import format_statistics, weight_statistics
     from onnxprune.report import analysis_dict, format_analysis
 
-    an = analyze(args.input)
+    an = analyze(args.input, args.attention_unit)
     layers = weight_statistics(an)
     if args.json:
         print(json.dumps({**analysis_dict(an), "layers": layers}, indent=2))

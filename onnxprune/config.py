@@ -51,6 +51,7 @@ class AllocationConfig:
     max_group_ratio: float | None = None
     overrides: tuple[tuple[str, float], ...] = ()
     ignore: tuple[str, ...] = ()
+    attention_unit: str = "head"  # decomposed attention: remove whole heads, or "dim" (the same dims of every head)
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,10 @@ def _check_values(c: PruneConfig) -> None:
 
     check_ratio(c.target.ratio)
     t, tr = c.target, c.transforms
+    from onnxprune.graph.rules.heads import ATTENTION_UNITS
+
+    if c.allocation.attention_unit not in ATTENTION_UNITS:
+        _refuse("--attention-unit", f"must be one of {', '.join(ATTENTION_UNITS)}, got {c.allocation.attention_unit!r}")
     if not isinstance(t.latency_threads, int) or t.latency_threads < 1:
         _refuse("--latency-threads", f"must be >= 1, got {t.latency_threads}")
     if not isinstance(tr.finetune, int) or tr.finetune < 0:
@@ -359,7 +364,7 @@ def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, rem
                   gaussian_outside: bool = False, data=None, budget=None, compensate: bool | None = None,
                   merge: bool | None = None, lumping_tolerance: float = 0.0, target_flops=None, target_params=None,
                   target_latency=None, latency_threads: int = 1, finetune: int = 0, refit: bool = False,
-                  gradient_options: dict | None = None, checks=None) -> PruneConfig:
+                  gradient_options: dict | None = None, checks=None, attention_unit: str = "head") -> PruneConfig:
     """A PruneConfig from ``onnxprune.prune``'s keyword arguments (their names predate the sections)."""
     from onnxprune.data import as_source
     from onnxprune.targets import parse_latency, parse_target
@@ -391,7 +396,7 @@ def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, rem
         score=score,
         allocation=AllocationConfig(mode=allocation, normalize=normalize, round_to=round_to,
                                     max_group_ratio=max_group_ratio, overrides=tuple(tuple(o) for o in overrides or ()),
-                                    ignore=tuple(ignore or ())),
+                                    ignore=tuple(ignore or ()), attention_unit=attention_unit),
         target=target,
         transforms=TransformConfig(merge=merge, compensate=compensate, lumping_tolerance=lumping_tolerance,
                                    finetune=finetune, lr=g.get("lr", 1e-4), refit=refit),

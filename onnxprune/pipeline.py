@@ -54,7 +54,7 @@ def run(model: ModelLike, config: PruneConfig) -> tuple[ir.Model, dict]:
         m = load_normalized(model, fold_bn=planner.fold_bn)
         before = (count_params(m), count_macs(m, config.data.input_shapes or None))
         stages.next("analysing channel groups")
-        analysis, _ = planner.prepare(m, analyze_groups(m))
+        analysis, _ = planner.prepare(m, analyze_groups(m, config.allocation.attention_unit))
         context = ScoreContext(m, config, original)
         stages.next(f"scoring ({config.score.criterion})")
         scores = score(analysis, context)

@@ -97,7 +97,7 @@ class Trial:
         """A fresh copy of the base model, planned by the config and pruned (and refit if the config
         says so and ``refit``: candidates measured for fidelity see the refit model)."""
         m = normalize(ir.from_proto(onnx.load_from_string(self.base_bytes())))
-        an = analyze_groups(m)
+        an = analyze_groups(m, self.config.allocation.attention_unit)
         plan = plan_for(m, an, self.scores.renamed(self.analysis, an), self.config, amount, self.context)
         apply_plan(an, plan)
         return self._refit(Candidate(m, an, plan), refit)

@@ -90,6 +90,33 @@ def tiny_cnn(classifier: bool = True) -> onnx.ModelProto:
     return model
 
 
+def tiny_attention() -> onnx.ModelProto:
+    """x[1,4,8] -> one self-attention layer of 2 heads of 4 (q, k, v, o projections) -> y[1,4,8]: whole heads
+    with --attention-unit head, head dimensions with dim."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), n) for n in ("wq", "wk", "wv", "wo")]
+    inits += [numpy_helper.from_array(np.array(s, dtype=np.int64), n)
+              for n, s in (("split", [1, 4, 2, 4]), ("merge", [1, 4, 8]))]
+    nodes = []
+    for p in "qkv":
+        nodes += [helper.make_node("MatMul", ["x", f"w{p}"], [f"{p}0"], name=f"{p}_proj"),
+                  helper.make_node("Reshape", [f"{p}0", "split"], [f"{p}1"], name=f"{p}_split"),
+                  helper.make_node("Transpose", [f"{p}1"], [f"{p}2"], name=f"{p}_heads",
+                                   perm=[0, 2, 3, 1] if p == "k" else [0, 2, 1, 3])]
+    nodes += [helper.make_node("MatMul", ["q2", "k2"], ["s"], name="scores"),
+              helper.make_node("Softmax", ["s"], ["a"], name="softmax", axis=-1),
+              helper.make_node("MatMul", ["a", "v2"], ["c"], name="context"),
+              helper.make_node("Transpose", ["c"], ["c1"], name="unheads", perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["c1", "merge"], ["c2"], name="merge"),
+              helper.make_node("MatMul", ["c2", "wo"], ["y"], name="o_proj")]
+    graph = helper.make_graph(nodes, "attention", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_files(tmp_path_factory) -> tuple[Path, Path]:
     """(tiny model file, its calibration .npz of 32 samples with labels), written once per session."""
@@ -142,3 +169,34 @@ def tiny_bert_file(tmp_path_factory) -> Path:
                           output_names=["last_hidden_state"],
                           dynamic_axes={n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]})
     return path
+
+
+@pytest.fixture(scope="session")
+def transformer_export(tmp_path_factory):
+    """``transformer_export(arch, exporter)``: (model file, .npz of its reference inputs) of a tiny
+    random-weight transformer from ``transformer_archs``, exported once per session: the folder is shared
+    by the xdist workers (the parent of their temp dirs) and each export runs under a lock, so no model is
+    exported twice."""
+    import fcntl
+
+    import transformer_archs
+
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if base.name.startswith("popen-gw") else base) / "transformers"
+    folder.mkdir(exist_ok=True)
+
+    def get(arch: str, exporter: str) -> tuple[Path, Path]:
+        path, data = folder / f"{arch}_{exporter}.onnx", folder / f"{arch}.npz"
+        with open(folder / f"{arch}_{exporter}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not data.exists():
+                part = folder / f"{arch}.{exporter}.npz"  # per lock: atomic replace, identical contents
+                np.savez(part, **transformer_archs.inputs(arch))
+                part.replace(data)
+            if not path.exists():
+                tmp = folder / "tmp" / exporter
+                tmp.mkdir(parents=True, exist_ok=True)
+                transformer_archs.export(arch, exporter, tmp).replace(path)
+        return path, data
+
+    return get

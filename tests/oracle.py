@@ -26,12 +26,12 @@ _ADDITIVE = {("Conv", 2), ("ConvTranspose", 2), ("Gemm", 2), ("Add", 0), ("Add",
 
 
 def plant_dead_channels(model, out_path: Path, ratio: float, seed: int = 0,
-                        zero_consumers: bool = True) -> tuple[dict[str, int], int]:
+                        zero_consumers: bool = True, attention_unit: str = "head") -> tuple[dict[str, int], int]:
     """Write a copy of ``model`` with planted dead channels; return removed count per group name
     and the number of prunable groups. ``zero_consumers=False`` leaves the weights that read them:
     the channels are then 0 only if every op on the way maps 0 to 0 (what lumping must prove)."""
     m = load_normalized(model)
-    an = analyze_groups(m)
+    an = analyze_groups(m, attention_unit)
     rng = np.random.default_rng(seed)
     scores = {g.id: rng.random(g.size) for g in an.prunable_groups}
     plan: Plan = allocate_local(an, scores, ratio)

@@ -10,7 +10,7 @@ from dataclasses import fields, replace
 
 import onnx_ir as ir
 import pytest
-from conftest import tiny_cnn
+from conftest import tiny_attention, tiny_cnn
 
 from onnxprune.config import PruneConfig
 from onnxprune.pipeline import run
@@ -41,6 +41,8 @@ CASES: dict[str, tuple[dict, object]] = {
     "allocation.max_group_ratio": ({"target": {"ratio": 0.5}}, 0.25),
     "allocation.overrides": ({"target": {"ratio": 0.5}}, (("conv1", 0.25),)),
     "allocation.ignore": ({"target": {"auto": True}, "data": "calib"}, (".*",)),
+    "allocation.attention_unit": ({"target": {"ratio": 0.5}, "allocation": {"mode": "local"}, "model": "attention"},
+                                  "dim"),
     "target.ratio": ({}, 0.5),
     "target.auto": ({}, True),
     "target.flops": ({}, 0.6),
@@ -76,7 +78,8 @@ def all_fields() -> list[str]:
 def build(sections: dict, tiny_files, tmp_path) -> tuple[object, PruneConfig]:
     """(model, config): validation off unless asked, data and paths resolved."""
     model_file, calib = tiny_files
-    model = tiny_cnn(classifier=False) if sections.get("model") == "features" else model_file
+    model = {"features": lambda: tiny_cnn(classifier=False), "attention": tiny_attention}.get(
+        sections.get("model"), lambda: model_file)()
     config = PruneConfig()
     config = replace(config, validation=replace(config.validation, enabled=False))
     for name, values in sections.items():

@@ -11,6 +11,7 @@ from onnxprune.graph import optable
 from onnxprune.graph.channels import ChannelStore
 from onnxprune.graph.context import Dim, NodeContext, ParamMember, Rewrite, RuleUnsupported
 from onnxprune.graph.rules import shapes
+from onnxprune.graph.rules.heads import ATTENTION_UNITS
 from onnxprune.passes.normalize import infer_shapes
 
 
@@ -55,8 +56,9 @@ class Group:
 class Analysis:
     """Channel groups of one model; the records the surgery needs to remove any set of channels."""
 
-    def __init__(self, model: ir.Model) -> None:
+    def __init__(self, model: ir.Model, attention_unit: str = "head") -> None:
         self.model = model
+        self.attention_unit = attention_unit  # "head": whole attention heads; "dim": head dimensions
         self.opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
         self.store = ChannelStore()
         self.dims: dict[ir.Value, Dim] = {}
@@ -96,13 +98,18 @@ class Analysis:
         return [g for g in self.groups if g.prunable]
 
 
-def analyze_groups(model: ir.Model) -> Analysis:
+def analyze_groups(model: ir.Model, attention_unit: str = "head") -> Analysis:
     """Run each node's rule from the op table in graph order and build the channel groups.
 
     The model must be normalised (constants as initializers, shapes inferred). Where a rule derived a
     shape ONNX inference could not (Shape-computed Reshape targets), shapes are inferred again from
-    it and the analysis runs once more, so ops downstream see ranks and sizes."""
-    an = _analyze_once(model)
+    it and the analysis runs once more, so ops downstream see ranks and sizes.
+
+    ``attention_unit`` is what a head split in decomposed attention removes: whole heads ("head") or
+    the same dimensions from every head ("dim")."""
+    if attention_unit not in ATTENTION_UNITS:
+        raise ValueError(f"attention_unit must be one of {ATTENTION_UNITS}, not {attention_unit!r}")
+    an = _analyze_once(model, attention_unit)
     known = _known_shapes(model)
     for _ in range(8):  # each round can only add shapes; stop when none was added
         if not an.filled_shapes:
@@ -112,7 +119,7 @@ def analyze_groups(model: ir.Model) -> Analysis:
         if now <= known:
             break
         known = now
-        an = _analyze_once(model)
+        an = _analyze_once(model, attention_unit)
     return an
 
 
@@ -120,8 +127,8 @@ def _known_shapes(model: ir.Model) -> int:
     return sum(1 for node in model.graph for out in node.outputs if out.shape is not None)
 
 
-def _analyze_once(model: ir.Model) -> Analysis:
-    an = Analysis(model)
+def _analyze_once(model: ir.Model, attention_unit: str) -> Analysis:
+    an = Analysis(model, attention_unit)
     graph = model.graph
     for node in graph:
         _run_rule(an, node)

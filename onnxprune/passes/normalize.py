@@ -14,6 +14,7 @@ from onnx_ir.passes.common import (
 
 from onnxprune.errors import InputError
 from onnxprune.graph.optable import traits
+from onnxprune.passes import symbolic
 from onnxprune.passes.preserve import record_structure
 
 _FOLD_LIMIT = 64 * 1024 * 1024  # bytes; folding never copies a large tensor
@@ -191,18 +192,28 @@ def _infer_onnx_shapes(model: ir.Model) -> None:
             inferred = _call_without_weights(_infer(False), model)
         except Exception as exc:
             raise InputError(f"ONNX shape inference failed on this model: {str(exc).splitlines()[0][:300]}") from exc
-    shapes = {}
+    shapes, dims_of = {}, {}
     for info in list(inferred.graph.value_info) + list(inferred.graph.output):
         if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
-            shapes[info.name] = info.type.tensor_type
+            tt = info.type.tensor_type
+            shapes[info.name] = tt
+            dims_of[info.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
+    if symbolic.needs_symbolic(dims_of):
+        better = _call_without_weights(symbolic.symbolic_dims, model)
+        for name, dims in better.items():
+            mine = dims_of.get(name)
+            if mine is None:
+                dims_of[name] = dims
+            elif len(mine) == len(dims):  # ONNX's static sizes stand; its unnamed dims take the symbolic names
+                dims_of[name] = [d if symbolic.is_unresolved(m) else m for m, d in zip(mine, dims)]
     for node in model.graph:
         for out in node.outputs:
-            tt = shapes.get(out.name)
-            if tt is None:
+            dims = dims_of.get(out.name)
+            if dims is None:
                 continue
-            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
             out.shape = ir.Shape(dims)
-            if out.dtype is None and tt.elem_type:
+            tt = shapes.get(out.name)
+            if out.dtype is None and tt is not None and tt.elem_type:
                 out.dtype = ir.DataType(tt.elem_type)
 
 

@@ -40,6 +40,8 @@ def broadcast(ctx: NodeContext) -> None:
         else:
             ctx.couple(atoms, d.atoms)
     if axis is None:
+        if ctx.analysis.attention_unit == "dim":
+            _constant_source(ctx, out_rank)
         return
     for i, v in enumerate(ctx.node.inputs):
         if v is None or ctx.dim(i) is not None:
@@ -56,4 +58,31 @@ def broadcast(ctx: NodeContext) -> None:
             ctx.param(i, local, atoms, "param")
         else:
             ctx.couple(atoms, ctx.frozen_source(v, shape[local], f"input '{v.name}' carries channels that cannot be removed"))
+    ctx.set_output(0, axis, atoms)
+
+
+def _constant_source(ctx: NodeContext, out_rank: int) -> None:
+    """A per-dimension constant broadcast over everything else (RoPE's inverse frequencies times the
+    positions): its axis becomes channels whose values are the constant's entries, so the rotary angles,
+    and the cos/sin that multiply q and k, are sliced with the head dimensions they meet. Only where every
+    other input has size 1 on that axis: the output's entries there come from the constant alone."""
+    consts = [i for i, v in enumerate(ctx.node.inputs) if v is not None and v.const_value is not None
+              and sum(s > 1 for s in v.const_value.shape) == 1]
+    if len(consts) != 1:
+        return
+    (i,) = consts
+    shape = list(ctx.input(i).const_value.shape)
+    local = next(k for k, s in enumerate(shape) if s > 1)
+    axis = local + out_rank - len(shape)
+    for j, v in enumerate(ctx.node.inputs):
+        if j == i or v is None:
+            continue
+        other = ctx.shape(v)
+        if other is None:
+            return
+        k = axis - (out_rank - len(other))
+        if k >= 0 and other[k] != 1:
+            return
+    atoms = ctx.new_space(shape[local])
+    ctx.param(i, local, atoms, "param")
     ctx.set_output(0, axis, atoms)

@@ -7,7 +7,7 @@ import onnx_ir as ir
 
 from onnxprune.graph.context import NodeContext, RuleUnsupported
 from onnxprune.graph.edit import set_constant_input, set_ints, set_ints_attr
-from onnxprune.graph.rules import shapes
+from onnxprune.graph.rules import heads, shapes
 
 
 def transpose(ctx: NodeContext) -> None:
@@ -77,6 +77,8 @@ def _static_prod(dims) -> int:
 def reshape(ctx: NodeContext) -> None:
     """Reshape that keeps the channel axis whole, merges it with neighbouring static axes, or splits
     it into [outer, inner] (channel shuffle, attention heads)."""
+    if shapes.is_vector_op(ctx, 0):
+        return shapes.reshape_vector(ctx)
     d = ctx.take_data_input()
     if d is None:
         return
@@ -92,7 +94,8 @@ def reshape(ctx: NodeContext) -> None:
 
     def rewrite_literal(j: int, atoms: np.ndarray) -> None:
         if spec[j].literal:
-            ctx.rewrite("Reshape shape", lambda keep, w=spec[j].write, atoms=atoms: w(int(keep(atoms).sum())))
+            write = shapes.writer_of(spec[j])
+            ctx.rewrite("Reshape shape", lambda keep, w=write, atoms=atoms: w(int(keep(atoms).sum())))
 
     # Find the output axis j whose span of input axes [a0, a1) contains the channel axis:
     # prod(s[:a0]) == prod(t[:j]) and s[a0:a1] multiplies to t[j].
@@ -110,27 +113,48 @@ def reshape(ctx: NodeContext) -> None:
             atoms = np.tile(np.repeat(d.atoms, inner), outer)
             if spec[j].kind in ("copy", "dim") and not (j == a and a0 == a and a1 == a + 1):
                 raise RuleUnsupported("a copied entry stands for a merged channel axis")
+            if spec[j].kind == "chan" and not (outer == 1 and shapes.holds_channels(spec[j], atoms)):
+                raise RuleUnsupported("its target reads a channel count for an axis holding other channels")
+            _check_chan_entries(spec, j)
             _check_copies(spec, a, j)
             rewrite_literal(j, atoms)
             ctx.set_output(0, j, atoms)
             return
-    # Split of the channel axis into [outer..., inner]: the inner axis stays tracked and position j of
-    # every outer slice is coupled, so removal stays rectangular.
+    # Split of the channel axis into [outer..., inner]. An attention head split [.., H, D] (its head
+    # axis reaches a MatMul batch axis) with the "head" unit: each head is one channel, the head axis
+    # is tracked. Otherwise the inner axis stays tracked and position j of every outer slice is
+    # coupled (head-dim pruning, channel shuffle), so removal stays rectangular.
     for j in range(len(t)):
         if not _same_prod(s[:a], t[:j]):
             continue
         for k in range(j + 2, len(t) + 1):
             if _same_prod(t[j:k], [s[a]]) and isinstance(t[k - 1], int):
+                _check_chan_entries(spec, None)
+                grid = d.atoms.reshape(-1, t[k - 1])
+                if k - j == 2 and ctx.analysis.attention_unit == "head" and heads.feeds_attention(out, k - 2):
+                    if spec[k - 2].kind in ("copy", "dim"):
+                        raise RuleUnsupported("a copied entry stands for the split head axis")
+                    _check_copies(spec, a, k - 2)
+                    for col in grid.T[1:]:
+                        ctx.couple(grid[:, 0], col)
+                    rewrite_literal(k - 2, grid[:, 0])
+                    ctx.set_output(0, k - 2, grid[:, 0])
+                    return
                 if spec[k - 1].kind in ("copy", "dim"):
                     raise RuleUnsupported("a copied entry stands for the split channel axis")
                 _check_copies(spec, a, k - 1)
-                grid = d.atoms.reshape(-1, t[k - 1])
                 for row in grid[1:]:
                     ctx.couple(grid[0], row)
                 rewrite_literal(k - 1, grid[0])
                 ctx.set_output(0, k - 1, grid[0])
                 return
     raise RuleUnsupported(f"it reshapes the channel axis in a way no rule covers ({s} -> {t})")
+
+
+def _check_chan_entries(spec: list, j: int | None) -> None:
+    """A target entry computed from a channel count is right only at the output channel axis ``j``."""
+    if any(e.kind == "chan" for i, e in enumerate(spec) if i != j):
+        raise RuleUnsupported("its target reads a channel count at another position")
 
 
 def _check_copies(spec: list, a: int, j: int) -> None:
@@ -343,13 +367,15 @@ def expand(ctx: NodeContext) -> None:
     spec = shapes.reshape_target(ctx, [None] * (rout - rin) + ctx.known_shape(ctx.input(0)))
     k = axis - (rout - len(spec))  # the shape broadcasts from the right: its entry k meets output axis ``axis``
     entry = spec[k] if k >= 0 else None
+    _check_chan_entries(spec, k)
     if entry is None:
         pass  # shorter shape: broadcast leaves the channel axis as it is
     elif entry.literal and entry.size not in (1, len(d.atoms)):
         raise RuleUnsupported(f"it expands the channel axis to {entry.size}")
     elif entry.literal and entry.size == len(d.atoms):
-        ctx.rewrite("Expand shape", lambda keep, w=entry.write, atoms=d.atoms: w(int(keep(atoms).sum())))
-    elif entry.kind == "dim":
+        write = shapes.writer_of(entry)
+        ctx.rewrite("Expand shape", lambda keep, w=write, atoms=d.atoms: w(int(keep(atoms).sum())))
+    elif entry.kind == "dim" or (entry.kind == "chan" and not shapes.holds_channels(entry, d.atoms)):
         raise RuleUnsupported("its shape reads the channel count of another tensor")
     ctx.set_output(0, axis, d.atoms)
 

@@ -68,9 +68,13 @@ def matmul(ctx: NodeContext) -> None:
         out_axis, out_atoms = rout - 2, da.atoms
     if db is not None and db.axis == rb - 1:
         out_axis, out_atoms = rout - 1, db.atoms
-    for d, r, name in ((da, ra, "A"), (db, rb, "B")):
-        if d is not None and d.axis < r - 2:
-            raise RuleUnsupported(f"{name} carries channels on a batch axis")
+    batch = _batch_axis(ctx, (da, db), (ra, rb), rout)
+    if batch is not None:
+        if out_axis is not None:
+            raise RuleUnsupported("channels on a batch axis and on a row or column axis")
+        if ctx.is_const(0) or ctx.is_const(1):
+            raise RuleUnsupported("channels on a batch axis next to a constant operand")
+        out_axis, out_atoms = batch
     if ctx.is_const(1) and out_axis is None:
         out_atoms = ctx.new_space(ctx.input(1).const_value.shape[-1])
         out_axis = rout - 1
@@ -85,3 +89,35 @@ def _from_constants(v) -> bool:
     """A tensor computed from constants alone by one node (a DequantizeLinear of stored int8 weights)."""
     node = v.producer()
     return node is not None and all(x is None or x.const_value is not None for x in node.inputs)
+
+
+def _batch_axis(ctx: NodeContext, dims, ranks, rout: int):
+    """(output axis, atoms) of channels on a batch axis (attention heads in q @ k^T, attn @ v), or None.
+
+    Batch axes broadcast from the right: both operands' channels there are the same channels; an
+    operand of size 1 there broadcasts; one that is larger but carries no channels freezes them."""
+    found = None
+    for d, r in zip(dims, ranks):
+        if d is None or d.axis >= r - 2:
+            continue
+        axis = d.axis + rout - r
+        if found is None:
+            found = (axis, d.atoms)
+        elif found[0] != axis:
+            raise RuleUnsupported("A and B carry channels on different batch axes")
+        else:
+            ctx.couple(found[1], d.atoms)
+    if found is None:
+        return None
+    for i, (d, r) in enumerate(zip(dims, ranks)):
+        local = found[0] - (rout - r)
+        if local < 0 or (d is not None and d.axis == local) or local >= r - 2:
+            continue
+        size = ctx.shape(ctx.input(i))[local]
+        if size == 1:
+            continue
+        if not isinstance(size, int):
+            raise RuleUnsupported(f"operand {i} has a non-static size on the batch axis that carries channels")
+        v = ctx.input(i)
+        ctx.couple(found[1], ctx.frozen_source(v, size, f"'{v.name}' has channels on a batch axis that cannot be removed"))
+    return found

@@ -27,12 +27,16 @@ def per_channel_norm(ctx: NodeContext) -> None:
     ctx.set_output(0, 1, d.atoms)
 
 
-def _normalised_axes_freeze(ctx: NodeContext, axes: list[int]) -> None:
+def _normalised_axes_freeze(ctx: NodeContext, axes: list[int], what: str = "") -> None:
     d = ctx.take_data_input()
     if d is None:
         return
     r = ctx.rank(ctx.input(0))
     if d.axis in [a % r for a in axes]:
+        if what:  # the normalised width is a residual stream: say so
+            raise RuleUnsupported(f"{what} normalises over the channel axis {d.axis} (the hidden width of a "
+                                  "residual stream: every layer it feeds would need the same channels removed, and "
+                                  "its statistics would change)")
         raise RuleUnsupported(f"it normalises over the channel axis {d.axis}")
     for j in range(len(ctx.node.outputs)):
         if ctx.rank(ctx.node.outputs[j]) == r:
@@ -42,7 +46,7 @@ def _normalised_axes_freeze(ctx: NodeContext, axes: list[int]) -> None:
 def layer_norm(ctx: NodeContext) -> None:
     r = ctx.rank(ctx.input(0))
     axis = ctx.attr_int("axis", -1) % r
-    _normalised_axes_freeze(ctx, list(range(axis, r)))
+    _normalised_axes_freeze(ctx, list(range(axis, r)), what="LayerNormalization")
 
 
 def softmax(ctx: NodeContext) -> None:

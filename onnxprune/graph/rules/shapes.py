@@ -148,9 +148,66 @@ def concat(ctx: NodeContext) -> None:
     _set(ctx, entries)
 
 
+def _fill(v: ir.Value | None) -> float | None:
+    """The one value every element of ``v`` holds: a uniform constant, ConstantOfShape's fill, or a Mul of
+    two such (TorchScript's ``-1 * ones`` in expand shapes); None otherwise."""
+    if v is None:
+        return None
+    if v.const_value is not None:
+        arr = v.const_value.numpy()
+        return float(arr.reshape(-1)[0]) if arr.size and (arr == arr.reshape(-1)[0]).all() else None
+    node = v.producer()
+    if node is None or node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type == "ConstantOfShape":
+        a = node.attributes.get("value")
+        return float(a.value.numpy().reshape(-1)[0]) if a is not None else 0.0
+    if node.op_type == "Mul" and len(node.inputs) == 2:
+        x, y = _fill(node.inputs[0]), _fill(node.inputs[1])
+        return None if x is None or y is None else x * y
+    return None
+
+
+def where(ctx: NodeContext) -> None:
+    """Where(Equal(v, c), a, v) with uniform c and a: TorchScript's expand replaces -1 entries of its
+    shape by 1. A dim is never negative, so a dim entry stays; literals are evaluated."""
+    vec = ctx.analysis.shape_vecs.get(ctx.input(2))
+    eq = ctx.input(0).producer() if ctx.input(0) is not None else None
+    if vec is None or ctx.input(1) in ctx.analysis.shape_vecs or eq is None or eq.op_type != "Equal" \
+            or ctx.input(2) not in eq.inputs:
+        raise RuleUnsupported("it selects shape entries in a form no rule covers")
+    c = _fill(eq.inputs[1] if eq.inputs[0] is ctx.input(2) else eq.inputs[0])
+    a = _fill(ctx.input(1))
+    if c is None or a is None:
+        raise RuleUnsupported("it selects shape entries in a form no rule covers")
+    out = []
+    for e in vec:
+        if e.literal is not None:
+            out.append(replace(e, literal=int(a), source=None) if e.literal == c else e)
+        elif e.is_plain_dim and c < 0:
+            out.append(e)
+        else:
+            raise RuleUnsupported("it compares a computed shape entry")
+    _set(ctx, out)
+
+
+def reshape_vector(ctx: NodeContext) -> None:
+    """Reshape of a 1-D shape vector to [-1] or its own length keeps its entries."""
+    target = ctx.const(1)
+    vec = ctx.analysis.shape_vecs[ctx.input(0)]
+    if target is None or target.reshape(-1).tolist() not in ([-1], [len(vec)]):
+        raise RuleUnsupported("it reshapes a shape vector")
+    same(ctx)
+
+
 def arith(ctx: NodeContext) -> None:
     """Add/Sub/Mul/Div of a shape vector and an integer constant (torch.chunk's bound arithmetic)."""
     op = ctx.node.op_type
+    if op == "Where":
+        return where(ctx)
+    if op == "Equal" and ctx.input(0) in ctx.analysis.shape_vecs and _fill(ctx.input(1)) is not None:
+        ctx.shapes_read.update(range(len(ctx.node.inputs)))  # read by ``where``, which checks its use
+        return
     vec, other = vector(ctx, 0), vector(ctx, 1)
     if vec is None or other is None or op not in ("Add", "Sub", "Mul", "Div"):
         raise RuleUnsupported("shape arithmetic with a run-time operand")
@@ -183,9 +240,13 @@ def reads_channels(an, entry: Entry) -> bool:
 class TargetEntry:
     """One entry of a Reshape target: a literal (rewritable), a copy of an input dim, or inferred."""
 
-    kind: str  # "literal", "copy" (same input axis), "infer" (-1), "dim" (a known non-channel size)
+    kind: str  # "literal", "copy" (same input axis), "infer" (-1), "dim" (a known non-channel size),
+    # "chan" (factor times the channel count of a tensor carrying ``atoms``: right wherever exactly those
+    # channels, each repeated factor times, land)
     size: int | str | None = None
     write: object = None  # callable(new int) for literals
+    factor: int = 1
+    atoms: np.ndarray | None = None
 
     @property
     def literal(self) -> bool:
@@ -212,17 +273,34 @@ def reshape_target(ctx: NodeContext, in_shape: list) -> list[TargetEntry]:
             elif e.literal == -1:
                 out.append(TargetEntry("infer"))
             else:
-                out.append(TargetEntry("literal", e.literal, _writer(e.source)))
+                out.append(TargetEntry("literal", e.literal, _writer(e.source, ctx.node)))
         elif e.is_plain_dim and e.axis == j and (e.value is x or _same_channels(ctx.analysis, e.value, x, j)):
             out.append(TargetEntry("copy", in_shape[j]))
-        elif reads_channels(ctx.analysis, e):
-            raise RuleUnsupported("its target reads a channel count at another position")
-        elif e.is_plain_dim:
+        elif reads_channels(ctx.analysis, e) and e.literal is None and (e.add, e.den, e.plus) == (0, 1, 0):
             shape = ctx.shape(e.value)
-            out.append(TargetEntry("dim", shape[e.axis] if shape is not None else None))
+            size = shape[e.axis] if shape is not None else None
+            factor = e.mul * e.num
+            out.append(TargetEntry("chan", size * factor if isinstance(size, int) else None, factor=factor,
+                                   atoms=ctx.analysis.dims[e.value].atoms))
+        elif reads_channels(ctx.analysis, e):
+            raise RuleUnsupported("its target computes with a channel count")
+        elif e.literal is None and (e.add, e.den, e.plus) == (0, 1, 0):  # k * a dim (GQA's kv_heads * n_rep)
+            shape = ctx.shape(e.value)
+            size, k = (shape[e.axis] if shape is not None else None), e.mul * e.num
+            if isinstance(size, int):
+                size *= k
+            elif size is not None and k != 1:
+                size = f"{k}*{size}"
+            out.append(TargetEntry("dim", size))
         else:
             out.append(TargetEntry("dim", None))
     return out
+
+
+def holds_channels(entry: TargetEntry, atoms: np.ndarray) -> bool:
+    """A "chan" entry that states the size of an axis holding exactly ``atoms``: the channel count it
+    reads, times its factor, is that axis's size before and after pruning."""
+    return entry.kind == "chan" and np.array_equal(np.repeat(entry.atoms, entry.factor), atoms)
 
 
 def _same_channels(an, v: ir.Value, x: ir.Value, axis: int) -> bool:
@@ -233,13 +311,58 @@ def _same_channels(an, v: ir.Value, x: ir.Value, axis: int) -> bool:
             and np.array_equal(dv.atoms, dx.atoms))
 
 
-def _writer(source):
+def _writer(source, owner: ir.Node):
+    """Write a new literal where ``owner`` (a Reshape or Expand, shape at input 1) reads it. A shape
+    computation another node also reads (the dynamo exporter shares one Concat between layers) is copied
+    for ``owner`` first, so the edit reaches no other node."""
     node, index, offset = source
+    if node is not owner and owner.inputs[1].producer() is not node and not _single_use_path(owner.inputs[1], node):
+        return None  # a rule that must rewrite this literal refuses (``writer_of``)
 
     def write(new: int) -> None:
-        arr = np.array(node.inputs[index].const_value.numpy(), copy=True)
+        target = node
+        if node is not owner and len(owner.inputs[1].uses()) > 1:
+            target = _own_copy(owner, node)
+        arr = np.array(target.inputs[index].const_value.numpy(), copy=True)
         flat = arr.reshape(-1)
         flat[offset] = new
-        set_constant_input(node, index, arr)
+        set_constant_input(target, index, arr)
 
     return write
+
+
+def writer_of(entry: TargetEntry):
+    """The literal's writer; a literal inside a shape computation other nodes share cannot be rewritten."""
+    if entry.write is None:
+        raise RuleUnsupported("it would rewrite a shape literal that a shape computation shared with other "
+                              "nodes holds")
+    return entry.write
+
+
+def _single_use_path(v: ir.Value, source: ir.Node) -> bool:
+    """Every value from ``source``'s output to ``v`` is read by one node."""
+    seen, stack = set(), [v]
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if len(x.uses()) > 1:
+            return False
+        p = x.producer()
+        if p is None or p is source:
+            continue
+        stack.extend(i for i in p.inputs if i is not None and i.const_value is None)
+    return True
+
+
+def _own_copy(owner: ir.Node, node: ir.Node) -> ir.Node:
+    """A copy of ``node`` (the producer of ``owner``'s input 1) that feeds ``owner`` alone."""
+    out = node.outputs[0]
+    clone = ir.Node(node.domain, node.op_type, list(node.inputs), list(node.attributes.values()),
+                    name=f"{node.name or node.op_type}__{owner.name or owner.op_type}")
+    clone.outputs[0].name = f"{out.name}__{owner.name or owner.op_type}"
+    clone.outputs[0].shape, clone.outputs[0].dtype = out.shape, out.dtype
+    owner.graph.insert_before(owner, clone)
+    owner.replace_input_with(1, clone.outputs[0])
+    return clone
