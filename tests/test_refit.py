@@ -292,6 +292,19 @@ def test_refit_refuses_compensate(cli, tiny_files, tmp_path):
     assert not (tmp_path / "out.onnx").exists()
 
 
+def test_refit_replaces_flaps_own_compensation(cli, tiny_files, tmp_path):
+    """flap folds removed means by default; with --refit the refit solves the biases instead, so the
+    combination runs (only an explicit --compensate is refused) and the report has no compensation."""
+    model, data = tiny_files
+    report = tmp_path / "r.json"
+    result = cli(model, tmp_path / "out.onnx", "--ratio", "0.5", "--criterion", "flap", "--refit", "--data", data,
+                 "--no-validate", "--report", report)
+    assert result.code == 0, result.err
+    import json
+    doc = json.loads(report.read_text())
+    assert doc["transforms"]["compensate"] is False and doc["refit"]["layers"]
+
+
 def test_data_is_read_by_refit_alone(cli, tiny_files, tmp_path):
     model, data = tiny_files
     assert cli(model, tmp_path / "out.onnx", "--ratio", "0.5", "--refit", "--data", data, "--no-validate").code == 0
