@@ -7,20 +7,16 @@ from collections.abc import Callable
 import numpy as np
 
 from onnxprune.graph import Analysis, Group, optable
-
-_CHUNK_BYTES = 16 * 1024 * 1024  # scoring never copies more than this of a weight at once
+from onnxprune.weights import slabs
 
 
 def producer_sums(analysis: Analysis, group: Group, row_stat: Callable) -> list[np.ndarray]:
     """For each producer: row_stat (float64) of each position's filter, summed per channel of the group.
 
-    Works on chunks of the (memory-mapped) weight so a large Gemm is never copied whole."""
+    Works on slabs of the (memory-mapped) weight so a large Gemm is never copied or resident whole."""
     sums = []
     for p in group.producers:
-        w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0)
-        n = w.shape[0]
-        step = max(1, _CHUNK_BYTES // max(1, w[0].nbytes if n else 1))
-        stats = np.concatenate([row_stat(w[i:i + step].reshape(min(step, n - i), -1)) for i in range(0, n, step)])
+        stats = np.concatenate([row_stat(b.reshape(b.shape[0], -1)) for b in slabs(p.value.const_value, p.axis)])
         pos, cls = analysis.channels_in(group, p.atoms)
         per_class = np.zeros(group.size)
         np.add.at(per_class, cls, stats[pos])
@@ -45,12 +41,13 @@ def consumer_column_energy(analysis: Analysis, g: Group, consumers: list | None 
     flattened channel owns many columns)."""
     out = np.zeros(g.size)
     for c in consumers if consumers is not None else (p for p in g.params if p.role == "consumer"):
-        w = np.moveaxis(c.value.const_value.numpy(), c.axis, 0)
         if c.blocks > 1:  # grouped conv: input position b * per + l is column l of conv group b's rows
+            w = np.moveaxis(c.value.const_value.numpy(), c.axis, 0)
             per = w.shape[0]
             rows = np.square(w.reshape(per, c.blocks, -1), dtype=np.float64).sum(axis=2).T.ravel()
-        else:
-            rows = np.square(w.reshape(w.shape[0], -1), dtype=np.float64).sum(axis=1)
+        else:  # slab by slab: a large weight is never copied or resident whole
+            rows = np.concatenate([np.square(b.reshape(b.shape[0], -1), dtype=np.float64).sum(axis=1)
+                                   for b in slabs(c.value.const_value, c.axis)])
         pos, cls = analysis.channels_in(g, c.atoms)
         np.add.at(out, cls, rows[pos])
     return out
