@@ -19,7 +19,17 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import onnx_ir as ir
 
-SLAB_BYTES = 16 * 1024 * 1024  # one block of a weight read at a time
+# One block of a weight at a time. The rows of a block are reduced together, and numpy's reductions
+# over a strided block depend on its row count in the last bits: the size is part of the numerics.
+SLAB_BYTES = 16 * 1024 * 1024
+_GATHER_BYTES = 8 * 1024 * 1024  # rows of a mapped weight touched between page drops
+
+
+def _keep(first: int = 0, last: int | None = None) -> None:
+    """Release function of a tensor that is not memory-mapped: nothing to drop."""
+
+
+_KEEP = _keep
 
 
 def slab_rows(row_bytes: int) -> int:
@@ -28,30 +38,58 @@ def slab_rows(row_bytes: int) -> int:
 
 
 def slabs(tensor: ir.TensorProtocol, axis: int = 0) -> Iterator[np.ndarray]:
-    """Consecutive blocks of ``tensor`` with ``axis`` moved first: views ``w[i:i + n]`` of the moved
-    array, about SLAB_BYTES each. A block is valid until the next one is asked for (its pages of an
-    external-data file are released then); copy what must outlive it."""
+    """Consecutive blocks of ``tensor`` with ``axis`` moved first: ``w[i:i + n]`` of the moved array,
+    about SLAB_BYTES each (views, or copies with the same memory order). A block is valid until the
+    next one is asked for (its pages of an external-data file are dropped then); copy what must
+    outlive it."""
     array, release = _mapped(tensor)
     w = np.moveaxis(array, axis, 0)
     n = w.shape[0]
     step = slab_rows(w[0].nbytes if n else 1)
     for i in range(0, n, step):
-        yield w[i:i + step]
+        if release is _KEEP or axis == 0 or array.ndim < 2:
+            yield w[i:i + step]  # consecutive bytes: only these pages are touched
+        else:
+            yield _gathered(array, axis, slice(i, i + step), release)
         release()
 
 
-def _mapped(tensor: ir.TensorProtocol) -> tuple[np.ndarray, Callable[[], None]]:
+def _gathered(array: np.ndarray, axis: int, block: slice, release: Callable[..., None]) -> np.ndarray:
+    """``np.moveaxis(array, axis, 0)[block]`` from a mapped ``array``, copied a few rows of ``array`` at
+    a time with the pages dropped in between (the kernel maps the pages around each one touched, so
+    reading the strided block at once would map the whole tensor). The copy keeps ``array``'s memory
+    order, so the view returned has the strides' order of the direct view: numpy computes on it in the
+    same order, to the bit."""
+    index = [slice(None)] * array.ndim
+    index[axis] = block
+    part = array[tuple(index)]
+    out = np.empty(part.shape, dtype=part.dtype)
+    row = array[0].nbytes
+    rows = max(1, _GATHER_BYTES // max(1, row))
+    for r in range(0, array.shape[0], rows):
+        out[r:r + rows] = part[r:r + rows]
+        release(r * row, (r + rows) * row)
+    return np.moveaxis(out, axis, 0)
+
+
+def _mapped(tensor: ir.TensorProtocol) -> tuple[np.ndarray, Callable[..., None]]:
     """``(array, release)``: the tensor's numpy array and a function that drops the pages of an
     external-data tensor touched so far from the process (they stay in the page cache; a later read
     faults them back in). onnx-ir maps external data read-only, so dropping them loses nothing."""
     array = tensor.numpy()
     raw = getattr(tensor, "raw", None) if isinstance(tensor, ir.ExternalTensor) else None
     if not isinstance(raw, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED") or tensor.nbytes == 0:
-        return array, lambda: None
+        return array, _KEEP
     offset = tensor.offset or 0
-    start = offset - offset % mmap.PAGESIZE
-    length = min(len(raw), offset + tensor.nbytes) - start
-    return array, lambda: raw.madvise(mmap.MADV_DONTNEED, start, length)
+    end = min(len(raw), offset + tensor.nbytes)
+
+    def release(first: int = 0, last: int | None = None) -> None:
+        """Drop the pages of bytes [first, last) of the tensor (all of it by default)."""
+        lo = offset + first - (offset + first) % mmap.PAGESIZE
+        hi = end if last is None else min(end, offset + last + mmap.PAGESIZE)
+        raw.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+    return array, release
 
 
 class Selection(ir.LazyTensor):
