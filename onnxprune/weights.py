@@ -125,7 +125,7 @@ class Selection(ir.LazyTensor):
             start = rows.stop
             for axis, keep in self.steps:
                 block = np.compress(keep[rows] if axis == 0 else keep, block, axis=axis)
-            file.write(np.ascontiguousarray(block).tobytes())
+            file.write(np.ascontiguousarray(block).view(np.uint8))  # the buffer itself, no bytes copy
 
     def tobytes(self) -> bytes:
         return self._whole().tobytes()

@@ -36,6 +36,7 @@ RATIO = 0.3
 def measure(cmd: list[str]) -> tuple[float, int]:
     """(wall seconds, peak RSS bytes) of ``cmd`` run in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    os.sync()  # the previous run's written data reaches the disk first: each run starts with no writeback
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
