@@ -23,6 +23,7 @@ import onnx_ir as ir
 # over a strided block depend on its row count in the last bits: the size is part of the numerics.
 SLAB_BYTES = 16 * 1024 * 1024
 _GATHER_BYTES = 8 * 1024 * 1024  # rows of a mapped weight touched between page drops
+GATHER_SLABS = 2  # strided blocks copied out of a mapped weight per pass over its pages
 
 
 def _keep(first: int = 0, last: int | None = None) -> None:
@@ -46,12 +47,18 @@ def slabs(tensor: ir.TensorProtocol, axis: int = 0) -> Iterator[np.ndarray]:
     w = np.moveaxis(array, axis, 0)
     n = w.shape[0]
     step = slab_rows(w[0].nbytes if n else 1)
-    for i in range(0, n, step):
-        if release is _KEEP or axis == 0 or array.ndim < 2:
+    if release is _KEEP or axis == 0 or array.ndim < 2:
+        for i in range(0, n, step):
             yield w[i:i + step]  # consecutive bytes: only these pages are touched
-        else:
-            yield _gathered(array, axis, slice(i, i + step), release)
-        release()
+            release()
+        return
+    # A strided block touches every page of the tensor: copy a few blocks out per pass over it. The
+    # blocks handed out keep ``step`` rows and the memory order of the direct view (same numerics).
+    wide = step * GATHER_SLABS
+    for i in range(0, n, wide):
+        gathered = _gathered(array, axis, slice(i, i + wide), release)
+        for j in range(0, gathered.shape[0], step):
+            yield gathered[j:j + step]
 
 
 def _gathered(array: np.ndarray, axis: int, block: slice, release: Callable[..., None]) -> np.ndarray:

@@ -1,5 +1,7 @@
-"""Slab-wise weight access (onnxprune.weights): the blocks and the lazily sliced Selection hold exactly
-the values an in-memory computation gives, for memory-mapped external data as for in-memory tensors."""
+"""What lets a large model prune at about the cost of loading and saving it: slab-wise weight access
+(onnxprune.weights), whose blocks and lazily sliced Selection hold exactly the values an in-memory
+computation gives, for memory-mapped external data as for in-memory tensors; and data-free scoring that
+never reads the weights of groups --ignore leaves whole."""
 
 from __future__ import annotations
 
@@ -92,3 +94,25 @@ def test_saving_over_the_file_a_selection_reads_is_refused(tmp_path):
     out = io.save_model(model, tmp_path / "out.onnx", external_data=True)
     saved = ir.load(out).graph.initializers["w2"].const_value.numpy()
     np.testing.assert_array_equal(saved, ARRAYS["w2"][::2])
+
+
+@pytest.mark.parametrize("name", ["energy", "l1", "fpgm"])
+def test_groups_left_whole_by_ignore_are_not_scored_and_the_others_score_the_same(name):
+    from pathlib import Path
+
+    from onnxprune.config import from_keywords
+    from onnxprune.criteria.base import ScoreContext
+    from onnxprune.graph import analyze_groups
+    from onnxprune.pipeline import load_normalized, score
+
+    model = load_normalized(Path(__file__).resolve().parent.parent / "models" / "digits_resnet.onnx")
+    analysis = analyze_groups(model)
+    prunable = [g.id for g in analysis.prunable_groups]
+    ignored = analysis.groups[prunable[0]]
+    plain = score(analysis, ScoreContext(model, from_keywords(0.3, name, validate=False).validate()))
+    config = from_keywords(0.3, name, validate=False, ignore=[f"^{ignored.name}$"]).validate()
+    scores = score(analysis, ScoreContext(model, config))
+    assert sorted(scores.keys()) == sorted(set(prunable) - {ignored.id})
+    for gid in scores.keys():
+        assert scores[gid].tobytes() == plain[gid].tobytes()
+    assert analysis.groups[ignored.id].prunable  # the analysis itself is untouched
