@@ -21,9 +21,9 @@ import onnx_ir as ir
 
 # One block of a weight at a time. The rows of a block are reduced together, and numpy's reductions
 # over a strided block depend on its row count in the last bits: the size is part of the numerics.
-SLAB_BYTES = 16 * 1024 * 1024
+SLAB_BYTES = 4 * 1024 * 1024
 _GATHER_BYTES = 8 * 1024 * 1024  # rows of a mapped weight touched between page drops
-GATHER_SLABS = 1  # strided blocks copied out of a mapped weight per pass over its pages
+GATHER_SLABS = 4  # strided blocks copied out of a mapped weight per pass over its pages
 
 
 def _keep(first: int = 0, last: int | None = None) -> None:
