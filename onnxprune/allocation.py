@@ -65,6 +65,11 @@ def _matches(pattern: str, group: Group) -> bool:
     return any(rx.search(n) for n in _names(group))
 
 
+def ignored(group: Group, patterns) -> bool:
+    """Whether an --ignore pattern matches the group (its name or a producer's node name)."""
+    return any(_matches(p, group) for p in patterns)
+
+
 def allocate(analysis: Analysis, scores: dict[int, np.ndarray], opts: AllocationOptions,
              counts: dict[int, int] | None = None, counts_why: str = "") -> Plan:
     """Removed channels per group by ``opts``; ``plan.reasons`` says why for each group touched.
@@ -76,7 +81,7 @@ def allocate(analysis: Analysis, scores: dict[int, np.ndarray], opts: Allocation
     fractions: dict[int, tuple[float, str]] = {}
     pooled = []
     for g in analysis.prunable_groups:
-        if any(_matches(p, g) for p in opts.ignore):
+        if ignored(g, opts.ignore):
             plan.skipped[g.id] = "left whole by --ignore"
             continue
         override = next((r for p, r in opts.overrides if _matches(p, g)), None)

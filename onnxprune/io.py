@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
+from onnxprune import weights
 from onnxprune.errors import InputError, OptionError
 
 
@@ -116,9 +117,12 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _refuse_overwriting_sources(model: ir.Model, targets: list[Path]) -> None:
     """The model being saved still reads unchanged tensors from its source files: never write over one
-    (this covers models handed to the API, whose source path ``check_output_path`` never saw)."""
-    for tensor in _external_tensors(model):
-        source = Path(tensor.base_dir) / tensor.location
+    (this covers models handed to the API, whose source path ``check_output_path`` never saw), nor over
+    one a pruned weight is still to be sliced from when saved."""
+    sources = {Path(t.base_dir) / t.location for t in _external_tensors(model)}
+    for graph in (model.graph, *model.graph.subgraphs()):
+        sources.update(Path(f) for v in graph.initializers.values() if (f := weights.file_of(v.const_value)))
+    for source in sources:
         for target in targets:
             if _same_file(target, source):
                 raise OptionError(f"cannot write {target}: the model's weights are read from that file "

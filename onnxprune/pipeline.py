@@ -4,8 +4,10 @@ chosen from the config decides only how much goes (``onnxprune.planners``)."""
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
@@ -14,7 +16,7 @@ import onnx_ir as ir
 from onnxprune import io
 from onnxprune.config import PruneConfig
 from onnxprune.criteria import criterion
-from onnxprune.criteria.base import ScoreContext, Scores
+from onnxprune.criteria.base import DataFree, ScoreContext, Scores
 from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.metrics import count_macs, count_params
 from onnxprune.passes.normalize import normalize
@@ -76,7 +78,21 @@ def score(analysis: Analysis, context: ScoreContext) -> Scores:
     config = context.config
     if config.target.remove or config.lossless:
         return Scores({})
-    return criterion(config.score.criterion).score(analysis, context)
+    crit = criterion(config.score.criterion)
+    if isinstance(crit, DataFree) and config.allocation.ignore:
+        # a data-free criterion scores each group on its own weights: an ignored group's are never read
+        analysis = without_ignored(analysis, config.allocation.ignore)
+    return crit.score(analysis, context)
+
+
+def without_ignored(analysis: Analysis, ignore: tuple[str, ...]) -> Analysis:
+    """A shallow copy of ``analysis`` in which the groups ``ignore`` matches are not prunable."""
+    from onnxprune.allocation import ignored
+
+    view = copy.copy(analysis)
+    view.groups = [replace(g, frozen=["left whole by --ignore"]) if g.prunable and ignored(g, ignore) else g
+                   for g in analysis.groups]
+    return view
 
 
 def finetune(candidate: Candidate, context: ScoreContext) -> dict:

@@ -14,6 +14,7 @@ from onnxprune.graph.context import ParamMember
 from onnxprune.graph.edit import set_constant_input
 from onnxprune.passes.normalize import STRICT_SHAPES_OK, clear_inferred_shapes, infer_shapes
 from onnxprune.plan import Plan, check_removable
+from onnxprune.weights import Selection
 
 
 def apply_plan(analysis: Analysis, plan: Plan) -> None:
@@ -51,7 +52,15 @@ def apply_plan(analysis: Analysis, plan: Plan) -> None:
     for group_members in members.values():
         group_members.sort(key=lambda m: m.blocks == 1)  # grouped columns first: they need the original rows
         node, index = group_members[0].node, group_members[0].input_index
-        arr = node.inputs[index].const_value.numpy()
+        source = node.inputs[index].const_value
+        axes = [m.axis for m in group_members]
+        if (all(m.blocks == 1 for m in group_members) and len(set(axes)) == len(axes)
+                and not any(_merges_into(m, analysis, merge_rows) for m in group_members)):
+            # plain removal: sliced when saved, a slab at a time (a large weight is never copied whole)
+            set_constant_input(node, index, Selection(source, [(m.axis, keep(m.atoms)) for m in group_members],
+                                                      source.name))
+            continue
+        arr = source.numpy()
         for m in group_members:
             if m.role == "consumer" and merge_rows:
                 arr = _fold_merges(arr, m, analysis, merge_rows)
@@ -170,6 +179,11 @@ def _merge_table(analysis: Analysis, plan: Plan, removed_root: np.ndarray) -> di
                 raise PlanError(f"group '{group.name}': a merge must fold a removed channel into a kept one")
             table[rj] = (ri, float(c))
     return table
+
+
+def _merges_into(m: ParamMember, analysis: Analysis, table: dict[int, tuple[int, float]]) -> bool:
+    """Whether ``_fold_merges`` changes member ``m``'s weights (a consumer reading a merged channel)."""
+    return m.role == "consumer" and bool(table) and any(r in table for r in np.unique(analysis.roots[m.atoms]).tolist())
 
 
 def _fold_merges(arr: np.ndarray, m: ParamMember, analysis: Analysis, table: dict[int, tuple[int, float]]) -> np.ndarray:

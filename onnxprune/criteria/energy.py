@@ -34,12 +34,12 @@ def energy(analysis: Analysis) -> ScoreDict:
         total = np.zeros(g.size)
         fallback = None
         for c in consumers:
-            col = consumer_column_energy(analysis, g, [c])
             moments = _moments(analysis, g, c.node.inputs[0], 0)
             if isinstance(moments, str):
                 fallback = moments
                 break
             mean, var = moments
+            col = consumer_column_energy(analysis, g, [c])
             total += col * (var + mean * mean)
         if fallback is not None or not consumers:
             # Unknown moments: producer l2 times consumer column norms (scale-free within the group).

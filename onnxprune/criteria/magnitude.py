@@ -7,20 +7,16 @@ from collections.abc import Callable
 import numpy as np
 
 from onnxprune.graph import Analysis, Group, optable
-
-_CHUNK_BYTES = 16 * 1024 * 1024  # scoring never copies more than this of a weight at once
+from onnxprune.weights import slabs
 
 
 def producer_sums(analysis: Analysis, group: Group, row_stat: Callable) -> list[np.ndarray]:
     """For each producer: row_stat (float64) of each position's filter, summed per channel of the group.
 
-    Works on chunks of the (memory-mapped) weight so a large Gemm is never copied whole."""
+    Works on slabs of the (memory-mapped) weight so a large Gemm is never copied or resident whole."""
     sums = []
     for p in group.producers:
-        w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0)
-        n = w.shape[0]
-        step = max(1, _CHUNK_BYTES // max(1, w[0].nbytes if n else 1))
-        stats = np.concatenate([row_stat(w[i:i + step].reshape(min(step, n - i), -1)) for i in range(0, n, step)])
+        stats = np.concatenate([row_stat(b.reshape(b.shape[0], -1)) for b in slabs(p.value.const_value, p.axis)])
         pos, cls = analysis.channels_in(group, p.atoms)
         per_class = np.zeros(group.size)
         np.add.at(per_class, cls, stats[pos])
@@ -53,11 +49,13 @@ def consumer_column_energy(analysis: Analysis, g: Group, consumers: list | None 
 def consumer_position_energy(c) -> np.ndarray:
     """Per input position of a consumer member: ||W[:, p]||^2 (float64) over every weight that reads it
     (a Conv: all kernel entries of input channel p)."""
-    w = np.moveaxis(c.value.const_value.numpy(), c.axis, 0)
     if c.blocks > 1:  # grouped conv: input position b * per + l is column l of conv group b's rows
+        w = np.moveaxis(c.value.const_value.numpy(), c.axis, 0)
         per = w.shape[0]
         return np.square(w.reshape(per, c.blocks, -1), dtype=np.float64).sum(axis=2).T.ravel()
-    return np.square(w.reshape(w.shape[0], -1), dtype=np.float64).sum(axis=1)
+    # slab by slab: a large weight is never copied or resident whole
+    return np.concatenate([np.square(b.reshape(b.shape[0], -1), dtype=np.float64).sum(axis=1)
+                           for b in slabs(c.value.const_value, c.axis)])
 
 
 def l1(analysis: Analysis) -> dict[int, np.ndarray]:

@@ -6,24 +6,31 @@ import numpy as np
 import onnx_ir as ir
 
 
-def set_constant_input(node: ir.Node, index: int, array: np.ndarray) -> None:
-    """Give ``node`` a new value for a constant input (added if the optional input is absent);
-    a tensor shared with other uses is copied rather than edited."""
+def set_constant_input(node: ir.Node, index: int, array: np.ndarray | ir.TensorProtocol) -> None:
+    """Give ``node`` a new value (an array, or a tensor such as a lazy ``weights.Selection``) for a
+    constant input (added if the optional input is absent); a tensor shared with other uses is copied
+    rather than edited."""
     old = node.inputs[index] if index < len(node.inputs) else None
-    array = np.ascontiguousarray(array)
     if old is not None and len(old.uses()) == 1 and not old.is_graph_output() and not old.is_graph_input():
-        old.const_value = ir.tensor(array, name=old.name)
-        old.shape = ir.Shape(array.shape)
+        old.const_value = _named_tensor(array, old.name)
+        old.shape = ir.Shape(old.const_value.shape)
         return
     graph = node.graph
     base = old.name if old is not None else f"{node.name or node.op_type}_input{index}"
     name = _unique_name(graph, f"{base}__{node.name or node.op_type}" if old is not None else base)
-    new = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-                   const_value=ir.tensor(array, name=name))
+    tensor = _named_tensor(array, name)
+    new = ir.Value(name=name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
     graph.register_initializer(new)
     if index >= len(node.inputs):
         node.resize_inputs(index + 1)
     node.replace_input_with(index, new)
+
+
+def _named_tensor(data: np.ndarray | ir.TensorProtocol, name: str | None) -> ir.TensorProtocol:
+    if isinstance(data, np.ndarray):
+        return ir.tensor(np.ascontiguousarray(data), name=name)
+    data.name = name
+    return data
 
 
 def set_int_attr(node: ir.Node, name: str, value: int) -> None:

@@ -1,0 +1,145 @@
+"""Weights read and written a slab at a time, so a model of many gigabytes is never in memory whole.
+
+Reading: ``slabs`` walks a tensor in blocks along one axis. Of an external-data tensor (memory-mapped
+by onnx-ir), the pages read are dropped from the process after each block: the pages a read touches count in the
+process's resident memory until they are unmapped, so without this scoring a 4 GB model would hold
+4 GB resident even though every byte is read once.
+
+Writing: ``Selection`` is a constant with channels removed along some axes, computed when it is saved
+(one slab at a time, straight into the output file) or when its values are first asked for; surgery
+makes one instead of slicing every weight in memory.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import onnx_ir as ir
+
+# One block of a weight at a time. The rows of a block are reduced together, and numpy's reductions
+# over a strided block depend on its row count in the last bits: the size is part of the numerics.
+SLAB_BYTES = 4 * 1024 * 1024
+_GATHER_BYTES = 8 * 1024 * 1024  # rows of a mapped weight touched between page drops
+GATHER_SLABS = 4  # strided blocks copied out of a mapped weight per pass over its pages
+
+
+def _keep(first: int = 0, last: int | None = None) -> None:
+    """Release function of a tensor that is not memory-mapped: nothing to drop."""
+
+
+_KEEP = _keep
+
+
+def slab_rows(row_bytes: int) -> int:
+    """Rows per block for rows of ``row_bytes``: about SLAB_BYTES, at least one."""
+    return max(1, SLAB_BYTES // max(1, row_bytes))
+
+
+def slabs(tensor: ir.TensorProtocol, axis: int = 0) -> Iterator[np.ndarray]:
+    """Consecutive blocks of ``tensor`` with ``axis`` moved first: ``w[i:i + n]`` of the moved array,
+    about SLAB_BYTES each (views, or copies with the same memory order). A block is valid until the
+    next one is asked for (its pages of an external-data file are dropped then); copy what must
+    outlive it."""
+    array, release = _mapped(tensor)
+    w = np.moveaxis(array, axis, 0)
+    n = w.shape[0]
+    step = slab_rows(w[0].nbytes if n else 1)
+    if release is _KEEP or axis == 0 or array.ndim < 2:
+        for i in range(0, n, step):
+            yield w[i:i + step]  # consecutive bytes: only these pages are touched
+            release()
+        return
+    # A strided block touches every page of the tensor: copy a few blocks out per pass over it. The
+    # blocks handed out keep ``step`` rows and the memory order of the direct view (same numerics).
+    wide = step * GATHER_SLABS
+    for i in range(0, n, wide):
+        gathered = _gathered(array, axis, slice(i, i + wide), release)
+        for j in range(0, gathered.shape[0], step):
+            yield gathered[j:j + step]
+
+
+def _gathered(array: np.ndarray, axis: int, block: slice, release: Callable[..., None]) -> np.ndarray:
+    """``np.moveaxis(array, axis, 0)[block]`` from a mapped ``array``, copied a few rows of ``array`` at
+    a time with the pages dropped in between (the kernel maps the pages around each one touched, so
+    reading the strided block at once would map the whole tensor). The copy keeps ``array``'s memory
+    order, so the view returned has the strides' order of the direct view: numpy computes on it in the
+    same order, to the bit."""
+    index = [slice(None)] * array.ndim
+    index[axis] = block
+    part = array[tuple(index)]
+    out = np.empty(part.shape, dtype=part.dtype)
+    row = array[0].nbytes
+    rows = max(1, _GATHER_BYTES // max(1, row))
+    for r in range(0, array.shape[0], rows):
+        out[r:r + rows] = part[r:r + rows]
+        release(r * row, (r + rows) * row)
+    return np.moveaxis(out, axis, 0)
+
+
+def _mapped(tensor: ir.TensorProtocol) -> tuple[np.ndarray, Callable[..., None]]:
+    """``(array, release)``: the tensor's numpy array and a function that drops the pages of an
+    external-data tensor touched so far from the process (they stay in the page cache; a later read
+    faults them back in). onnx-ir maps external data read-only, so dropping them loses nothing."""
+    array = tensor.numpy()
+    raw = getattr(tensor, "raw", None) if isinstance(tensor, ir.ExternalTensor) else None
+    if not isinstance(raw, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED") or tensor.nbytes == 0:
+        return array, _KEEP
+    offset = tensor.offset or 0
+    end = min(len(raw), offset + tensor.nbytes)
+
+    def release(first: int = 0, last: int | None = None) -> None:
+        """Drop the pages of bytes [first, last) of the tensor (all of it by default)."""
+        lo = offset + first - (offset + first) % mmap.PAGESIZE
+        hi = end if last is None else min(end, offset + last + mmap.PAGESIZE)
+        raw.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+    return array, release
+
+
+class Selection(ir.LazyTensor):
+    """``source`` with only the ``keep`` positions along each listed axis: ``steps`` is [(axis, keep
+    mask)], applied in order as ``np.compress`` would. Saving writes it one slab of the source at a
+    time; ``numpy()`` computes it whole once and keeps it."""
+
+    def __init__(self, source: ir.TensorProtocol, steps: list[tuple[int, np.ndarray]], name: str | None) -> None:
+        shape = list(source.shape.numpy())
+        for axis, keep in steps:
+            shape[axis] = int(np.count_nonzero(keep))
+        self.source = source
+        self.steps = steps
+        self._array: np.ndarray | None = None
+        super().__init__(self._whole, dtype=source.dtype, shape=ir.Shape(shape), name=name)
+
+    def _whole(self) -> ir.Tensor:
+        if self._array is None:
+            arr = self.source.numpy()
+            for axis, keep in self.steps:
+                arr = np.compress(keep, arr, axis=axis)
+            self._array = np.ascontiguousarray(arr)
+        return ir.Tensor(self._array, dtype=self.dtype, name=self.name)
+
+    def tofile(self, file) -> None:
+        """Write the selected bytes (C order) a slab of the source at a time."""
+        if self._array is not None or len(self.source.shape) == 0:
+            file.write(self._whole().tobytes())
+            return
+        start = 0
+        for block in slabs(self.source, 0):
+            rows = slice(start, start + block.shape[0])
+            start = rows.stop
+            for axis, keep in self.steps:
+                block = np.compress(keep[rows] if axis == 0 else keep, block, axis=axis)
+            file.write(np.ascontiguousarray(block).view(np.uint8))  # the buffer itself, no bytes copy
+
+    def tobytes(self) -> bytes:
+        return self._whole().tobytes()
+
+
+def file_of(tensor: ir.TensorProtocol) -> str | None:
+    """The external-data file a tensor's values are read from (through any Selection), if any."""
+    while isinstance(tensor, Selection):
+        tensor = tensor.source
+    return os.fspath(tensor.path) if isinstance(tensor, ir.ExternalTensor) else None
