@@ -127,3 +127,11 @@ def mobile_usability_checker() -> ModuleType:
 
 # Run as ``python -m`` in a subprocess: the converter prints and may exit.
 ORT_FORMAT_CONVERTER = "onnxruntime.tools.convert_onnx_models_to_ort"
+
+
+def symbolic_shape_inference() -> type:
+    """``onnxruntime.tools.symbolic_shape_infer.SymbolicShapeInference`` (loaded only for models whose
+    dims ONNX inference leaves unnamed)."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    return SymbolicShapeInference

@@ -26,8 +26,10 @@ def symbolic_dims(proto: onnx.ModelProto) -> dict[str, list]:
     """value name -> dims (int, or a symbolic expression such as ``batch*seq``) from onnxruntime's symbolic
     shape inference; {} when it is unavailable or fails. Dims that merge two symbols assume the model
     runs (broadcast operands agree), as onnxruntime's own transformer tools do."""
+    from onnxprune.runtime import symbolic_shape_inference
+
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+        SymbolicShapeInference = symbolic_shape_inference()  # noqa: N806 - a class
     except Exception:  # noqa: BLE001 - an optional refinement: without it, ONNX inference stands
         return {}
     log = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
