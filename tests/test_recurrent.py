@@ -166,3 +166,48 @@ def test_initial_state_from_a_graph_input_freezes_the_units(tmp_path):
     assert units.frozen and any("initial state 'h0'" in r for r in units.frozen), units.details()
     # the convs before it still prune: the GRU's W columns read them
     assert any(g.prunable and g.producers[0].node.op_type == "Conv" for g in an.groups if g.producers)
+
+
+def _batch_first_model(op: str, gates: int, dead: list[int]) -> onnx.ModelProto:
+    """x [batch, seq, 6] -> MatMul -> ``op`` with layout 1 (Y [batch, seq, dirs, H]) -> Reshape [batch, seq,
+    dirs * H] -> MatMul. Units ``dead`` are read by nothing: their R columns and the last MatMul's rows
+    (one per direction) are 0, their own weights are not."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    h, dirs, c = 5, 2, 6
+    w = {"P": rng.standard_normal((c, c)), "W": rng.standard_normal((dirs, gates * h, c)) * 0.5,
+         "R": rng.standard_normal((dirs, gates * h, h)) * 0.5, "B": rng.standard_normal((dirs, 2 * gates * h)) * 0.5,
+         "H0": rng.standard_normal((2, dirs, h)), "Q": rng.standard_normal((dirs * h, 3)),
+         "shape": np.array([2, 4, dirs * h])}
+    w["R"][:, :, dead] = 0
+    for d in range(dirs):
+        w["Q"][[d * h + u for u in dead]] = 0
+    inits = [numpy_helper.from_array(v.astype(np.int64 if k == "shape" else np.float32), k) for k, v in w.items()]
+    nodes = [helper.make_node("MatMul", ["x", "P"], ["p"], name="p"),
+             helper.make_node(op, ["p", "W", "R", "B", "", "H0"], ["y"], name="rec", hidden_size=h, layout=1,
+                              direction="bidirectional"),
+             helper.make_node("Reshape", ["y", "shape"], ["y2"]),
+             helper.make_node("MatMul", ["y2", "Q"], ["out"], name="q")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4, c])],
+                              [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [2, 4, 3])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=9)
+
+
+@pytest.mark.parametrize("op,gates", [("LSTM", 4), ("GRU", 3), ("RNN", 1)])
+def test_batch_first_layout_removes_units_exactly(op, gates, tmp_path):
+    """layout 1 keeps the units on the last axis (onnxruntime does not run it: compared in ONNX's reference
+    evaluator); the constant initial state [batch, dirs, H] is sliced with them."""
+    from onnx.reference import ReferenceEvaluator
+
+    path, out = tmp_path / "m.onnx", tmp_path / "pruned.onnx"
+    onnx.save(_batch_first_model(op, gates, [1, 3]), path)
+    onnxprune.prune(path, remove=["rec:1,3"], validate=False, output=out)
+    pruned = onnx.load(out)
+    onnx.checker.check_model(pruned, full_check=True)
+    rec = next(n for n in pruned.graph.node if n.op_type == op)
+    assert next(a.i for a in rec.attribute if a.name == "hidden_size") == 3
+    x = np.random.default_rng(0).standard_normal((2, 4, 6)).astype(np.float32)
+    want = ReferenceEvaluator(onnx.load(path)).run(None, {"x": x})[0]
+    got = ReferenceEvaluator(pruned).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
