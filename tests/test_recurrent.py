@@ -15,7 +15,7 @@ from oracle import plant_dead_channels, zero_positions
 
 import onnxprune
 from onnxprune.api import load_normalized
-from onnxprune.graph import analyze_groups
+from onnxprune.graph import analyze_groups, optable
 
 RATIO = 0.3
 TOL = 1e-5
@@ -86,6 +86,9 @@ def test_hidden_units_are_prunable_groups(case, exports):
         fed = [g for g in an.groups if any(p.node is node and p.input_index == 1 and p.role == "consumer"
                                            for p in g.params)]
         assert fed and all(g.prunable for g in fed)
+        # the registry counts its MACs: seq * batch * dirs * gates*H * (features + H)
+        w = node.inputs[1].const_value.shape
+        assert optable.traits(node, an.opset).macs() == 10 * 2 * w[0] * w[1] * (w[2] + HIDDEN)
 
 
 def _units_plan(an, group, count: int) -> list[int]:
