@@ -45,6 +45,8 @@ class CRNN(torch.nn.Module):
 CASES = [("lstm", True, 2, "ts"), ("lstm", True, 2, "dynamo"), ("lstm", False, 2, "ts"), ("gru", True, 2, "ts"),
          ("gru", False, 1, "dynamo"), ("rnn", True, 1, "ts")]
 IDS = [f"{c}_{'bi' if b else 'uni'}{n}_{e}" for c, b, n, e in CASES]
+# ... which unrolls it into MatMul/Add/Tanh per step: its units prune through those rules
+ALL_CASES, ALL_IDS = [*CASES, ("rnn", True, 1, "dynamo")], [*IDS, "rnn_bi1_dynamo_unrolled"]
 
 
 def _export(case, folder: Path) -> Path:
@@ -125,7 +127,7 @@ def test_units_nothing_reads_are_removed_exactly(case, exports, tmp_path):
     assert all(n.attributes["hidden_size"].as_int() == HIDDEN - 5 for n in _recurrent_nodes(ir.load(out), cell))
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", ALL_CASES, ids=ALL_IDS)
 def test_oracle_planted_units_are_found_and_removed_exactly(case, exports, tmp_path):
     """The suite's oracle: planted dead channels and units in every group, found by l1, removed exactly."""
     planted_path = tmp_path / "planted.onnx"
@@ -137,7 +139,7 @@ def test_oracle_planted_units_are_found_and_removed_exactly(case, exports, tmp_p
         assert o["max_rel"] <= TOL, f"output {name}: {o}"
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", ALL_CASES, ids=ALL_IDS)
 def test_ratio_prune_runs_and_rewrites_hidden_size(case, exports, tmp_path):
     cell, bi, layers, _ = case
     out = tmp_path / "pruned.onnx"
