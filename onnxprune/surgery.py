@@ -49,9 +49,19 @@ def apply_plan(analysis: Analysis, plan: Plan) -> None:
             continue
         members.setdefault((id(p.node), p.input_index), []).append(p)
     analysis.applied = True
+    # A constant several nodes read and slice alike (an unrolled recurrence's per-step weights) stays one
+    # constant: the first node's sliced copy is given to the others.
+    sliced: dict[tuple, tuple[ir.Node, int]] = {}
     for group_members in members.values():
         group_members.sort(key=lambda m: m.blocks == 1)  # grouped columns first: they need the original rows
         node, index = group_members[0].node, group_members[0].input_index
+        key = (id(node.inputs[index]), *((m.axis, m.blocks, m.role, analysis.roots[m.atoms].tobytes())
+                                         for m in group_members))
+        if key in sliced:
+            first, first_index = sliced[key]
+            node.replace_input_with(index, first.inputs[first_index])
+            continue
+        sliced[key] = (node, index)
         source = node.inputs[index].const_value
         axes = [m.axis for m in group_members]
         if (all(m.blocks == 1 for m in group_members) and len(set(axes)) == len(axes)

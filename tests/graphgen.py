@@ -1182,6 +1182,40 @@ def _embed_ln(b: Builder, t: T) -> T:
     return T(b.op("Add", [t.name, e]), 2)
 
 
+# -- recurrent layers -----------------------------------------------------------------------------
+
+
+def _recurrent(op: str, gates: int) -> None:
+    @template(op, ("seq",), since=7, fp16=False)
+    def build(b: Builder, t: T) -> T:
+        """The channels feed W's columns; the hidden units are new channels, read from Y (through the
+        exporters' Transpose + Reshape of [seq, dirs, batch, H]) or from Y_h. onnxruntime runs layout 0
+        only."""
+        shape = _seq(b, t)
+        rng, c, h = b.rng, shape[2], int(b.rng.choice([3, 5]))
+        dirs = int(rng.choice([1, 2]))
+        x = b.op("Transpose", [t.name], perm=[1, 0, 2])  # [seq, batch, features]
+        attrs = {"hidden_size": h, "direction": "bidirectional" if dirs == 2 else str(rng.choice(["forward", "reverse"]))}
+        if op == "GRU":
+            attrs["linear_before_reset"] = int(rng.integers(2))
+        if op == "RNN" and rng.random() < 0.5:
+            attrs["activations"] = ["Relu"] * dirs
+        bias = b.const(b.weight(dirs, 2 * gates * h)) if rng.random() < 0.8 else None
+        state = b.const(b.weight(dirs, shape[0], h)) if rng.random() < 0.5 else None
+        inputs = [x, b.const(b.weight(dirs, gates * h, c)), b.const(b.weight(dirs, gates * h, h)), bias, None, state]
+        if op == "LSTM" and rng.random() < 0.5:
+            inputs += [b.const(b.weight(dirs, shape[0], h)), b.const(b.weight(dirs, 3 * h))]  # initial_c, peepholes
+        y, y_h = b.op(op, inputs, n_out=2, **attrs)
+        if rng.random() < 0.3:
+            return T(y_h, 2)
+        y = b.op("Transpose", [y], perm=[0, 2, 1, 3])
+        return T(b.op("Reshape", [y, b.ints([shape[1], shape[0], dirs * h])]), 2)
+
+
+for _op, _gates in (("LSTM", 4), ("GRU", 3), ("RNN", 1)):
+    _recurrent(_op, _gates)
+
+
 OPS = sorted(TEMPLATES)
 
 

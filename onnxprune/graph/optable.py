@@ -12,7 +12,19 @@ from dataclasses import dataclass, replace
 import onnx_ir as ir
 
 from onnxprune.graph import contrib_shapes as cs
-from onnxprune.graph.rules import attention, contrib, conv, elementwise, layout, linear, norm, pool, reduce, shapes
+from onnxprune.graph.rules import (
+    attention,
+    contrib,
+    conv,
+    elementwise,
+    layout,
+    linear,
+    norm,
+    pool,
+    recurrent,
+    reduce,
+    shapes,
+)
 from onnxprune.graph.traits import SPECS, UNKNOWN, Spec, Traits
 
 
@@ -86,6 +98,8 @@ TABLE: list[Entry] = [
     *(Entry(op, reduce.reduce) for op in _REDUCE),
     Entry("ArgMax", reduce.arg_reduce),
     Entry("ArgMin", reduce.arg_reduce),
+    # hidden units as channels; layout (opset 14+) keeps them on the last axis
+    *(Entry(op, recurrent.recurrent, since=7, traits=Spec(macs=recurrent.recurrent_macs)) for op in ("LSTM", "GRU", "RNN")),
     Entry("Attention", attention.onnx_attention, since=23, traits=Spec(macs=cs.onnx_attention_macs)),
     # onnxruntime's fused transformer ops (its transformer optimizer writes them); ONNX inference does not
     # know their shapes, so the registry states them
