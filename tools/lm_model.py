@@ -39,6 +39,8 @@ import numpy as np
 
 CACHE = Path(os.environ.get("ONNXPRUNE_BENCH_CACHE", Path.home() / ".cache" / "onnxprune-bench"))
 SPLITS = ("train", "calib", "eval")
+# Bumped when the module's forward (hence the export) changes but the trained weights stay valid.
+EXPORT_REVISION = 2
 
 
 # ---------------------------------------------------------------------------------------------- corpus
@@ -228,10 +230,11 @@ def _torch_model(config: LMConfig):
         def forward(self, input_ids):
             b, t = input_ids.shape
             x = self.embed_tokens(input_ids)
-            pos = torch.arange(t, device=input_ids.device, dtype=torch.float32)
-            freqs = pos[:, None] * self.inv_freq[None, :]
+            # as Hugging Face's rotary embedding: int64 positions, a float matmul with inv_freq
+            positions = torch.arange(t, device=input_ids.device)[None]
+            freqs = (self.inv_freq[None, :, None] @ positions[:, None, :].float()).transpose(1, 2)
             emb = torch.cat((freqs, freqs), dim=-1)
-            cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+            cos, sin = emb.cos()[:, None], emb.sin()[:, None]
             mask = torch.full((t, t), float("-inf"), device=input_ids.device).triu(1)[None, None]
             for layer in self.layers:
                 x = layer(x, cos, sin, mask)
@@ -345,21 +348,26 @@ def trained_model(config: LMConfig, corpus: dict[str, bytes] | None = None, log=
 
     corpus = corpus or cached_corpus()
     directory = CACHE / f"lm-{config_key(config, corpus)}"
-    onnx_path, meta_path = directory / "model.onnx", directory / "meta.json"
+    onnx_path, meta_path = directory / f"model-export{EXPORT_REVISION}.onnx", directory / "meta.json"
     if onnx_path.exists() and meta_path.exists():
         log(f"cached model: {directory}")
         return TrainedLM(config, directory, onnx_path, json.loads(meta_path.read_text()))
     directory.mkdir(parents=True, exist_ok=True)
-    log(f"training {config} on {len(corpus['train']) / 1e6:.2f} MB of docstrings")
-    model, seconds, loss = train(config, corpus, log)
-    torch.save(model.state_dict(), directory / "model.pt")
+    if meta_path.exists() and (directory / "model.pt").exists():  # trained, exported by an older revision
+        meta = json.loads(meta_path.read_text())
+        model = build_model(config)
+        model.load_state_dict(torch.load(directory / "model.pt"))
+        model.eval()
+    else:
+        log(f"training {config} on {len(corpus['train']) / 1e6:.2f} MB of docstrings")
+        model, seconds, loss = train(config, corpus, log)
+        torch.save(model.state_dict(), directory / "model.pt")
+        meta = {"config": asdict(config), "params": count_parameters(model), "train_seconds": round(seconds, 1),
+                "train_loss": round(loss, 4), "corpus_bytes": {s: len(corpus[s]) for s in SPLITS}}
     tmp = directory / "model.onnx.tmp"
     export_onnx(model, tmp, config.context)
-    check = onnx_matches_torch(model, tmp, sequences(corpus["eval"], 4, config.context))
+    meta["onnx_vs_torch_max_abs"] = onnx_matches_torch(model, tmp, sequences(corpus["eval"], 4, config.context))
     os.replace(tmp, onnx_path)
-    meta = {"config": asdict(config), "params": count_parameters(model), "train_seconds": round(seconds, 1),
-            "train_loss": round(loss, 4), "torch_threads": torch.get_num_threads(),
-            "corpus_bytes": {s: len(corpus[s]) for s in SPLITS}, "onnx_vs_torch_max_abs": check}
     meta_path.write_text(json.dumps(meta, indent=2))
     return TrainedLM(config, directory, onnx_path, meta)
 
