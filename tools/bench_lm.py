@@ -147,8 +147,12 @@ def markdown(result: dict) -> str:
     methods = list(dict.fromkeys(c["method"] for c in cells))
     by = {(c["method"], c["fraction"]): c for c in cells}
     c = m["config"]
+    used = sorted({f"{x['allocation']} allocation, merge {'on' if x['merge'] else 'off'}" for x in cells
+                   if x["status"] == "ok"})
     lines = [
-        "# Language-model benchmark (tools/bench_lm.py)", "",
+        "# Language-model benchmark (tools/bench_lm.py)" + (" - QUICK SMOKE RUN" if result["quick"] else ""), "",
+        *(["Smoke run (--quick): a tiny, under-trained model; its figures say nothing about pruning quality.", ""]
+          if result["quick"] else []),
         f"Model: LLaMA-style byte-level decoder, dim {c['dim']}, {c['layers']} layers, {c['heads']} heads / "
         f"{c['kv_heads']} KV heads (GQA), SwiGLU {c['ffn']}, context {c['context']}, untied embedding and head: "
         f"**{m['params']:,} parameters** ({m['prunable_params']:,} in prunable groups today, "
@@ -158,7 +162,9 @@ def markdown(result: dict) -> str:
         f"max |logit diff| {m['onnx_vs_torch_max_abs']:.1e}.",
         f"Dense perplexity (bytes, {result['eval_seqs']} held-out sequences of {c['context']}): "
         f"**{result['dense_ppl']:.3f}**. Calibration: {result['calib']} sequences from modules unseen in training "
-        f"and evaluation. onnxprune {result['onnxprune_version']}; allocation: {result['allocation'] or 'library default'}.",
+        f"and evaluation. onnxprune {result['onnxprune_version']}; allocation: {result['allocation'] or 'library default'} "
+        f"({'; '.join(used) or 'no cell ran'}). Finetune rows: {result['finetune_steps']} Adam steps, lr "
+        f"{result['lr'] or 'onnxprune default'}, distillation to the dense model's logits on the calibration set.",
         "", "Perplexity (ratio to dense) by fraction of ALL parameters removed (`--target-params 1-f`):", "",
         "| method | " + " | ".join(f"{f:.0%}" for f in fractions) + " |",
         "|---|" + "---|" * len(fractions)]
@@ -263,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{method.label:<28} {f:.0%}  {shown}", flush=True)
     result = {"model": {**trained.meta, "prunable_params": prunable, "float_params": total,
                         "cache": str(trained.directory)},
-              "config": asdict(config), "dense_ppl": dense_ppl, "eval_seqs": eval_seqs, "calib": args.calib,
+              "quick": args.quick, "config": asdict(config), "dense_ppl": dense_ppl, "eval_seqs": eval_seqs, "calib": args.calib,
               "fractions": fractions, "finetune_steps": ft_steps, "lr": args.lr, "allocation": args.allocation,
               "onnxprune_version": getattr(onnxprune, "__version__", "?"), "cells": cells,
               "acceptance": acceptance(cells)}
