@@ -23,8 +23,9 @@ Criteria or options this onnxprune does not have (``wanda``, ``flap``, ``refit``
 built) are reported as "not available" cells; a refused or failed cell is reported with its message;
 nothing stops the sweep. Wall time per cell: the prune call (scoring, planning, surgery, finetune).
 
-Acceptance (issue 12), calibration only (no finetune): at 20% of parameters removed perplexity
-<= 1.05x dense, at 40% <= 1.35x dense; the verdict uses the best calibration-only cell.
+Acceptance (issue 12), calibration only (<= 64 sequences, no gradients): at 20% of parameters removed
+perplexity <= 1.05x dense, at 40% <= 1.35x dense; the verdict uses the best cell without gradients
+(neither a gradient criterion such as taylor nor finetune).
 
 Usage::
 
@@ -122,6 +123,7 @@ def run_cell(path: Path, method: Method, name: str, fraction: float, calib: Path
             kw["gradient_options"] = {"lr": lr}
     if REGISTRY[name].needs_data or method.refit or method.finetune:  # onnxprune refuses data nothing reads
         kw["data"] = str(calib)
+    cell["gradients"] = REGISTRY[method.criterion].needs_torch or bool(method.finetune)
     start = time.perf_counter()
     try:
         model, report = onnxprune.prune(str(path), **kw)
@@ -195,7 +197,7 @@ def markdown(result: dict) -> str:
     notes = sorted({f"{c['method']}: {c['status']} - {c['why']}" for c in cells if c["status"] != "ok"})
     if notes:
         lines += ["", "Cells that did not run:", ""] + [f"- {n}" for n in notes]
-    lines += ["", "Acceptance (issue 12, calibration only, best cell without finetune):", ""]
+    lines += ["", "Acceptance (issue 12, calibration only: best cell without gradients, i.e. no taylor, no finetune):", ""]
     for f, limit in ACCEPT.items():
         v = result["acceptance"].get(str(f))
         lines.append(f"- {f:.0%} removed: " + ("no calibration-only cell ran" if v is None else
@@ -205,14 +207,30 @@ def markdown(result: dict) -> str:
 
 
 def acceptance(cells: list[dict]) -> dict:
-    """Per accepted fraction: the best calibration-only (no finetune) cell that ran."""
+    """Per accepted fraction: the best calibration-only cell that ran (no gradients: neither a gradient
+    criterion such as taylor nor finetune)."""
     out = {}
     for f in ACCEPT:
-        ok = [c for c in cells if c["status"] == "ok" and not c["finetune"] and math.isclose(c["fraction"], f)]
+        ok = [c for c in cells if c["status"] == "ok" and not c["gradients"] and math.isclose(c["fraction"], f)]
         if ok:
             best = min(ok, key=lambda c: c["ppl_ratio"])
             out[str(f)] = {"method": best["method"], "ppl_ratio": best["ppl_ratio"]}
     return out
+
+
+def render(path: Path) -> dict:
+    """Rewrite ``path``'s acceptance and its .md beside it (cells from older runs gain their gradients flag)."""
+    from onnxprune.criteria import REGISTRY
+
+    result = json.loads(path.read_text())
+    for c in result["cells"]:
+        if c["status"] == "ok" and "gradients" not in c:
+            c["gradients"] = REGISTRY[c["criterion"]].needs_torch or bool(c["finetune"])
+    result["acceptance"] = acceptance(result["cells"])
+    path.write_text(json.dumps(result, indent=1))
+    path.with_suffix(".md").write_text(markdown(result))
+    print(f"wrote {path.with_suffix('.md')}")
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -229,7 +247,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--train-steps", type=int, default=None,
                     help="train the model for this many steps instead of the config's (a separate cache entry)")
     ap.add_argument("--out", default=None, help="output stem (default tools/bench_lm_results; --quick: /tmp)")
+    ap.add_argument("--render", metavar="JSON", help="only rewrite the .md (and acceptance) of an earlier run's .json")
     args = ap.parse_args(argv)
+    if args.render:
+        return render(Path(args.render))
 
     import torch
 
