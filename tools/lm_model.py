@@ -7,7 +7,7 @@ text and a trained decoder on a machine without downloads:
   interpreter's stdlib (``sysconfig``), read with ``ast`` (no import), split by module into train /
   calibration / held-out evaluation (a module's text lands in exactly one split, chosen by a CRC32 of
   its dotted name, so held-out text is never seen in training or calibration). Tokens are UTF-8 bytes
-  (vocabulary 256): exact and tokenizer-free.
+  (vocabulary 256): exact and tokenizer-free. ``cached_corpus()`` keeps the parsed splits in the cache.
 * ``TinyLlama``: plain torch, written the way Hugging Face's LLaMA is (so its ONNX export looks like a
   real exporter's output of such a model): RMSNorm, rotary embeddings with rotate-half, grouped-query
   attention with separate q/k/v/o ``Linear`` layers, a view/transpose to heads and ``repeat_kv`` as
