@@ -149,6 +149,7 @@ def markdown(result: dict) -> str:
     methods = list(dict.fromkeys(c["method"] for c in cells))
     by = {(c["method"], c["fraction"]): c for c in cells}
     c = m["config"]
+    dynamo = result.get("exporter") == "dynamo"
     used = sorted({f"{x['allocation']} allocation, merge {'on' if x['merge'] else 'off'}" for x in cells
                    if x["status"] == "ok"})
     lines = [
@@ -160,8 +161,9 @@ def markdown(result: dict) -> str:
         f"**{m['params']:,} parameters** ({m['prunable_params']:,} in prunable groups today, "
         f"{m['prunable_params'] / m['params']:.1%}). Trained {c['steps']} steps x {c['batch']} x {c['context']} "
         f"bytes on {m['corpus_bytes']['train'] / 1e6:.2f} MB of stdlib docstrings in **{m['train_seconds']:.0f} s** "
-        f"(1 torch thread; cached). Exported with torch.onnx.export(dynamo=False, opset 17); onnxruntime vs torch "
-        f"max |logit diff| {m['onnx_vs_torch_max_abs']:.1e}.",
+        f"(1 torch thread; cached). Exported with torch.onnx.export(" + ("dynamo=True, opset 18" if dynamo else
+                                                                      "dynamo=False, opset 17")
+        + f"); onnxruntime vs torch max |logit diff| {m['onnx_vs_torch_max_abs' + ('_dynamo' if dynamo else '')]:.1e}.",
         f"Dense perplexity (bytes, {result['eval_seqs']} held-out sequences of {c['context']}): "
         f"**{result['dense_ppl']:.3f}**. Calibration: {result['calib']} sequences from modules unseen in training "
         f"and evaluation. onnxprune {result['onnxprune_version']}; allocation: {result['allocation'] or 'library default'} "
@@ -246,6 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="override the library's default allocation for a size target")
     ap.add_argument("--train-steps", type=int, default=None,
                     help="train the model for this many steps instead of the config's (a separate cache entry)")
+    ap.add_argument("--exporter", choices=lm.EXPORTERS, default="torchscript",
+                    help="torch exporter of the model (default torchscript: dynamo=False, opset 17)")
     ap.add_argument("--out", default=None, help="output stem (default tools/bench_lm_results; --quick: /tmp)")
     ap.add_argument("--render", metavar="JSON", help="only rewrite the .md (and acceptance) of an earlier run's .json")
     args = ap.parse_args(argv)
@@ -265,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
                                            else HERE / "bench_lm_results")
 
     corpus = lm.cached_corpus()
-    trained = lm.trained_model(config, corpus)
+    trained = lm.trained_model(config, corpus, exporter=args.exporter)
     path = trained.onnx_path
     eval_tokens = lm.sequences(corpus["eval"], eval_seqs, config.context)
     dense_ppl = lm.perplexity(path, eval_tokens)
@@ -301,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{method.label:<28} {f:.0%}  {shown}", flush=True)
     result = {"model": {**trained.meta, "prunable_params": prunable, "float_params": total,
                         "cache": str(trained.directory)},
-              "quick": args.quick, "config": asdict(config), "dense_ppl": dense_ppl, "eval_seqs": eval_seqs, "calib": args.calib,
+              "quick": args.quick, "exporter": args.exporter, "config": asdict(config), "dense_ppl": dense_ppl, "eval_seqs": eval_seqs, "calib": args.calib,
               "fractions": fractions, "scoring_seconds": scoring, "finetune_steps": ft_steps, "lr": args.lr, "allocation": args.allocation,
               "onnxprune_version": getattr(onnxprune, "__version__", "?"), "cells": cells,
               "acceptance": acceptance(cells)}

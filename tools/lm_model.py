@@ -310,16 +310,25 @@ def _train(config: LMConfig, corpus: dict[str, bytes], log):
     return model, time.perf_counter() - start, smooth
 
 
-def export_onnx(model, path: str | os.PathLike, context: int) -> None:
-    """TorchScript export (dynamo=False), opset 17, dynamic batch and sequence."""
+EXPORTERS = ("torchscript", "dynamo")
+
+
+def export_onnx(model, path: str | os.PathLike, context: int, exporter: str = "torchscript") -> None:
+    """Dynamic batch and sequence; "torchscript" (dynamo=False, opset 17) or "dynamo" (dynamo=True, opset
+    18: its own opset, as onnx's converter down to 17 fails on this graph), one file without external data."""
     import torch
 
     example = torch.zeros(2, context, dtype=torch.int64)
+    names = {"input_names": ["input_ids"], "output_names": ["logits"]}
     with torch.no_grad():
-        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
-                          input_names=["input_ids"], output_names=["logits"],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                                        "logits": {0: "batch", 1: "sequence"}})
+        if exporter == "dynamo":
+            batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=2, max=context)
+            torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=18, external_data=False,
+                              dynamic_shapes={"input_ids": {0: batch, 1: seq}}, verbose=False, **names)
+        else:
+            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
+                              dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
+                                            "logits": {0: "batch", 1: "sequence"}}, **names)
 
 
 def config_key(config: LMConfig, corpus: dict[str, bytes]) -> str:
@@ -341,14 +350,16 @@ class TrainedLM:
     meta: dict
 
 
-def trained_model(config: LMConfig, corpus: dict[str, bytes] | None = None, log=print) -> TrainedLM:
-    """The trained model's ONNX export and facts (params, training time, onnxruntime-vs-torch check),
-    from the cache when present, else trained, exported, checked and cached."""
+def trained_model(config: LMConfig, corpus: dict[str, bytes] | None = None, log=print,
+                  exporter: str = "torchscript") -> TrainedLM:
+    """The trained model's ONNX export by ``exporter`` and facts (params, training time, onnxruntime-vs-
+    torch check), from the cache when present, else trained and/or exported, checked and cached."""
     import torch
 
     corpus = corpus or cached_corpus()
     directory = CACHE / f"lm-{config_key(config, corpus)}"
-    onnx_path, meta_path = directory / f"model-export{EXPORT_REVISION}.onnx", directory / "meta.json"
+    suffix = "" if exporter == "torchscript" else f"-{exporter}"
+    onnx_path, meta_path = directory / f"model-export{EXPORT_REVISION}{suffix}.onnx", directory / "meta.json"
     if onnx_path.exists() and meta_path.exists():
         log(f"cached model: {directory}")
         return TrainedLM(config, directory, onnx_path, json.loads(meta_path.read_text()))
@@ -365,8 +376,8 @@ def trained_model(config: LMConfig, corpus: dict[str, bytes] | None = None, log=
         meta = {"config": asdict(config), "params": count_parameters(model), "train_seconds": round(seconds, 1),
                 "train_loss": round(loss, 4), "corpus_bytes": {s: len(corpus[s]) for s in SPLITS}}
     tmp = directory / "model.onnx.tmp"
-    export_onnx(model, tmp, config.context)
-    meta["onnx_vs_torch_max_abs"] = onnx_matches_torch(model, tmp, sequences(corpus["eval"], 4, config.context))
+    export_onnx(model, tmp, config.context, exporter)
+    meta["onnx_vs_torch_max_abs" + suffix.replace("-", "_")] = onnx_matches_torch(model, tmp, sequences(corpus["eval"], 4, config.context))
     os.replace(tmp, onnx_path)
     meta_path.write_text(json.dumps(meta, indent=2))
     return TrainedLM(config, directory, onnx_path, meta)
