@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> dict:
     import onnxprune
     from onnxprune.criteria import REGISTRY
 
-    methods = [Method(c, refit, ft) for c in args.criteria for refit in (False, True) for ft in (0, ft_steps)]
+    methods = [Method(c, refit, ft) for c in args.criteria for refit in (False, True)
+               for ft in dict.fromkeys((0, ft_steps))]  # --finetune-steps 0: no finetune rows
     cells: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-lm-") as tmp:
         calib = Path(tmp) / "calib.npz"
