@@ -254,3 +254,31 @@ def test_gradient_criteria_and_finetune_run_on_every_architecture(arch, exporter
                                 output=tmp_path / "o.onnx")
     assert report["singularity"]["samples"] == 16 and report["finetune"]["steps"] == 3
     assert report["validation"]["outputs"]
+
+
+def test_finetune_leaves_one_element_constants_alone(tmp_path):
+    """An RMSNorm's Pow exponent and epsilon are constants of the computation, not weights: a step on
+    the exponent (z ** 2.05 of z < 0) made every output NaN."""
+    rng = np.random.default_rng(0)
+    inits = {"w1": rng.standard_normal((8, 16)), "w2": rng.standard_normal((16, 8)),
+             "w3": rng.standard_normal((8, 4)), "two": np.array(2.0), "eps": np.array(1e-5)}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"], name="fc1"), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["z"], name="fc2"), helper.make_node("Pow", ["z", "two"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[-1], keepdims=1),
+             helper.make_node("Add", ["ms", "eps"], ["v"]), helper.make_node("Sqrt", ["v"], ["s"]),
+             helper.make_node("Div", ["z", "s"], ["n"]), helper.make_node("MatMul", ["n", "w3"], ["y"], name="head")]
+    graph = helper.make_graph(nodes, "rms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    tuned, report = onnxprune.prune(model, ratio=0.25, data=tmp_path / "calib.npz", finetune=5,
+                                    gradient_options={"lr": 0.05}, validate=False)
+    weights = {k: v.const_value.numpy() for k, v in tuned.graph.initializers.items()}
+    assert weights["two"] == 2.0 and weights["eps"] == np.float32(1e-5)
+    assert report["finetune"]["loss_last"] < report["finetune"]["loss_first"]
+    import onnxruntime as ort
+
+    y = ort.InferenceSession(ir.to_proto(tuned).SerializeToString()).run(None, {"x": x})[0]
+    assert np.isfinite(y).all()

@@ -259,7 +259,9 @@ def finetune(model: ir.Model, calib: Calibration, targets: list[list[np.ndarray]
     from onnxprune.twin import Twin
 
     twin = Twin(model)
-    params = [p for p in twin.parameters() if p.requires_grad]
+    # Weights only: a one-element float constant is part of the computation (a Pow exponent, a norm's
+    # epsilon, an attention scale), and a step on it breaks the model (x ** 2.0001 of x < 0 is NaN).
+    params = [p for p in twin.parameters() if p.requires_grad and p.numel() > 1]
     opt = torch.optim.Adam(params, lr=lr)
     batches = list(calib.batches())
     losses = []
