@@ -9,9 +9,9 @@ from onnxprune.graph.edit import set_int_attr
 
 
 def conv(ctx: NodeContext) -> None:
-    if not ctx.is_const(1):
+    if not ctx.is_weight(1):
         return ctx.computed_weight(1, 1)
-    wshape = ctx.input(1).const_value.shape
+    wshape = ctx.weight_shape(1)
     m, cin_per_group = wshape[0], wshape[1]
     g = ctx.attr_int("group", 1)
     cin = cin_per_group * g
@@ -50,9 +50,9 @@ def conv(ctx: NodeContext) -> None:
 
 
 def conv_transpose(ctx: NodeContext) -> None:
-    if not ctx.is_const(1):
+    if not ctx.is_weight(1):
         return ctx.computed_weight(1, 1)
-    wshape = ctx.input(1).const_value.shape
+    wshape = ctx.weight_shape(1)
     cin, m_per_group = wshape[0], wshape[1]
     g = ctx.attr_int("group", 1)
     d = ctx.take(0)

@@ -8,11 +8,11 @@ from onnxprune.graph.context import NodeContext, RuleUnsupported
 def gemm(ctx: NodeContext) -> None:
     trans_a = ctx.attr_int("transA", 0)
     trans_b = ctx.attr_int("transB", 0)
-    if not ctx.is_const(1):
+    if not ctx.is_weight(1):
         if ctx.dim(1) is not None:
             raise RuleUnsupported("B is an activation that carries channels")
         return ctx.computed_weight(1, 1)
-    bshape = ctx.input(1).const_value.shape
+    bshape = ctx.weight_shape(1)
     k_axis_b, n_axis_b = (1, 0) if trans_b else (0, 1)
     d = ctx.take(0)
     ctx.take(1)
@@ -28,7 +28,7 @@ def gemm(ctx: NodeContext) -> None:
         if dc is not None:
             raise RuleUnsupported("C carries channels")
         if cshape and cshape[-1] != 1:
-            if ctx.is_const(2):
+            if ctx.is_weight(2):
                 ctx.param(2, len(cshape) - 1, out, "param")
             else:
                 ctx.couple(out, ctx.frozen_source(ctx.input(2), bshape[n_axis_b], "bias C is computed at run time"))
@@ -43,7 +43,7 @@ def matmul(ctx: NodeContext) -> None:
             raise RuleUnsupported("1-D operand")
         return
     rout = ctx.rank(ctx.node.outputs[0])
-    if not ctx.is_const(1) and ctx.dim(1) is None and _from_constants(b):
+    if not ctx.is_weight(1) and ctx.dim(1) is None and _from_constants(b):
         return ctx.computed_weight(1, rout - 1)
     da, db = ctx.take(0), ctx.take(1)
     out_axis, out_atoms = None, None
@@ -54,7 +54,7 @@ def matmul(ctx: NodeContext) -> None:
         if ka is not None and kb is not None:
             ctx.couple(ka, kb)
         elif ka is not None:
-            if ctx.is_const(1):
+            if ctx.is_weight(1):
                 ctx.param(1, rb - 2, ka, "consumer")
             else:
                 ctx.couple(ka, ctx.frozen_source(b, len(ka), "B is an activation without tracked channels"))
@@ -71,11 +71,11 @@ def matmul(ctx: NodeContext) -> None:
     for d, r, name in ((da, ra, "A"), (db, rb, "B")):
         if d is not None and d.axis < r - 2:
             raise RuleUnsupported(f"{name} carries channels on a batch axis")
-    if ctx.is_const(1) and out_axis is None:
-        out_atoms = ctx.new_space(ctx.input(1).const_value.shape[-1])
+    if ctx.is_weight(1) and out_axis is None:
+        out_atoms = ctx.new_space(ctx.weight_shape(1)[-1])
         out_axis = rout - 1
         ctx.param(1, rb - 1, out_atoms, "producer")
-    elif ctx.is_const(1) and out_axis == rout - 2:
+    elif ctx.is_weight(1) and out_axis == rout - 2:
         raise RuleUnsupported("A carries channels on its rows while B makes new ones")
     if out_axis is not None:
         ctx.set_output(0, out_axis, out_atoms)
