@@ -14,9 +14,10 @@ def count_params(model: ir.Model) -> int:
 
 
 def params_per_initializer(model: ir.Model) -> dict[ir.Value, int]:
-    """Elements of each floating-point initializer."""
+    """Elements of each floating-point initializer and of each quantized weight's stored integers."""
+    quantized = {n.inputs[0] for n in model.graph if n.op_type == "DequantizeLinear" and n.inputs}
     return {v: int(np.prod(v.const_value.shape)) for v in model.graph.initializers.values()
-            if v.const_value is not None and v.dtype is not None and v.dtype.is_floating_point()}
+            if v.const_value is not None and (v in quantized or v.dtype is not None and v.dtype.is_floating_point())}
 
 
 def concrete_input_shapes(model: ir.Model, overrides: dict[str, tuple] | None = None) -> dict[str, tuple]:
