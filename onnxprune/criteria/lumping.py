@@ -522,6 +522,9 @@ def path_blocker(analysis: Analysis, g: Group) -> str | None:
     folded = {id(bn) for bn in (folded_batchnorm(analysis, g, p) for p in g.producers) if bn is not None}
     own = {id(p.node) for p in g.producers} | {id(p.node) for p in g.params if p.role == "consumer"} | folded
     dims = dict(g.dims)
+    quantized = next((p for p in g.params if p.role == "consumer" and p.quant is not None), None)
+    if quantized is not None:  # a merged column (W_i + c W_j) would not be representable in its integers
+        return f"{quantized.node.op_type} '{quantized.node.name}' reads them through quantized weights"
     for p in g.params:
         if p.role == "param" and id(p.node) not in folded and not _is_bias(analysis, g, p):
             return f"{p.node.op_type} '{p.node.name}' has per-channel parameters"

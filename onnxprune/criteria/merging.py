@@ -41,11 +41,7 @@ def merge_scores(analysis: Analysis) -> ScoreDict:
 
 
 def _fold_blocker(analysis: Analysis, g: Group) -> str | None:
-    if g.blocks:
-        return "grouped convs or chunks read it"
-    if any(p.quant is not None for p in g.params if p.role == "consumer"):
-        return "quantized weights read it (a folded column would not be representable exactly)"
-    return path_blocker(analysis, g)
+    return "grouped convs or chunks read it" if g.blocks else path_blocker(analysis, g)
 
 
 def _same_route(routes: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:

@@ -78,22 +78,30 @@ def stored_slices(dq: ir.Node, axis: int) -> list[tuple[ir.Node, int, int]]:
     return slots + [(dq, i, extra) for i in (1, 2) if i < len(dq.inputs) and dq.inputs[i] is not None]
 
 
+def _per_element(dq: ir.Node, arr: np.ndarray) -> np.ndarray:
+    """A scale or zero point of ``dq`` repeated to the shape of its stored integers."""
+    x_shape = dq.inputs[0].const_value.shape
+    if arr.size == 1 and arr.ndim <= 1:
+        return np.broadcast_to(arr.reshape(()), x_shape)
+    q_axis = _attr(dq, "axis", 1) % len(x_shape)
+    block = _attr(dq, "block_size", 0)
+    if block:
+        return np.repeat(arr, block, axis=q_axis).take(range(x_shape[q_axis]), axis=q_axis)
+    return np.broadcast_to(arr.reshape([-1 if a == q_axis else 1 for a in range(len(x_shape))]), x_shape)
+
+
+def zero_points(dq: ir.Node) -> np.ndarray:
+    """The zero point of every stored integer of ``dq`` (the integer that dequantizes to exactly 0)."""
+    x = dq.inputs[0].const_value.numpy()
+    zp = _const(dq, 2)
+    return np.zeros_like(x) if zp is None else _per_element(dq, zp).astype(x.dtype)
+
+
 def dequantized(dq: ir.Node) -> np.ndarray:
     """The float values a DequantizeLinear of constants computes: (x - zero point) * scale."""
     x = dq.inputs[0].const_value.numpy().astype(np.float64)
-    scale = _const(dq, 1).astype(np.float64)
-    zp = _const(dq, 2)
-    zp = np.zeros_like(scale) if zp is None else zp.astype(np.float64)
-    if not _per_tensor(scale):
-        q_axis = _attr(dq, "axis", 1) % x.ndim
-        block = _attr(dq, "block_size", 0)
-        if block:
-            scale = np.repeat(scale, block, axis=q_axis).take(range(x.shape[q_axis]), axis=q_axis)
-            zp = np.repeat(zp, block, axis=q_axis).take(range(x.shape[q_axis]), axis=q_axis)
-        else:
-            shape = [-1 if a == q_axis else 1 for a in range(x.ndim)]
-            scale, zp = scale.reshape(shape), zp.reshape(shape)
-    return ((x - zp) * scale).astype(np.float32)
+    scale = _per_element(dq, _const(dq, 1).astype(np.float64))
+    return ((x - zero_points(dq).astype(np.float64)) * scale).astype(np.float32)
 
 
 def quantize_linear(ctx: NodeContext) -> None:
