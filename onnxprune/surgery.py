@@ -43,7 +43,7 @@ def apply_plan(analysis: Analysis, plan: Plan) -> None:
     members: dict[tuple[int, int], list[tuple[ParamMember, ir.Node, int, int]]] = {}
     for p in analysis.params:
         expected = len(p.atoms) // p.blocks
-        const = (p.quant.inputs[0] if p.quant is not None else p.value).const_value
+        const = (p.quant.node.inputs[p.quant.data] if p.quant is not None else p.value).const_value
         if const is None or const.shape[p.axis] != expected:
             raise PlanError(f"constant '{p.value.name}' no longer has the size the plan was made for "
                             "(was the plan applied already?)")

@@ -51,7 +51,7 @@ def plant_dead_channels(model, out_path: Path, ratio: float, seed: int = 0,
 
 def zero_positions(p: ParamMember, dead: np.ndarray) -> None:
     """Make the member read 0 at the dead positions; a quantized one stores its zero point there."""
-    v = p.quant.inputs[0] if p.quant is not None else p.value
+    v = p.quant.node.inputs[p.quant.data] if p.quant is not None else p.value
     arr = np.array(v.const_value.numpy(), copy=True)
     zero = zero_points(p.quant) if p.quant is not None else np.zeros_like(arr)
     if p.blocks > 1:

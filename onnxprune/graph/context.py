@@ -11,6 +11,7 @@ import onnx_ir as ir
 
 if TYPE_CHECKING:
     from onnxprune.graph.groups import Analysis
+    from onnxprune.graph.rules.quant import Quantized
 
 Keep = Callable[[np.ndarray], np.ndarray]  # atoms -> bool mask of kept positions
 
@@ -35,7 +36,7 @@ class ParamMember:
     blocks: int = 1  # >1: grouped-conv input columns, laid out per conv group
     # The DequantizeLinear that computes this input from stored integers (a quantized weight or bias):
     # the integers are what gets sliced (``quant.stored_slices``), ``array`` reads the dequantized values.
-    quant: ir.Node | None = None
+    quant: Quantized | None = None
 
     @property
     def value(self) -> ir.Value:
@@ -78,6 +79,7 @@ class NodeContext:
     opset: int
     handled: set[int] = field(default_factory=set)  # inputs whose tracked channel axis the rule followed
     shapes_read: set[int] = field(default_factory=set)  # Shape-result inputs the rule followed
+    quantized: dict[int, Quantized] = field(default_factory=dict)  # integer weights of QOperator ops, by input
 
     # -- reading the node ---------------------------------------------------------------------
     @property
@@ -201,20 +203,25 @@ class NodeContext:
 
     def param(self, i: int, axis: int, atoms: np.ndarray, role: str, blocks: int = 1) -> None:
         """Input i (a constant or a quantized constant) is sliced along ``axis`` when ``atoms`` go."""
-        from onnxprune.graph.rules.quant import stored_slices, stored_weight
+        from onnxprune.graph.rules.quant import dequantize_view, stored_slices, stored_weight
 
         v = self.input(i)
-        dq = None if self.is_const(i) else stored_weight(v)
-        shape = (dq.inputs[0] if dq is not None else v).const_value.shape
+        q = self.quantized.get(i)
+        if q is None and not self.is_const(i):
+            dq = stored_weight(v)
+            if dq is None:
+                raise RuleUnsupported(f"input '{v.name if v is not None else i}' is computed at run time, not a constant")
+            q = dequantize_view(dq)
+        shape = q.shape if q is not None else v.const_value.shape
         size = shape[axis]
         expected = len(atoms) // blocks if blocks > 1 else len(atoms)
         if size != expected:
             raise RuleUnsupported(f"constant '{v.name}' axis {axis} has {size} entries, expected {expected}")
         axis = axis % max(len(shape), 1)
-        if dq is not None and len(stored_slices(dq, axis)) > 1 and blocks > 1:  # raises for unsliceable blocks
+        if q is not None and len(stored_slices(q, axis)) > 1 and blocks > 1:  # raises for unsliceable blocks
             raise RuleUnsupported(f"per-channel quantization of '{v.name}' along grouped conv input columns")
         self.analysis.params.append(ParamMember(self.node, i, axis, np.asarray(atoms, dtype=np.int64), role, blocks,
-                                                quant=dq))
+                                                quant=q))
 
     def rewrite(self, what: str, apply: Callable[[Keep], None]) -> None:
         self.analysis.rewrites.append(Rewrite(self.node, what, apply))

@@ -14,6 +14,7 @@ is computed from the whole tensor, and the integer ops it feeds) are frozen with
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
@@ -33,6 +34,30 @@ def _const(node: ir.Node, i: int) -> np.ndarray | None:
 
 def _per_tensor(scale: np.ndarray) -> bool:
     return scale.size == 1 and scale.ndim <= 1
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """Stored integers at input ``data`` of ``node``, read as (integers - zero point) * scale, the scale and
+    zero point (inputs of ``node``) per tensor, per channel along ``axis``, or in blocks along it."""
+
+    node: ir.Node
+    data: int
+    scale: int
+    zero_point: int | None
+    axis: int
+    block: int = 0
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.node.inputs[self.data].const_value.shape)
+
+
+def dequantize_view(dq: ir.Node) -> Quantized:
+    """The stored integers of a DequantizeLinear of constants."""
+    rank = len(dq.inputs[0].const_value.shape)
+    zp = 2 if len(dq.inputs) > 2 and dq.inputs[2] is not None else None
+    return Quantized(dq, 0, 1, zp, _attr(dq, "axis", 1) % max(rank, 1), _attr(dq, "block_size", 0))
 
 
 def stored_weight(v: ir.Value | None) -> ir.Node | None:
@@ -55,53 +80,46 @@ def not_sliceable(node: ir.Node, v: ir.Value) -> str:
     return f"its quantized weight '{v.name}' is also read elsewhere (shared by several nodes)"
 
 
-def stored_slices(dq: ir.Node, axis: int) -> list[tuple[ir.Node, int, int]]:
-    """(node, input, axis) of each stored constant of ``dq`` that loses entries when its output loses
-    entries along ``axis``: the integers, and the scale and zero point where they run along ``axis``
-    (per-channel on that axis, or blocked along another axis). Raises RuleUnsupported for blocks
-    along ``axis`` itself (a block would mix kept and removed channels)."""
-    slots = [(dq, 0, axis)]
-    scale = _const(dq, 1)
-    rank = len(dq.inputs[0].const_value.shape)
-    block = _attr(dq, "block_size", 0)
-    q_axis = _attr(dq, "axis", 1) % max(rank, 1)
-    if block:
-        if q_axis == axis and block != 1:
-            raise RuleUnsupported(f"DequantizeLinear node '{dq.name}' quantizes blocks of {block} along the pruned axis")
+def stored_slices(q: Quantized, axis: int) -> list[tuple[ir.Node, int, int]]:
+    """(node, input, axis) of each stored constant that loses entries when the integers lose entries along
+    ``axis``: the integers, and the scale and zero point where they run along ``axis`` (per channel on
+    that axis, or blocked along another). Raises RuleUnsupported for blocks along ``axis`` itself (a
+    block would mix kept and removed channels)."""
+    slots = [(q.node, q.data, axis)]
+    scale = _const(q.node, q.scale)
+    if q.block:
+        if q.axis == axis and q.block != 1:
+            raise RuleUnsupported(f"{q.node.op_type} node '{q.node.name}' quantizes blocks of {q.block} "
+                                  "along the pruned axis")
         extra = axis
-    elif _per_tensor(scale):
+    elif _per_tensor(scale) or q.axis != axis:
         return slots
-    elif q_axis == axis:
-        extra = 0
     else:
-        return slots
-    return slots + [(dq, i, extra) for i in (1, 2) if i < len(dq.inputs) and dq.inputs[i] is not None]
+        extra = 0
+    return slots + [(q.node, i, extra) for i in (q.scale, q.zero_point) if i is not None]
 
 
-def _per_element(dq: ir.Node, arr: np.ndarray) -> np.ndarray:
-    """A scale or zero point of ``dq`` repeated to the shape of its stored integers."""
-    x_shape = dq.inputs[0].const_value.shape
-    if arr.size == 1 and arr.ndim <= 1:
-        return np.broadcast_to(arr.reshape(()), x_shape)
-    q_axis = _attr(dq, "axis", 1) % len(x_shape)
-    block = _attr(dq, "block_size", 0)
-    if block:
-        return np.repeat(arr, block, axis=q_axis).take(range(x_shape[q_axis]), axis=q_axis)
-    return np.broadcast_to(arr.reshape([-1 if a == q_axis else 1 for a in range(len(x_shape))]), x_shape)
+def _per_element(q: Quantized, arr: np.ndarray) -> np.ndarray:
+    """A scale or zero point repeated to the shape of the stored integers."""
+    if _per_tensor(arr):
+        return np.broadcast_to(arr.reshape(()), q.shape)
+    if q.block:
+        return np.repeat(arr, q.block, axis=q.axis).take(range(q.shape[q.axis]), axis=q.axis)
+    return np.broadcast_to(arr.reshape([-1 if a == q.axis else 1 for a in range(len(q.shape))]), q.shape)
 
 
-def zero_points(dq: ir.Node) -> np.ndarray:
-    """The zero point of every stored integer of ``dq`` (the integer that dequantizes to exactly 0)."""
-    x = dq.inputs[0].const_value.numpy()
-    zp = _const(dq, 2)
-    return np.zeros_like(x) if zp is None else _per_element(dq, zp).astype(x.dtype)
+def zero_points(q: Quantized) -> np.ndarray:
+    """The zero point of every stored integer (the integer that reads as exactly 0)."""
+    x = q.node.inputs[q.data].const_value.numpy()
+    zp = _const(q.node, q.zero_point) if q.zero_point is not None else None
+    return np.zeros_like(x) if zp is None else _per_element(q, zp).astype(x.dtype)
 
 
-def dequantized(dq: ir.Node) -> np.ndarray:
-    """The float values a DequantizeLinear of constants computes: (x - zero point) * scale."""
-    x = dq.inputs[0].const_value.numpy().astype(np.float64)
-    scale = _per_element(dq, _const(dq, 1).astype(np.float64))
-    return ((x - zero_points(dq).astype(np.float64)) * scale).astype(np.float32)
+def dequantized(q: Quantized) -> np.ndarray:
+    """The float values the stored integers stand for: (x - zero point) * scale."""
+    x = q.node.inputs[q.data].const_value.numpy().astype(np.float64)
+    scale = _per_element(q, _const(q.node, q.scale).astype(np.float64))
+    return ((x - zero_points(q).astype(np.float64)) * scale).astype(np.float32)
 
 
 def quantize_linear(ctx: NodeContext) -> None:
