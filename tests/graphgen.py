@@ -1227,12 +1227,20 @@ def _dq_weight(b: Builder, t: T) -> T:
 
 @template("QLinearConv", since=13, fp16=False)
 def _qlinear_conv(b: Builder, t: T) -> T:
+    """A QOperator Conv (plain or depthwise, per-tensor or per-channel weight scales, optional int32 bias)."""
+    rng = b.rng
     c = b.shape(t.name)[1]
     xs, xz, _ = _qparams(b, t, False)
     ys, yz, _ = _qparams(b, t, False)
-    w = b.const(np.clip(np.round(b.weight(6, c, 1, 1) / 0.02), -127, 127), np.int8)
-    y = b.op("QLinearConv", [b.op("QuantizeLinear", [t.name, xs, xz]), xs, xz, w, b.const(np.float32(0.02), np.float32),
-                             b.const(np.int8(0), np.int8), ys, yz], kernel_shape=[1, 1])
+    depthwise = rng.random() < 0.4
+    m = c if depthwise else 6
+    w = b.const(np.clip(np.round(b.weight(m, 1 if depthwise else c, 3, 3) / 0.02), -127, 127), np.int8)
+    ws = np.asarray(rng.uniform(0.01, 0.03, [m] if rng.random() < 0.6 else []), np.float32)
+    inputs = [b.op("QuantizeLinear", [t.name, xs, xz]), xs, xz, w, b.const(ws, np.float32),
+              b.const(np.zeros(ws.shape), np.int8), ys, yz]
+    if rng.random() < 0.5:
+        inputs.append(b.const(rng.integers(-2000, 2000, m), np.int32))
+    y = b.op("QLinearConv", inputs, kernel_shape=[3, 3], pads=[1] * 4, group=c if depthwise else 1)
     return T(b.op("DequantizeLinear", [y, ys, yz]), 1)
 
 

@@ -129,6 +129,8 @@ def producer_parts(analysis: Analysis, g: Group) -> list[ProducerParts]:
             rows *= alpha
         bias = _bias_positions(g, p, aff, n)
         filters_zero = ~rows.any(axis=1)
+        if aff is None and p.quant is not None:  # an integer op (QLinearConv) requantizes: zero filters prove no 0
+            filters_zero[:] = False
         raw_zero_pos = filters_zero & (~bias.any(axis=1) if bias is not None else True)
         # zero filters: the output is the bias everywhere (one value per channel only for a [N] bias)
         raw_value_pos = np.where(raw_zero_pos, 0.0, np.nan)

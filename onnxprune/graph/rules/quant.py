@@ -7,8 +7,9 @@ point when they run along the sliced axis (``stored_slices``). Activations: a Qu
 DequantizeLinear maps every element on its own (per tensor, or per channel along one axis), so channels
 pass through and per-channel scales and zero points are sliced with them.
 
-QOperator ops (QLinearConv, QLinearMatMul) and dynamic quantization (DynamicQuantizeLinear, whose scale
-is computed from the whole tensor, and the integer ops it feeds) are frozen with a reason.
+QOperator format: QLinearConv is a Conv on integers (its filters, per-channel scale and zero point and
+int32 bias are sliced, ``Quantized``); QLinearMatMul and dynamic quantization (DynamicQuantizeLinear,
+whose scale is computed from the whole tensor, and the integer ops it feeds) are frozen with a reason.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.graph.context import NodeContext, RuleUnsupported
+from onnxprune.graph.rules import conv
 
 
 def _attr(node: ir.Node, name: str, default: int) -> int:
@@ -168,12 +170,33 @@ def _last_axis(ctx: NodeContext) -> int:
     return len(ctx.shape(ctx.node.outputs[0])) - 1
 
 
-QOPERATOR = "QOperator-format quantized op (requantizing integer weights is not supported): " \
-            "quantize in QDQ format (quant_format=QuantFormat.QDQ) to prune the quantized model"
+QOPERATOR = "QLinearMatMul (QOperator format) is not pruned: quantize in QDQ format " \
+            "(quant_format=QuantFormat.QDQ) to prune its channels"
 DYNAMIC = "dynamic quantization: the scale is computed from the whole tensor at run time, so removing a " \
           "channel changes the quantization of every other one (prune the float model, then quantize)"
 
-qlinear_conv = frozen(QOPERATOR, _channel_axis)
+
+
+def _per_tensor_constants(ctx: NodeContext, inputs: tuple[int, ...]) -> None:
+    for i in inputs:
+        v = ctx.input(i)
+        if v is not None and (not ctx.is_const(i) or not _per_tensor(ctx.const(i))):
+            raise RuleUnsupported(f"input {i} ('{v.name}', an activation's scale or zero point) is not one "
+                                  "constant for the whole tensor")
+
+
+def qlinear_conv(ctx: NodeContext) -> None:
+    """QLinearConv (QOperator format): a Conv on integers, requantized per tensor. Its int8 filters (input
+    3), per-channel scale and zero point (4, 5) and int32 bias (8) go with its output channels, its filters'
+    columns with its input channels."""
+    _per_tensor_constants(ctx, (1, 2, 6, 7))
+    for i in (3, 4, 5, 8):
+        if ctx.input(i) is not None and not ctx.is_const(i):
+            raise RuleUnsupported(f"input {i} ('{ctx.input(i).name}') is computed at run time")
+    ctx.quantized[3] = Quantized(ctx.node, 3, 4, 5 if ctx.input(5) is not None else None, 0)
+    conv.conv(ctx, w=3, b=8)
+
+
 qlinear_matmul = frozen(QOPERATOR, _last_axis)
 dynamic_quantize = frozen(DYNAMIC)
 conv_integer = frozen(DYNAMIC, _channel_axis)
