@@ -1250,8 +1250,9 @@ def _qlinear_matmul(b: Builder, t: T) -> T:
     xs, xz, _ = _qparams(b, t, False)
     ys, yz, _ = _qparams(b, t, False)
     w = b.const(np.clip(np.round(b.weight(c, 6) / 0.02), -127, 127), np.int8)
-    y = b.op("QLinearMatMul", [b.op("QuantizeLinear", [t.name, xs, xz]), xs, xz, w,
-                               b.const(np.float32(0.02), np.float32), b.const(np.int8(0), np.int8), ys, yz])
+    ws = np.asarray(b.rng.uniform(0.01, 0.03, [6] if b.rng.random() < 0.5 else []), np.float32)  # per column
+    y = b.op("QLinearMatMul", [b.op("QuantizeLinear", [t.name, xs, xz]), xs, xz, w, b.const(ws, np.float32),
+                               b.const(np.zeros(ws.shape), np.int8), ys, yz])
     return T(b.op("DequantizeLinear", [y, ys, yz]), len(b.shape(t.name)) - 1)
 
 

@@ -35,17 +35,18 @@ def gemm(ctx: NodeContext) -> None:
     ctx.set_output(0, 1, out)
 
 
-def matmul(ctx: NodeContext) -> None:
-    a, b = ctx.input(0), ctx.input(1)
+def matmul(ctx: NodeContext, ia: int = 0, ib: int = 1) -> None:
+    """A at input ``ia``, B at ``ib`` (QLinearMatMul: 0 and 3)."""
+    a, b = ctx.input(ia), ctx.input(ib)
     ra, rb = ctx.rank(a), ctx.rank(b)
     if ra < 2 or rb < 2:
-        if ctx.dim(0) is not None or ctx.dim(1) is not None:
+        if ctx.dim(ia) is not None or ctx.dim(ib) is not None:
             raise RuleUnsupported("1-D operand")
         return
     rout = ctx.rank(ctx.node.outputs[0])
-    if not ctx.is_weight(1) and ctx.dim(1) is None and _from_constants(b):
-        return ctx.computed_weight(1, rout - 1)
-    da, db = ctx.take(0), ctx.take(1)
+    if not ctx.is_weight(ib) and ctx.dim(ib) is None and _from_constants(b):
+        return ctx.computed_weight(ib, rout - 1)
+    da, db = ctx.take(ia), ctx.take(ib)
     out_axis, out_atoms = None, None
     # Contraction axis: A's last and B's second to last must lose the same channels.
     ka = da.atoms if da is not None and da.axis == ra - 1 else None
@@ -54,13 +55,13 @@ def matmul(ctx: NodeContext) -> None:
         if ka is not None and kb is not None:
             ctx.couple(ka, kb)
         elif ka is not None:
-            if ctx.is_weight(1):
-                ctx.param(1, rb - 2, ka, "consumer")
+            if ctx.is_weight(ib):
+                ctx.param(ib, rb - 2, ka, "consumer")
             else:
                 ctx.couple(ka, ctx.frozen_source(b, len(ka), "B is an activation without tracked channels"))
         else:
-            if ctx.is_const(0):
-                ctx.param(0, ra - 1, kb, "consumer")
+            if ctx.is_const(ia):
+                ctx.param(ia, ra - 1, kb, "consumer")
             else:
                 ctx.couple(kb, ctx.frozen_source(a, len(kb), "A is an activation without tracked channels"))
     # Row axis of A / column axis of B pass through.
@@ -71,11 +72,11 @@ def matmul(ctx: NodeContext) -> None:
     for d, r, name in ((da, ra, "A"), (db, rb, "B")):
         if d is not None and d.axis < r - 2:
             raise RuleUnsupported(f"{name} carries channels on a batch axis")
-    if ctx.is_weight(1) and out_axis is None:
-        out_atoms = ctx.new_space(ctx.weight_shape(1)[-1])
+    if ctx.is_weight(ib) and out_axis is None:
+        out_atoms = ctx.new_space(ctx.weight_shape(ib)[-1])
         out_axis = rout - 1
-        ctx.param(1, rb - 1, out_atoms, "producer")
-    elif ctx.is_weight(1) and out_axis == rout - 2:
+        ctx.param(ib, rb - 1, out_atoms, "producer")
+    elif ctx.is_weight(ib) and out_axis == rout - 2:
         raise RuleUnsupported("A carries channels on its rows while B makes new ones")
     if out_axis is not None:
         ctx.set_output(0, out_axis, out_atoms)

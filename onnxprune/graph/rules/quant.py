@@ -7,9 +7,10 @@ point when they run along the sliced axis (``stored_slices``). Activations: a Qu
 DequantizeLinear maps every element on its own (per tensor, or per channel along one axis), so channels
 pass through and per-channel scales and zero points are sliced with them.
 
-QOperator format: QLinearConv is a Conv on integers (its filters, per-channel scale and zero point and
-int32 bias are sliced, ``Quantized``); QLinearMatMul and dynamic quantization (DynamicQuantizeLinear,
-whose scale is computed from the whole tensor, and the integer ops it feeds) are frozen with a reason.
+QOperator format: QLinearConv and QLinearMatMul are a Conv and a MatMul on integers (their integer
+weights, per-channel scales and zero points and int32 bias are sliced, ``Quantized``). Dynamic
+quantization (DynamicQuantizeLinear, whose scale is computed from the whole tensor, and the integer ops
+it feeds) is frozen with a reason.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.graph.context import NodeContext, RuleUnsupported
-from onnxprune.graph.rules import conv
+from onnxprune.graph.rules import conv, linear
 
 
 def _attr(node: ir.Node, name: str, default: int) -> int:
@@ -170,8 +171,6 @@ def _last_axis(ctx: NodeContext) -> int:
     return len(ctx.shape(ctx.node.outputs[0])) - 1
 
 
-QOPERATOR = "QLinearMatMul (QOperator format) is not pruned: quantize in QDQ format " \
-            "(quant_format=QuantFormat.QDQ) to prune its channels"
 DYNAMIC = "dynamic quantization: the scale is computed from the whole tensor at run time, so removing a " \
           "channel changes the quantization of every other one (prune the float model, then quantize)"
 
@@ -197,7 +196,23 @@ def qlinear_conv(ctx: NodeContext) -> None:
     conv.conv(ctx, w=3, b=8)
 
 
-qlinear_matmul = frozen(QOPERATOR, _last_axis)
+
+
+def qlinear_matmul(ctx: NodeContext) -> None:
+    """QLinearMatMul (QOperator format): a MatMul on integers, requantized per tensor; a constant B's
+    per-column scale and zero point go with its columns."""
+    _per_tensor_constants(ctx, (1, 2, 6, 7))
+    for i in (4, 5):
+        if ctx.input(i) is not None and not ctx.is_const(i):
+            raise RuleUnsupported(f"input {i} ('{ctx.input(i).name}', B's scale or zero point) is computed at run time")
+    if ctx.is_const(3):
+        ctx.quantized[3] = Quantized(ctx.node, 3, 4, 5 if ctx.input(5) is not None else None,
+                                     len(ctx.input(3).const_value.shape) - 1)
+    elif not _per_tensor(ctx.const(4)):
+        raise RuleUnsupported("B is an activation with per-column scales")
+    if ctx.is_const(0):
+        ctx.quantized[0] = Quantized(ctx.node, 0, 1, 2 if ctx.input(2) is not None else None, 0)
+    linear.matmul(ctx, ia=0, ib=3)
 dynamic_quantize = frozen(DYNAMIC)
 conv_integer = frozen(DYNAMIC, _channel_axis)
 matmul_integer = frozen(DYNAMIC, _last_axis)
