@@ -171,9 +171,10 @@ def _last_axis(ctx: NodeContext) -> int:
     return len(ctx.shape(ctx.node.outputs[0])) - 1
 
 
+# no static weights: DynamicQuantizeLinear's scale and zero point are computed per run (they feed the
+# integer ops' scales), so nothing it reaches can be sliced exactly
 DYNAMIC = "dynamic quantization: the scale is computed from the whole tensor at run time, so removing a " \
           "channel changes the quantization of every other one (prune the float model, then quantize)"
-
 
 
 def _per_tensor_constants(ctx: NodeContext, inputs: tuple[int, ...]) -> None:
@@ -196,8 +197,6 @@ def qlinear_conv(ctx: NodeContext) -> None:
     conv.conv(ctx, w=3, b=8)
 
 
-
-
 def qlinear_matmul(ctx: NodeContext) -> None:
     """QLinearMatMul (QOperator format): a MatMul on integers, requantized per tensor; a constant B's
     per-column scale and zero point go with its columns."""
@@ -213,6 +212,8 @@ def qlinear_matmul(ctx: NodeContext) -> None:
     if ctx.is_const(0):
         ctx.quantized[0] = Quantized(ctx.node, 0, 1, 2 if ctx.input(2) is not None else None, 0)
     linear.matmul(ctx, ia=0, ib=3)
+
+
 dynamic_quantize = frozen(DYNAMIC)
 conv_integer = frozen(DYNAMIC, _channel_axis)
 matmul_integer = frozen(DYNAMIC, _last_axis)
