@@ -12,19 +12,8 @@ from dataclasses import dataclass, replace
 import onnx_ir as ir
 
 from onnxprune.graph import contrib_shapes as cs
-from onnxprune.graph.rules import (
-    attention,
-    contrib,
-    conv,
-    elementwise,
-    layout,
-    linear,
-    norm,
-    pool,
-    quant,
-    reduce,
-    shapes,
-)
+from onnxprune.graph.rules import attention, contrib, conv, elementwise, layout, linear, norm, pool, reduce, shapes
+from onnxprune.graph.rules import quant as quantized
 from onnxprune.graph.traits import SPECS, UNARY, UNKNOWN, Spec, Traits
 
 
@@ -99,15 +88,15 @@ TABLE: list[Entry] = [
     Entry("ArgMax", reduce.arg_reduce),
     Entry("ArgMin", reduce.arg_reduce),
     # quantized models (QDQ format: DequantizeLinear of stored integers feeds weights; see rules/quant.py)
-    Entry("QuantizeLinear", quant.quantize_linear, since=10,
-          traits=Spec(UNARY, zero_ok=quant.quantize_keeps_zero, channel_local=True)),
-    Entry("DequantizeLinear", quant.quantize_linear, since=10,
-          traits=Spec(UNARY, zero_ok=quant.dequantize_keeps_zero, channel_local=True)),
-    Entry("QLinearConv", quant.qlinear_conv, since=10),
-    Entry("QLinearMatMul", quant.qlinear_matmul, since=10),
-    Entry("DynamicQuantizeLinear", quant.dynamic_quantize, since=11),
-    Entry("ConvInteger", quant.conv_integer, since=10),
-    Entry("MatMulInteger", quant.matmul_integer, since=10),
+    Entry("QuantizeLinear", quantized.quantize_linear, since=10,
+          traits=Spec(UNARY, zero_ok=quantized.quantize_keeps_zero, channel_local=True)),
+    Entry("DequantizeLinear", quantized.quantize_linear, since=10,
+          traits=Spec(UNARY, zero_ok=quantized.dequantize_keeps_zero, channel_local=True)),
+    Entry("QLinearConv", quantized.qlinear_conv, since=10),
+    Entry("QLinearMatMul", quantized.qlinear_matmul, since=10),
+    Entry("DynamicQuantizeLinear", quantized.dynamic_quantize, since=11),
+    Entry("ConvInteger", quantized.conv_integer, since=10),
+    Entry("MatMulInteger", quantized.matmul_integer, since=10),
     Entry("Attention", attention.onnx_attention, since=23, traits=Spec(macs=cs.onnx_attention_macs)),
     # onnxruntime's fused transformer ops (its transformer optimizer writes them); ONNX inference does not
     # know their shapes, so the registry states them
