@@ -39,42 +39,48 @@ def apply_plan(analysis: Analysis, plan: Plan) -> None:
     for gid, folds in plan.bias_folds.items():
         for j, node, v in folds:
             _fold_into_bias(analysis, analysis.groups[gid], j, node, v)
-    members: dict[tuple[int, int], list[ParamMember]] = {}
+    # every stored constant -> (member, axis) slicing it: a quantized member slices its integers, and its
+    # scale and zero point where they run along the member's axis
+    members: dict[tuple[int, int], list[tuple[ParamMember, ir.Node, int, int]]] = {}
     for p in analysis.params:
         expected = len(p.atoms) // p.blocks
-        if p.value.const_value is None or p.value.const_value.shape[p.axis] != expected:
+        const = (p.quant.node.inputs[p.quant.data] if p.quant is not None else p.value).const_value
+        if const is None or const.shape[p.axis] != expected:
             raise PlanError(f"constant '{p.value.name}' no longer has the size the plan was made for "
                             "(was the plan applied already?)")
         if keep(p.atoms).all():
             continue
-        members.setdefault((id(p.node), p.input_index), []).append(p)
+        if p.quant is not None and p.role == "consumer" and merge_rows:
+            raise PlanError(f"'{p.node.name}' reads quantized weights: merged channels cannot be folded into them")
+        for node, index, axis in p.stored():
+            members.setdefault((id(node), index), []).append((p, node, index, axis))
     analysis.applied = True
     # A constant several nodes read and slice alike (an unrolled recurrence's per-step weights) stays one
     # constant: the first node's sliced copy is given to the others.
     sliced: dict[tuple, tuple[ir.Node, int]] = {}
     for group_members in members.values():
-        group_members.sort(key=lambda m: m.blocks == 1)  # grouped columns first: they need the original rows
-        node, index = group_members[0].node, group_members[0].input_index
-        key = (id(node.inputs[index]), *((m.axis, m.blocks, m.role, analysis.roots[m.atoms].tobytes())
-                                         for m in group_members))
+        group_members.sort(key=lambda m: m[0].blocks == 1)  # grouped columns first: they need the original rows
+        _, node, index, _ = group_members[0]
+        key = (id(node.inputs[index]), *((axis, m.blocks, m.role, analysis.roots[m.atoms].tobytes())
+                                         for m, _, _, axis in group_members))
         if key in sliced:
             first, first_index = sliced[key]
             node.replace_input_with(index, first.inputs[first_index])
             continue
         sliced[key] = (node, index)
         source = node.inputs[index].const_value
-        axes = [m.axis for m in group_members]
-        if (all(m.blocks == 1 for m in group_members) and len(set(axes)) == len(axes)
-                and not any(_merges_into(m, analysis, merge_rows) for m in group_members)):
+        axes = [axis for _, _, _, axis in group_members]
+        if (all(m.blocks == 1 for m, *_ in group_members) and len(set(axes)) == len(axes)
+                and not any(_merges_into(m, analysis, merge_rows) for m, *_ in group_members)):
             # plain removal: sliced when saved, a slab at a time (a large weight is never copied whole)
-            set_constant_input(node, index, Selection(source, [(m.axis, keep(m.atoms)) for m in group_members],
+            set_constant_input(node, index, Selection(source, [(axis, keep(m.atoms)) for m, _, _, axis in group_members],
                                                       source.name))
             continue
         arr = source.numpy()
-        for m in group_members:
+        for m, _, _, axis in group_members:
             if m.role == "consumer" and merge_rows:
                 arr = _fold_merges(arr, m, analysis, merge_rows)
-            arr = _slice_grouped(arr, keep(m.atoms), m.blocks) if m.blocks > 1 else np.compress(keep(m.atoms), arr, axis=m.axis)
+            arr = _slice_grouped(arr, keep(m.atoms), m.blocks) if m.blocks > 1 else np.compress(keep(m.atoms), arr, axis=axis)
         set_constant_input(node, index, arr)
     for r in analysis.rewrites:
         r.apply(keep)
@@ -112,6 +118,9 @@ def _fold_into_bias(analysis: Analysis, group, j: int, node: ir.Node, v) -> None
     aff = optable.traits(node, analysis.opset).affine()
     if member is None or aff is None or aff.bias_scale == 0 or aff.bias is None and member.input_index != aff.weight:
         raise PlanError(f"channel {j} of group '{group.name}': no consumer '{node.name}' with a bias to fold into")
+    if member.quant is not None or node.inputs[aff.weight].const_value is None:
+        raise PlanError(f"channel {j} of group '{group.name}': '{node.name}' reads quantized weights, "
+                        "a constant cannot be folded into its bias exactly")
     w = node.inputs[aff.weight].const_value.numpy()
     pos, cls = analysis.channels_in(group, member.atoms)
     cols = np.take(w.astype(np.float64), pos[cls == j], axis=member.axis)

@@ -66,7 +66,9 @@ def kept_fractions(analysis: Analysis, plan: Plan) -> dict[ir.Value, float]:
             frac = keep.reshape(p.blocks, -1)[0].sum() / (len(keep) // p.blocks)
         else:
             frac = keep.sum() / len(keep)
-        fractions[p.value] = fractions.get(p.value, 1.0) * float(frac)
+        # the stored constants (a quantized weight's integers, scale, zero point) and the value the node reads
+        for v in {p.value, *(node.inputs[i] for node, i, _ in p.stored())}:
+            fractions[v] = fractions.get(v, 1.0) * float(frac)
     return fractions
 
 
@@ -76,7 +78,7 @@ def predicted_size(analysis: Analysis, plan: Plan, macs0: dict[ir.Node, int], pa
     kept = kept_fractions(analysis, plan)
     macs = 0.0
     for node, m in macs0.items():
-        weight = next((v for v in node.inputs[:2] if v is not None and v.const_value is not None), None)
+        weight = next((v for v in node.inputs[:2] if v is not None and v in kept), None)
         macs += m * kept.get(weight, 1.0)
     params = sum(n * kept.get(v, 1.0) for v, n in params0.items())
     return round(params), round(macs)

@@ -1216,6 +1216,102 @@ for _op, _gates in (("LSTM", 4), ("GRU", 3), ("RNN", 1)):
     _recurrent(_op, _gates)
 
 
+# -- quantized graphs (QDQ, QOperator, dynamic) ---------------------------------------------------------
+def _qparams(b: Builder, t: T | None, per_channel: bool, dtype=np.uint8) -> tuple[str, str, dict]:
+    """A scale and zero point (a random non-zero point half the time), per tensor or along ``t``'s axis."""
+    rng = b.rng
+    n = b.shape(t.name)[t.axis] if per_channel else None
+    shape = [n] if n else []
+    scale = b.const(np.asarray(rng.uniform(0.01, 0.05, shape), np.float32), np.float32)
+    lo, hi = (0, 255) if dtype == np.uint8 else (-100, 100)
+    zp = rng.integers(lo, hi, shape) if rng.random() < 0.5 else np.full(shape, 128 if dtype == np.uint8 else 0)
+    return scale, b.const(np.asarray(zp), dtype), ({"axis": t.axis} if n else {})
+
+
+@template("QuantizeLinear", ANY, since=13, fp16=False)
+def _qdq_activation(b: Builder, t: T) -> T:
+    """QuantizeLinear -> DequantizeLinear with the same constants, per tensor or per channel."""
+    scale, zp, attrs = _qparams(b, t, b.rng.random() < 0.5, np.uint8 if b.rng.random() < 0.5 else np.int8)
+    q = b.op("QuantizeLinear", [t.name, scale, zp], **attrs)
+    return T(b.op("DequantizeLinear", [q, scale, zp], **attrs), t.axis)
+
+
+@template("DequantizeLinear", since=13, fp16=False)
+def _dq_weight(b: Builder, t: T) -> T:
+    """A Conv whose weight (and bias) are DequantizeLinear of stored integers: plain or depthwise, per tensor
+    or per output channel, zero points zero or not."""
+    rng = b.rng
+    c = b.shape(t.name)[1]
+    depthwise = rng.random() < 0.4
+    m = c if depthwise else 6
+    w = np.clip(np.round(b.weight(m, 1 if depthwise else c, 3, 3) / 0.02), -127, 127)
+    per_channel = rng.random() < 0.6
+    ws = np.asarray(rng.uniform(0.01, 0.03, [m] if per_channel else []), np.float32)
+    wz = rng.integers(-5, 5, ws.shape) if rng.random() < 0.3 else np.zeros(ws.shape)
+    attrs = {"axis": 0} if per_channel else {}
+    wq = b.op("DequantizeLinear", [b.const(w + wz.reshape(-1, 1, 1, 1) if per_channel else w + wz, np.int8),
+                                   b.const(ws, np.float32), b.const(wz, np.int8)], **attrs)
+    inputs = [t.name, wq]
+    if rng.random() < 0.6:
+        bs = np.asarray(rng.uniform(1e-4, 1e-3, [m]), np.float32)
+        inputs.append(b.op("DequantizeLinear", [b.const(rng.integers(-2000, 2000, m), np.int32), b.const(bs, np.float32)],
+                           axis=0))
+    return T(b.op("Conv", inputs, kernel_shape=[3, 3], pads=[1] * 4, group=c if depthwise else 1), 1)
+
+
+@template("QLinearConv", since=13, fp16=False)
+def _qlinear_conv(b: Builder, t: T) -> T:
+    """A QOperator Conv (plain or depthwise, per-tensor or per-channel weight scales, optional int32 bias)."""
+    rng = b.rng
+    c = b.shape(t.name)[1]
+    xs, xz, _ = _qparams(b, t, False)
+    ys, yz, _ = _qparams(b, t, False)
+    depthwise = rng.random() < 0.4
+    m = c if depthwise else 6
+    w = b.const(np.clip(np.round(b.weight(m, 1 if depthwise else c, 3, 3) / 0.02), -127, 127), np.int8)
+    ws = np.asarray(rng.uniform(0.01, 0.03, [m] if rng.random() < 0.6 else []), np.float32)
+    inputs = [b.op("QuantizeLinear", [t.name, xs, xz]), xs, xz, w, b.const(ws, np.float32),
+              b.const(np.zeros(ws.shape), np.int8), ys, yz]
+    if rng.random() < 0.5:
+        inputs.append(b.const(rng.integers(-2000, 2000, m), np.int32))
+    y = b.op("QLinearConv", inputs, kernel_shape=[3, 3], pads=[1] * 4, group=c if depthwise else 1)
+    return T(b.op("DequantizeLinear", [y, ys, yz]), 1)
+
+
+@template("QLinearMatMul", ("seq", "nhwc"), since=13, fp16=False)
+def _qlinear_matmul(b: Builder, t: T) -> T:
+    c = b.shape(t.name)[-1]
+    xs, xz, _ = _qparams(b, t, False)
+    ys, yz, _ = _qparams(b, t, False)
+    w = b.const(np.clip(np.round(b.weight(c, 6) / 0.02), -127, 127), np.int8)
+    ws = np.asarray(b.rng.uniform(0.01, 0.03, [6] if b.rng.random() < 0.5 else []), np.float32)  # per column
+    y = b.op("QLinearMatMul", [b.op("QuantizeLinear", [t.name, xs, xz]), xs, xz, w, b.const(ws, np.float32),
+                               b.const(np.zeros(ws.shape), np.int8), ys, yz])
+    return T(b.op("DequantizeLinear", [y, ys, yz]), len(b.shape(t.name)) - 1)
+
+
+@template("DynamicQuantizeLinear", ANY, fp16=False)
+def _dynamic_quantize(b: Builder, t: T) -> T:
+    q, scale, zp = b.op("DynamicQuantizeLinear", [t.name], n_out=3)
+    return T(b.op("DequantizeLinear", [q, scale, zp]), t.axis)
+
+
+def _integer_op(op: str, layouts) -> None:
+    @template(op, layouts, fp16=False)
+    def build(b: Builder, t: T) -> T:
+        shape = b.shape(t.name)
+        q, scale, zp = b.op("DynamicQuantizeLinear", [t.name], n_out=3)
+        w = np.clip(np.round(b.weight(*([6, shape[1], 1, 1] if op == "ConvInteger" else [shape[-1], 6])) / 0.02)
+                    + 128, 0, 255)
+        y = b.op(op, [q, b.const(w, np.uint8), zp, b.const(np.uint8(128), np.uint8)])
+        y = b.op("Mul", [b.op("Cast", [y], to=TensorProto.FLOAT), b.op("Mul", [scale, b.const(np.float32(0.02))])])
+        return T(y, 1 if op == "ConvInteger" else len(shape) - 1)
+
+
+_integer_op("ConvInteger", ("img",))
+_integer_op("MatMulInteger", ("seq", "nhwc"))
+
+
 OPS = sorted(TEMPLATES)
 
 

@@ -18,6 +18,7 @@ from onnxprune.allocation import allocate_local
 from onnxprune.api import load_normalized
 from onnxprune.graph import analyze_groups
 from onnxprune.graph.context import ParamMember
+from onnxprune.graph.rules.quant import zero_points
 from onnxprune.plan import Plan
 
 # Per-channel constants that add to a dead channel (so must be zeroed to keep it at 0).
@@ -49,15 +50,17 @@ def plant_dead_channels(model, out_path: Path, ratio: float, seed: int = 0,
 
 
 def zero_positions(p: ParamMember, dead: np.ndarray) -> None:
-    v = p.value
+    """Make the member read 0 at the dead positions; a quantized one stores its zero point there."""
+    v = p.quant.node.inputs[p.quant.data] if p.quant is not None else p.value
     arr = np.array(v.const_value.numpy(), copy=True)
+    zero = zero_points(p.quant) if p.quant is not None else np.zeros_like(arr)
     if p.blocks > 1:
         dead = dead.reshape(p.blocks, -1)
         rows = arr.shape[0] // p.blocks
         for b in range(p.blocks):
-            arr[b * rows:(b + 1) * rows][:, dead[b]] = 0
+            arr[b * rows:(b + 1) * rows][:, dead[b]] = zero[b * rows:(b + 1) * rows][:, dead[b]]
     else:
         idx = [slice(None)] * arr.ndim
         idx[p.axis] = dead
-        arr[tuple(idx)] = 0
+        arr[tuple(idx)] = zero[tuple(idx)]
     v.const_value = ir.tensor(arr, name=v.name)

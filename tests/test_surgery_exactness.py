@@ -187,35 +187,55 @@ def test_loop_body_reading_a_tensor_names_the_loop():
     assert any("inside a subgraph of Loop node 'my_loop'" in r for r in reasons), reasons
 
 
-def _qdq_model():
+_QDQ_SCALES = np.linspace(0.005, 0.02, C).astype(np.float32)
+
+
+def _qdq_model(shared: bool = False):
+    """x -> Q/DQ (per tensor, uint8 with a zero point) -> Conv 'conv1' with an int8 weight per output
+    channel (axis 0) and an int32 bias -> Relu -> Conv 'conv2' (per-tensor int8 weight); ``shared``: a
+    second Conv reads conv1's dequantized weight too."""
     q = np.clip(np.round(_w(C, 3, 3, 3) / 0.01), -127, 127).astype(np.int8)
     q2 = np.clip(np.round(_w(4, C, 1, 1) / 0.01), -127, 127).astype(np.int8)
     nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="q0"),
              helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dq0"),
-             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], name="dq_w"),
-             helper.make_node("Conv", ["xd", "w"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("DequantizeLinear", ["wq", "ws1", "wz1"], ["w"], name="dq_w", axis=0),
+             helper.make_node("DequantizeLinear", ["bq", "bs"], ["b"], name="dq_b", axis=0),
+             helper.make_node("Conv", ["xd", "w", "b"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c"], ["r"], name="relu"),
              helper.make_node("DequantizeLinear", ["wq2", "ws", "wz"], ["w2"], name="dq_w2"),
              helper.make_node("Conv", ["r", "w2"], ["y"], name="conv2")]
+    if shared:
+        nodes[6:6] = [helper.make_node("Conv", ["xd", "w"], ["c2"], name="conv1b", pads=[1, 1, 1, 1]),
+                      helper.make_node("Add", ["r", "c2"], ["r2"], name="add")]
+        nodes[-1].input[0] = "r2"
+    ws1 = _QDQ_SCALES
     inits = {"wq": q, "wq2": q2, "ws": np.array(0.01, np.float32), "wz": np.array(0, np.int8),
-             "xs": np.array(0.05, np.float32), "xz": np.array(0, np.uint8)}
+             "ws1": ws1, "wz1": np.zeros(C, np.int8), "bq": RNG.integers(-500, 500, C).astype(np.int32),
+             "bs": (ws1 * 0.05).astype(np.float32), "xs": np.array(0.05, np.float32), "xz": np.array(128, np.uint8)}
     return _model(nodes, inits, [1, 3, 8, 8], opset=13)
 
 
-def test_quantized_model_says_why_nothing_is_prunable():
-    an = onnxprune.analyze(_qdq_model())
+def test_quantized_weights_are_sliced_with_their_per_channel_scales():
+    """conv1's int8 filters, int32 bias and per-channel scales lose the removed channels; conv2's int8
+    columns for them go: the outputs equal the model with those columns zeroed."""
+    model = _qdq_model()
+    an = onnxprune.analyze(model)
+    assert [g.name for g in an.prunable_groups] == ["conv1"], format_analysis(an)
+    pruned, report = onnxprune.prune(model, remove=["conv1:1,5"], validate=False)
+    assert report["channels_removed"] == 2
+    inits = pruned.graph.initializers
+    assert inits["wq"].const_value.shape[0] == inits["ws1"].const_value.shape[0] == inits["bq"].const_value.shape[0] \
+        == C - 2 and inits["wq2"].const_value.shape[1] == C - 2
+    np.testing.assert_array_equal(inits["ws1"].const_value.numpy(), np.delete(_QDQ_SCALES, [1, 5]))
+    feeds = _feeds(model)
+    np.testing.assert_array_equal(run(ir.to_proto(pruned), feeds)[0], run(_oracle(model, "wq2", 1, [1, 5]), feeds)[0])
+
+
+def test_shared_quantized_weight_says_why_it_is_frozen():
+    an = onnxprune.analyze(_qdq_model(shared=True))
     assert an.groups and not an.prunable_groups
     text = format_analysis(an)
-    assert "computed by DequantizeLinear node 'dq_w'" in text, text
-    assert "prune the float model, then quantize" in text
-
-
-def test_quantized_model_prunes_nothing_and_still_runs():
-    model = _qdq_model()
-    pruned, report = onnxprune.prune(model, ratio=0.5, validate=False)
-    assert report["channels_removed"] == 0
-    feeds = _feeds(model)
-    np.testing.assert_array_equal(run(ir.to_proto(pruned), feeds)[0], run(model, feeds)[0])
+    assert "computed by DequantizeLinear node 'dq_w'" in text and "shared by several nodes" in text, text
 
 
 # -- Expand --------------------------------------------------------------------------------------

@@ -75,7 +75,8 @@ def folds_measured_mean(analysis: Analysis, c) -> bool:
     through those taps too: an approximation, which measured far better than no fold (FLAP on the bundled
     CNNs, tools/bench_calibration.py)."""
     aff = node_traits(analysis, c.node).affine()
-    return takes_bias_fold(analysis, c) or (aff is not None and aff.pads and c.blocks == 1 and aff.bias is not None)
+    return takes_bias_fold(analysis, c) or (aff is not None and aff.pads and c.blocks == 1 and aff.bias is not None
+                                                 and c.quant is None)
 
 
 def _mean_path(analysis: Analysis, g, consumer) -> np.ndarray | str:

@@ -25,7 +25,7 @@ def weight_statistics(analysis: Analysis) -> list[dict]:
     records = []
     for g in analysis.prunable_groups:
         p = g.producers[0]
-        w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0)
+        w = np.moveaxis(p.array(), p.axis, 0)
         n, d = w.shape[0], int(np.prod(w.shape[1:]))
         rows = w.reshape(n, d)  # a view of the (memory-mapped) weight: no copy of a large layer
         idx = rng.integers(0, n * d, min(_SAMPLE, n * d))

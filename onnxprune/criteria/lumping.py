@@ -122,13 +122,15 @@ def producer_parts(analysis: Analysis, g: Group) -> list[ProducerParts]:
     for p in g.producers:
         aff = node_traits(analysis, p.node).affine()
         alpha = aff.weight_scale if aff is not None else 1.0
-        w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0)
+        w = np.moveaxis(p.array(), p.axis, 0)
         n = w.shape[0]
         rows = w.reshape(n, -1).astype(np.float64)  # a copy: scaled in place below
         if alpha != 1.0:
             rows *= alpha
         bias = _bias_positions(g, p, aff, n)
         filters_zero = ~rows.any(axis=1)
+        if aff is None and p.quant is not None:  # an integer op (QLinearConv) requantizes: zero filters prove no 0
+            filters_zero[:] = False
         raw_zero_pos = filters_zero & (~bias.any(axis=1) if bias is not None else True)
         # zero filters: the output is the bias everywhere (one value per channel only for a [N] bias)
         raw_value_pos = np.where(raw_zero_pos, 0.0, np.nan)
@@ -171,9 +173,12 @@ def _bias_positions(g: Group, p: ParamMember, aff, n: int) -> np.ndarray | None:
         return None
     member = next((b for b in g.params if b.node is p.node and b.input_index == aff.bias), None)
     c = p.node.inputs[aff.bias].const_value
-    if c is None:
+    if member is not None:
+        arr = member.array().astype(np.float64)  # a quantized bias: its dequantized values
+    elif c is None:
         return None  # computed at run time: the channel rule froze the group
-    arr = c.numpy().astype(np.float64)
+    else:
+        arr = c.numpy().astype(np.float64)
     if member is not None:
         return aff.bias_scale * np.moveaxis(arr, member.axis, 0).reshape(n, -1)
     return aff.bias_scale * np.broadcast_to(arr.reshape(1, -1), (n, arr.size))
@@ -187,7 +192,7 @@ def _bn_affine(analysis: Analysis, g: Group, bn: ir.Node, p: ParamMember) -> tup
         m = next(q for q in g.params if q.node is bn and q.input_index == k)
         if not np.array_equal(m.atoms, p.atoms):
             raise ValueError("BatchNormalization atoms differ from its producer's")  # folded_batchnorm checks
-        vals[k] = m.value.const_value.numpy().astype(np.float64).ravel()
+        vals[k] = m.array().astype(np.float64).ravel()
     scale = vals[spec.scale] / np.sqrt(vals[spec.var] + spec.epsilon)
     return scale, vals[spec.shift] - vals[spec.mean] * scale
 
@@ -353,7 +358,7 @@ def _offset_zero(analysis: Analysis, g: Group, node: ir.Node, t: Traits) -> np.n
         q = members.get(i)
         if q is None:
             return None
-        arr = q.value.const_value.numpy().astype(np.float64)
+        arr = q.array().astype(np.float64)
         return np.moveaxis(arr, q.axis, 0).reshape(arr.shape[q.axis], -1)[:, 0] if arr.ndim > 1 else arr
 
     offset = t.offset(param)
@@ -481,7 +486,8 @@ def reads_every_position(analysis: Analysis, c: ParamMember) -> bool:
     """A consumer whose every output position sums the same inputs alike (a Gemm, a MatMul, a Conv of
     one group without padding), so a constant channel adds the same to each."""
     aff = node_traits(analysis, c.node).affine()
-    return aff is not None and aff.reads_every_position and c.blocks == 1
+    # quantized weights: a value folded into them (a merge, a bias) would not be representable exactly
+    return aff is not None and aff.reads_every_position and c.blocks == 1 and c.quant is None
 
 
 def takes_bias_fold(analysis: Analysis, c: ParamMember) -> bool:
@@ -503,7 +509,7 @@ def _zero_outgoing(analysis: Analysis, g: Group) -> set[int]:
         return set()
     nonzero = np.zeros(g.size, dtype=bool)
     for p in consumers:
-        w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0)
+        w = np.moveaxis(p.array(), p.axis, 0)
         if p.blocks > 1:
             return set()
         any_nz = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) > 0
@@ -518,6 +524,9 @@ def path_blocker(analysis: Analysis, g: Group) -> str | None:
     folded = {id(bn) for bn in (folded_batchnorm(analysis, g, p) for p in g.producers) if bn is not None}
     own = {id(p.node) for p in g.producers} | {id(p.node) for p in g.params if p.role == "consumer"} | folded
     dims = dict(g.dims)
+    quantized = next((p for p in g.params if p.role == "consumer" and p.quant is not None), None)
+    if quantized is not None:  # a merged column (W_i + c W_j) would not be representable in its integers
+        return f"{quantized.node.op_type} '{quantized.node.name}' reads them through quantized weights"
     for p in g.params:
         if p.role == "param" and id(p.node) not in folded and not _is_bias(analysis, g, p):
             return f"{p.node.op_type} '{p.node.name}' has per-channel parameters"

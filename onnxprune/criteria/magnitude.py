@@ -7,7 +7,6 @@ from collections.abc import Callable
 import numpy as np
 
 from onnxprune.graph import Analysis, Group, optable
-from onnxprune.weights import slabs
 
 
 def producer_sums(analysis: Analysis, group: Group, row_stat: Callable) -> list[np.ndarray]:
@@ -16,7 +15,7 @@ def producer_sums(analysis: Analysis, group: Group, row_stat: Callable) -> list[
     Works on slabs of the (memory-mapped) weight so a large Gemm is never copied or resident whole."""
     sums = []
     for p in group.producers:
-        stats = np.concatenate([row_stat(b.reshape(b.shape[0], -1)) for b in slabs(p.value.const_value, p.axis)])
+        stats = np.concatenate([row_stat(b.reshape(b.shape[0], -1)) for b in p.slabs()])
         pos, cls = analysis.channels_in(group, p.atoms)
         per_class = np.zeros(group.size)
         np.add.at(per_class, cls, stats[pos])
@@ -32,7 +31,7 @@ def param_per_class(analysis: Analysis, g: Group, node, index: int) -> np.ndarra
         return None
     out = np.zeros(g.size)
     pos, cls = analysis.channels_in(g, member.atoms)
-    out[cls] = member.value.const_value.numpy().astype(np.float64).ravel()[pos]
+    out[cls] = member.array().astype(np.float64).ravel()[pos]
     return out
 
 
@@ -50,12 +49,12 @@ def consumer_position_energy(c) -> np.ndarray:
     """Per input position of a consumer member: ||W[:, p]||^2 (float64) over every weight that reads it
     (a Conv: all kernel entries of input channel p)."""
     if c.blocks > 1:  # grouped conv: input position b * per + l is column l of conv group b's rows
-        w = np.moveaxis(c.value.const_value.numpy(), c.axis, 0)
+        w = np.moveaxis(c.array(), c.axis, 0)
         per = w.shape[0]
         return np.square(w.reshape(per, c.blocks, -1), dtype=np.float64).sum(axis=2).T.ravel()
     # slab by slab: a large weight is never copied or resident whole
     return np.concatenate([np.square(b.reshape(b.shape[0], -1), dtype=np.float64).sum(axis=1)
-                           for b in slabs(c.value.const_value, c.axis)])
+                           for b in c.slabs()])
 
 
 def l1(analysis: Analysis) -> dict[int, np.ndarray]:
@@ -96,7 +95,7 @@ def fpgm(analysis: Analysis) -> dict[int, np.ndarray]:
 def _filters(analysis: Analysis, group: Group, p) -> tuple[np.ndarray, np.ndarray]:
     """One float64 row per output position of a producer (projected if long), and its class index."""
     pos, cls = analysis.channels_in(group, p.atoms)
-    w = np.moveaxis(p.value.const_value.numpy(), p.axis, 0)[pos]
+    w = np.moveaxis(p.array(), p.axis, 0)[pos]
     rows = w.reshape(w.shape[0], -1)
     if rows.shape[1] > _FPGM_MAX_DIM:
         proj = np.random.default_rng(0).standard_normal((rows.shape[1], _FPGM_MAX_DIM)) / np.sqrt(_FPGM_MAX_DIM)
@@ -123,7 +122,7 @@ def bn(analysis: Analysis) -> dict[int, np.ndarray]:
         total = np.zeros(g.size)
         for p in gammas:
             pos, cls = analysis.channels_in(g, p.atoms)
-            np.add.at(total, cls, np.abs(p.value.const_value.numpy().astype(np.float64))[pos])
+            np.add.at(total, cls, np.abs(p.array().astype(np.float64))[pos])
         scores[g.id] = total
     return ScoreDict(scores, notes={gid: "no BatchNormalization (folded?): scored by l2" for gid in fallback})
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -11,6 +11,7 @@ import onnx_ir as ir
 
 if TYPE_CHECKING:
     from onnxprune.graph.groups import Analysis
+    from onnxprune.graph.rules.quant import Quantized
 
 Keep = Callable[[np.ndarray], np.ndarray]  # atoms -> bool mask of kept positions
 
@@ -33,10 +34,39 @@ class ParamMember:
     atoms: np.ndarray
     role: str  # "producer" (output filters), "consumer" (input columns), "param" (per-channel values)
     blocks: int = 1  # >1: grouped-conv input columns, laid out per conv group
+    # The DequantizeLinear that computes this input from stored integers (a quantized weight or bias):
+    # the integers are what gets sliced (``quant.stored_slices``), ``array`` reads the dequantized values.
+    quant: Quantized | None = None
 
     @property
     def value(self) -> ir.Value:
         return self.node.inputs[self.input_index]
+
+    def array(self) -> np.ndarray:
+        """The member's values as the node reads them (dequantized for a quantized weight)."""
+        if self.quant is not None:
+            from onnxprune.graph.rules.quant import dequantized
+
+            return dequantized(self.quant)
+        return self.value.const_value.numpy()
+
+    def slabs(self) -> Iterator[np.ndarray]:
+        """The member's values in blocks with its axis first (see ``weights.slabs``): a large stored
+        weight is never resident whole; a quantized one is dequantized first."""
+        from onnxprune.weights import slabs
+
+        if self.quant is not None:
+            yield np.moveaxis(self.array(), self.axis, 0)
+            return
+        yield from slabs(self.value.const_value, self.axis)
+
+    def stored(self) -> list[tuple[ir.Node, int, int]]:
+        """(node, input index, axis) of every constant that is sliced when this member's channels go."""
+        if self.quant is not None:
+            from onnxprune.graph.rules.quant import stored_slices
+
+            return stored_slices(self.quant, self.axis)
+        return [(self.node, self.input_index, self.axis)]
 
 
 @dataclass
@@ -59,6 +89,7 @@ class NodeContext:
     opset: int
     handled: set[int] = field(default_factory=set)  # inputs whose tracked channel axis the rule followed
     shapes_read: set[int] = field(default_factory=set)  # Shape-result inputs the rule followed
+    quantized: dict[int, Quantized] = field(default_factory=dict)  # integer weights of QOperator ops, by input
 
     # -- reading the node ---------------------------------------------------------------------
     @property
@@ -94,6 +125,20 @@ class NodeContext:
     def is_const(self, i: int) -> bool:
         v = self.input(i)
         return v is not None and v.const_value is not None
+
+    def is_weight(self, i: int) -> bool:
+        """Input i is a constant, or a quantized constant (a DequantizeLinear of stored integers) the
+        surgery can slice."""
+        from onnxprune.graph.rules.quant import stored_weight
+
+        return self.is_const(i) or stored_weight(self.input(i)) is not None
+
+    def weight_shape(self, i: int) -> tuple[int, ...]:
+        """The dims of a (possibly quantized) constant input."""
+        from onnxprune.graph.rules.quant import stored_weight
+
+        dq = None if self.is_const(i) else stored_weight(self.input(i))
+        return tuple((dq.inputs[0] if dq is not None else self.input(i)).const_value.shape)
 
     def attr_int(self, name: str, default: int | None = None) -> int | None:
         a = self.node.attributes.get(name)
@@ -167,13 +212,26 @@ class NodeContext:
         self.analysis.store.couple(a, b)
 
     def param(self, i: int, axis: int, atoms: np.ndarray, role: str, blocks: int = 1) -> None:
+        """Input i (a constant or a quantized constant) is sliced along ``axis`` when ``atoms`` go."""
+        from onnxprune.graph.rules.quant import dequantize_view, stored_slices, stored_weight
+
         v = self.input(i)
-        size = v.const_value.shape[axis]
+        q = self.quantized.get(i)
+        if q is None and not self.is_const(i):
+            dq = stored_weight(v)
+            if dq is None:
+                raise RuleUnsupported(f"input '{v.name if v is not None else i}' is computed at run time, not a constant")
+            q = dequantize_view(dq)
+        shape = q.shape if q is not None else v.const_value.shape
+        size = shape[axis]
         expected = len(atoms) // blocks if blocks > 1 else len(atoms)
         if size != expected:
             raise RuleUnsupported(f"constant '{v.name}' axis {axis} has {size} entries, expected {expected}")
-        self.analysis.params.append(ParamMember(self.node, i, axis % max(len(v.const_value.shape), 1),
-                                                np.asarray(atoms, dtype=np.int64), role, blocks))
+        axis = axis % max(len(shape), 1)
+        if q is not None and len(stored_slices(q, axis)) > 1 and blocks > 1:  # raises for unsliceable blocks
+            raise RuleUnsupported(f"per-channel quantization of '{v.name}' along grouped conv input columns")
+        self.analysis.params.append(ParamMember(self.node, i, axis, np.asarray(atoms, dtype=np.int64), role, blocks,
+                                                quant=q))
 
     def rewrite(self, what: str, apply: Callable[[Keep], None]) -> None:
         self.analysis.rewrites.append(Rewrite(self.node, what, apply))
@@ -191,9 +249,10 @@ class NodeContext:
         if src is None:
             why = f"its weight '{w.name if w is not None else '?'}' is a graph input, not a constant"
         else:
+            from onnxprune.graph.rules.quant import not_sliceable
+
             why = (f"its weight '{w.name}' is computed by {src.op_type} node '{src.name}', not stored as a constant"
-                   + (" (a quantized model: prune the float model, then quantize)"
-                      if src.op_type in ("DequantizeLinear", "QuantizeLinear") else ""))
+                   + (f" ({not_sliceable(src, w)})" if src.op_type in ("DequantizeLinear", "QuantizeLinear") else ""))
         self.freeze_inputs(why)
         out = self.node.outputs[0]
         shape = self.shape(out)

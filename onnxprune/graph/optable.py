@@ -25,7 +25,8 @@ from onnxprune.graph.rules import (
     reduce,
     shapes,
 )
-from onnxprune.graph.traits import SPECS, UNKNOWN, Spec, Traits
+from onnxprune.graph.rules import quant as quantized
+from onnxprune.graph.traits import SPECS, UNARY, UNKNOWN, Spec, Traits
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,16 @@ TABLE: list[Entry] = [
     Entry("ArgMin", reduce.arg_reduce),
     # hidden units as channels; layout (opset 14+) keeps them on the last axis
     *(Entry(op, recurrent.recurrent, since=7, traits=Spec(macs=recurrent.recurrent_macs)) for op in ("LSTM", "GRU", "RNN")),
+    # quantized models (QDQ format: DequantizeLinear of stored integers feeds weights; see rules/quant.py)
+    Entry("QuantizeLinear", quantized.quantize_linear, since=10,
+          traits=Spec(UNARY, zero_ok=quantized.quantize_keeps_zero, channel_local=True)),
+    Entry("DequantizeLinear", quantized.quantize_linear, since=10,
+          traits=Spec(UNARY, zero_ok=quantized.dequantize_keeps_zero, channel_local=True)),
+    Entry("QLinearConv", quantized.qlinear_conv, since=10),
+    Entry("QLinearMatMul", quantized.qlinear_matmul, since=10),
+    Entry("DynamicQuantizeLinear", quantized.dynamic_quantize, since=11),
+    Entry("ConvInteger", quantized.conv_integer, since=10),
+    Entry("MatMulInteger", quantized.matmul_integer, since=10),
     Entry("Attention", attention.onnx_attention, since=23, traits=Spec(macs=cs.onnx_attention_macs)),
     # onnxruntime's fused transformer ops (its transformer optimizer writes them); ONNX inference does not
     # know their shapes, so the registry states them

@@ -293,11 +293,12 @@ def _norm_offset(node: ir.Node, param: Callable[[int], np.ndarray | None]) -> np
 
 def _depthwise(node: ir.Node) -> bool:
     """A grouped Conv/ConvTranspose whose every output channel reads one input channel (per channel)."""
-    w = const_input(node, 1)
-    group = attr(node, "group", 1)
-    if w is None or w.ndim < 2 or group < 2:
+    w = node.inputs[1] if _has_input(node, 1) else None
+    dims = w.const_value.shape if w is not None and w.const_value is not None else (w.shape if w is not None else None)
+    group = attr(node, "group", 1)  # a quantized weight (DequantizeLinear output) has its inferred shape
+    if dims is None or len(dims) < 2 or group < 2 or not all(isinstance(d, int) for d in dims[:2]):
         return False
-    per_output = w.shape[1] if node.op_type == "Conv" else w.shape[0] // group  # inputs each output reads
+    per_output = dims[1] if node.op_type == "Conv" else dims[0] // group  # inputs each output reads
     return per_output == 1
 
 
