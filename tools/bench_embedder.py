@@ -34,12 +34,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
+import os
 import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -113,10 +114,10 @@ class Bench:
         self.eval_feeds = {k: v[0::2] for k, v in ev.feeds.items()}
         eval_sents = ev.truth[0::2]
         assert len(set(eval_sents)) == N_EVAL and not set(eval_sents) & set(calib.truth)
+        tmp.mkdir(parents=True, exist_ok=True)
         self.calib = tmp / "calib.npz"
         np.savez(self.calib, **calib.feeds)
         self.reference = embeddings(session_of(str(self.path)), self.eval_feeds)
-        self.tokens_eval = float(self.eval_feeds["attention_mask"].sum(1).mean())
         self.runs: list[dict] = []
 
     def data_keyword(self, setup: Setup) -> dict:
@@ -168,31 +169,97 @@ class Bench:
 
 
 def setups(quick: bool) -> list[Setup]:
-    """The grid: every criterion x unit with and without refit (global allocation), compensate for the
-    data-free criteria, and local allocation for each criterion's head/refit variant."""
+    """The grid, cut to fit about 15 minutes on 2 loaded cores (a refit trial costs ~5x a plain one):
+    every criterion x attention unit without recovery (global allocation); compensate for the data-free
+    criteria; refit with whole heads for every criterion (and with head dims for wanda); local allocation
+    with whole heads. --quick: whole heads, global, without recovery and with refit."""
+    if quick:
+        return [Setup(c, "head", r, "global") for c in CRITERIA for r in ("none", "refit")]
     out = []
-    for crit, unit in itertools.product(CRITERIA, UNITS):
-        if quick and unit == "dim":
-            continue
-        out += [Setup(crit, unit, "none", "global"), Setup(crit, unit, "refit", "global")]
-        if crit in ("energy", "l1") and not quick:
-            out.append(Setup(crit, unit, "compensate", "global"))
-    if not quick:
-        out += [Setup(crit, "head", "refit", "local") for crit in CRITERIA]
+    for crit in CRITERIA:
+        out += [Setup(crit, unit, "none", "global") for unit in UNITS]
+        if crit in ("energy", "l1"):
+            out += [Setup(crit, unit, "compensate", "global") for unit in UNITS]
+        out.append(Setup(crit, "head", "refit", "global"))
+        if crit == "wanda":
+            out.append(Setup(crit, "dim", "refit", "global"))
+        out.append(Setup(crit, "head", "none", "local"))
     return out
 
 
-def write_results(path: Path, rows: list[dict], runs: list[dict], meta: dict) -> None:
+MAC_KINDS = (("q/k/v projections", ("/query/", "/key/", "/value/")), ("attention output", ("/attention/output/",)),
+             ("FFN in", ("/intermediate/",)), ("FFN out", ("/output/dense",)))
+
+
+def macs_split(per_node: dict) -> dict[str, float]:
+    """Share of the MACs by role (node names of the BertModel export); the rest is the weightless
+    attention core (Q.K^T and P.V)."""
+    total = sum(per_node.values())
+    out = {name: 0 for name, _ in MAC_KINDS} | {"attention core (QK^T, PV)": 0}
+    for node, macs in per_node.items():
+        kind = next((name for name, keys in MAC_KINDS if any(k in node.name for k in keys)),
+                    "attention core (QK^T, PV)")
+        out[kind] += macs
+    return {k: v / total for k, v in out.items()}
+
+
+def _with_layer_outputs(proto, layers: int = 6):
+    import onnx
+
+    # the last layer's LayerNorm output is the graph output itself
+    names = [f"/bert/encoder/layer.{i}/output/LayerNorm/LayerNormalization_output_0" for i in range(layers - 1)]
+    for n in names:
+        proto.graph.output.append(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
+    return proto.SerializeToString(), [*names, "last_hidden_state"]
+
+
+def diagnose(tmp: Path, setups_: tuple[Setup, ...] = (Setup("l1", "head", "none", "global"),
+                                                      Setup("wanda", "head", "refit", "global"))) -> list[dict]:
+    """Where the cosine goes at 25% MACs removed: per layer, the mean cosine of the real tokens' hidden
+    states (after each layer's last LayerNorm) against the original's, and the share of each group removed."""
+    import onnx
+    import onnx_ir as ir
+
+    import onnxprune
+
+    bench = Bench(tmp / "diag")
+    feeds = {k: v[:64] for k, v in bench.eval_feeds.items()}
+    mask = feeds["attention_mask"].astype(bool)
+    ref_payload, names = _with_layer_outputs(onnx.load(str(bench.path)))
+    ref = session_of(ref_payload).run(names, feeds)
+    out = []
+    for setup in setups_:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pruned, report = onnxprune.prune(str(bench.path), target_flops=f"{1 - AT_FRACTION}", validate=False,
+                                             **setup.keywords(), **bench.data_keyword(setup))
+        got = session_of(_with_layer_outputs(ir.to_proto(pruned))[0]).run(names, feeds)
+        layer_cos = []
+        for a, b in zip(ref, got):
+            a, b = a[mask], b[mask]
+            layer_cos.append(float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))))
+        removed = {}
+        for entry in report["remove"]:
+            group, idx = entry.rsplit(":", 1)
+            removed[group] = len(idx.split(","))
+        out.append({"config": setup.name, "macs_removed": 1 - report["flops_after"] / report["flops_before"],
+                    "token_cosine_per_layer": layer_cos, "removed_per_group": removed})
+    return out
+
+
+def write_results(path: Path, rows: list[dict], runs: list[dict], meta: dict, diagnosis: list[dict] | None) -> None:
     best = max(rows, key=lambda r: (r["best_macs_removed"], r["cosine_at_25"]))
     lines = [
         "# Sentence embedder: encoder MACs removed at mean embedding cosine >= 0.99",
         "",
         f"Model: all-MiniLM-L6-v2 (real weights, TorchScript opset 17 export), {meta['macs_before'] / 1e6:.0f}M MACs at "
         f"batch 1 x {SEQ_LEN} tokens (MatMul only: the embedding Gather counts nothing). Calibration: {N_CALIB} "
-        f"docstring sentences; evaluation: {N_EVAL} other sentences (mean {meta['tokens_eval']:.1f} real tokens). "
+        f"docstring sentences; evaluation: {N_EVAL} other sentences. "
         "Embedding: masked mean pooling + L2 norm. `onnxprune.prune(target_flops=1-f)`, validate off; the "
-        f"largest f passing is bisected ({meta['steps']} steps after f = 0.25). Run time {meta['seconds'] / 60:.1f} min"
-        f"{' (--quick)' if meta['quick'] else ''}.",
+        f"largest f passing is bisected ({meta['steps']} steps after f = 0.25, refit rows one fewer). Run time "
+        f"{meta['seconds'] / 60:.1f} min with {meta['jobs']} worker(s){' (--quick)' if meta['quick'] else ''}.",
+        "",
+        "MACs by role: " + ", ".join(f"{k} {v:.1%}" for k, v in meta["macs_split"].items()) + ".",
         "",
         "| criterion | attention unit | recovery | allocation | cosine at 25% MACs removed | largest MACs removed at "
         "cosine >= 0.99 | its cosine |",
@@ -204,35 +271,70 @@ def write_results(path: Path, rows: list[dict], runs: list[dict], meta: dict) ->
                      f"{'-' if r['best_cosine'] is None else format(r['best_cosine'], '.4f')} |")
     lines += ["", f"Best: `{best['config']}`: {best['best_macs_removed']:.1%} of MACs removed at cosine "
               f"{best['best_cosine'] or 0:.4f}; cosine {best['cosine_at_25']:.4f} at 25%.", ""]
+    for d in diagnosis or []:
+        lines += [f"Diagnosis `{d['config']}` at {d['macs_removed']:.1%} MACs removed: token cosine after each layer "
+                  + ", ".join(f"L{i} {c:.3f}" for i, c in enumerate(d["token_cosine_per_layer"]))
+                  + "; removed per group: " + ", ".join(f"{g.split('/')[3]}/{g.split('/')[4]} {n}"
+                                                       for g, n in d["removed_per_group"].items()) + ".", ""]
     path.write_text("\n".join(lines))
-    path.with_suffix(".json").write_text(json.dumps({"meta": meta, "configs": rows, "runs": runs}, indent=1))
+    path.with_suffix(".json").write_text(json.dumps({"meta": meta, "configs": rows, "runs": runs,
+                                                     "diagnosis": diagnosis}, indent=1))
+
+
+_BENCH: Bench | None = None
+
+
+def _sweep_in_worker(setup: Setup, steps: int, tmp: str) -> tuple[dict, list[dict]]:
+    """One configuration in a worker process (each worker builds its own Bench once)."""
+    global _BENCH
+    if _BENCH is None:
+        _BENCH = Bench(Path(tmp) / f"w{os.getpid()}")
+    start = len(_BENCH.runs)
+    row = _BENCH.sweep(setup, steps if setup.recovery != "refit" else max(steps - 1, 0))
+    return row, _BENCH.runs[start:]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="head unit only, no compensate/local rows, 2 bisection steps")
-    ap.add_argument("--steps", type=int, default=None, help="bisection steps after f = 0.25 (default 3, quick 2)")
-    ap.add_argument("--only", default=None, help="run only configurations whose name contains this text")
+    ap.add_argument("--quick", action="store_true", help="head unit only, no compensate/local rows, 1 bisection step")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="bisection steps after f = 0.25 (default 2, quick 1; refit rows one fewer: they are slow)")
+    ap.add_argument("--only", default=None, help="run only configurations whose name contains one of these "
+                    "comma-separated texts")
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes (configurations run in parallel)")
+    ap.add_argument("--diagnose", action="store_true", help="also measure per-layer hidden-state cosine and the "
+                    "per-group removal of the l1/head configuration at 25%% MACs removed")
     ap.add_argument("--out", type=Path, default=TOOLS / "bench_embedder_results.md")
     args = ap.parse_args(argv)
-    steps = args.steps if args.steps is not None else (2 if args.quick else 3)
+    steps = args.steps if args.steps is not None else (1 if args.quick else 2)
     t0 = time.perf_counter()
+    chosen = [s for s in setups(args.quick)
+              if not args.only or any(part in s.name for part in args.only.split(","))]
     with tempfile.TemporaryDirectory() as tmp:
-        bench = Bench(Path(tmp))
-        from onnxprune.api import load_normalized
-        from onnxprune.metrics import count_macs
+        import pretrained_models as pm
 
-        macs_before = count_macs(load_normalized(bench.path))
-        rows = []
-        for setup in setups(args.quick):
-            if args.only and args.only not in setup.name:
-                continue
-            print(setup.name, flush=True)
-            rows.append(bench.sweep(setup, steps))
-        meta = {"model": MODEL_KEY, "macs_before": macs_before, "tokens_eval": bench.tokens_eval, "steps": steps,
+        from onnxprune.api import load_normalized
+        from onnxprune.metrics import count_macs, macs_per_node
+
+        path = pm.onnx_path(pm.BY_KEY[MODEL_KEY])
+        original = load_normalized(path)
+        macs_before = count_macs(original)
+        split = macs_split(macs_per_node(original))
+        rows, runs = [], []
+        # refit rows are the slow ones: start them first so the workers finish together
+        order = sorted(chosen, key=lambda s: s.recovery != "refit")
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {pool.submit(_sweep_in_worker, s, steps, tmp): s for s in order}
+            for fut in as_completed(futures):
+                row, part = fut.result()
+                rows.append(row)
+                runs += part
+        rows.sort(key=lambda r: [s.name for s in chosen].index(r["config"]))
+        diagnosis = diagnose(Path(tmp)) if args.diagnose else None
+        meta = {"model": MODEL_KEY, "macs_before": macs_before, "macs_split": split, "steps": steps,
                 "quick": args.quick, "n_calib": N_CALIB, "n_eval": N_EVAL, "seq_len": SEQ_LEN,
-                "seconds": time.perf_counter() - t0}
-        write_results(args.out, rows, bench.runs, meta)
+                "jobs": args.jobs, "seconds": time.perf_counter() - t0}
+        write_results(args.out, rows, runs, meta, diagnosis)
     print(args.out.read_text())
     return 0
 
