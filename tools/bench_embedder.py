@@ -267,8 +267,15 @@ def write_results(path: Path, rows: list[dict], runs: list[dict], meta: dict, di
         lines.append(f"| {r['criterion']} | {r['unit']} | {r['recovery']} | {r['allocation']} | "
                      f"{r['cosine_at_25']:.4f} (-{r['macs_removed_at_25']:.1%}) | {r['best_macs_removed']:.1%} | "
                      f"{'-' if r['best_cosine'] is None else format(r['best_cosine'], '.4f')} |")
-    lines += ["", f"Best: `{best['config']}`: {best['best_macs_removed']:.1%} of MACs removed at cosine "
-              f"{best['best_cosine'] or 0:.4f}; cosine {best['cosine_at_25']:.4f} at 25%.", ""]
+    if best["best_cosine"] is None:
+        best = max(rows, key=lambda r: r["cosine_at_25"])
+        tried = min(r["target_removed"] for r in runs)
+        verdict = (f"No configuration reaches cosine >= {COSINE_BAR} at any fraction tried (the smallest: "
+                   f"{tried:.1%} of the MACs). Highest cosine at 25%: `{best['config']}`, {best['cosine_at_25']:.4f}.")
+    else:
+        verdict = (f"Best: `{best['config']}`: {best['best_macs_removed']:.1%} of MACs removed at cosine "
+                   f"{best['best_cosine']:.4f}; cosine {best['cosine_at_25']:.4f} at 25%.")
+    lines += ["", verdict, ""]
     for d in diagnosis or []:
         lines += [f"Diagnosis `{d['config']}` at {d['macs_removed']:.1%} MACs removed: token cosine after each layer "
                   + ", ".join(f"L{i} {c:.3f}" for i, c in enumerate(d["token_cosine_per_layer"]))
