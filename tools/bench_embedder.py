@@ -26,7 +26,7 @@ fraction removed at cosine >= 0.99.
 
 Usage::
 
-    python tools/bench_embedder.py                 # full sweep (about 15 min on 2 loaded cores)
+    python tools/bench_embedder.py                 # the grid (7.5 min with 2 workers on 2 loaded cores)
     python tools/bench_embedder.py --quick         # a reduced grid
     python tools/bench_embedder.py --out tools/bench_embedder_results.md
 """
