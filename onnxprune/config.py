@@ -159,9 +159,9 @@ class PruneConfig:
         """This config with the mode's defaults filled in; OptionError for anything impossible or unused."""
         _check_values(self)
         if self.transforms.compensate is None:  # the criterion's own default (flap folds removed means),
-            # unless --refit re-solves the biases anyway
-            own = _criterion(self).compensates and not self.transforms.refit
-            self = replace(self, transforms=replace(self.transforms, compensate=own))
+            # off under --refit, which re-solves the bias the compensation would correct
+            compensates = _criterion(self).compensates and not self.transforms.refit
+            self = replace(self, transforms=replace(self.transforms, compensate=compensates))
         _check_target(self)
         _check_criterion(self)
         _check_allocation(self)

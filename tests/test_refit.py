@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
+from onnxprune.errors import OptionError
 from onnxprune.graph import analyze_groups
 from onnxprune.pipeline import load_normalized
 from onnxprune.plan import plan_from_removals
@@ -303,6 +304,16 @@ def test_refit_replaces_flaps_own_compensation(cli, tiny_files, tmp_path):
     import json
     doc = json.loads(report.read_text())
     assert doc["transforms"]["compensate"] is False and doc["refit"]["layers"]
+
+
+def test_refit_replaces_flaps_default_compensation(tiny_files):
+    """flap compensates by default; with --refit (which re-solves the bias) it is accepted without it."""
+    model, data = tiny_files
+    _, report = onnxprune.prune(str(model), ratio=0.5, criterion="flap", refit=True, data=str(data), validate=False)
+    assert report["transforms"]["compensate"] is False and report["refit"]["layers"]
+    with pytest.raises(OptionError, match="--compensate"):
+        onnxprune.prune(str(model), ratio=0.5, criterion="flap", refit=True, compensate=True, data=str(data),
+                        validate=False)
 
 
 def test_data_is_read_by_refit_alone(cli, tiny_files, tmp_path):

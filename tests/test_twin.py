@@ -101,6 +101,21 @@ def test_intermediates_are_freed_after_last_use():
             assert last_reader.get(s, step) == step
 
 
+@pytest.mark.parametrize("shape", [[], [0], [2, 3]])
+def test_constant_of_shape_matches_onnxruntime_including_an_empty_shape(shape):
+    """An empty shape input makes a scalar (BERT's TorchScript export has one); the twin made an error."""
+    value = helper.make_tensor("v", TensorProto.FLOAT, [1], [2.5])
+    node = helper.make_node("ConstantOfShape", ["s"], ["y"], value=value)
+    graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [helper.make_tensor("s", TensorProto.INT64, [len(shape)], shape)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    expected = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})[0]
+    with torch.no_grad():
+        got = Twin(ir.serde.deserialize_model(proto))()[0].numpy()
+    assert got.shape == expected.shape == tuple(shape)
+    np.testing.assert_array_equal(got, expected)
+
+
 # ---------------------------------------------------------------- unsupported ops
 
 def _one_node_model(op: str, domain: str = "", opset: int = 17, **attrs) -> ir.Model:

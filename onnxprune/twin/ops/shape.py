@@ -201,7 +201,8 @@ def constant(node: NodeInfo):
 @register("ConstantOfShape", since=9)
 def constant_of_shape(node: NodeInfo):
     value = node.attr("value")
-    fill = tensor_from_ir(value).reshape(-1) if isinstance(value, ir.TensorProtocol) else torch.zeros(1)
+    # a 0-d fill: it expands to any shape, including the empty one (a scalar output, as BERT exports make)
+    fill = tensor_from_ir(value).reshape(()) if isinstance(value, ir.TensorProtocol) else torch.zeros(())
     return lambda shape_t: fill.expand(ints(shape_t)).clone()
 
 

