@@ -16,6 +16,17 @@ if TYPE_CHECKING:
 Keep = Callable[[np.ndarray], np.ndarray]  # atoms -> bool mask of kept positions
 
 
+def value_dims(v: ir.Value | None) -> list | None:
+    """Dims of a value as int (static), str (symbolic) or None (unknown); None if its rank is unknown."""
+    if v is None:
+        return None
+    if v.const_value is not None:
+        return list(v.const_value.shape)
+    if v.shape is None:
+        return None
+    return [d if isinstance(d, int) else (getattr(d, "value", None) or None) for d in v.shape]
+
+
 @dataclass
 class Dim:
     """The tracked channel axis of an activation and the atom at each position."""
@@ -164,19 +175,7 @@ class NodeContext:
 
     def shape(self, v: ir.Value | None) -> list | None:
         """Dims as int (static), str (symbolic) or None (unknown); None if the rank is unknown."""
-        if v is None:
-            return None
-        if v.const_value is not None:
-            return list(v.const_value.shape)
-        if v.shape is None:
-            return None
-        out = []
-        for d in v.shape:
-            if isinstance(d, int):
-                out.append(d)
-            else:
-                out.append(d.value if getattr(d, "value", None) else None)
-        return out
+        return value_dims(v)
 
     def known_shape(self, v: ir.Value | None) -> list:
         """Like ``shape`` but an unknown rank makes the rule unsupported."""

@@ -13,23 +13,14 @@ from collections.abc import Callable
 
 import onnx_ir as ir
 
+from onnxprune.graph.context import value_dims
+
 OutShapes = list[tuple[list, ir.DataType | None] | None]
 ShapeFn = Callable[[ir.Node], OutShapes]
 
 
 def _input(node: ir.Node, i: int) -> ir.Value | None:
     return node.inputs[i] if i < len(node.inputs) else None
-
-
-def _dims(v: ir.Value | None) -> list | None:
-    """Dims of a value (int, str or None each), None if its rank is unknown."""
-    if v is None:
-        return None
-    if v.const_value is not None:
-        return list(v.const_value.shape)
-    if v.shape is None:
-        return None
-    return [d if isinstance(d, int) else getattr(d, "value", None) for d in v.shape]
 
 
 def _int_attr(node: ir.Node, name: str, default: int = 0) -> int:
@@ -46,7 +37,7 @@ def same_as_input(*outputs: int) -> ShapeFn:
     """Outputs ``outputs`` have input 0's shape and type (element-wise ops, layer norms)."""
     def shapes(node: ir.Node) -> OutShapes:
         x = _input(node, 0)
-        dims = _dims(x)
+        dims = value_dims(x)
         n = max(outputs) + 1
         return [(dims, x.dtype) if j in outputs and dims is not None else None for j in range(n)]
 
@@ -55,7 +46,7 @@ def same_as_input(*outputs: int) -> ShapeFn:
 
 def embed_layer_norm(node: ir.Node) -> OutShapes:
     """[B, S] ids -> [B, S, hidden] (output, embedding_sum) and mask_index [B] (int32)."""
-    ids, table = _dims(_input(node, 0)), _dims(_input(node, 2))
+    ids, table = value_dims(_input(node, 0)), value_dims(_input(node, 2))
     if ids is None or table is None:
         return []
     out = ([*ids, table[-1]], node.inputs[2].dtype)
@@ -63,7 +54,7 @@ def embed_layer_norm(node: ir.Node) -> OutShapes:
 
 
 def _with_width(node: ir.Node, width: int | None) -> OutShapes:
-    x = _dims(_input(node, 0))
+    x = value_dims(_input(node, 0))
     if x is None or width is None:
         return []
     return [([*x[:-1], width], node.inputs[0].dtype)]
@@ -74,7 +65,7 @@ def _attention_sizes(node: ir.Node) -> list[int] | None:
     a = node.attributes.get("qkv_hidden_sizes")
     if a is not None:
         return list(a.as_ints())
-    w = _dims(_input(node, 1))
+    w = value_dims(_input(node, 1))
     return [w[1] // 3] * 3 if w is not None and len(w) == 2 and isinstance(w[1], int) else None
 
 
@@ -85,7 +76,7 @@ def ms_attention(node: ir.Node) -> OutShapes:
 
 def ms_attention_macs(node: ir.Node) -> int | None:
     """The packed q|k|v projection plus q.k and p.v of each head (no cache: keys = the sequence)."""
-    x, sizes = _dims(_input(node, 0)), _attention_sizes(node)
+    x, sizes = value_dims(_input(node, 0)), _attention_sizes(node)
     if x is None or sizes is None or len(x) != 3:
         return None
     b, s, width = _static(x)
@@ -93,7 +84,7 @@ def ms_attention_macs(node: ir.Node) -> int | None:
 
 
 def ms_multi_head_attention(node: ir.Node) -> OutShapes:
-    q, v = _dims(_input(node, 0)), _dims(_input(node, 2))
+    q, v = value_dims(_input(node, 0)), value_dims(_input(node, 2))
     if q is not None and len(q) == 3 and v is not None and len(v) == 3:
         return _with_width(node, v[-1])
     if q is not None and len(q) == 5 and isinstance(q[2], int) and isinstance(q[4], int):  # packed [B, S, N, 3, H]
@@ -102,7 +93,7 @@ def ms_multi_head_attention(node: ir.Node) -> OutShapes:
 
 
 def ms_group_query_attention(node: ir.Node) -> OutShapes:
-    q = _dims(_input(node, 0))
+    q = value_dims(_input(node, 0))
     n, kvn = _int_attr(node, "num_heads"), _int_attr(node, "kv_num_heads")
     if q is None or not isinstance(q[-1], int) or n < 1:
         return []
@@ -120,7 +111,7 @@ def _core_macs(q_dims: list | None, kv_dims: list | None, q_width: int | None, v
 
 
 def ms_multi_head_attention_macs(node: ir.Node) -> int | None:
-    q, k, v = (_dims(_input(node, i)) for i in range(3))
+    q, k, v = (value_dims(_input(node, i)) for i in range(3))
     if q is None or k is None or v is None or len(q) != 3 or len(k) != 3 or len(v) != 3:
         return None
     return _core_macs(q, k, _static(q[-1:])[0], _static(v[-1:])[0])
@@ -129,17 +120,17 @@ def ms_multi_head_attention_macs(node: ir.Node) -> int | None:
 def ms_group_query_attention_macs(node: ir.Node) -> int | None:
     """Each query head reads its KV head: B * S * L * N * (2 * head_size)."""
     out = ms_group_query_attention(node)
-    q = _dims(_input(node, 0))
+    q = value_dims(_input(node, 0))
     if not out or q is None:
         return None
     width = _static(out[0][0][-1:])[0]
-    kv = _dims(_input(node, 1)) or q
+    kv = value_dims(_input(node, 1)) or q
     return _core_macs(q, kv, width, width)
 
 
 def onnx_attention_macs(node: ir.Node) -> int | None:
     """ai.onnx Attention: 3-D [B, S, hidden] or 4-D [B, heads, S, head_size] operands."""
-    q, k, v = (_dims(_input(node, i)) for i in range(3))
+    q, k, v = (value_dims(_input(node, i)) for i in range(3))
     if q is None or k is None or v is None:
         return None
     if len(q) == 3:
