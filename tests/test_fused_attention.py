@@ -105,15 +105,16 @@ def _nodes(model: onnx.ModelProto, op: str) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type == op]
 
 
-def _prune_planted(path: Path, tmp: Path, ratio: float, input_shapes=None) -> tuple[dict, onnx.ModelProto, dict]:
+def _prune_planted(path: Path, tmp: Path, ratio: float, input_shapes=None,
+                   attention_unit: str = "head") -> tuple[dict, onnx.ModelProto, dict]:
     """Plant dead channels, prune them with l1: exactly the planted ones go and the outputs stay within
     TOL (onnxruntime, planted vs pruned). Returns (planted per group, pruned model, report)."""
     planted_path = tmp / f"{path.stem}_planted.onnx"
-    planted, n_prunable = plant_dead_channels(path, planted_path, ratio)
+    planted, n_prunable = plant_dead_channels(path, planted_path, ratio, attention_unit=attention_unit)
     assert n_prunable and planted
     out = tmp / f"{path.stem}_pruned.onnx"
     _, report = onnxprune.prune(planted_path, ratio=ratio, criterion="l1", allocation="local", merge=False,
-                                input_shapes=input_shapes, output=out)
+                                input_shapes=input_shapes, output=out, attention_unit=attention_unit)
     removed = {g["name"]: g["removed"] for g in report["groups"] if g["removed"]}
     assert removed == planted
     outputs = report["validation"]["outputs"]
@@ -167,7 +168,9 @@ def test_dynamo_opset23_bert_attention_prunes_exactly(tmp_path):
     path = export_bert(tmp_path / "bert23.onnx", dynamo=True)
     assert len(_nodes(onnx.load(path), "Attention")) == 2
     planted, _, _ = _prune_planted(path, tmp_path, 0.5, BERT_SHAPES)
-    assert len(planted) in (4, 6)  # per layer: the FFN width, and whole heads or (q.k head dims, v head dims)
+    assert len(planted) == 4  # per layer: the FFN width and whole heads (the Reshape before Attention splits heads)
+    head_groups = [g for g in onnxprune.analyze(path).prunable_groups if g.size == 4]
+    assert len(head_groups) == 2, [g.details() for g in onnxprune.analyze(path).prunable_groups]
     out = tmp_path / "ratio.onnx"
     _, report = onnxprune.prune(path, ratio=0.3, criterion="l1", input_shapes=BERT_SHAPES, output=out)
     onnx.checker.check_model(onnx.load(out), full_check=True)
@@ -382,7 +385,9 @@ def test_onnx_attention_4d_planted_heads_on_axis_1(tmp_path):
 
 
 def test_onnx_attention_4d_planted_head_dims(tmp_path):
-    planted, pruned, _ = _prune_planted(_save(onnx_attention_model(True), tmp_path / "a4.onnx"), tmp_path, 0.5)
+    """With --attention-unit dim the head size is pruned instead of whole heads."""
+    planted, pruned, _ = _prune_planted(_save(onnx_attention_model(True), tmp_path / "a4.onnx"), tmp_path, 0.5,
+                                        attention_unit="dim")
     (node,) = _nodes(pruned, "Attention")
     assert _attr(node, "scale") == pytest.approx(1 / np.sqrt(8))  # the original head size's scale, stated
     assert sorted(planted.values()) == [4, 4]  # q.k and v head dimensions, 4 of 8 each
@@ -404,3 +409,14 @@ def test_ratio_prunes_heads_and_runs(tmp_path, builder, op, heads):
     assert {k: _attr(node, k) for k in heads} == heads
     assert report["validation"]["outputs"]["y"]["cosine"] > 0.5
     assert report["flops_after"] < report["flops_before"]
+
+
+def test_onnx_attention_4d_head_split_gives_whole_heads(tmp_path):
+    """By default the Reshape that splits heads in front of a 4-D ai.onnx Attention makes whole heads the unit:
+    planted dead heads go, and the projections lose whole heads' rows and columns."""
+    planted, pruned, _ = _prune_planted(_save(onnx_attention_model(True), tmp_path / "a4h.onnx"), tmp_path, 0.5)
+    assert planted and all(n >= 1 for n in planted.values())
+    an = analyze_groups(load_normalized(_save(onnx_attention_model(True), tmp_path / "a4h2.onnx")))
+    # one group of 2 KV heads (each with its query heads); in dim mode: q.k and v dims, 8 each
+    assert [g.size for g in an.prunable_groups] == [2]
+    assert sorted(g.size for g in analyze_groups(load_normalized(tmp_path / "a4h2.onnx"), "dim").prunable_groups) == [8, 8]

@@ -1,7 +1,8 @@
 """Attention heads in decomposed attention: when a channel-axis split [.., H*D] -> [.., H, D] is a head split.
 
 A head split is a Reshape whose head axis reaches, through ops that only move, broadcast or normalise
-values, a MatMul of two activations where it is a batch axis (q @ k^T, attn @ v). With the ``head``
+values, a MatMul of two activations where it is a batch axis (q @ k^T, attn @ v), or axis 1 of a 4-D
+operand of ai.onnx Attention. With the ``head``
 attention unit the Reshape rule then makes each head one channel (its D positions coupled) and tracks
 the head axis; MatMul couples the heads of both operands. Anywhere else (a channel shuffle feeding a
 Conv) the split keeps coupling position d of every slice, which is always exact.
@@ -76,6 +77,8 @@ def feeds_attention(value: ir.Value, axis: int) -> bool:
                         and (ax is None or ax < r - 2):
                     return True
                 continue
+            if node.op_type == "Attention" and node.domain in ("", "ai.onnx") and i < 3 and _rank(v) == 4 and ax == 1:
+                return True  # ai.onnx Attention (opset 23) on 4-D [batch, heads, seq, head size] operands
             if hops >= _MAX_HOPS or node.domain not in ("", "ai.onnx") or node.op_type not in _MOVES | _KEEPS:
                 continue
             new_ax = _axis_after(node, v, ax)
