@@ -226,3 +226,19 @@ def _weight_bytes(model: ir.Model) -> int:
 def _short(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+def exposing(proto: onnx.ModelProto, names: list[str], only: bool = False) -> bytes:
+    """``proto`` serialized with the tensors ``names`` as graph outputs: added to its own outputs, or
+    (``only``) instead of them, so onnxruntime computes nothing that does not lead to them. Types are
+    left to onnxruntime; ``proto`` itself is left as it was."""
+    saved = list(proto.graph.output)
+    have = set() if only else {o.name for o in saved} | {i.name for i in proto.graph.input}
+    if only:
+        del proto.graph.output[:]
+    proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names) if n not in have)
+    try:
+        return proto.SerializeToString()
+    finally:
+        del proto.graph.output[:]
+        proto.graph.output.extend(saved)

@@ -35,6 +35,7 @@ from onnxprune.errors import PlanError, ValidationError
 from onnxprune.graph import Analysis, optable
 from onnxprune.graph.edit import set_constant_input
 from onnxprune.graph.traits import attr
+from onnxprune.io import exposing
 from onnxprune.plan import Plan
 
 RIDGE = 1e-3  # lambda as a fraction of the mean diagonal of X_S^T X_S
@@ -353,35 +354,23 @@ def snapshot(model: ir.Model, folder: Path) -> Model:
     return path
 
 
-def _with_outputs(proto: onnx.ModelProto, names: list[str]) -> bytes:
-    """``proto`` serialized with ``names`` as extra graph outputs (types left to onnxruntime)."""
-    have = {o.name for o in proto.graph.output} | {i.name for i in proto.graph.input}
-    extra = [onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names) if n not in have]
-    proto.graph.output.extend(extra)
-    try:
-        return proto.SerializeToString()
-    finally:
-        for _ in extra:
-            proto.graph.output.pop()
-
-
 def _reference(original: Model, names: list[str]) -> tuple[Model, set[str]]:
     """The original with ``names`` as outputs (a file beside the snapshot's data where it has some),
     and the tensor names it computes."""
     if isinstance(original, bytes):
         proto = onnx.load_from_string(original)
-        loadable: Model = _with_outputs(proto, names)
+        loadable: Model = exposing(proto, names)
     else:
         proto = onnx.load(original, load_external_data=False)
         loadable = original.with_name("reference.onnx")
-        loadable.write_bytes(_with_outputs(proto, names))
+        loadable.write_bytes(exposing(proto, names))
     return loadable, {o for n in proto.graph.node for o in n.output} | {i.name for i in proto.graph.input}
 
 
 def _pruned(model: ir.Model, names: list[str], folder: Path) -> Model:
     """The pruned model as it is now with ``names`` as extra outputs: bytes, or a file (external data)."""
     if not has_external_data(model):
-        return _with_outputs(ir.to_proto(model), names)
+        return exposing(ir.to_proto(model), names)
     values = {v.name: v for node in model.graph for v in node.outputs}
     extra = [values[n] for n in dict.fromkeys(names) if n in values and not values[n].is_graph_output()]
     model.graph.outputs.extend(extra)

@@ -68,8 +68,7 @@ def measure_activation_stats(model: ir.Model, calibration: Calibration, pairs: l
                              budget: int = PASS_BUDGET_BYTES, progress: bool = False) -> dict[str, ChannelStats]:
     """{tensor name: ChannelStats along its axis} of ``model``'s tensors ``pairs`` ([(value, axis)]) over the
     calibration batches (``model`` as it is now: call before surgery)."""
-    import onnx
-
+    from onnxprune.io import exposing
     from onnxprune.progress import steps
     from onnxprune.runtime import session
 
@@ -82,12 +81,9 @@ def measure_activation_stats(model: ir.Model, calibration: Calibration, pairs: l
     proto = ir.to_proto(model)
     with steps(len(passes) * len(batches), "activation statistics", progress) as bar:
         for chunk in passes:
-            # Only this pass's tensors as outputs: onnxruntime skips whatever does not lead to them.
-            del proto.graph.output[:]
-            proto.graph.output.extend(onnx.helper.make_tensor_value_info(v.name, int(v.dtype), None)
-                                      for v, _ in chunk)
-            sess = session(proto.SerializeToString(), role="model with its activations as outputs")
             names = [v.name for v, _ in chunk]
+            # Only this pass's tensors as outputs: onnxruntime skips whatever does not lead to them.
+            sess = session(exposing(proto, names, only=True), role="model with its activations as outputs")
             for feeds, _ in calibration.batches():
                 for (v, axis), arr in zip(chunk, sess.run(names, feeds)):
                     out[v.name].add(arr, axis)  # reduced now: the batch's activations are dropped here
