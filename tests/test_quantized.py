@@ -15,12 +15,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import onnxruntime.quantization as quantization
 import pytest
+import torch
 
 import onnxprune
 
-torch = pytest.importorskip("torch")
-quantization = pytest.importorskip("onnxruntime.quantization")
 nn = torch.nn
 
 SIZE = 16
