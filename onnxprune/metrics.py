@@ -13,14 +13,10 @@ def count_params(model: ir.Model) -> int:
     return sum(params_per_initializer(model).values())
 
 
-# where quantized models keep their weights' integers: the input they are read at
-_QUANTIZED_WEIGHT = {"DequantizeLinear": 0, "QLinearConv": 3, "QLinearMatMul": 3}
-
-
 def params_per_initializer(model: ir.Model) -> dict[ir.Value, int]:
     """Elements of each floating-point initializer and of each quantized weight's stored integers."""
-    quantized = {n.inputs[i] for n in model.graph for i in [_QUANTIZED_WEIGHT.get(n.op_type, len(n.inputs))]
-                 if i < len(n.inputs)}
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+    quantized = {optable.traits(n, opset).stored_weight for n in model.graph}
     return {v: int(np.prod(v.const_value.shape)) for v in model.graph.initializers.values()
             if v.const_value is not None and (v in quantized or v.dtype is not None and v.dtype.is_floating_point())}
 

@@ -374,6 +374,7 @@ class Spec:
     macs: Callable[[ir.Node], int | None] | None = None
     fold: Callable[[ir.Node, list], np.ndarray | None] | None = None  # numpy evaluation on constant inputs
     shapes: Callable[[ir.Node], list] | None = None  # output (dims, dtype) of ops ONNX inference does not know
+    stored_weight: int | None = None  # input holding a quantized weight's stored integers (counted as parameters)
 
 
 @dataclass(frozen=True)
@@ -473,6 +474,12 @@ class Traits:
     def macs(self) -> int | None:
         """Multiply-accumulates at the node's static shapes (free dims as 1), None if not counted."""
         return self.spec.macs(self.node) if self.spec.macs is not None else None
+
+    @property
+    def stored_weight(self) -> ir.Value | None:
+        """The tensor holding the integers of a quantized weight this node reads, if it reads one."""
+        i = self.spec.stored_weight
+        return self.node.inputs[i] if i is not None and i < len(self.node.inputs) else None
 
 
 UNKNOWN = Spec()
