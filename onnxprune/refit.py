@@ -37,6 +37,7 @@ from onnxprune.graph.edit import set_constant_input
 from onnxprune.graph.traits import attr
 from onnxprune.io import exposing
 from onnxprune.plan import Plan
+from onnxprune.surgery import bias_after
 
 RIDGE = 1e-3  # lambda as a fraction of the mean diagonal of X_S^T X_S
 SYNTHETIC_SAMPLES = 128  # calibration samples drawn when there is no --data
@@ -195,7 +196,7 @@ def _with_ones(x: np.ndarray, bias: bool) -> np.ndarray:
     return np.hstack([x, np.ones((len(x), 1))]) if bias else x
 
 
-def _conv_layer(node: ir.Node, aff, out_keep) -> Layer | str:
+def _conv_layer(node: ir.Node, aff, out_keep, opset: int) -> Layer | str:
     w = node.inputs[aff.weight].const_value
     if attr(node, "group", 1) != 1:
         return "grouped or depthwise convolution: refit solves ungrouped convolutions only"
@@ -208,7 +209,7 @@ def _conv_layer(node: ir.Node, aff, out_keep) -> Layer | str:
                  node.outputs[0].name, out_keep)
 
 
-def _gemm_layer(node: ir.Node, aff, out_keep) -> Layer | str:
+def _gemm_layer(node: ir.Node, aff, out_keep, opset: int) -> Layer | str:
     if attr(node, "transA", 0):
         return "Gemm with transA: refit reads rows of A as samples"
     if aff.weight_scale == 0:
@@ -224,35 +225,22 @@ def _gemm_layer(node: ir.Node, aff, out_keep) -> Layer | str:
                  node.inputs[0].name, node.outputs[0].name, out_keep)
 
 
-def _matmul_layer(node: ir.Node, aff, out_keep) -> Layer | str:
+def _matmul_layer(node: ir.Node, aff, out_keep, opset: int) -> Layer | str:
     w = node.inputs[1].const_value if len(node.inputs) > 1 else None
     if w is None or len(w.shape) != 2:
         return "MatMul without a constant 2-D weight as its second input"
-    add, index = _bias_add(node, int(w.shape[1]))
+    # the exported Linear's bias Add, refit with the weight when its constant is [.., N] and read only here
+    found = bias_after(node, opset)
+    add, index, shape = found if found is not None else (None, -1, [])
+    if add is not None and (not shape or shape[-1] != int(w.shape[1]) or len(add.inputs[index].uses()) != 1
+                            or add.inputs[index].is_graph_output()):
+        add = None
     bias = (add, index, 1.0) if add is not None else None
     y = add.outputs[0].name if add is not None else node.outputs[0].name
     return Layer(node, _matrix_rows(bias is not None), 1, 1, 1.0, bias, node.inputs[0].name, y, out_keep)
 
 
-def _bias_add(node: ir.Node, n: int) -> tuple[ir.Node | None, int]:
-    """The Add that alone reads the MatMul and adds a constant [.., N] bias used nowhere else."""
-    uses = node.outputs[0].uses()
-    if len(uses) != 1 or node.outputs[0].is_graph_output():
-        return None, -1
-    add = uses[0].node
-    if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.inputs) != 2:
-        return None, -1
-    other = 1 - uses[0].idx
-    c = add.inputs[other]
-    if c is None or c.const_value is None or len(c.uses()) != 1 or c.is_graph_output():
-        return None, -1
-    shape = tuple(c.const_value.shape)
-    if not shape or shape[-1] != n or any(d != 1 for d in shape[:-1]):
-        return None, -1
-    return add, other
-
-
-# Op type -> (node, affine, kept outputs) -> Layer, or why the layer is left as it is.
+# Op type -> (node, affine, kept outputs, opset) -> Layer, or why the layer is left as it is.
 LAYERS: dict[str, Callable] = {"Conv": _conv_layer, "Gemm": _gemm_layer, "MatMul": _matmul_layer}
 # Where each op's input and output hold their channels (rows read the rest)
 CHANNEL_AXIS = {"Conv": 1, "Gemm": -1, "MatMul": -1}
@@ -303,7 +291,7 @@ def _layer(analysis: Analysis, node: ir.Node, keep) -> Layer | str:
     if producer is not None:
         kept = keep(producer.atoms)
         out_keep = None if kept.all() else np.nonzero(kept)[0]
-    return make(node, aff, out_keep)
+    return make(node, aff, out_keep, analysis.opset)
 
 
 def _levels(layers: list[Layer]) -> list[list[Layer]]:

@@ -142,22 +142,34 @@ def _fold_into_bias(analysis: Analysis, group, j: int, node: ir.Node, v) -> None
             analysis.params.append(ParamMember(slot_node, slot, rank - 1, producer.atoms, "param"))
 
 
+def bias_after(node: ir.Node, opset: int) -> tuple[ir.Node, int, list[int]] | None:
+    """The one sum that reads ``node``'s output and adds a constant that varies at most along the last
+    axis (an exported Linear's bias Add): (that node, the constant's input index, its shape), or None."""
+    y = node.outputs[0]
+    uses = list(y.uses())
+    if len(uses) != 1 or y.is_graph_output():
+        return None
+    user, other = uses[0].node, 1 - uses[0].idx
+    c = user.inputs[other] if len(user.inputs) == 2 and other >= 0 else None
+    if c is None or c.const_value is None or optable.traits(user, opset).combine != "sum":
+        return None
+    shape = list(c.const_value.shape)
+    if (y.shape is not None and len(shape) > len(y.shape)) or any(d != 1 for d in shape[:-1]):
+        return None  # a constant of higher rank would broadcast the output to more axes
+    return user, other, shape
+
+
 def bias_slot(analysis: Analysis, node: ir.Node, aff, channels: int, dtype) -> tuple[ir.Node, int]:
     """Where a consumer's bias lives: its own bias input; for an op without one (MatMul) the constant of
     the one sum that reads its output, when that constant is per output channel or a scalar (an exported
     Linear's bias Add); else a new Add after it with a zero bias of ``channels``."""
     if aff.bias is not None:
         return node, aff.bias
+    found = bias_after(node, analysis.opset)
+    if found is not None and (not found[2] or found[2][-1] in (1, channels)):
+        return found[0], found[1]
     y = node.outputs[0]
     uses = list(y.uses())
-    if len(uses) == 1 and not y.is_graph_output():
-        user, other = uses[0].node, 1 - uses[0].idx
-        c = user.inputs[other] if len(user.inputs) == 2 and other >= 0 else None
-        shape = list(c.const_value.shape) if c is not None and c.const_value is not None else None
-        rank = len(y.shape) if y.shape is not None else None
-        if (optable.traits(user, analysis.opset).combine == "sum" and shape is not None and rank is not None
-                and len(shape) <= rank and all(d == 1 for d in shape[:-1]) and (not shape or shape[-1] in (1, channels))):
-            return user, other
     graph = node.graph
     out = ir.Value(name=y.name, shape=y.shape, type=y.type)
     y.name = _unique_value_name(graph, f"{y.name}_before_bias")
