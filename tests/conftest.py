@@ -145,27 +145,16 @@ def tiny_bert_file(tmp_path_factory) -> Path:
     exported by the TorchScript exporter at opset 17: forward(input_ids, attention_mask, token_type_ids)
     -> last_hidden_state, batch and sequence free."""
     import torch
-    import transformers
-    cfg = transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                                  vocab_size=100, type_vocab_size=2, max_position_embeddings=32)
+    import transformer_archs
+
     torch.manual_seed(0)
-    bert = transformers.BertModel(cfg).eval()
-
-    class Encoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state
-
+    encoder = transformer_archs.bert_encoder(token_types=True)
     names = ["input_ids", "attention_mask", "token_type_ids"]
     example = (torch.randint(0, 100, (2, 16)), torch.ones(2, 16, dtype=torch.long), torch.zeros(2, 16, dtype=torch.long))
     path = tmp_path_factory.mktemp("bert") / "bert.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Encoder(), example, path, dynamo=False, opset_version=17, input_names=names,
+        torch.onnx.export(encoder, example, path, dynamo=False, opset_version=17, input_names=names,
                           output_names=["last_hidden_state"],
                           dynamic_axes={n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]})
     return path

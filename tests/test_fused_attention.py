@@ -34,33 +34,18 @@ def export_bert(path: Path, dynamo: bool = False) -> Path:
     last_hidden_state. TorchScript at opset 17 with eager attention (which onnxruntime's optimizer fuses),
     or the dynamo exporter at opset 23, which writes SDPA as ai.onnx Attention."""
     import torch
-    from transformers import BertConfig, BertModel
+    import transformer_archs
 
     torch.manual_seed(0)
-    cfg = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                     vocab_size=100, max_position_embeddings=32)
-    cfg._attn_implementation = "sdpa" if dynamo else "eager"
-    bert = BertModel(cfg, add_pooling_layer=False).eval()
-    with torch.no_grad():  # the default init has zero biases and unit LayerNorms: nothing to tell apart
-        for p in bert.parameters():
-            p.normal_(0.0, 0.2)
-
-    class Encoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
+    encoder = transformer_archs.bert_encoder(attention="sdpa" if dynamo else "eager", std=0.2)
     ids = torch.randint(0, 100, (2, 8))
     mask = torch.ones(2, 8, dtype=torch.int64)
     names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["last_hidden_state"]}
     if dynamo:
-        torch.onnx.export(Encoder(), (ids, mask), str(path), dynamo=True, opset_version=23, verbose=False, **names)
+        torch.onnx.export(encoder, (ids, mask), str(path), dynamo=True, opset_version=23, verbose=False, **names)
         return path
     dyn = {0: "batch", 1: "seq"}
-    torch.onnx.export(Encoder(), (ids, mask), str(path), dynamo=False, opset_version=17,
+    torch.onnx.export(encoder, (ids, mask), str(path), dynamo=False, opset_version=17,
                       dynamic_axes={"input_ids": dyn, "attention_mask": dyn, "last_hidden_state": dyn}, **names)
     return path
 

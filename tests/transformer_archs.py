@@ -9,6 +9,7 @@ ARCHS       name -> Arch (builder, input maker, head counts)
 EXPORTERS   ("torchscript17", "dynamo18")
 export(name, exporter, directory) -> Path of ``<name>_<exporter>.onnx``
 inputs(name) -> {input name: ndarray} (deterministic)
+bert_encoder(...) -> the BERT module, with token types, another attention implementation or redrawn weights
 
 Exports: ``torchscript17`` is ``torch.onnx.export(dynamo=False, opset_version=17)`` with batch and sequence
 axes dynamic (so head splits read Shape at run time, as real exports do); ``dynamo18`` is
@@ -67,11 +68,33 @@ def _tokens() -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": np.ones((2, SEQ), dtype=np.int64)}
 
 
-def _bert() -> nn.Module:
+class _BertEncoder(nn.Module):
+    """forward(input_ids, attention_mask[, token_type_ids]) -> last_hidden_state."""
+
+    def __init__(self, model: nn.Module, token_types: bool) -> None:
+        super().__init__()
+        self.model, self.token_types = model, token_types
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        extra = {"token_type_ids": token_type_ids} if self.token_types else {}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+
+
+def bert_encoder(token_types: bool = False, attention: str = "eager", std: float | None = None) -> nn.Module:
+    """The zoo's BERT (2 layers, 4 heads, width 64, vocab 100, 2 token types, 32 positions), eval mode:
+    ``token_types`` adds the token_type_ids input; ``attention`` is transformers' implementation (eager:
+    MatMul/Softmax/MatMul, which onnxruntime's optimizer fuses; sdpa: the dynamo exporter writes ai.onnx
+    Attention at opset 23); ``std`` redraws every parameter from N(0, std) (the default init has zero
+    biases and unit norms: nothing to tell apart)."""
     from transformers import BertConfig, BertModel
     cfg = BertConfig(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=FFN,
-                     vocab_size=VOCAB, max_position_embeddings=32, attn_implementation="eager")
-    return _LastHiddenMasked(BertModel(cfg, add_pooling_layer=False))
+                     vocab_size=VOCAB, type_vocab_size=2, max_position_embeddings=32, attn_implementation=attention)
+    bert = BertModel(cfg, add_pooling_layer=False).eval()
+    if std is not None:
+        with torch.no_grad():
+            for p in bert.parameters():
+                p.normal_(0.0, std)
+    return _BertEncoder(bert, token_types)
 
 
 def _vit() -> nn.Module:
@@ -116,7 +139,7 @@ def _mels() -> dict[str, np.ndarray]:
 
 _SEQ_AXES = {0: "batch", 1: "seq"}
 ARCHS: dict[str, Arch] = {
-    "bert": Arch(_bert, _tokens, {"input_ids": _SEQ_AXES, "attention_mask": _SEQ_AXES}),
+    "bert": Arch(bert_encoder, _tokens, {"input_ids": _SEQ_AXES, "attention_mask": _SEQ_AXES}),
     "vit": Arch(_vit, _pixels, {"pixel_values": {0: "batch"}}),
     "whisper": Arch(_whisper, _mels, {"input_features": {0: "batch"}}),
     "gpt2": Arch(_gpt2, _tokens, {"input_ids": _SEQ_AXES, "attention_mask": _SEQ_AXES}),
