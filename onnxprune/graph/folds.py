@@ -12,12 +12,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from onnxprune.graph.nodes import attr
+
 Fold = Callable[[ir.Node, list], "np.ndarray | None"]
-
-
-def _attr(node: ir.Node, name: str, default=None):
-    a = node.attributes.get(name)
-    return a.value if a is not None else default
 
 
 def _identity(_node: ir.Node, arrays: list) -> np.ndarray:
@@ -25,17 +22,17 @@ def _identity(_node: ir.Node, arrays: list) -> np.ndarray:
 
 
 def _cast(node: ir.Node, arrays: list) -> np.ndarray:
-    return arrays[0].astype(onnx.helper.tensor_dtype_to_np_dtype(int(_attr(node, "to"))))
+    return arrays[0].astype(onnx.helper.tensor_dtype_to_np_dtype(int(attr(node, "to"))))
 
 
 def _transpose(node: ir.Node, arrays: list) -> np.ndarray:
     x = arrays[0]
-    return np.ascontiguousarray(np.transpose(x, _attr(node, "perm", list(reversed(range(x.ndim))))))
+    return np.ascontiguousarray(np.transpose(x, attr(node, "perm", list(reversed(range(x.ndim))))))
 
 
 def _flatten(node: ir.Node, arrays: list) -> np.ndarray:
     x = arrays[0]
-    axis = int(_attr(node, "axis", 1))
+    axis = int(attr(node, "axis", 1))
     axis = axis % x.ndim if x.ndim else 0
     return x.reshape(int(np.prod(x.shape[:axis])), -1)
 
@@ -43,7 +40,7 @@ def _flatten(node: ir.Node, arrays: list) -> np.ndarray:
 def _axes(node: ir.Node, arrays: list) -> list[int] | None:
     """Squeeze/Unsqueeze axes: an attribute (opset < 13) or input 1."""
     if "axes" in node.attributes:
-        return list(_attr(node, "axes"))
+        return list(attr(node, "axes"))
     return arrays[1].tolist() if len(arrays) > 1 and arrays[1] is not None else None
 
 
@@ -66,7 +63,7 @@ def _reshape(node: ir.Node, arrays: list) -> np.ndarray | None:
     if len(arrays) < 2 or arrays[1] is None:
         return None
     x, shape = arrays[0], [int(s) for s in arrays[1]]
-    if not _attr(node, "allowzero", 0):  # 0 copies the input's dim at that position
+    if not attr(node, "allowzero", 0):  # 0 copies the input's dim at that position
         shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
     return x.reshape(shape)
 

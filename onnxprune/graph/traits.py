@@ -20,6 +20,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.graph.folds import FOLDS
+from onnxprune.graph.nodes import attr, const_input
 
 Pred = Callable[[ir.Node], bool]
 ValueMap = Callable[[float], float]
@@ -34,18 +35,6 @@ OFFSET = "offset"  # per-channel affine (BatchNormalization, depthwise Conv): 0 
 
 
 # -- reading nodes ------------------------------------------------------------------------------
-def attr(node: ir.Node, name: str, default=None):
-    """An attribute's Python value (int, float, str, list), or ``default``."""
-    a = node.attributes.get(name)
-    return a.value if a is not None else default
-
-
-def const_input(node: ir.Node, index: int) -> np.ndarray | None:
-    """The value of a constant input, None if absent or computed at run time."""
-    v = node.inputs[index] if index < len(node.inputs) else None
-    return None if v is None or v.const_value is None else v.const_value.numpy()
-
-
 def _has_input(node: ir.Node, index: int) -> bool:
     return index < len(node.inputs) and node.inputs[index] is not None
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from onnxprune.graph.nodes import const_ints
+
 ATTENTION_UNITS = ("head", "dim")
 
 # Ops a head axis passes on the way from the split to the attention MatMul: they move, broadcast or
@@ -44,12 +46,8 @@ def _axis_after(node: ir.Node, v: ir.Value, axis: int | None) -> int | None:
 
 
 def _squeeze_axis(node: ir.Node, axis: int, rin: int, rout: int) -> int | None:
-    axes_v = node.inputs[1] if len(node.inputs) > 1 else None
-    if axes_v is not None and axes_v.const_value is not None:
-        axes = [int(a) for a in axes_v.const_value.numpy().ravel()]
-    elif "axes" in node.attributes:
-        axes = list(node.attributes["axes"].as_ints())
-    else:
+    axes = const_ints(node, "axes", 1)
+    if axes is None:
         return None
     if node.op_type == "Unsqueeze":
         axes = sorted(a % rout for a in axes)
