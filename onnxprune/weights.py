@@ -22,8 +22,8 @@ import onnx_ir as ir
 # One block of a weight at a time. The rows of a block are reduced together, and numpy's reductions
 # over a strided block depend on its row count in the last bits: the size is part of the numerics.
 SLAB_BYTES = 4 * 1024 * 1024
-_GATHER_BYTES = 8 * 1024 * 1024  # rows of a mapped weight touched between page drops
-GATHER_SLABS = 4  # strided blocks copied out of a mapped weight per pass over its pages
+_GATHER_BYTES = 1024 * 1024  # rows of a mapped weight touched between page drops
+GATHER_SLABS = 2  # strided blocks copied out of a mapped weight per pass over its pages
 
 
 def _keep(first: int = 0, last: int | None = None) -> None:
@@ -52,25 +52,31 @@ def slabs(tensor: ir.TensorProtocol, axis: int = 0) -> Iterator[np.ndarray]:
             yield w[i:i + step]  # consecutive bytes: only these pages are touched
             release()
         return
-    # A strided block touches every page of the tensor: copy a few blocks out per pass over it. The
-    # blocks handed out keep ``step`` rows and the memory order of the direct view (same numerics).
+    # A strided block touches every page of the tensor: copy a few blocks out per pass over it, into
+    # one buffer reused by every pass (a block is valid until the next is asked for). The blocks
+    # handed out keep ``step`` rows and the memory order of the direct view (same numerics).
     wide = step * GATHER_SLABS
+    shape = list(array.shape)
+    shape[axis] = min(wide, n)
+    buffer = np.empty(shape, dtype=array.dtype)
     for i in range(0, n, wide):
-        gathered = _gathered(array, axis, slice(i, i + wide), release)
+        gathered = _gathered(array, axis, slice(i, i + wide), release, buffer)
         for j in range(0, gathered.shape[0], step):
             yield gathered[j:j + step]
 
 
-def _gathered(array: np.ndarray, axis: int, block: slice, release: Callable[..., None]) -> np.ndarray:
-    """``np.moveaxis(array, axis, 0)[block]`` from a mapped ``array``, copied a few rows of ``array`` at
-    a time with the pages dropped in between (the kernel maps the pages around each one touched, so
-    reading the strided block at once would map the whole tensor). The copy keeps ``array``'s memory
-    order, so the view returned has the strides' order of the direct view: numpy computes on it in the
-    same order, to the bit."""
+def _gathered(array: np.ndarray, axis: int, block: slice, release: Callable[..., None],
+              buffer: np.ndarray) -> np.ndarray:
+    """``np.moveaxis(array, axis, 0)[block]`` from a mapped ``array``, copied into ``buffer`` (``array``'s
+    shape with at least the block's length on ``axis``) a few rows of ``array`` at a time, with the
+    pages dropped in between (the kernel maps the pages around each one touched, so reading the
+    strided block at once would map the whole tensor). The copy keeps ``array``'s memory order, so the
+    view returned has the strides' order of the direct view: numpy computes on it in the same order,
+    to the bit."""
     index = [slice(None)] * array.ndim
     index[axis] = block
     part = array[tuple(index)]
-    out = np.empty(part.shape, dtype=part.dtype)
+    out = buffer[tuple(slice(0, k) for k in part.shape)]
     row = array[0].nbytes
     rows = max(1, _GATHER_BYTES // max(1, row))
     for r in range(0, array.shape[0], rows):
