@@ -23,7 +23,7 @@ import onnx_ir as ir
 # over a strided block depend on its row count in the last bits: the size is part of the numerics.
 SLAB_BYTES = 4 * 1024 * 1024
 _GATHER_BYTES = 1024 * 1024  # rows of a mapped weight touched between page drops
-GATHER_SLABS = 2  # strided blocks copied out of a mapped weight per pass over its pages
+GATHER_SLABS = 4  # strided blocks copied out of a mapped weight per pass over its pages
 
 
 def _keep(first: int = 0, last: int | None = None) -> None:
