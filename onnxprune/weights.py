@@ -24,6 +24,7 @@ import onnx_ir as ir
 SLAB_BYTES = 4 * 1024 * 1024
 _GATHER_BYTES = 1024 * 1024  # rows of a mapped weight touched between page drops
 GATHER_SLABS = 4  # strided blocks copied out of a mapped weight per pass over its pages
+_SUM_BYTES = 1024 * 1024  # rows of a weight per block of ``axis_sums`` (the size is part of its numerics)
 
 
 def _keep(first: int = 0, last: int | None = None) -> None:
@@ -65,6 +66,27 @@ def slabs(tensor: ir.TensorProtocol, axis: int = 0) -> Iterator[np.ndarray]:
             yield gathered[j:j + step]
 
 
+def axis_sums(tensor: ir.TensorProtocol, axis: int, elementwise: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Per position along ``axis``: the sum over every other axis of ``elementwise(w)`` (a float64 map),
+    accumulated over consecutive blocks of the tensor's first axis in storage order, the pages of each
+    dropped after it. One pass over the bytes, where ``slabs`` along an inner axis gathers strided
+    columns (a buffer of them plus their float64 statistics resident: most of the scoring's memory on a
+    4 GB model). In memory or mapped, the same blocks in the same order: the same sums to the bit."""
+    array, release = _mapped(tensor)
+    rest = tuple(a for a in range(array.ndim) if a != axis)
+    out = np.zeros(array.shape[axis])
+    row = array[0].nbytes if len(array) else 1
+    step = max(1, _SUM_BYTES // max(1, row))
+    for i in range(0, len(array), step):
+        block = elementwise(array[i:i + step]).sum(axis=rest)
+        if axis == 0:  # the block's own positions
+            out[i:i + step] = block
+        else:
+            out += block
+        release(0, (i + step) * row)  # from the start: fault-around maps pages before the block too
+    return out
+
+
 def _gathered(array: np.ndarray, axis: int, block: slice, release: Callable[..., None],
               buffer: np.ndarray) -> np.ndarray:
     """``np.moveaxis(array, axis, 0)[block]`` from a mapped ``array``, copied into ``buffer`` (``array``'s
@@ -81,7 +103,7 @@ def _gathered(array: np.ndarray, axis: int, block: slice, release: Callable[...,
     rows = max(1, _GATHER_BYTES // max(1, row))
     for r in range(0, array.shape[0], rows):
         out[r:r + rows] = part[r:r + rows]
-        release(r * row, (r + rows) * row)
+        release(0, (r + rows) * row)  # from the start: fault-around maps pages before the rows too
     return np.moveaxis(out, axis, 0)
 
 

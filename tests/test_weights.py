@@ -62,6 +62,20 @@ def test_slabs_are_the_moved_array_and_give_bit_identical_row_sums(tmp_path, sma
         assert np.concatenate(mapped).tobytes() == np.concatenate(direct).tobytes()
 
 
+@pytest.mark.parametrize("name, axis", [("w2", 0), ("w2", 1), ("w4", 1), ("w4", 3), ("h", 1)])
+def test_axis_sums_are_the_same_mapped_and_in_memory_and_equal_the_direct_sums(tmp_path, monkeypatch, name, axis):
+    monkeypatch.setattr(weights, "_SUM_BYTES", 100)  # many blocks per tensor
+    tensor = _external(tmp_path, ARRAYS)
+    tensor = tensor.graph.initializers[name].const_value
+    a = ARRAYS[name]
+    rest = tuple(i for i in range(a.ndim) if i != axis)
+    for elementwise in (lambda w: np.square(w, dtype=np.float64), lambda w: np.abs(w).astype(np.float64)):
+        mapped = weights.axis_sums(tensor, axis, elementwise)
+        in_memory = weights.axis_sums(ir.tensor(a), axis, elementwise)
+        assert mapped.tobytes() == in_memory.tobytes()
+        np.testing.assert_allclose(mapped, elementwise(a).sum(axis=rest), rtol=1e-12)
+
+
 @pytest.mark.parametrize("external", [True, False])
 def test_selection_writes_and_computes_exactly_np_compress(tmp_path, small_slabs, external):
     a = ARRAYS["w4"]
