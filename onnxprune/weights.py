@@ -24,6 +24,7 @@ import onnx_ir as ir
 SLAB_BYTES = 4 * 1024 * 1024
 _GATHER_BYTES = 1024 * 1024  # rows of a mapped weight touched between page drops
 GATHER_SLABS = 4  # strided blocks copied out of a mapped weight per pass over its pages
+_COPY_BYTES = 1024 * 1024  # rows of a weight per block written by ``Selection.tofile``
 _SUM_BYTES = 1024 * 1024  # rows of a weight per block of ``axis_sums`` (the size is part of its numerics)
 
 
@@ -154,13 +155,17 @@ class Selection(ir.LazyTensor):
         if self._array is not None or len(self.source.shape) == 0:
             file.write(self._whole().tobytes())
             return
-        start = 0
-        for block in slabs(self.source, 0):
-            rows = slice(start, start + block.shape[0])
-            start = rows.stop
+        # blocks of about 1 MiB, as onnx-ir copies an unchanged external tensor: the write is the peak
+        # of saving a large model
+        array, release = _mapped(self.source)
+        step = max(1, _COPY_BYTES // max(1, array[0].nbytes))
+        for start in range(0, len(array), step):
+            rows = slice(start, start + step)
+            block = array[rows]
             for axis, keep in self.steps:
                 block = np.compress(keep[rows] if axis == 0 else keep, block, axis=axis)
             file.write(np.ascontiguousarray(block).view(np.uint8))  # the buffer itself, no bytes copy
+            release()
 
     def tobytes(self) -> bytes:
         return self._whole().tobytes()

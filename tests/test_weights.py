@@ -20,6 +20,7 @@ def small_slabs(monkeypatch):
     """Slabs of a few hundred bytes, so every test tensor is cut into many blocks and gathers."""
     monkeypatch.setattr(weights, "SLAB_BYTES", 200)
     monkeypatch.setattr(weights, "_GATHER_BYTES", 300)
+    monkeypatch.setattr(weights, "_COPY_BYTES", 300)
 
 
 def _external(tmp_path, arrays: dict[str, np.ndarray]) -> ir.Model:
