@@ -6,6 +6,8 @@ never reads the weights of groups --ignore leaves whole."""
 from __future__ import annotations
 
 import io as _io
+import subprocess
+import sys
 
 import numpy as np
 import onnx_ir as ir
@@ -131,3 +133,22 @@ def test_groups_left_whole_by_ignore_are_not_scored_and_the_others_score_the_sam
     for gid in scores.keys():
         assert scores[gid].tobytes() == plain[gid].tobytes()
     assert analysis.groups[ignored.id].prunable  # the analysis itself is untouched
+
+
+_HEAVY = ("onnxruntime", "torch", "scipy", "transformers", "onnxscript")
+
+
+def test_no_validate_prune_imports_no_runtime_or_torch(tiny_files, tmp_path):
+    """``--no-validate`` with a data-free criterion reads and writes weights only: onnxruntime, torch and
+    scipy stay unloaded (each costs tens of MiB of resident memory before any weight is read)."""
+    model, _ = tiny_files
+    out = tmp_path / "out.onnx"
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['onnxprune', {str(model)!r}, {str(out)!r}, '--ratio', '0.3', '--no-validate', '--quiet']\n"
+            "try:\n    runpy.run_module('onnxprune', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            f"print(','.join(sorted(m for m in {_HEAVY!r} if m in sys.modules)))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert out.exists()
+    assert res.stdout.strip() == "", f"imported: {res.stdout.strip()}"
