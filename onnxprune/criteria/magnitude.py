@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxprune.graph import Analysis, Group, optable
+from onnxprune.graph.context import ParamMember
 from onnxprune.weights import axis_sums
 
 
@@ -27,7 +28,7 @@ SQUARES = SumOf(lambda w: np.square(w, dtype=np.float64))
 ABSOLUTES = SumOf(lambda w: np.abs(w).astype(np.float64))
 
 
-def position_stats(member, row_stat: Callable) -> np.ndarray:
+def position_stats(member: ParamMember, row_stat: Callable) -> np.ndarray:
     """``row_stat`` (float64) of each position of a weight member along its axis, read a block at a
     time so a large (memory-mapped) weight is never copied or resident whole."""
     if isinstance(row_stat, SumOf) and member.quant is None:
