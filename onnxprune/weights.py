@@ -22,8 +22,10 @@ import onnx_ir as ir
 # One block of a weight at a time. The rows of a block are reduced together, and numpy's reductions
 # over a strided block depend on its row count in the last bits: the size is part of the numerics.
 SLAB_BYTES = 4 * 1024 * 1024
-_GATHER_BYTES = 8 * 1024 * 1024  # rows of a mapped weight touched between page drops
+_GATHER_BYTES = 1024 * 1024  # rows of a mapped weight touched between page drops
 GATHER_SLABS = 4  # strided blocks copied out of a mapped weight per pass over its pages
+_COPY_BYTES = 1024 * 1024  # rows of a weight per block written by ``Selection.tofile``
+_SUM_BYTES = 1024 * 1024  # rows of a weight per block of ``axis_sums`` (the size is part of its numerics)
 
 
 def _keep(first: int = 0, last: int | None = None) -> None:
@@ -52,30 +54,57 @@ def slabs(tensor: ir.TensorProtocol, axis: int = 0) -> Iterator[np.ndarray]:
             yield w[i:i + step]  # consecutive bytes: only these pages are touched
             release()
         return
-    # A strided block touches every page of the tensor: copy a few blocks out per pass over it. The
-    # blocks handed out keep ``step`` rows and the memory order of the direct view (same numerics).
+    # A strided block touches every page of the tensor: copy a few blocks out per pass over it, into
+    # one buffer reused by every pass (a block is valid until the next is asked for). The blocks
+    # handed out keep ``step`` rows and the memory order of the direct view (same numerics).
     wide = step * GATHER_SLABS
+    shape = list(array.shape)
+    shape[axis] = min(wide, n)
+    buffer = np.empty(shape, dtype=array.dtype)
     for i in range(0, n, wide):
-        gathered = _gathered(array, axis, slice(i, i + wide), release)
+        gathered = _gathered(array, axis, slice(i, i + wide), release, buffer)
         for j in range(0, gathered.shape[0], step):
             yield gathered[j:j + step]
 
 
-def _gathered(array: np.ndarray, axis: int, block: slice, release: Callable[..., None]) -> np.ndarray:
-    """``np.moveaxis(array, axis, 0)[block]`` from a mapped ``array``, copied a few rows of ``array`` at
-    a time with the pages dropped in between (the kernel maps the pages around each one touched, so
-    reading the strided block at once would map the whole tensor). The copy keeps ``array``'s memory
-    order, so the view returned has the strides' order of the direct view: numpy computes on it in the
-    same order, to the bit."""
+def axis_sums(tensor: ir.TensorProtocol, axis: int, elementwise: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Per position along ``axis``: the sum over every other axis of ``elementwise(w)`` (a float64 map),
+    accumulated over consecutive blocks of the tensor's first axis in storage order, the pages of each
+    dropped after it. One pass over the bytes, where ``slabs`` along an inner axis gathers strided
+    columns (a buffer of them plus their float64 statistics resident: most of the scoring's memory on a
+    4 GB model). In memory or mapped, the same blocks in the same order: the same sums to the bit."""
+    array, release = _mapped(tensor)
+    rest = tuple(a for a in range(array.ndim) if a != axis)
+    out = np.zeros(array.shape[axis])
+    row = array[0].nbytes if len(array) else 1
+    step = max(1, _SUM_BYTES // max(1, row))
+    for i in range(0, len(array), step):
+        block = elementwise(array[i:i + step]).sum(axis=rest)
+        if axis == 0:  # the block's own positions
+            out[i:i + step] = block
+        else:
+            out += block
+        release(0, (i + step) * row)  # from the start: fault-around maps pages before the block too
+    return out
+
+
+def _gathered(array: np.ndarray, axis: int, block: slice, release: Callable[..., None],
+              buffer: np.ndarray) -> np.ndarray:
+    """``np.moveaxis(array, axis, 0)[block]`` from a mapped ``array``, copied into ``buffer`` (``array``'s
+    shape with at least the block's length on ``axis``) a few rows of ``array`` at a time, with the
+    pages dropped in between (the kernel maps the pages around each one touched, so reading the
+    strided block at once would map the whole tensor). The copy keeps ``array``'s memory order, so the
+    view returned has the strides' order of the direct view: numpy computes on it in the same order,
+    to the bit."""
     index = [slice(None)] * array.ndim
     index[axis] = block
     part = array[tuple(index)]
-    out = np.empty(part.shape, dtype=part.dtype)
+    out = buffer[tuple(slice(0, k) for k in part.shape)]
     row = array[0].nbytes
     rows = max(1, _GATHER_BYTES // max(1, row))
     for r in range(0, array.shape[0], rows):
         out[r:r + rows] = part[r:r + rows]
-        release(r * row, (r + rows) * row)
+        release(0, (r + rows) * row)  # from the start: fault-around maps pages before the rows too
     return np.moveaxis(out, axis, 0)
 
 
@@ -126,13 +155,17 @@ class Selection(ir.LazyTensor):
         if self._array is not None or len(self.source.shape) == 0:
             file.write(self._whole().tobytes())
             return
-        start = 0
-        for block in slabs(self.source, 0):
-            rows = slice(start, start + block.shape[0])
-            start = rows.stop
+        # blocks of about 1 MiB, as onnx-ir copies an unchanged external tensor: the write is the peak
+        # of saving a large model
+        array, release = _mapped(self.source)
+        step = max(1, _COPY_BYTES // max(1, array[0].nbytes))
+        for start in range(0, len(array), step):
+            rows = slice(start, start + step)
+            block = array[rows]
             for axis, keep in self.steps:
                 block = np.compress(keep[rows] if axis == 0 else keep, block, axis=axis)
             file.write(np.ascontiguousarray(block).view(np.uint8))  # the buffer itself, no bytes copy
+            release()
 
     def tobytes(self) -> bytes:
         return self._whole().tobytes()

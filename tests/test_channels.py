@@ -27,3 +27,24 @@ def test_spaces_share_a_group_but_not_channels():
     assert len(set(chan[a].tolist())) == 3
     assert set(grp[a].tolist()) == set(grp[b].tolist()) == {0}
     assert set(grp[c].tolist()) == {6}
+
+
+def test_group_partition_matches_scipy_components_of_couplings_and_spaces():
+    """Groups are the components of the couplings plus an edge from every atom to its space's first atom."""
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        store = ChannelStore()
+        spaces = [store.new_space(int(rng.integers(0, 6)), f"s{i}") for i in range(int(rng.integers(1, 12)))]
+        n = store.n_atoms
+        for _ in range(int(rng.integers(0, 8)) if n else 0):
+            k = int(rng.integers(0, 5))
+            store.couple(rng.integers(0, n, k), rng.integers(0, n, k))
+        chan, grp = store.partitions()
+        src = np.concatenate([a for a, _ in store._couplings] + [np.arange(n)])
+        dst = np.concatenate([b for _, b in store._couplings] + [np.full(len(s), s[0] if len(s) else 0)
+                                                                   for s in spaces])
+        _, comp = connected_components(coo_matrix((np.ones(len(src)), (src, dst)), shape=(n, n)), directed=False)
+        smallest = np.full(comp.max() + 1 if n else 0, n)
+        np.minimum.at(smallest, comp, np.arange(n))
+        np.testing.assert_array_equal(grp, smallest[comp])
+        assert grp.dtype == chan.dtype == np.int64

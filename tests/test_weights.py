@@ -6,6 +6,8 @@ never reads the weights of groups --ignore leaves whole."""
 from __future__ import annotations
 
 import io as _io
+import subprocess
+import sys
 
 import numpy as np
 import onnx_ir as ir
@@ -20,6 +22,7 @@ def small_slabs(monkeypatch):
     """Slabs of a few hundred bytes, so every test tensor is cut into many blocks and gathers."""
     monkeypatch.setattr(weights, "SLAB_BYTES", 200)
     monkeypatch.setattr(weights, "_GATHER_BYTES", 300)
+    monkeypatch.setattr(weights, "_COPY_BYTES", 300)
 
 
 def _external(tmp_path, arrays: dict[str, np.ndarray]) -> ir.Model:
@@ -60,6 +63,20 @@ def test_slabs_are_the_moved_array_and_give_bit_identical_row_sums(tmp_path, sma
         mapped = [stat(b.reshape(b.shape[0], -1)) for b in weights.slabs(tensor, axis)]
         direct = [stat(b.reshape(b.shape[0], -1)) for b in in_memory]
         assert np.concatenate(mapped).tobytes() == np.concatenate(direct).tobytes()
+
+
+@pytest.mark.parametrize("name, axis", [("w2", 0), ("w2", 1), ("w4", 1), ("w4", 3), ("h", 1)])
+def test_axis_sums_are_the_same_mapped_and_in_memory_and_equal_the_direct_sums(tmp_path, monkeypatch, name, axis):
+    monkeypatch.setattr(weights, "_SUM_BYTES", 100)  # many blocks per tensor
+    tensor = _external(tmp_path, ARRAYS)
+    tensor = tensor.graph.initializers[name].const_value
+    a = ARRAYS[name]
+    rest = tuple(i for i in range(a.ndim) if i != axis)
+    for elementwise in (lambda w: np.square(w, dtype=np.float64), lambda w: np.abs(w).astype(np.float64)):
+        mapped = weights.axis_sums(tensor, axis, elementwise)
+        in_memory = weights.axis_sums(ir.tensor(a), axis, elementwise)
+        assert mapped.tobytes() == in_memory.tobytes()
+        np.testing.assert_allclose(mapped, elementwise(a).sum(axis=rest), rtol=1e-12)
 
 
 @pytest.mark.parametrize("external", [True, False])
@@ -116,3 +133,22 @@ def test_groups_left_whole_by_ignore_are_not_scored_and_the_others_score_the_sam
     for gid in scores.keys():
         assert scores[gid].tobytes() == plain[gid].tobytes()
     assert analysis.groups[ignored.id].prunable  # the analysis itself is untouched
+
+
+_HEAVY = ("onnxruntime", "torch", "scipy", "transformers", "onnxscript")
+
+
+def test_no_validate_prune_imports_no_runtime_or_torch(tiny_files, tmp_path):
+    """``--no-validate`` with a data-free criterion reads and writes weights only: onnxruntime, torch and
+    scipy stay unloaded (each costs tens of MiB of resident memory before any weight is read)."""
+    model, _ = tiny_files
+    out = tmp_path / "out.onnx"
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['onnxprune', {str(model)!r}, {str(out)!r}, '--ratio', '0.3', '--no-validate', '--quiet']\n"
+            "try:\n    runpy.run_module('onnxprune', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            f"print(','.join(sorted(m for m in {_HEAVY!r} if m in sys.modules)))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert out.exists()
+    assert res.stdout.strip() == "", f"imported: {res.stdout.strip()}"

@@ -16,6 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from onnxprune.criteria.magnitude import (
+    SQUARES,
     ScoreDict,
     consumer_column_energy,
     param_per_class,
@@ -43,7 +44,7 @@ def energy(analysis: Analysis) -> ScoreDict:
             total += col * (var + mean * mean)
         if fallback is not None or not consumers:
             # Unknown moments: producer l2 times consumer column norms (scale-free within the group).
-            prod = np.sum(producer_sums(analysis, g, lambda r: np.square(r, dtype=np.float64).sum(axis=1)), axis=0)
+            prod = np.sum(producer_sums(analysis, g, SQUARES), axis=0)
             cols = consumer_column_energy(analysis, g)
             total = prod * (cols if consumers else 1.0)
             notes[g.id] = f"no activation statistics ({fallback or 'no consumer'}): producer l2 x consumer norm"
@@ -96,7 +97,7 @@ def _filter_moments(analysis: Analysis, g: Group, node) -> tuple[np.ndarray, np.
     if member is None:
         return f"{node.op_type} '{node.name}' is not this group's producer"
     var = producer_sums(analysis, replace(g, producers=[member]),
-                        lambda r: np.square(r, dtype=np.float64).sum(axis=1))[0]
+                        SQUARES)[0]
     aff = optable.traits(node, analysis.opset).affine()
     bias = param_per_class(analysis, g, node, aff.bias) if aff.bias is not None else None
     return aff.bias_scale * (bias if bias is not None else np.zeros(g.size)), aff.weight_scale ** 2 * var

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from onnxprune.criteria.magnitude import ScoreDict, consumer_column_energy, producer_sums
+from onnxprune.criteria.magnitude import SQUARES, ScoreDict, consumer_column_energy, producer_sums
 from onnxprune.graph import Analysis, Group
 from onnxprune.graph.context import ParamMember
 
@@ -72,5 +72,5 @@ def per_member_mean(values: np.ndarray) -> np.ndarray:
 def _row_norms(analysis: Analysis, g: Group, p: ParamMember) -> np.ndarray:
     """Per channel of the group: the L2 norm of the member's slices along its channel axis (over all
     the positions a channel owns), read in chunks like the producer norms."""
-    sq = producer_sums(analysis, replace(g, producers=[p]), lambda r: np.square(r, dtype=np.float64).sum(axis=1))[0]
+    sq = producer_sums(analysis, replace(g, producers=[p]), SQUARES)[0]
     return np.sqrt(sq)

@@ -3,19 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from onnxprune.graph import Analysis, Group, optable
+from onnxprune.graph.context import ParamMember
+from onnxprune.weights import axis_sums
+
+
+@dataclass(frozen=True)
+class SumOf:
+    """A per-position statistic that is the sum of a float64 map of the position's values: as a row
+    statistic, ``elementwise(rows).sum(axis=1)``; of a stored weight, summed in storage order by
+    ``weights.axis_sums`` (one pass in small blocks, whatever the axis: a MatMul's output columns too)."""
+
+    elementwise: Callable[[np.ndarray], np.ndarray]
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        return self.elementwise(rows).sum(axis=1)
+
+
+SQUARES = SumOf(lambda w: np.square(w, dtype=np.float64))
+ABSOLUTES = SumOf(lambda w: np.abs(w).astype(np.float64))
+
+
+def position_stats(member: ParamMember, row_stat: Callable) -> np.ndarray:
+    """``row_stat`` (float64) of each position of a weight member along its axis, read a block at a
+    time so a large (memory-mapped) weight is never copied or resident whole."""
+    if isinstance(row_stat, SumOf) and member.quant is None:
+        return axis_sums(member.value.const_value, member.axis, row_stat.elementwise)
+    return np.concatenate([row_stat(b.reshape(b.shape[0], -1)) for b in member.slabs()])
 
 
 def producer_sums(analysis: Analysis, group: Group, row_stat: Callable) -> list[np.ndarray]:
-    """For each producer: row_stat (float64) of each position's filter, summed per channel of the group.
-
-    Works on slabs of the (memory-mapped) weight so a large Gemm is never copied or resident whole."""
+    """For each producer: row_stat (float64) of each position's filter, summed per channel of the group."""
     sums = []
     for p in group.producers:
-        stats = np.concatenate([row_stat(b.reshape(b.shape[0], -1)) for b in p.slabs()])
+        stats = position_stats(p, row_stat)
         pos, cls = analysis.channels_in(group, p.atoms)
         per_class = np.zeros(group.size)
         np.add.at(per_class, cls, stats[pos])
@@ -52,20 +77,18 @@ def consumer_position_energy(c) -> np.ndarray:
         w = np.moveaxis(c.array(), c.axis, 0)
         per = w.shape[0]
         return np.square(w.reshape(per, c.blocks, -1), dtype=np.float64).sum(axis=2).T.ravel()
-    # slab by slab: a large weight is never copied or resident whole
-    return np.concatenate([np.square(b.reshape(b.shape[0], -1), dtype=np.float64).sum(axis=1)
-                           for b in c.slabs()])
+    return position_stats(c, SQUARES)
 
 
 def l1(analysis: Analysis) -> dict[int, np.ndarray]:
     """Sum of |w| of each channel's filters."""
-    return {g.id: np.sum(producer_sums(analysis, g, lambda r: np.abs(r).sum(axis=1, dtype=np.float64)), axis=0)
+    return {g.id: np.sum(producer_sums(analysis, g, ABSOLUTES), axis=0)
             for g in analysis.prunable_groups}
 
 
 def l2(analysis: Analysis) -> dict[int, np.ndarray]:
     """Euclidean norm of each channel's filters, per producer, summed over producers."""
-    return {g.id: np.sum(np.sqrt(producer_sums(analysis, g, lambda r: np.square(r, dtype=np.float64).sum(axis=1))),
+    return {g.id: np.sum(np.sqrt(producer_sums(analysis, g, SQUARES)),
                          axis=0)
             for g in analysis.prunable_groups}
 

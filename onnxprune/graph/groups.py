@@ -241,8 +241,12 @@ def _build_groups(an: Analysis) -> None:
         an.class_gid[members] = gid
         an.class_pos[members] = np.arange(len(members))
     gid_of = {int(r): gid for gid, r in enumerate(group_roots)}
-    for atom, reason in store.freezes:
-        _add_reason(an.groups[gid_of[int(grp_roots[atom])]], reason)
+    gid_of_atom = np.full(store.n_atoms, -1, dtype=np.int64)
+    gid_of_atom[group_roots] = np.arange(len(group_roots))
+    gid_of_atom = gid_of_atom[grp_roots]
+    for atoms, reason in store.freezes:
+        for gid in dict.fromkeys(gid_of_atom[atoms].tolist()):  # in atom order, as the groups' reasons read
+            _add_reason(an.groups[gid], reason)
     # A member after a Concat holds channels of several groups: it belongs to each of them.
     for p in an.params:
         for gid in np.unique(an.class_gid[an.roots[p.atoms]]).tolist():
