@@ -29,6 +29,14 @@ Usage::
     python tools/bench_embedder.py                 # the grid (7.5 min with 2 workers on 2 loaded cores)
     python tools/bench_embedder.py --quick         # a reduced grid
     python tools/bench_embedder.py --out tools/bench_embedder_results.md
+    # the best recovery: flap + refit on 512 sentences, then distillation, at two MACs fractions
+    python tools/bench_embedder.py --curve flap/head/refit+distil/global --fractions 0.10,0.25 --calib 512 \
+        --out /tmp/curve.md
+
+Recovery ``refit+distil``: ``--refit``, then ``distil`` below (unlabelled distillation towards the original's
+last hidden state on the calibration sentences, through onnxprune's torch twin). It lives here rather than
+in ``--finetune`` because it uses what only the bench knows: which positions are padding (masked out of
+the loss, and cut from each minibatch, about 60% of the tokens of these sentences).
 """
 
 from __future__ import annotations
