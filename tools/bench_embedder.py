@@ -30,8 +30,8 @@ Usage::
     python tools/bench_embedder.py --quick         # a reduced grid
     python tools/bench_embedder.py --out tools/bench_embedder_results.md
     # the best recovery: flap + refit on 512 sentences, then distillation, at two MACs fractions
-    python tools/bench_embedder.py --curve flap/head/refit+distil/global --fractions 0.10,0.25 --calib 512 \
-        --out /tmp/curve.md
+    python tools/bench_embedder.py --curve flap/head/refit+distil/global --fractions 0.06,0.10 --calib 64 \
+        --distil-steps 100 --out /tmp/curve.md
 
 Recovery ``refit+distil``: ``--refit``, then ``distil`` below (unlabelled distillation towards the original's
 last hidden state on the calibration sentences, through onnxprune's torch twin). It lives here rather than
@@ -64,6 +64,7 @@ SEQ_LEN = 64
 N_CALIB, N_EVAL = 64, 256
 COSINE_BAR = 0.99
 DISTIL_STEPS, DISTIL_BATCH, DISTIL_LR = 300, 16, 1e-4
+N_DISTIL = 512  # distillation sentences (calib half: disjoint from the evaluation sentences)
 AT_FRACTION = 0.25
 CRITERIA = ("energy", "l1", "wanda", "flap")
 UNITS = ("head", "dim")
@@ -126,7 +127,7 @@ class Bench:
         tmp.mkdir(parents=True, exist_ok=True)
         self.calib = tmp / "calib.npz"
         np.savez(self.calib, **calib.feeds)
-        self.calib_feeds = calib.feeds
+        self.distil_feeds = pm.build_sentences(model, N_DISTIL, pm.CALIB, seq_len=SEQ_LEN).feeds
         self.reference = embeddings(session_of(str(self.path)), self.eval_feeds)
         self.runs: list[dict] = []
 
@@ -151,7 +152,7 @@ class Bench:
         if setup.recovery.endswith("distil"):
             extra["cosine_before_distil"] = float(np.mean(np.sum(self.reference * embeddings(
                 session_of(ir.to_proto(pruned).SerializeToString()), self.eval_feeds), axis=1)))
-            extra["distil_loss"] = distil(pruned, self.path, self.calib_feeds, DISTIL_STEPS)
+            extra["distil_loss"] = distil(pruned, self.path, self.distil_feeds, DISTIL_STEPS)
         emb = embeddings(session_of(ir.to_proto(pruned).SerializeToString()), self.eval_feeds)
         cos = np.sum(emb * self.reference, axis=1)
         run = {"config": setup.name, "target_removed": round(fraction, 4),
@@ -353,22 +354,22 @@ def _sweep_in_worker(setup: Setup, steps: int, tmp: str) -> tuple[dict, list[dic
     return row, _BENCH.runs[start:]
 
 
-def _trial_in_worker(setup: Setup, fraction: float, tmp: str, n_calib: int) -> dict:
-    global _BENCH, N_CALIB
+def _trial_in_worker(setup: Setup, fraction: float, tmp: str, n_calib: int, steps: int) -> dict:
+    global _BENCH, N_CALIB, DISTIL_STEPS
+    N_CALIB, DISTIL_STEPS = n_calib, steps
     if _BENCH is None:
-        N_CALIB = n_calib
         _BENCH = Bench(Path(tmp) / f"w{os.getpid()}")
     return _BENCH.trial(setup, fraction)
 
 
-def curve(setups_: list[Setup], fractions: list[float], jobs: int, n_calib: int) -> str:
+def curve(setups_: list[Setup], fractions: list[float], jobs: int, n_calib: int, steps: int) -> str:
     """A table of mean (and min) cosine against the MACs removed, one column per configuration."""
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_trial_in_worker, s, f, tmp, n_calib) for f in fractions for s in setups_]
+        futures = [pool.submit(_trial_in_worker, s, f, tmp, n_calib, steps) for f in fractions for s in setups_]
         runs = [fut.result() for fut in futures]
     by = {(r["config"], r["target_removed"]): r for r in runs}
-    lines = [f"Calibration: {n_calib} sentences; distillation (where named): {DISTIL_STEPS} steps of "
-             f"{DISTIL_BATCH} sentences, lr {DISTIL_LR:g}.", "",
+    lines = [f"Calibration: {n_calib} sentences; distillation (where named): {steps} steps of "
+             f"{DISTIL_BATCH} of {N_DISTIL} sentences, lr {DISTIL_LR:g}.", "",
              "| MACs removed | " + " | ".join(f"`{s.name}`" for s in setups_) + " |",
              "|---" * (len(setups_) + 1) + "|"]
     for f in fractions:
@@ -398,10 +399,11 @@ def main(argv: list[str] | None = None) -> int:
                     "the table is printed and written to --out")
     ap.add_argument("--fractions", default="0.10,0.15,0.20,0.25", help="MACs fractions removed for --curve")
     ap.add_argument("--calib", type=int, default=None, help=f"calibration sentences (default {N_CALIB})")
+    ap.add_argument("--distil-steps", type=int, default=DISTIL_STEPS, help="steps of refit+distil")
     args = ap.parse_args(argv)
     if args.curve:
         chosen = [Setup(*name.split("/")) for name in args.curve.split(",")]
-        table = curve(chosen, [float(f) for f in args.fractions.split(",")], args.jobs, args.calib or N_CALIB)
+        table = curve(chosen, [float(f) for f in args.fractions.split(",")], args.jobs, args.calib or N_CALIB, args.distil_steps)
         args.out.write_text(table)
         print(table)
         return 0
