@@ -29,6 +29,14 @@ Usage::
     python tools/bench_embedder.py                 # the grid (7.5 min with 2 workers on 2 loaded cores)
     python tools/bench_embedder.py --quick         # a reduced grid
     python tools/bench_embedder.py --out tools/bench_embedder_results.md
+    # the best recovery: flap + refit on 512 sentences, then distillation, at two MACs fractions
+    python tools/bench_embedder.py --curve flap/head/refit+distil/global --fractions 0.06,0.10 --calib 64 \
+        --distil-steps 100 --out /tmp/curve.md
+
+Recovery ``refit+distil``: ``--refit``, then ``distil`` below (unlabelled distillation towards the original's
+last hidden state on the calibration sentences, through onnxprune's torch twin). It lives here rather than
+in ``--finetune`` because it uses what only the bench knows: which positions are padding (masked out of
+the loss, and cut from each minibatch, about 60% of the tokens of these sentences).
 """
 
 from __future__ import annotations
@@ -55,6 +63,8 @@ MODEL_KEY = "minilm-l6"
 SEQ_LEN = 64
 N_CALIB, N_EVAL = 64, 256
 COSINE_BAR = 0.99
+DISTIL_STEPS, DISTIL_BATCH, DISTIL_LR = 300, 16, 1e-4
+N_DISTIL = 512  # distillation sentences (calib half: disjoint from the evaluation sentences)
 AT_FRACTION = 0.25
 CRITERIA = ("energy", "l1", "wanda", "flap")
 UNITS = ("head", "dim")
@@ -65,7 +75,7 @@ ALLOCATIONS = ("global", "local")
 class Setup:
     criterion: str
     unit: str
-    recovery: str  # "none", "compensate" or "refit"
+    recovery: str  # "none", "compensate", "refit" or "refit+distil"
     allocation: str
 
     @property
@@ -74,7 +84,7 @@ class Setup:
 
     def keywords(self) -> dict:
         kw = {"criterion": self.criterion, "attention_unit": self.unit, "allocation": self.allocation}
-        if self.recovery == "refit":
+        if self.recovery.startswith("refit"):
             kw["refit"] = True
         else:  # compensate off/on explicitly (flap's own default is on)
             kw["compensate"] = self.recovery == "compensate"
@@ -117,6 +127,7 @@ class Bench:
         tmp.mkdir(parents=True, exist_ok=True)
         self.calib = tmp / "calib.npz"
         np.savez(self.calib, **calib.feeds)
+        self.distil_feeds = pm.build_sentences(model, N_DISTIL, pm.CALIB, seq_len=SEQ_LEN).feeds
         self.reference = embeddings(session_of(str(self.path)), self.eval_feeds)
         self.runs: list[dict] = []
 
@@ -137,12 +148,17 @@ class Bench:
             pruned, report = onnxprune.prune(str(self.path), target_flops=f"{1 - fraction:.4f}", validate=False,
                                              **setup.keywords(), **self.data_keyword(setup))
         t_prune = time.perf_counter() - t0
+        extra = {}
+        if setup.recovery.endswith("distil"):
+            extra["cosine_before_distil"] = float(np.mean(np.sum(self.reference * embeddings(
+                session_of(ir.to_proto(pruned).SerializeToString()), self.eval_feeds), axis=1)))
+            extra["distil_loss"] = distil(pruned, self.path, self.distil_feeds, DISTIL_STEPS)
         emb = embeddings(session_of(ir.to_proto(pruned).SerializeToString()), self.eval_feeds)
         cos = np.sum(emb * self.reference, axis=1)
         run = {"config": setup.name, "target_removed": round(fraction, 4),
                "macs_removed": 1 - report["flops_after"] / report["flops_before"],
                "params_removed": 1 - report["params_after"] / report["params_before"],
-               "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
+               "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()), **extra,
                "prune_s": round(t_prune, 1), "total_s": round(time.perf_counter() - t0, 1)}
         self.runs.append(run)
         print(f"  {setup.name:32s} target {fraction:.3f}: MACs -{run['macs_removed']:.3f} "
@@ -166,6 +182,45 @@ class Bench:
                 "best_macs_removed": lo["macs_removed"] if lo else 0.0,
                 "best_cosine": lo["cosine_mean"] if lo else None,
                 "bracket": [lo_f, hi_f], "first_failing_macs_removed": hi["macs_removed"] if hi else None}
+
+
+def distil(model, original: Path, feeds: dict[str, np.ndarray], steps: int, batch: int = DISTIL_BATCH,
+           lr: float = DISTIL_LR, seed: int = 0) -> tuple[float, float]:
+    """Unlabelled distillation of ``model`` (pruned, onnx-ir; weights updated in place) towards the
+    original's last hidden state on the calibration sentences ``feeds``: Adam on every weight through
+    onnxprune's torch twin, one-cycle learning rate, shuffled minibatches of ``batch`` sentences cut to
+    their longest sentence (padding columns carry no work), squared error over the real tokens only
+    (padding positions are masked out of the loss). Returns the loss (first, last 20-step mean)."""
+    import torch
+
+    from onnxprune.twin import Twin
+
+    torch.manual_seed(seed)
+    target = session_of(str(original)).run(None, feeds)[0]
+    twin = Twin(model)
+    params = [p for p in twin.parameters() if p.requires_grad and p.numel() > 1]
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    rng = np.random.default_rng(seed)
+    n = len(feeds["input_ids"])
+    order, pos, losses = rng.permutation(n), 0, []
+    for _ in range(steps):
+        if pos + batch > n:
+            order, pos = rng.permutation(n), 0
+        idx = order[pos:pos + batch]
+        pos += batch
+        mask = feeds["attention_mask"][idx]
+        width = int(mask.sum(1).max())
+        y = twin({k: torch.as_tensor(v[idx][:, :width]) for k, v in feeds.items()})[0]
+        m = torch.as_tensor(mask[:, :width], dtype=y.dtype)[..., None]
+        loss = (((y - torch.as_tensor(target[idx][:, :width])) ** 2) * m).sum() / (m.sum() * y.shape[-1])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    twin.write_back(model)
+    return losses[0], float(np.mean(losses[-20:]))
 
 
 def setups(quick: bool) -> list[Setup]:
@@ -299,6 +354,34 @@ def _sweep_in_worker(setup: Setup, steps: int, tmp: str) -> tuple[dict, list[dic
     return row, _BENCH.runs[start:]
 
 
+def _trial_in_worker(setup: Setup, fraction: float, tmp: str, n_calib: int, steps: int) -> dict:
+    global _BENCH, N_CALIB, DISTIL_STEPS
+    N_CALIB, DISTIL_STEPS = n_calib, steps
+    if _BENCH is None:
+        _BENCH = Bench(Path(tmp) / f"w{os.getpid()}")
+    return _BENCH.trial(setup, fraction)
+
+
+def curve(setups_: list[Setup], fractions: list[float], jobs: int, n_calib: int, steps: int) -> str:
+    """A table of mean (and min) cosine against the MACs removed, one column per configuration."""
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_trial_in_worker, s, f, tmp, n_calib, steps) for f in fractions for s in setups_]
+        runs = [fut.result() for fut in futures]
+    by = {(r["config"], r["target_removed"]): r for r in runs}
+    lines = [f"Calibration: {n_calib} sentences; distillation (where named): {steps} steps of "
+             f"{DISTIL_BATCH} of {N_DISTIL} sentences, lr {DISTIL_LR:g}.", "",
+             "| MACs removed | " + " | ".join(f"`{s.name}`" for s in setups_) + " |",
+             "|---" * (len(setups_) + 1) + "|"]
+    for f in fractions:
+        cells = []
+        for s in setups_:
+            r = by[(s.name, round(f, 4))]
+            before = f" (before distil {r['cosine_before_distil']:.4f})" if "cosine_before_distil" in r else ""
+            cells.append(f"{r['cosine_mean']:.4f} (min {r['cosine_min']:.3f}){before}")
+        lines.append(f"| {f:.1%} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n```json\n" + json.dumps(runs, indent=1) + "\n```\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="whole heads, global allocation, no recovery: the four criteria only")
@@ -310,7 +393,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--diagnose", action="store_true", help="also measure per-layer hidden-state cosine and the "
                     "per-group removal of the l1/head configuration at 25%% MACs removed")
     ap.add_argument("--out", type=Path, default=TOOLS / "bench_embedder_results.md")
+    ap.add_argument("--curve", default=None, metavar="CONFIGS",
+                    help="instead of the grid: the cosine at each --fractions for these comma-separated "
+                    "configurations (criterion/unit/recovery/allocation, recovery may be refit+distil); "
+                    "the table is printed and written to --out")
+    ap.add_argument("--fractions", default="0.10,0.15,0.20,0.25", help="MACs fractions removed for --curve")
+    ap.add_argument("--calib", type=int, default=None, help=f"calibration sentences (default {N_CALIB})")
+    ap.add_argument("--distil-steps", type=int, default=DISTIL_STEPS, help="steps of refit+distil")
     args = ap.parse_args(argv)
+    if args.curve:
+        chosen = [Setup(*name.split("/")) for name in args.curve.split(",")]
+        table = curve(chosen, [float(f) for f in args.fractions.split(",")], args.jobs, args.calib or N_CALIB, args.distil_steps)
+        args.out.write_text(table)
+        print(table)
+        return 0
     steps = args.steps if args.steps is not None else 1
     t0 = time.perf_counter()
     chosen = [s for s in setups(args.quick)
