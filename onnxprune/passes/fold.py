@@ -1,0 +1,105 @@
+"""Constant folding before analysis: onnxscript's folder, with a policy that keeps the model as fast and as
+small as it was.
+
+What depends only on weights and static shapes becomes an initializer the channel rules can read: Shape
+of a tensor whose dims are known (a symbolic batch stays symbolic: only the static dims fold), the
+arithmetic on it (pads, reshape targets), and weight subgraphs such as run-time weight standardisation
+(weight -> ReduceMean/Sub/Div/Mul -> Conv weight), whose folded result is the weight the Conv reads.
+
+The folding itself is ``onnxscript.optimizer.fold_constants``; this module only decides which nodes it may
+fold (``should_fold``), because folding can make a model bigger without making it faster: a
+ConstantOfShape or Expand of a scalar into an attention mask, a weight copied because it is also read
+elsewhere. The rule, per connected region of nodes that read only constants: fold it when what it leaves
+behind (the values read from outside the region) holds no more elements than the constants it consumes
+alone (they go with it), plus a small allowance for shape-sized results. Quantize/Dequantize nodes never
+fold: the quantized rules read them as they are.
+"""
+
+from __future__ import annotations
+
+import math
+
+import onnx_ir as ir
+from onnxscript.optimizer import FOLDED_FROM_KEY, fold_constants
+
+_SMALL = 1 << 16  # elements: a folded result this small never makes the model noticeably bigger
+_KEEP = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})  # the quantized rules read them
+_NONDETERMINISTIC = frozenset({"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike",
+                               "Multinomial", "Bernoulli"})
+
+
+def fold_model_constants(model: ir.Model) -> bool:
+    """Fold ``model`` in place (shapes should be inferred first: Shape folds from them); whether it changed."""
+    allowed = _foldable_regions(model.graph)
+
+    def should_fold(node: ir.Node) -> bool:
+        if node.op_type in _KEEP or any(out.is_graph_output() for out in node.outputs):
+            return False
+        if node in allowed:
+            return allowed[node]
+        # constant only after a Shape folded (shape arithmetic): small results only
+        return all(_elements(out) is not None and _elements(out) <= _SMALL for out in node.outputs)
+
+    # The policy is ours: onnxscript's size limits would stop a weight subgraph halfway (a weight
+    # intermediate read twice), so they are lifted and should_fold decides every node.
+    result = fold_constants(model, onnx_shape_inference=False, input_size_limit=math.inf,
+                            output_size_limit=math.inf, should_fold=should_fold)
+    for value in model.graph.initializers.values():  # provenance note; not part of the model we write
+        value.metadata_props.pop(FOLDED_FROM_KEY, None)
+    for node in model.graph:
+        for value in node.outputs:
+            value.metadata_props.pop(FOLDED_FROM_KEY, None)
+    return bool(result.modified)
+
+
+def _elements(value: ir.Value) -> int | None:
+    """Elements of a value of static shape (a constant's, or an inferred one), else None."""
+    if value.const_value is not None:
+        return value.const_value.size
+    if value.shape is None or not all(isinstance(d, int) for d in value.shape):
+        return None
+    return math.prod(value.shape)
+
+
+def _foldable_regions(graph: ir.Graph) -> dict[ir.Node, bool]:
+    """Per node that reads only constants (initializers or such nodes' outputs): whether its region may fold.
+
+    A region is a connected set of such nodes; it folds when the values it hands to the rest of the graph
+    hold at most as many elements as the initializers only it reads, plus ``_SMALL``."""
+    const_nodes: list[ir.Node] = []
+    constant: set[ir.Value] = {v for v in graph.initializers.values() if not v.is_graph_input()}
+    for node in graph:  # topological order: a node's inputs are classified before it
+        if (node.op_type in _KEEP or node.op_type in _NONDETERMINISTIC or node.domain not in ("", "ai.onnx")
+                or any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values())):
+            continue
+        inputs = [v for v in node.inputs if v is not None]
+        if all(v in constant for v in inputs):
+            const_nodes.append(node)
+            constant.update(node.outputs)
+    members = set(const_nodes)
+    parent = {n: n for n in const_nodes}
+
+    def root(n: ir.Node) -> ir.Node:
+        while parent[n] is not n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for node in const_nodes:
+        for v in node.inputs:
+            p = v.producer() if v is not None else None
+            if p in members:
+                parent[root(p)] = root(node)
+    handed, consumed = {}, {}
+    for node in const_nodes:
+        r = root(node)
+        for out in node.outputs:
+            if out.is_graph_output() or any(u.node not in members for u in out.uses()):
+                handed[r] = handed.get(r, 0) + (_elements(out) or math.inf)
+        for v in node.inputs:
+            if v is not None and v.producer() is None and not v.is_graph_output() and all(
+                    u.node in members and root(u.node) is r for u in v.uses()):
+                consumed.setdefault(r, set()).add(v)
+    verdict = {r: handed.get(r, 0) <= sum(v.const_value.size for v in consumed.get(r, ()) if v.const_value is not None)
+               + _SMALL for r in set(map(root, const_nodes))}
+    return {n: verdict[root(n)] for n in const_nodes}
