@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import onnx_ir as ir
 from onnxscript.optimizer import FOLDED_FROM_KEY, fold_constants
 
@@ -30,6 +31,7 @@ _NONDETERMINISTIC = frozenset({"RandomUniform", "RandomNormal", "RandomUniformLi
 
 def fold_model_constants(model: ir.Model) -> bool:
     """Fold ``model`` in place (shapes should be inferred first: Shape folds from them); whether it changed."""
+    dims = _static_shape_elements(model.graph)
     allowed = _foldable_regions(model.graph)
 
     def should_fold(node: ir.Node) -> bool:
@@ -49,7 +51,41 @@ def fold_model_constants(model: ir.Model) -> bool:
     for node in model.graph:
         for value in node.outputs:
             value.metadata_props.pop(FOLDED_FROM_KEY, None)
-    return bool(result.modified)
+    return bool(result.modified) or dims > 0
+
+
+def _static_shape_elements(graph: ir.Graph) -> int:
+    """``Gather(Shape(x), i)`` with a scalar ``i`` and dim ``i`` of x static becomes that number; the count.
+
+    The one shape read onnxscript's folder leaves (it folds Gather of a Shape by a 1-D index only) and the
+    one the TorchScript exporter writes for every ``x.shape[i]``. A symbolic dim (the batch) stays a
+    run-time read: the model's contract does not change."""
+    count = 0
+    for node in list(graph):
+        shape_node = node.inputs[0].producer() if node.op_type == "Gather" and node.inputs[0] is not None else None
+        if (shape_node is None or shape_node.op_type != "Shape" or node.domain not in ("", "ai.onnx")
+                or shape_node.inputs[0] is None or shape_node.inputs[0].shape is None
+                or node.outputs[0].is_graph_output() or node.inputs[1] is None or node.inputs[1].const_value is None):
+            continue
+        index = node.inputs[1].const_value.numpy()
+        axis = node.attributes.get("axis")
+        if index.ndim != 0 or (axis is not None and axis.as_int() != 0):
+            continue
+        dims = list(shape_node.inputs[0].shape)
+        start = shape_node.attributes.get("start")
+        end = shape_node.attributes.get("end")
+        dims = dims[start.as_int() if start else 0:end.as_int() if end else None]
+        if not -len(dims) <= int(index) < len(dims) or not isinstance(dims[int(index)], int):
+            continue
+        out = node.outputs[0]
+        value = ir.Value(name=out.name, shape=ir.Shape([]), type=ir.TensorType(ir.DataType.INT64),
+                         const_value=ir.tensor(np.array(dims[int(index)], dtype=np.int64), name=out.name))
+        out.name = None  # the initializer takes the name
+        out.replace_all_uses_with(value)
+        graph.remove(node, safe=True)
+        graph.register_initializer(value)
+        count += 1
+    return count
 
 
 def _elements(value: ir.Value) -> int | None:
