@@ -11,8 +11,14 @@ fold (``should_fold``), because folding can make a model bigger without making i
 ConstantOfShape or Expand of a scalar into an attention mask, a weight copied because it is also read
 elsewhere. The rule, per connected region of nodes that read only constants: fold it when what it leaves
 behind (the values read from outside the region) holds no more elements than the constants it consumes
-alone (they go with it), plus a small allowance for shape-sized results. Quantize/Dequantize nodes never
-fold: the quantized rules read them as they are.
+alone (they go with it), plus a small allowance for shape-sized results; a region of layout ops alone
+(Transpose, Reshape, Cast... of a weight) always folds, as normalisation always did. Quantize/Dequantize
+nodes never fold: the quantized rules read them as they are.
+
+The pruned model is written from the folded one (``passes.preserve`` keeps IN's spelling elsewhere), so it
+runs what it folded as constants: fewer nodes, no new ones. A model whose weights were standardised at
+run time is written with the standardised weights (it computes the same, to float32 rounding); a plan
+that removes nothing writes IN itself.
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ from onnxscript.optimizer import FOLDED_FROM_KEY, fold_constants
 
 _SMALL = 1 << 16  # elements: a folded result this small never makes the model noticeably bigger
 _KEEP = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})  # the quantized rules read them
+# Ops that only re-lay out (or re-type) a weight: a region of these folds whatever its size, as exporters
+# write them between a weight and its Conv/MatMul (a transposed or fp16 weight, reshaped BN parameters) and
+# the analysis must read the result as the weight; where the weight is also read elsewhere it is copied.
+_LAYOUT = frozenset({"Identity", "Cast", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Reshape"})
 _NONDETERMINISTIC = frozenset({"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike",
                                "Multinomial", "Bernoulli"})
 
@@ -136,6 +146,9 @@ def _foldable_regions(graph: ir.Graph) -> dict[ir.Node, bool]:
             if v is not None and v.producer() is None and not v.is_graph_output() and all(
                     u.node in members and root(u.node) is r for u in v.uses()):
                 consumed.setdefault(r, set()).add(v)
-    verdict = {r: handed.get(r, 0) <= sum(v.const_value.size for v in consumed.get(r, ()) if v.const_value is not None)
-               + _SMALL for r in set(map(root, const_nodes))}
+    layout_only = {}
+    for node in const_nodes:
+        layout_only[root(node)] = layout_only.get(root(node), True) and node.op_type in _LAYOUT
+    verdict = {r: layout_only[r] or handed.get(r, 0) <= _SMALL + sum(
+        v.const_value.size for v in consumed.get(r, ()) if v.const_value is not None) for r in layout_only}
     return {n: verdict[root(n)] for n in const_nodes}

@@ -18,8 +18,6 @@ from onnxprune.passes import symbolic
 from onnxprune.passes.fold import fold_model_constants
 from onnxprune.passes.preserve import record_structure
 
-_FOLD_LIMIT = 64 * 1024 * 1024  # bytes; folding never copies a large tensor
-
 
 def normalize(model: ir.Model, fold_bn: bool = False) -> ir.Model:
     """Constants become initializers, what depends only on constants and static shapes is folded
@@ -42,37 +40,6 @@ def normalize(model: ir.Model, fold_bn: bool = False) -> ir.Model:
     if folded:  # shapes a folded value now gives (a Pad's, a Reshape's)
         infer_shapes(model)
     return model
-
-
-def fold_constant_nodes(model: ir.Model) -> int:
-    """Replace foldable nodes whose inputs are all constants by initializers; returns the count."""
-    graph = model.graph
-    opset = model.opset_imports.get("", 1)
-    count = 0
-    for node in list(graph):
-        op = traits(node, opset)
-        if not op.folds:
-            continue
-        if len(node.outputs) != 1 or node.outputs[0].is_graph_output():
-            continue
-        arrays = [constant_array(v) if v is not None else None for v in node.inputs]
-        if not arrays or arrays[0] is None or any(a is None for a, v in zip(arrays, node.inputs) if v is not None):
-            continue
-        if arrays[0].nbytes > _FOLD_LIMIT:
-            continue
-        result = op.fold(arrays)
-        if result is None:
-            continue
-        out = node.outputs[0]
-        init = ir.Value(name=out.name, shape=ir.Shape(result.shape),
-                        type=ir.TensorType(ir.DataType.from_numpy(result.dtype)),
-                        const_value=ir.tensor(result, name=out.name))
-        out.name = None  # free the name for the initializer
-        out.replace_all_uses_with(init)
-        graph.remove(node, safe=True)
-        graph.register_initializer(init)
-        count += 1
-    return count
 
 
 def fold_batchnorm(model: ir.Model) -> int:
