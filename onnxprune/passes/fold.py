@@ -27,7 +27,6 @@ import math
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.optimizer import FOLDED_FROM_KEY, fold_constants
 
 _SMALL = 1 << 16  # elements: a folded result this small never makes the model noticeably bigger
 _KEEP = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})  # the quantized rules read them
@@ -35,6 +34,7 @@ _KEEP = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"
 # write them between a weight and its Conv/MatMul (a transposed or fp16 weight, reshaped BN parameters) and
 # the analysis must read the result as the weight; where the weight is also read elsewhere it is copied.
 _LAYOUT = frozenset({"Identity", "Cast", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Reshape"})
+_SHAPE_READS = frozenset({"Shape", "Size"})  # what the folder evaluates from shapes alone
 _NONDETERMINISTIC = frozenset({"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike",
                                "Multinomial", "Bernoulli"})
 
@@ -43,6 +43,9 @@ def fold_model_constants(model: ir.Model) -> bool:
     """Fold ``model`` in place (shapes should be inferred first: Shape folds from them); whether it changed."""
     dims = _static_shape_elements(model.graph)
     allowed = _foldable_regions(model.graph)
+    if not allowed and not any(n.op_type in _SHAPE_READS for n in model.graph):
+        return dims > 0  # nothing the folder could fold: onnxscript is not even imported
+    from onnxscript.optimizer import FOLDED_FROM_KEY, fold_constants
 
     def should_fold(node: ir.Node) -> bool:
         if node.op_type in _KEEP or any(out.is_graph_output() for out in node.outputs):
