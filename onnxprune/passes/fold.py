@@ -10,9 +10,9 @@ The folding itself is ``onnxscript.optimizer.fold_constants``; this module only 
 fold (``should_fold``), because folding can make a model bigger without making it faster: a
 ConstantOfShape or Expand of a scalar into an attention mask, a weight copied because it is also read
 elsewhere. The rule, per connected region of nodes that read only constants: fold it when what it leaves
-behind (the values read from outside the region) holds no more elements than the constants it consumes
-alone (they go with it), plus a small allowance for shape-sized results; a region of layout ops alone
-(Transpose, Reshape, Cast... of a weight) always folds, as normalisation always did. Quantize/Dequantize
+behind (the values read from outside the region) holds no more bytes than the constants it consumes
+alone (they go with it), plus a small allowance for shape-sized results; layout ops on constants
+(Transpose, Reshape, Cast... of a weight) always fold, as normalisation always did. Quantize/Dequantize
 nodes never fold: the quantized rules read them as they are.
 
 The pruned model is written from the folded one (``passes.preserve`` keeps IN's spelling elsewhere), so it
@@ -29,10 +29,11 @@ import numpy as np
 import onnx_ir as ir
 
 _SMALL = 1 << 16  # elements: a folded result this small never makes the model noticeably bigger
+_SMALL_BYTES = 4 * _SMALL
 _KEEP = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})  # the quantized rules read them
-# Ops that only re-lay out (or re-type) a weight: a region of these folds whatever its size, as exporters
-# write them between a weight and its Conv/MatMul (a transposed or fp16 weight, reshaped BN parameters) and
-# the analysis must read the result as the weight; where the weight is also read elsewhere it is copied.
+# Ops that only re-lay out (or re-type) a weight fold whatever their size, as normalisation always did:
+# exporters write them between a weight and its Conv/MatMul (a transposed or fp16 weight, reshaped BN
+# parameters) and the analysis must read the result as the weight; a weight also read elsewhere is copied.
 _LAYOUT = frozenset({"Identity", "Cast", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Reshape"})
 _SHAPE_READS = frozenset({"Shape", "Size"})  # what the folder evaluates from shapes alone
 _NONDETERMINISTIC = frozenset({"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike",
@@ -110,11 +111,22 @@ def _elements(value: ir.Value) -> int | None:
     return math.prod(value.shape)
 
 
+def _nbytes(value: ir.Value) -> float:
+    """Bytes of a value of static shape and known type (a constant's, or an inferred one), else infinity."""
+    if value.const_value is not None:
+        return value.const_value.nbytes
+    elements, dtype = _elements(value), value.dtype
+    if elements is None or dtype is None:
+        return math.inf
+    return elements * dtype.itemsize
+
+
 def _foldable_regions(graph: ir.Graph) -> dict[ir.Node, bool]:
     """Per node that reads only constants (initializers or such nodes' outputs): whether its region may fold.
 
     A region is a connected set of such nodes; it folds when the values it hands to the rest of the graph
-    hold at most as many elements as the initializers only it reads, plus ``_SMALL``."""
+    hold at most as many bytes as the initializers only it reads, plus ``_SMALL_BYTES`` (an int8 weight
+    dequantised by Cast + Mul stays as it is: folded, it would be written back four times larger)."""
     const_nodes: list[ir.Node] = []
     constant: set[ir.Value] = {v for v in graph.initializers.values() if not v.is_graph_input()}
     for node in graph:  # topological order: a node's inputs are classified before it
@@ -144,14 +156,12 @@ def _foldable_regions(graph: ir.Graph) -> dict[ir.Node, bool]:
         r = root(node)
         for out in node.outputs:
             if out.is_graph_output() or any(u.node not in members for u in out.uses()):
-                handed[r] = handed.get(r, 0) + (_elements(out) or math.inf)
+                handed[r] = handed.get(r, 0) + _nbytes(out)
         for v in node.inputs:
             if v is not None and v.producer() is None and not v.is_graph_output() and all(
                     u.node in members and root(u.node) is r for u in v.uses()):
                 consumed.setdefault(r, set()).add(v)
-    layout_only = {}
-    for node in const_nodes:
-        layout_only[root(node)] = layout_only.get(root(node), True) and node.op_type in _LAYOUT
-    verdict = {r: layout_only[r] or handed.get(r, 0) <= _SMALL + sum(
-        v.const_value.size for v in consumed.get(r, ()) if v.const_value is not None) for r in layout_only}
-    return {n: verdict[root(n)] for n in const_nodes}
+    verdict = {r: handed.get(r, 0) <= _SMALL_BYTES + sum(v.const_value.nbytes for v in consumed.get(r, ())
+                                                          if v.const_value is not None)
+               for r in set(map(root, const_nodes))}
+    return {n: verdict[root(n)] or n.op_type in _LAYOUT for n in const_nodes}
