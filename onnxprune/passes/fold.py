@@ -42,9 +42,11 @@ _NONDETERMINISTIC = frozenset({"RandomUniform", "RandomNormal", "RandomUniformLi
 
 def fold_model_constants(model: ir.Model) -> bool:
     """Fold ``model`` in place (shapes should be inferred first: Shape folds from them); whether it changed."""
+    before = set(model.graph.initializers.values())
     dims = _static_shape_elements(model.graph)
     allowed = _foldable_regions(model.graph)
     if not allowed and not any(n.op_type in _SHAPE_READS for n in model.graph):
+        _unshare_shape_literals(model.graph, before)
         return dims > 0  # nothing the folder could fold: onnxscript is not even imported
     from onnxscript.optimizer import FOLDED_FROM_KEY, fold_constants
 
@@ -65,7 +67,25 @@ def fold_model_constants(model: ir.Model) -> bool:
     for node in model.graph:
         for value in node.outputs:
             value.metadata_props.pop(FOLDED_FROM_KEY, None)
+    _unshare_shape_literals(model.graph, before)
     return bool(result.modified) or dims > 0
+
+
+def _unshare_shape_literals(graph: ir.Graph, before: set[ir.Value]) -> None:
+    """Each node reading a folded integer constant of shape size gets its own copy: the value was one
+    run-time computation several nodes read (a Reshape and an Expand of the same heads), and as literals
+    each node's is rewritten for that node alone when its channels are pruned."""
+    for value in list(graph.initializers.values()):
+        if (value in before or value.const_value is None or value.const_value.size > 64
+                or not value.const_value.dtype.is_integer() or value.is_graph_output()):
+            continue
+        for use in list(value.uses())[1:]:
+            copy = ir.Value(name=f"{value.name}__{use.node.name or use.node.op_type}_{use.idx}",
+                            shape=ir.Shape(value.const_value.shape), type=value.type,
+                            const_value=ir.tensor(value.const_value.numpy().copy()))
+            copy.const_value.name = copy.name
+            graph.register_initializer(copy)
+            use.node.replace_input_with(use.idx, copy)
 
 
 def _static_shape_elements(graph: ir.Graph) -> int:
