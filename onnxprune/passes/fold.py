@@ -109,7 +109,8 @@ def _static_shape_elements(graph: ir.Graph) -> int:
         start = shape_node.attributes.get("start")
         end = shape_node.attributes.get("end")
         dims = dims[start.as_int() if start else 0:end.as_int() if end else None]
-        if not -len(dims) <= int(index) < len(dims) or not isinstance(dims[int(index)], int):
+        if (not -len(dims) <= int(index) < len(dims) or not isinstance(dims[int(index)], int)
+                or _reaches_only_runtime_shapes(node.outputs[0])):
             continue
         out = node.outputs[0]
         value = ir.Value(name=out.name, shape=ir.Shape([]), type=ir.TensorType(ir.DataType.INT64),
@@ -120,6 +121,34 @@ def _static_shape_elements(graph: ir.Graph) -> int:
         graph.register_initializer(value)
         count += 1
     return count
+
+
+# Ops a shape vector passes through on its way to a shape input (TorchScript's reshape/expand arithmetic).
+_SHAPE_ARITHMETIC = frozenset({"Unsqueeze", "Squeeze", "Concat", "Cast", "Identity", "Mul", "Add", "Sub", "Div",
+                               "Equal", "Where", "Reshape", "Slice", "Gather", "Shape", "ConstantOfShape"})
+# Shape inputs the channel rules follow at run time: a dim read there tracks the pruned tensor by itself,
+# whereas a folded literal would have to be rewritten (and cannot be where the computation is shared).
+_RUNTIME_SHAPE_INPUTS = frozenset({("Reshape", 1), ("Expand", 1), ("Tile", 1)})
+
+
+def _reaches_only_runtime_shapes(value: ir.Value) -> bool:
+    """Whether every path from ``value`` through shape arithmetic ends in a Reshape/Expand/Tile shape input."""
+    seen: set[ir.Node] = set()
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if v.is_graph_output():
+            return False
+        for use in v.uses():
+            node = use.node
+            if (node.op_type, use.idx) in _RUNTIME_SHAPE_INPUTS:
+                continue
+            if node.op_type not in _SHAPE_ARITHMETIC or node.domain not in ("", "ai.onnx"):
+                return False
+            if node not in seen:
+                seen.add(node)
+                stack.extend(node.outputs)
+    return True
 
 
 def _elements(value: ir.Value) -> int | None:
