@@ -162,12 +162,21 @@ def build(case):
         a = g.op("Slice", [c1, g.const(np.array([0], np.int64)), e0, one])
         b = g.op("Slice", [c1, e0, e1, one])
         return g.model(_head(g, g.op("Add", [g.conv(a, 8, 8), g.conv(b, 8, 8)]), 8))
-    if case == "shape_arithmetic":
-        # slice bounds computed from the channel count in a form no rule covers (C // 2 as an end of
-        # a slice that starts at 2)
+    if case == "shape_arithmetic_static":
+        # slice bounds computed from the (static) channel count: C // 2 as the end of a slice from 2 folds
+        # to 8 before analysis, and the slice prunes as a literal range
         half = g.op("Div", [g.op("Gather", [g.op("Shape", [c1]), g.const(np.array(1, np.int64))], axis=0),
                             g.const(np.array(2, np.int64))])
         end = g.op("Unsqueeze", [half, g.const(np.array([0], np.int64))])
+        s = g.op("Slice", [c1, g.const(np.array([2], np.int64)), end, g.const(np.array([1], np.int64))])
+        return g.model(_head(g, g.conv(s, 6, 8), 8))
+    if case == "shape_arithmetic":
+        # a channel slice whose end is computed from a symbolic dim (h - h + 8): it stays a run-time read
+        # (folding it would fix the height), so no rule can say which channels it keeps
+        g.x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, "h", "w"])
+        height = g.op("Gather", [g.op("Shape", [c1]), g.const(np.array(2, np.int64))], axis=0)
+        eight = g.op("Add", [g.op("Sub", [height, height]), g.const(np.array(8, np.int64))])
+        end = g.op("Unsqueeze", [eight, g.const(np.array([0], np.int64))])
         s = g.op("Slice", [c1, g.const(np.array([2], np.int64)), end, g.const(np.array([1], np.int64))])
         return g.model(_head(g, g.conv(s, 6, 8), 8))
     if case == "unknown_op":
@@ -227,9 +236,9 @@ def build(case):
 PRUNABLE = ["split_attr", "split_input", "split_equal", "slice", "flatten_gemm", "reshape_gemm", "transpose_matmul",
             "squeeze_unsqueeze", "pad_resize", "grouped_conv", "depthwise_multiplier", "conv_transpose",
             "norms_prelu", "concat_residual", "gemm_transposed_a", "channel_shuffle", "attention_heads",
-            "shape_reshape_copy", "shape_literal_rewrite", "shape_chunk", "expand_tile"]
+            "shape_reshape_copy", "shape_literal_rewrite", "shape_chunk", "expand_tile", "shape_arithmetic_static"]
 FROZEN = {
-    "shape_arithmetic": "is read at run time: Slice node",
+    "shape_arithmetic": "(ends) is computed at run time",
     "unknown_op": "LRN node",
     "softmax_channels": "normalises over the channel axis",
     "reduce_channels": "reduces over the channel axis",

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.graph.folds import FOLDS
 from onnxprune.graph.nodes import attr, const_input
 
 Pred = Callable[[ir.Node], bool]
@@ -361,7 +360,6 @@ class Spec:
     affine: Callable[[ir.Node], Affine] | None = None
     norm: Callable[[ir.Node], Norm] | None = None
     macs: Callable[[ir.Node], int | None] | None = None
-    fold: Callable[[ir.Node, list], np.ndarray | None] | None = None  # numpy evaluation on constant inputs
     shapes: Callable[[ir.Node], list] | None = None  # output (dims, dtype) of ops ONNX inference does not know
     stored_weight: int | None = None  # input holding a quantized weight's stored integers (counted as parameters)
 
@@ -446,15 +444,6 @@ class Traits:
         """Parameter inputs of a per-channel normalisation, else None."""
         return self.spec.norm(self.node) if self.spec.norm is not None else None
 
-    def fold(self, arrays: list) -> np.ndarray | None:
-        """The output computed in numpy from constant inputs (``arrays[i]``: input i, None if absent), or
-        None where the registry does not evaluate the op."""
-        return self.spec.fold(self.node, arrays) if self.spec.fold is not None else None
-
-    @property
-    def folds(self) -> bool:
-        return self.spec.fold is not None
-
     def output_shapes(self) -> list:
         """(dims, dtype) or None per output, for ops ONNX shape inference does not know (custom domains);
         empty where the registry does not say."""
@@ -506,7 +495,7 @@ SPECS: dict[str, Spec] = {
     # 0 -> something else
     **{op: _unary(op, False) for op in ("Sigmoid", "HardSigmoid", "Softplus", "Exp", "Log", "Reciprocal",
                                         "Cos", "Cosh", "Acos", "Acosh")},
-    "Identity": _move(fold=FOLDS["Identity"]), "Dropout": _move(), "Cast": Spec(UNARY, channel_local=True, fold=FOLDS["Cast"]),
+    "Identity": _move(), "Dropout": _move(), "Cast": Spec(UNARY, channel_local=True),
     # several tensor inputs
     **{op: Spec(ALL, homogeneous=_constants_zero, channel_local=True, arith=_ARITH[op],
                 combine="sum" if op in ("Add", "Sum") else None) for op in ("Add", "Sub", "Sum", "Mean", "Max", "Min")},
@@ -534,7 +523,7 @@ SPECS: dict[str, Spec] = {
                      keeps_constant=lambda n: attr(n, "mode", "nearest") in ("nearest", "linear", "bilinear"),
                      value_map=_identity),
     # layout
-    **{op: _move(fold=FOLDS[op]) for op in ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")},
+    **{op: _move() for op in ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")},
     # they only pick positions: a constant channel stays constant
     "Concat": Spec(POSITIONS, homogeneous=_TRUE, channel_local=True, combine="concat", keeps_constant=_TRUE,
                    value_map=_identity),

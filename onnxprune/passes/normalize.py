@@ -15,14 +15,13 @@ from onnx_ir.passes.common import (
 from onnxprune.errors import InputError
 from onnxprune.graph.optable import traits
 from onnxprune.passes import symbolic
+from onnxprune.passes.fold import fold_model_constants
 from onnxprune.passes.preserve import record_structure
-
-_FOLD_LIMIT = 64 * 1024 * 1024  # bytes; folding never copies a large tensor
 
 
 def normalize(model: ir.Model, fold_bn: bool = False) -> ir.Model:
-    """Constants become initializers, constant-only reshapes are folded, dead code goes, shapes are
-    inferred; with ``fold_bn`` inference BatchNormalization is folded into the Conv before it.
+    """Constants become initializers, what depends only on constants and static shapes is folded
+    (``passes.fold``), dead code goes, shapes are inferred; with ``fold_bn`` inference BatchNormalization is folded into the Conv before it.
     IN's structure is recorded first (``preserve.record_structure``) so saving can put it back."""
     record_structure(model)
     # IR < 4 lists initializers as graph inputs; they are weights, not inputs, so take them out
@@ -30,44 +29,17 @@ def normalize(model: ir.Model, fold_bn: bool = False) -> ir.Model:
     RemoveInitializersFromInputsPass()(model)
     model.ir_version = max(model.ir_version, 4)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
-    fold_constant_nodes(model)
+    infer_shapes(model)  # Shape folds from the inferred dims
+    folded = fold_model_constants(model)
+    if folded:  # the folder writes what it evaluates from shapes as Constant nodes
+        LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     if fold_bn:
         fold_batchnorm(model)
     RemoveUnusedNodesPass()(model)  # dead nodes and initializers left by folding or by the exporter
     TopologicalSortPass()(model)
-    infer_shapes(model)
+    if folded:  # shapes a folded value now gives (a Pad's, a Reshape's)
+        infer_shapes(model)
     return model
-
-
-def fold_constant_nodes(model: ir.Model) -> int:
-    """Replace foldable nodes whose inputs are all constants by initializers; returns the count."""
-    graph = model.graph
-    opset = model.opset_imports.get("", 1)
-    count = 0
-    for node in list(graph):
-        op = traits(node, opset)
-        if not op.folds:
-            continue
-        if len(node.outputs) != 1 or node.outputs[0].is_graph_output():
-            continue
-        arrays = [constant_array(v) if v is not None else None for v in node.inputs]
-        if not arrays or arrays[0] is None or any(a is None for a, v in zip(arrays, node.inputs) if v is not None):
-            continue
-        if arrays[0].nbytes > _FOLD_LIMIT:
-            continue
-        result = op.fold(arrays)
-        if result is None:
-            continue
-        out = node.outputs[0]
-        init = ir.Value(name=out.name, shape=ir.Shape(result.shape),
-                        type=ir.TensorType(ir.DataType.from_numpy(result.dtype)),
-                        const_value=ir.tensor(result, name=out.name))
-        out.name = None  # free the name for the initializer
-        out.replace_all_uses_with(init)
-        graph.remove(node, safe=True)
-        graph.register_initializer(init)
-        count += 1
-    return count
 
 
 def fold_batchnorm(model: ir.Model) -> int:
