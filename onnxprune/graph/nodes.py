@@ -1,5 +1,5 @@
-"""Reading one node: its attributes and constant inputs. Shared by the registry's traits, the constant
-folds and the rules' look-aheads, so each reads attributes the same way."""
+"""Reading one node: its attributes and constant inputs. Shared by the registry's traits and the rules'
+look-aheads, so each reads attributes the same way."""
 
 from __future__ import annotations
 
