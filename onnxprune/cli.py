@@ -118,7 +118,10 @@ def _target_options(g) -> None:
                    "MS milliseconds per batch-1 run (or F times the original's, e.g. 0.6x) in onnxruntime on CPU at "
                    "--latency-threads; each candidate is pruned and timed (median after warm-up)")
     g.add_argument("--latency-threads", type=int, default=1, metavar="N",
-                   help="threads for --target-latency timing (default 1: edge-like)")
+                   help="threads for --target-latency and --ratio auto timing (default 1: edge-like)")
+    g.add_argument("--auto-objective", choices=("latency", "macs"), default="latency",
+                   help="what --ratio auto makes smallest within its budget: latency measured in onnxruntime at "
+                        "--latency-threads (default) or MACs (deterministic, no timing)")
     g.add_argument("--remove", action="append", default=[], metavar="NAME:I,J,...",
                    help="remove exactly these output channels of the Conv/Gemm/MatMul NAME (node or output "
                         "tensor name) and everything coupled to them; repeatable; the report lists a plan in "
@@ -152,11 +155,12 @@ def _transform_options(g) -> None:
                    help="after pruning, distil the pruned model towards the original's outputs on --data for "
                         "STEPS Adam steps (torch twin; no labels needed) and write the weights into OUT")
     g.add_argument("--lr", type=float, default=1e-4, help="--finetune learning rate (default 1e-4)")
-    g.add_argument("--refit", action="store_true",
+    g.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                    help="after pruning, re-solve every Conv/Gemm/MatMul that lost input channels by ridge least "
                         "squares so it reproduces the original model's output of that layer on --data (else on "
                         "seeded synthetic inputs); no labels; the report gives each layer's error before and after. "
-                        "Runs before --finetune; --ratio auto refits every candidate it measures (one refit per trial)")
+                        "Runs before --finetune; --ratio auto refits every candidate it measures (one refit per trial), and "
+                        "with --data does so by default (--no-refit or --compensate turn it off)")
 
 
 def _data_options(g) -> None:
@@ -317,7 +321,8 @@ def config_from_args(args):
             flops=None if args.target_flops is None else parse_target(args.target_flops, "--target-flops"),
             params=None if args.target_params is None else parse_target(args.target_params, "--target-params"),
             latency=None if args.target_latency is None else parse_latency(args.target_latency),
-            latency_threads=args.latency_threads, remove=tuple(args.remove), budget_cosine=args.budget_cosine,
+            latency_threads=args.latency_threads, auto_objective=args.auto_objective, remove=tuple(args.remove),
+            budget_cosine=args.budget_cosine,
             budget_top1=args.budget_top1, budget_synthetic_cosine=args.budget_synthetic_cosine),
         transforms=c.TransformConfig(merge=args.merge, compensate=args.compensate,
                                      lumping_tolerance=args.lumping_tolerance, finetune=args.finetune, lr=args.lr,
