@@ -43,6 +43,7 @@ from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.graph.optable import traits
 from onnxprune.graph.traits import attr as traits_attr
 from onnxprune.passes.normalize import normalize
+from onnxprune.passes.preserve import restored_bytes
 from onnxprune.surgery import apply_plan
 
 K_RANGE = (0.02, 3.0)
@@ -53,7 +54,9 @@ PROBE_STEP = 0.25  # the share of one group's channels a sensitivity probe remov
 LEVEL = 0.125  # the schedule's step within a group
 GROUP_MAX = 0.75  # the most of one group the schedule removes
 PROBE_SAMPLES = 8  # calibration samples a probe is refit and measured on
-HELD_OUT = 2  # with --data and refit: 1 / HELD_OUT of the samples (at least PROBE_SAMPLES) measure the budget
+HELD_OUT = 2  # with --data and refit: 1 / HELD_OUT of the samples (at least MIN_SAMPLES) measure the budget
+MIN_SAMPLES = 4
+SEARCH_ELEMENTS = 8_000_000  # input elements the budget's samples (and the refit's) hold at most
 MAX_TRIALS = 9  # full candidates of the schedule's bisection
 FINAL_TRIES = 3  # candidates timed against the input before falling back to the lossless model
 MIN_SPEEDUP = 1.02  # interleaved speedup over the input that counts as faster (timing noise is ~1%)
@@ -332,27 +335,31 @@ class _Search:
                 f"; {', '.join(moments)} scaled to the mean and spread its first BatchNormalization saw"
                 if moments else ""))
         n = len(next(iter(feeds.values())))
-        batch = fixed_batch(ref)
-        # The refit sees the first samples only and the budget the rest, so a refit that fits the
+        batch = fixed_batch(ref) or 1
+        # Large inputs (a detector at 736x544): fewer samples, so a candidate costs about the same.
+        per_sample = sum(int(np.prod(v.shape[1:])) for v in feeds.values()) or 1
+        cap = max(MIN_SAMPLES, SEARCH_ELEMENTS // per_sample)
+        whole = lambda count: max(batch, count // batch * batch)  # noqa: E731  # whole fixed batches
+        # The refit sees the first samples only and the budget the last ones, so a refit that fits the
         # calibration samples without generalising shows as a loss.
         self.fit = None
-        if config.transforms.refit and data.source is not None and n >= 2 * PROBE_SAMPLES:
-            held = -(-max(PROBE_SAMPLES, n // HELD_OUT) // (batch or 1)) * (batch or 1)
-            self.fit = n - held
-            feeds = {k: v[self.fit:] for k, v in feeds.items()}
-            source += f"; refit on its first {self.fit} samples, the budget measured on the other {held}"
-            n = held
+        if config.transforms.refit and data.source is not None and n >= 2 * MIN_SAMPLES:
+            held = whole(min(max(MIN_SAMPLES, n // HELD_OUT), cap))
+            self.fit = whole(min(n - held, cap))
+            feeds = {k: v[n - held:] for k, v in feeds.items()}
+            source += f"; refit on its first {self.fit} samples, the budget measured on its last {held}"
+        elif n > cap:
+            feeds = {k: v[:whole(cap)] for k, v in feeds.items()}
+            source += f"; the first {whole(cap)} samples"
         self.feeds, self.source = feeds, source
         self.reference = run_outputs(ref, feeds)
-        probe_n = min(n, max(PROBE_SAMPLES, batch or 1))
-        self.probe_feeds = {k: v[:probe_n] for k, v in feeds.items()}
-        self.probe_reference = [r[:probe_n] if r.ndim and len(r) == n else r for r in self.reference]
-        if batch is None or batch > probe_n:  # a fixed batch larger than the probe set: run the probe on all
-            self.probe_reference = run_outputs(ref, self.probe_feeds) if batch is None else self.reference
-            self.probe_feeds = self.probe_feeds if batch is None else feeds
+        n = len(next(iter(feeds.values())))
+        self.probe_n = min(n, whole(min(PROBE_SAMPLES, max(2, cap // 4))))
+        self.probe_feeds = {k: v[:self.probe_n] for k, v in feeds.items()}
+        self.probe_reference = run_outputs(ref, self.probe_feeds)
         names = [o.name for o in ref.get_outputs()]
         self.budget = budget_type().choose(names, self.reference, config.target, data.source is None)
-        timing = {k: v[:batch or 1] for k, v in feeds.items()}
+        timing = {k: v[:batch] for k, v in feeds.items()}
         self.objective = (_Latency(trial, config, timing) if config.target.auto_objective == "latency"
                           else _Macs(trial, config))
         self.trace: list[dict] = []
@@ -383,7 +390,7 @@ class _Search:
             if removed == 0 or gains[g.name] <= 0:
                 out.append(Probe(g.name, g.size, removed, 0.0, gains[g.name], "not probed: nothing to gain"))
                 continue
-            cand = self.trial.copy(amounts[g.name], samples=min(PROBE_SAMPLES, self.fit or PROBE_SAMPLES))
+            cand = self.trial.copy(amounts[g.name], samples=min(self.probe_n, self.fit or self.probe_n))
             _, outputs = self._outputs(cand.model, self.probe_feeds)
             measured = self.budget.measure(self.probe_reference, outputs)
             loss = max(0.0, best - measured["margin"]) + 1.0 - worst_cosine(self.probe_reference, outputs)
@@ -398,10 +405,10 @@ class _Search:
         for the objective; its trace row."""
         t0 = time.monotonic()
         cand = self.trial.copy(amount, samples=self.fit)
-        data, outputs = self._outputs(cand.model, self.feeds)
+        _, outputs = self._outputs(cand.model, self.feeds)
         measured = self.budget.measure(self.reference, outputs)
         ok = bool(self.budget.met(measured))
-        cost = self.objective.cost(data, cand)
+        cost = self.objective.cost(restored_bytes(cand.model), cand)
         sizes = {g.name: g.size for g in cand.analysis.groups}
         prunable = sum(g.size for g in self.trial.analysis.prunable_groups) or 1
         row = {**key, "ratio": round(cand.plan.count() / prunable, 4), "channels_removed": cand.plan.count(),
@@ -424,7 +431,7 @@ class _Search:
         for row in ok[:FINAL_TRIES]:
             amount = next(a for r, a in self.amounts if r is row)
             cand = self.trial.copy(amount, samples=self.fit)
-            verdict = self.objective.verdict(ir.to_proto(cand.model).SerializeToString(), cand)
+            verdict = self.objective.verdict(restored_bytes(cand.model), cand)
             verdict["row"] = row
             self.trial.status(f"auto: against the input: {verdict['speedup']:.2f}x")
             if verdict["faster"]:

@@ -22,6 +22,7 @@ from onnxprune.criteria import criterion
 from onnxprune.criteria.base import ScoreContext, Scores
 from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.passes.normalize import normalize
+from onnxprune.passes.preserve import copy_structure
 from onnxprune.plan import Plan, plan_from_removals
 from onnxprune.surgery import apply_plan
 from onnxprune.transforms import TRANSFORMS
@@ -101,7 +102,9 @@ class Trial:
         """A fresh copy of the base model, planned by the config and pruned (and refit if the config
         says so and ``refit``: candidates measured for fidelity see the refit model; ``samples``: refit on
         about that many calibration samples only, for quick probes)."""
-        m = normalize(ir.from_proto(onnx.load_from_string(self.base_bytes())))
+        m = ir.from_proto(onnx.load_from_string(self.base_bytes()))
+        copy_structure(self.model, m)  # written (and timed) as the base would be: with IN's structure
+        m = normalize(m)
         an = analyze_groups(m, self.config.allocation.attention_unit)
         plan = plan_for(m, an, self.scores.renamed(self.analysis, an), self.config, amount, self.context)
         apply_plan(an, plan)
