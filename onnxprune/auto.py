@@ -28,6 +28,7 @@ from onnxprune.graph.optable import traits
 from onnxprune.graph.traits import attr as traits_attr
 from onnxprune.passes.normalize import normalize
 from onnxprune.surgery import apply_plan
+from onnxprune.validate.tasks import TaskBudget
 
 K_RANGE = (0.02, 3.0)
 STEPS = 8
@@ -139,18 +140,19 @@ class BudgetPlanner:
 
         def measure(value: float) -> dict:
             cand = trial.copy(self.amount(value))
-            fid = fidelity(reference, run(ir.to_proto(cand.model).SerializeToString()))
+            fid = budget.measure(reference, run(ir.to_proto(cand.model).SerializeToString()))
             ok = budget.met(fid)
-            trial.status(f"auto: {key}={value:.3g} removes {cand.plan.count()} channels, cosine {fid['cosine']:.4f}, "
-                     f"top-1 {fid['top1']:.3f}: {'ok' if ok else 'over budget'}")
-            return {key: value, "channels_removed": cand.plan.count(), **fid, "within_budget": ok}
+            trial.status(f"auto: {key}={value:.3g} removes {cand.plan.count()} channels, {budget.headline(fid)}: "
+                         f"{'ok' if ok else 'over budget'}")
+            return {key: value, "channels_removed": cand.plan.count(), **fid, "within_budget": ok,
+                    "headline": budget.headline(fid)}
 
         value, trace = search_k(measure) if self.threshold else search_ratio(measure)
         final = trial.final(self.amount(value))
         return final, {"auto": self._section(key, value, trace, budget, source), "ratio": "auto",
                        "lossless_channels": self.lossless}
 
-    def _section(self, key: str, value: float, trace: list[dict], budget: Budget, source: str) -> dict:
+    def _section(self, key: str, value: float, trace: list[dict], budget: TaskBudget, source: str) -> dict:
         how = "bisection over k" if self.threshold else f"ratio raised in steps of {RATIO_STEP:g}"
         best = next((t for t in reversed(trace) if t[key] == value), None)
         over = next((t for t in trace if not t["within_budget"]), None)
@@ -161,24 +163,24 @@ class BudgetPlanner:
             + ("; mean-compensated" if tr.compensate else "") + ("; every candidate refit" if tr.refit else "")
             + f"; round-to {a.round_to or 'automatic'}")
         stopped = (f"{how}: {key} = {value:.3g} is the largest tried within the budget" + (
-            f"; {key} = {over[key]:.3g} gave cosine {over['cosine']:.4f}, top-1 agreement {over['top1']:.3f}"
+            f"; {key} = {over[key]:.3g} gave {over['headline']}"
             if over else "") if value > 0 else f"no {key} >= {trace[0][key]:g} stays within the budget")
         return {"budget": budget.describe(), "inputs": source, "lossless_channels_removed": self.lossless,
                 "searched": key, key: value,
-                "fidelity": {f: best[f] for f in ("top1", "cosine_other", "cosine")} if best else None,
+                "fidelity": {c.key: best[c.key] for c in budget.checks} if best else None,
+                "checks": [{"output": c.output, "kind": c.kind, "threshold": c.threshold, "why": c.why}
+                           for c in budget.checks],
                 "search": trace, "stopped": stopped, "allocation": allocation,
                 "remove_applies_to": "the model after lossless lumping" + (
                     " (BatchNormalization folded)" if self.fold_bn else "")}
 
 
-def _reference(trial, config) -> tuple[Budget, list[np.ndarray], Callable, str]:
+def _reference(trial, config) -> tuple[TaskBudget, list[np.ndarray], Callable, str]:
     """The budget, the original model's outputs on the search inputs, a runner for candidates, and what
     the inputs are (the data file, or noise scaled to the first BatchNormalization's statistics)."""
     from onnxprune.validate.fidelity import run_outputs, session, validation_feeds
 
     t, data = config.target, config.data
-    budget = Budget(cosine=t.budget_cosine, top1=t.budget_top1, synthetic_cosine=t.budget_synthetic_cosine,
-                    synthetic=data.source is None)
     ref = session(trial.context.original, role="original model")
     feeds, source = validation_feeds(ref, data.source, data.seed, data.input_shapes or None, samples=32)
     if data.source is None:
@@ -189,7 +191,11 @@ def _reference(trial, config) -> tuple[Budget, list[np.ndarray], Callable, str]:
         source += (": N(0, 1)" + (
             f"; {', '.join(moments)} scaled to the mean and spread its first BatchNormalization saw"
             if moments else ""))
-    return budget, run_outputs(ref, feeds), lambda b: run_outputs(session(b, role="pruned model"), feeds), source
+    reference = run_outputs(ref, feeds)
+    first = next(iter(feeds.values()), None)
+    budget = TaskBudget.choose([o.name for o in ref.get_outputs()], reference, t, synthetic=data.source is None,
+                               batch=first.shape[0] if first is not None and first.ndim else None)
+    return budget, reference, lambda b: run_outputs(session(b, role="pruned model"), feeds), source
 
 
 def input_moments(model: ir.Model) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -132,6 +132,8 @@ def _target_options(g) -> None:
     g.add_argument("--budget-synthetic-cosine", type=float, default=0.94, metavar="C",
                    help="--ratio auto without --data: minimum cosine of every output on seeded noise inputs "
                         "(scaled to the first BatchNormalization's statistics; default 0.94)")
+    _budget_metric_option(g, "--ratio auto: how an output is compared with the original's, instead of the kind "
+                          "chosen from its shape (the report states each choice and why). ")
 
 
 def _transform_options(g) -> None:
@@ -188,6 +190,20 @@ def _add_check_options(p: argparse.ArgumentParser, latency_default: bool) -> Non
                         "dynamic and static quantization still running and agreeing")
     p.add_argument("--plot", metavar="FILE.png", help="chart of kept channels per layer and latency before/after "
                    "(needs matplotlib: pip install 'onnxprune[plot]')")
+
+
+def _budget_metric_option(g, lead: str) -> None:
+    from onnxprune.validate.tasks import DEFAULT_AGREEMENT, DEFAULT_SNR_DB, DEFAULT_TOPK
+
+    g.add_argument("--budget-metric", action="append", default=[], metavar="KIND[=T][:OUTPUT]",
+                   help=lead + "KIND: top1, topk (top-5; topK for another k), detection (decoded boxes matched by "
+                   "IoU >= 0.5 and class: F1), ctc (share of sequences decoded to the same string), mask (IoU of the "
+                   "map above 0.3), cosine, snr (dB), or auto (auto:OUTPUT: that output's chosen kind; bare auto in validate: "
+                   "the chosen kinds, made binding). T: the minimum "
+                   f"(default: --budget-top1 for top-k, --budget-cosine for cosine, {DEFAULT_SNR_DB:g} dB for snr, "
+                   f"{DEFAULT_AGREEMENT:g} otherwise); OUTPUT: one graph output (BOXES+SCORES for a pair of "
+                   "detection outputs), else every output the kind fits. Repeatable or comma-separated, e.g. "
+                   f"detection=0.98:output0,cosine:emb (topk: k={DEFAULT_TOPK})")
 
 
 def _validate_parser() -> argparse.ArgumentParser:
@@ -318,7 +334,8 @@ def config_from_args(args):
             params=None if args.target_params is None else parse_target(args.target_params, "--target-params"),
             latency=None if args.target_latency is None else parse_latency(args.target_latency),
             latency_threads=args.latency_threads, remove=tuple(args.remove), budget_cosine=args.budget_cosine,
-            budget_top1=args.budget_top1, budget_synthetic_cosine=args.budget_synthetic_cosine),
+            budget_top1=args.budget_top1, budget_synthetic_cosine=args.budget_synthetic_cosine,
+            budget_metrics=tuple(args.budget_metric)),
         transforms=c.TransformConfig(merge=args.merge, compensate=args.compensate,
                                      lumping_tolerance=args.lumping_tolerance, finetune=args.finetune, lr=args.lr,
                                      refit=args.refit),
