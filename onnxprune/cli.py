@@ -226,6 +226,8 @@ def _validate_parser() -> argparse.ArgumentParser:
                    help="minimum cosine between the outputs, as --atol")
     p.add_argument("--min-top1", action="append", default=[], metavar="[OUTPUT:]A",
                    help="minimum top-1 agreement on classifier-shaped outputs ([N, classes] or [N, classes, 1, 1])")
+    _budget_metric_option(p, "task agreement checked per output (exit 1 below its threshold); without it the kind "
+                          "chosen from each output's shape is reported, not enforced. ")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:D,D,...",
                    help="shape of an input whose declared shape has free dims (default: batch 8, others 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default 0)")
@@ -360,10 +362,15 @@ def _run_validate(args) -> int:
     from onnxprune.api import validate_models
     from onnxprune.report import format_validate_summary, write_plot
     from onnxprune.validate.fidelity import Tolerances
+    from onnxprune.validate.tasks import needs_real_inputs, parse_metric_requests
 
     tolerances = Tolerances(atol=args.atol, rtol=args.rtol, cosine=args.min_cosine, top1=args.min_top1)
+    task_only = needs_real_inputs(parse_metric_requests(args.budget_metric))
+    if task_only and args.data is None and args.load_inputs is None:
+        raise OptionError(f"--budget-metric {', '.join(task_only)} reads the task's answers, which mean nothing on "
+                          "synthetic noise: give --data or --load-inputs (cosine/snr may be checked on noise)")
     checks = _check_options(args, args.data, tolerances=tolerances, load_inputs=args.load_inputs,
-                            save_inputs=args.save_inputs)
+                            save_inputs=args.save_inputs, budget_metrics=tuple(args.budget_metric))
     report = validate_models(args.original, args.pruned, checks)
     if args.json == "-":
         print(json.dumps(report, indent=2))
