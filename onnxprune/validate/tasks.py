@@ -349,6 +349,8 @@ def read_head(a: np.ndarray, forced: bool) -> Reading:
     sigmoid = not _in_unit(scores)
     if sigmoid and not forced:
         raise _NotThis(f"{_shape(a)}: the columns after the 4 box values are not scores in [0, 1]")
+    if not forced and _in_unit(head[..., :4]):  # probabilities everywhere (a softmax over steps, say): no boxes
+        raise _NotThis(f"{_shape(a)}: every value is in [0, 1], no box coordinates")
     w, h = head[..., 2], head[..., 3]
     grid = 0
     if (w <= 0).any() or (h <= 0).any():  # raw sizes in log space: YOLOX without decoding in the graph
@@ -407,7 +409,7 @@ class _NotThis(Exception):
 
 
 # Which readings the automatic choice tries, in order, for one output (detection pairs are tried first).
-AUTO_ORDER = ("ctc", "detection", "top1", "mask", "embedding", "cosine")
+AUTO_ORDER = ("detection", "ctc", "top1", "mask", "embedding", "cosine")
 
 
 def _reading(kind: str, a: np.ndarray, forced: bool, batch: int | None, k: int = DEFAULT_TOPK) -> tuple[str, Reading]:
@@ -635,9 +637,10 @@ class _Chooser:
                     skipped.append(str(exc))
                 continue
             check = OutputCheck(name, got, self.threshold(got, None), why, (i,), spec, stated)
-            if got == "detection" and self.vacuous(check):
-                skipped.append(f"read as a detection head, the reference has no score >= {SCORE_LEVEL:g}")
-                continue
+            if got == "detection" and self.vacuous(check):  # shaped like a head: no other task reading either
+                return OutputCheck(name, "cosine", self.threshold("cosine", None),
+                                   f"{why}, but the reference has no score >= {SCORE_LEVEL:g}: decoded agreement "
+                                   "would hold whatever changes; cosine of the whole output", (i,), Rows(None), stated)
             if skipped:
                 check = OutputCheck(name, got, check.threshold, f"{why} ({'; '.join(skipped)})", (i,), spec, stated)
             return check
