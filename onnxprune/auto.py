@@ -45,6 +45,7 @@ from onnxprune.graph.traits import attr as traits_attr
 from onnxprune.passes.normalize import normalize
 from onnxprune.passes.preserve import restored_bytes
 from onnxprune.surgery import apply_plan
+from onnxprune.validate.tasks import TaskBudget
 
 K_RANGE = (0.02, 3.0)
 STEPS = 8
@@ -66,8 +67,8 @@ FINAL_TIMING_S = 2.0  # seconds of interleaved runs of the final candidate again
 
 @dataclass
 class Budget:
-    """The fidelity budget (the interface the task-aware budgets share: ``choose``, ``measure``, ``met``,
-    ``describe``, ``headline``)."""
+    """The thresholds of the default budget (``onnxprune.prune(budget=...)``); the checks themselves are
+    ``onnxprune.validate.tasks.TaskBudget``'s."""
 
     cosine: float = 0.99
     top1: float = 0.99
@@ -76,37 +77,16 @@ class Budget:
     synthetic_cosine: float = 0.94
     synthetic: bool = False  # set by the search: the inputs are noise
 
-    @classmethod
-    def choose(cls, names: list[str], reference: list[np.ndarray], target, synthetic: bool) -> Budget:
-        """The budget for a model with these outputs, from the config's target section."""
-        return cls(cosine=target.budget_cosine, top1=target.budget_top1,
-                   synthetic_cosine=target.budget_synthetic_cosine, synthetic=synthetic)
-
     def describe(self) -> str:
         if self.synthetic:
             return f"cosine >= {self.synthetic_cosine:g} on every output (synthetic inputs)"
         return (f"top-1 agreement >= {self.top1:g} on classifier outputs [N, classes]; "
                 f"cosine >= {self.cosine:g} on every other output")
 
-    def measure(self, reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str, float]:
-        """``fidelity`` plus "margin": the smallest figure minus its threshold (>= 0: within the budget)."""
-        fid = fidelity(reference, outputs)
-        margin = (fid["cosine"] - self.synthetic_cosine if self.synthetic
-                  else min(fid["top1"] - self.top1, fid["cosine_other"] - self.cosine))
-        return {**fid, "margin": float(margin)}
-
     def met(self, fid: dict) -> bool:
         if self.synthetic:
             return fid["cosine"] >= self.synthetic_cosine
         return fid["top1"] >= self.top1 and fid["cosine_other"] >= self.cosine
-
-    def headline(self, fid: dict) -> str:
-        return f"cosine {fid['cosine']:.4f}" + ("" if self.synthetic else f", top-1 {fid['top1']:.3f}")
-
-
-def budget_type() -> type:
-    """The budget class the planner uses."""
-    return Budget  # seam: onnxprune.validate.tasks.TaskBudget (task-aware metrics) once it is merged
 
 
 def fidelity(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str, float]:
@@ -282,6 +262,8 @@ class BudgetPlanner:
         chosen = verdict.get("row")
         section.update({
             "objective": search.objective.describe(), "budget": search.budget.describe(), "inputs": search.source,
+            "checks": [{"output": c.output, "kind": c.kind, "threshold": c.threshold, "why": c.why}
+                       for c in search.budget.checks],
             "recovery": _recovery(self.config), "lossless_channels_removed": self.lossless, "searched": key,
             key: chosen[key] if chosen else 0, "fidelity": chosen["measured"] if chosen else None,
             "input_cost": search.objective.input_cost, "unit": search.objective.unit,
@@ -358,7 +340,7 @@ class _Search:
         self.probe_feeds = {k: v[:self.probe_n] for k, v in feeds.items()}
         self.probe_reference = run_outputs(ref, self.probe_feeds)
         names = [o.name for o in ref.get_outputs()]
-        self.budget = budget_type().choose(names, self.reference, config.target, data.source is None)
+        self.budget = TaskBudget.choose(names, self.reference, config.target, data.source is None, batch=n)
         timing = {k: v[:batch] for k, v in feeds.items()}
         self.objective = (_Latency(trial, config, timing) if config.target.auto_objective == "latency"
                           else _Macs(trial, config))

@@ -69,6 +69,7 @@ class TargetConfig:
     budget_cosine: float = 0.99
     budget_top1: float = 0.99
     budget_synthetic_cosine: float = 0.94
+    budget_metrics: tuple[str, ...] = ()  # --budget-metric KIND[=THRESHOLD][:OUTPUT] (onnxprune.validate.tasks)
 
     @property
     def sized(self) -> bool:
@@ -275,11 +276,33 @@ def _check_target(c: PruneConfig) -> None:
               if _given(t, n)]
     if budget and not t.auto:
         _refuse(", ".join(budget), "set the budget of --ratio auto: give --ratio auto")
+    _check_budget_metrics(c)
     with_data = c.data.source is not None
     wrong = [b for b in budget if (b == "--budget-synthetic-cosine") == with_data]
     if wrong:
         _refuse(", ".join(wrong), "applies " + ("without --data (synthetic inputs)" if with_data else "with --data")
                 + "; the other budget is in force here")
+
+
+def _check_budget_metrics(c: PruneConfig) -> None:
+    """--budget-metric: well formed, under --ratio auto only, task kinds only with real inputs (output names are
+    checked against the model when the budget is chosen)."""
+    from onnxprune.validate.tasks import needs_real_inputs, parse_metric_requests
+
+    t = c.target
+    if not t.budget_metrics:
+        return
+    requests = parse_metric_requests(t.budget_metrics)
+    if not t.auto:
+        _refuse("--budget-metric", "sets the budget of --ratio auto: give --ratio auto (onnxprune validate A B "
+                "--budget-metric ... checks a pruned model)")
+    if any(r.kind == "auto" and r.output is None for r in requests):
+        _refuse("--budget-metric auto", "is what --ratio auto budgets anyway (it makes the chosen kinds binding in "
+                "onnxprune validate); give KIND[=T][:OUTPUT], or auto:OUTPUT to keep one output's chosen kind")
+    wrong = needs_real_inputs(requests)
+    if wrong and c.data.source is None:
+        _refuse(f"--budget-metric {', '.join(wrong)}", "reads the task's answers, which mean nothing on synthetic "
+                "noise: give --data (without it every output is compared by cosine; cosine/snr may be set per output)")
 
 
 def _check_criterion(c: PruneConfig) -> None:
@@ -307,7 +330,7 @@ def _check_criterion(c: PruneConfig) -> None:
         _refuse("--gaussian-outside", "cannot go with --ratio auto: the search widens the interval until the budget "
                 "fails, and the tails it would prune shrink as it widens; give --ratio or --gaussian-k")
     if crit.sizes_itself and t.auto and any(_given(t, n) for n in ("budget_cosine", "budget_top1",
-                                                                   "budget_synthetic_cosine")):
+                                                                   "budget_synthetic_cosine", "budget_metrics")):
         _refuse("--budget-*", f"set the fidelity budget; --criterion {crit.name} with --ratio auto uses its own count")
     if c.target.remove and (_given(c.score, "criterion") or any(_given(c.score, n) for n in crit.options)):
         _refuse("--remove", "names the channels itself: give no --criterion or criterion options")

@@ -107,7 +107,9 @@ def run_outputs(sess: Session, feeds: dict[str, np.ndarray], names: list[str] | 
         return sess.run(names, feeds)
     chunks = [sess.run(names, {k: v[i:i + fixed] if v.ndim else v for k, v in feeds.items()})
               for i in range(0, n - n % fixed, fixed)]
-    return [np.concatenate(parts) for parts in zip(*chunks)]
+    # along each output's batch axis: its first of size ``fixed`` (a time-major CTC output is [T, 1, C])
+    return [np.concatenate(parts, axis=next((a for a, d in enumerate(parts[0].shape) if d == fixed), 0))
+            for parts in zip(*chunks)]
 
 
 def quantization() -> ModuleType:

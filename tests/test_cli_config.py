@@ -54,6 +54,7 @@ CASES: dict[str, tuple[dict, object]] = {
     "target.budget_cosine": ({"target": {"auto": True}, "data": "calib", "model": "features"}, 0.2),
     "target.budget_top1": ({"target": {"auto": True}, "data": "calib"}, 0.2),
     "target.budget_synthetic_cosine": ({"target": {"auto": True}}, 0.2),
+    "target.budget_metrics": ({"target": {"auto": True}, "data": "calib"}, ("cosine=0.2",)),
     "transforms.merge": ({"target": {"ratio": 0.5}}, False),
     "transforms.compensate": ({"target": {"ratio": 0.5}, "data": "calib", "validation": {"enabled": True}}, True),
     "transforms.lumping_tolerance": ({"score": {"criterion": "lumping"}}, 0.9),
