@@ -332,6 +332,9 @@ def _check_criterion(c: PruneConfig) -> None:
     if crit.sizes_itself and t.auto and any(_given(t, n) for n in ("budget_cosine", "budget_top1",
                                                                    "budget_synthetic_cosine", "budget_metrics")):
         _refuse("--budget-*", f"set the fidelity budget; --criterion {crit.name} with --ratio auto uses its own count")
+    if crit.sizes_itself and t.auto and (_given(t, "auto_objective") or _given(t, "latency_threads")):
+        _refuse("--auto-objective/--latency-threads", f"steer --ratio auto's search; --criterion {crit.name} with "
+                "--ratio auto uses its own count")
     if c.target.remove and (_given(c.score, "criterion") or any(_given(c.score, n) for n in crit.options)):
         _refuse("--remove", "names the channels itself: give no --criterion or criterion options")
     if crit.needs_torch or c.transforms.finetune:

@@ -186,6 +186,7 @@ def test_cli_runs_auto_end_to_end(planted, tmp_path):
 @pytest.mark.parametrize("extra, fragment", [
     (["--ratio", "0.3", "--auto-objective", "macs"], "--auto-objective"),
     (["--ratio", "auto", "--refit", "--compensate"], "--compensate"),
+    (["--ratio", "auto", "--criterion", "singularity", "--auto-objective", "macs"], "--auto-objective"),
 ])
 def test_auto_options_refused_where_unused(cli, tmp_path, planted, extra, fragment):
     model, calib, _ = planted
