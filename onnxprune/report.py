@@ -96,6 +96,10 @@ def format_summary(report: dict) -> str:
         lines.append(f"auto    {auto['searched']} {auto[auto['searched']]:.3g}: {auto['budget']}; "
                      f"inputs: {auto['inputs']}")
         lines.append(f"        stopped: {auto['stopped']}")
+        final = auto.get("final") or {}
+        if final.get("speedup") is not None:
+            lines.append(f"        {final['speedup']:.2f}x as fast as the input ({final['method']}); "
+                         f"recovery: {auto['recovery']}; search took {auto['seconds']:.0f} s")
     touched = [g for g in report["groups"] if g["removed"]]
     if touched:
         lines.append("")
