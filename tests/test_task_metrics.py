@@ -196,6 +196,10 @@ def test_choice_by_shape_and_values():
     text[:, :, 4:8, 2:12] = 0.9
     (c,) = chosen(text)
     assert c.kind == "regions" and "0.3" in c.why
+    text32 = text.astype(np.float32)
+    text32[0, 0, 5, 5] = np.float32(1.0000001)  # onnxruntime's float32 Sigmoid can round above 1
+    (c,) = chosen(text32)
+    assert c.kind == "regions"
     (c,) = chosen(text * 0.2)  # no region: region agreement would hold whatever happens
     assert c.kind == "cosine" and "the reference has none" in c.why
     (c,) = chosen(rng.standard_normal((2, 1, 16, 16)))  # logits map: not a probability map

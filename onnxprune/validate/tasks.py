@@ -326,7 +326,8 @@ def _is_probability(a: np.ndarray, axis: int = -1) -> bool:
 
 
 def _in_unit(a: np.ndarray) -> bool:
-    return a.size > 0 and bool(a.min() >= 0) and bool(a.max() <= 1)
+    """Values in [0, 1], up to float32 rounding (onnxruntime's Sigmoid can return 1.0000001)."""
+    return a.size > 0 and bool(a.min() >= -1e-6) and bool(a.max() <= 1 + 1e-6)
 
 
 def _shape(a: np.ndarray) -> str:
