@@ -373,3 +373,13 @@ def test_validate_refuses_task_metrics_on_noise(cli, tiny_files):
     model, _ = tiny_files
     cli("validate", model, model, "--no-latency", "--budget-metric", "top1").assert_refused("synthetic", "--data")
     assert cli("validate", model, model, "--no-latency", "--budget-metric", "cosine=0.99").code == 0
+
+
+def test_python_api_takes_budget_metrics(tiny_files):
+    import onnxprune
+
+    model, calib = tiny_files
+    _, report = onnxprune.prune(model, ratio="auto", data=calib, budget_metrics=["snr=3:y"], validate=False)
+    assert [(c["kind"], c["threshold"]) for c in report["auto"]["checks"]] == [("snr", 3.0)]
+    with pytest.raises(OptionError, match="--ratio auto"):
+        onnxprune.prune(model, ratio=0.5, budget_metrics="snr")

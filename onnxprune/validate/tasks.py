@@ -568,7 +568,7 @@ class TaskBudget:
             value = float(metric.measure([reference[i] for i in c.indices], [outputs[i] for i in c.indices], c.spec))
             figures[c.key] = value
             unit = metric.unit if metric.unit is not None else max(1.0 - c.threshold, 1e-6)
-            margin = min(margin, (value - c.threshold) / unit if math.isfinite(value) else -math.inf)
+            margin = min(margin, (value - c.threshold) / unit if math.isfinite(value) else -math.inf)  # NaN: worst
         figures["margin"] = margin if math.isfinite(margin) else (0.0 if margin > 0 else -1e9)
         return figures
 
