@@ -209,6 +209,16 @@ def test_choice_by_shape_and_values():
     assert c.kind == "cosine" and "int64" in c.why
 
 
+def test_regressions_next_to_class_probabilities_are_compared_by_cosine():
+    rng = np.random.default_rng(0)
+    probs, boxes, marks = softmax(rng.standard_normal((8, 2))), rng.standard_normal((8, 4)), rng.standard_normal((8, 10))
+    checks = chosen(boxes, marks, probs)  # MTCNN's O-Net: box offsets, 5 landmarks, face/non-face
+    assert [c.kind for c in checks] == ["cosine", "cosine", "top1"]
+    assert "regression" in checks[0].why and "whole output" in checks[1].why
+    (c,) = chosen(marks)  # alone, raw [N, 10] values are class logits
+    assert c.kind == "top1"
+
+
 def test_ambiguous_heads():
     # a detection head with no score above the level: F1 would be 1 whatever happens; cosine instead
     quiet = yolo_head([[], []])

@@ -337,12 +337,21 @@ def _shape(a: np.ndarray) -> str:
 Reading = tuple[Any, str]  # (spec, why)
 
 
-def read_classifier(a: np.ndarray, forced: bool, k: int = 1) -> Reading:
+def classifier_shaped(a: np.ndarray) -> bool:
     shape = list(a.shape)
-    if not ((len(shape) == 2 and shape[1] > 1) or (len(shape) == 4 and shape[1] > 1 and shape[2:] == [1, 1])):
+    return (len(shape) == 2 and shape[1] > 1) or (len(shape) == 4 and shape[1] > 1 and shape[2:] == [1, 1])
+
+
+def read_classifier(a: np.ndarray, forced: bool, k: int = 1, beside: str | None = None) -> Reading:
+    """``beside``: another output of the model that holds class probabilities (then raw [N, C] values next to
+    it are box or landmark regressions, as in MTCNN)."""
+    shape = list(a.shape)
+    if not classifier_shaped(a):
         raise _NotThis(f"{_shape(a)} is not classifier-shaped ([N, C] or [N, C, 1, 1])")
     if not forced and not _is_probability(a.reshape(a.shape[0], -1)):
         r = a.reshape(a.shape[0], -1)
+        if beside is not None and not _in_unit(r):
+            raise _NotThis(f"{_shape(a)}: raw values next to the class probabilities of '{beside}': a regression")
         if np.allclose(np.linalg.norm(r.astype(np.float64), axis=1), 1.0, atol=1e-3):
             raise _NotThis(f"{_shape(a)} rows have unit norm: an embedding")
         share = np.bincount(r.argmax(1)).max() / len(r) if len(r) else 1.0
@@ -388,7 +397,7 @@ def read_head(a: np.ndarray, forced: bool) -> Reading:
         raise _NotThis(f"{_shape(a)}: every value is in [0, 1], no box coordinates")
     w, h = head[..., 2], head[..., 3]
     grid = 0
-    if (w <= 0).any() or (h <= 0).any():  # raw sizes in log space: YOLOX without decoding in the graph
+    if np.mean((w <= 0) | (h <= 0)) > 0.01:  # raw sizes in log space: YOLOX without decoding in the graph
         cells = math.isqrt(anchors // 21)
         if 21 * cells * cells != anchors:
             raise _NotThis(f"{_shape(a)}: boxes are raw (non-positive sizes) and the anchor count is not a "
@@ -429,7 +438,7 @@ def read_map(a: np.ndarray, forced: bool) -> Reading:
 
 
 def read_embedding(a: np.ndarray, forced: bool) -> Reading:
-    if a.ndim not in (2, 3) or a.shape[-1] < 2:
+    if a.ndim not in (2, 3) or a.shape[-1] < (2 if forced else 16):  # narrow rows (boxes, landmarks): whole
         raise _NotThis(f"{_shape(a)} is not an embedding [N, D] or hidden states [N, S, D]")
     what = "embedding rows" if a.ndim == 2 else "hidden states, one row per token"
     return Rows(1), f"{_shape(a)}: {what}; mean row-wise cosine"
@@ -447,13 +456,14 @@ class _NotThis(Exception):
 AUTO_ORDER = ("detection", "ctc", "top1", "regions", "embedding", "cosine")
 
 
-def _reading(kind: str, a: np.ndarray, forced: bool, batch: int | None, k: int = DEFAULT_TOPK) -> tuple[str, Reading]:
+def _reading(kind: str, a: np.ndarray, forced: bool, batch: int | None, k: int = DEFAULT_TOPK,
+             beside: str | None = None) -> tuple[str, Reading]:
     """(kind, (spec, why)) for one output read as ``kind`` ("embedding" is kind cosine over rows); raises
-    _NotThis."""
+    _NotThis. ``beside``: another output holding class probabilities."""
     if kind == "snr":
         return "snr", (None, f"{_shape(a)}: SNR of the whole output")
     readers: dict[str, Callable[[], tuple[str, Reading]]] = {
-        "top1": lambda: ("top1", read_classifier(a, forced)),
+        "top1": lambda: ("top1", read_classifier(a, forced, beside=beside)),
         "topk": lambda: ("topk", read_classifier(a, forced, k)),
         "ctc": lambda: ("ctc", read_sequences(a, forced, batch)),
         "detection": lambda: ("detection", read_head(a, forced)),
@@ -604,6 +614,8 @@ class _Chooser:
     def __init__(self, names: list[str], reference: list[np.ndarray], target: Any, synthetic: bool,
                  batch: int | None) -> None:
         self.names, self.reference, self.target, self.synthetic, self.batch = names, reference, target, synthetic, batch
+        self.probabilities = [n for n, a in zip(names, reference) if np.issubdtype(a.dtype, np.floating)
+                              and classifier_shaped(a) and _is_probability(a.reshape(a.shape[0], -1))]
 
     def threshold(self, kind: str, given: float | None) -> float:
         if given is not None:
@@ -666,8 +678,9 @@ class _Chooser:
             return OutputCheck(name, "cosine", self.threshold("cosine", None), why, (i,), Rows(None), stated)
         skipped = []
         for kind in AUTO_ORDER:
+            beside = next((n for n in self.probabilities if n != name), None)
             try:
-                got, (spec, why) = _reading(kind, a, False, self.batch)
+                got, (spec, why) = _reading(kind, a, False, self.batch, beside=beside)
             except _NotThis as exc:
                 if kind == "top1" and "classifier-shaped" not in str(exc):  # the shape fits, the values not
                     skipped.append(str(exc))
