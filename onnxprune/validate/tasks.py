@@ -448,6 +448,14 @@ def read_whole(a: np.ndarray, forced: bool) -> Reading:
     return Rows(None), f"{_shape(a)}: cosine of the whole output"
 
 
+def _embedding_or_whole(a: np.ndarray) -> Reading:
+    """Asked for cosine: row-wise where the output is an embedding or hidden states, else the whole output."""
+    try:
+        return read_embedding(a, False)
+    except _NotThis:
+        return read_whole(a, True)
+
+
 class _NotThis(Exception):
     """An output cannot be read as a kind; the message says why."""
 
@@ -470,7 +478,7 @@ def _reading(kind: str, a: np.ndarray, forced: bool, batch: int | None, k: int =
         "regions": lambda: ("regions", read_map(a, forced)),
         "mask": lambda: ("mask", read_map(a, forced)),
         "embedding": lambda: ("cosine", read_embedding(a, forced)),
-        "cosine": lambda: ("cosine", read_whole(a, forced)),
+        "cosine": lambda: ("cosine", _embedding_or_whole(a)),
     }
     return readers[kind]()
 
