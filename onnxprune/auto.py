@@ -45,7 +45,6 @@ from onnxprune.graph.traits import attr as traits_attr
 from onnxprune.passes.normalize import normalize
 from onnxprune.passes.preserve import restored_bytes
 from onnxprune.surgery import apply_plan
-from onnxprune.validate.tasks import TaskBudget
 
 K_RANGE = (0.02, 3.0)
 STEPS = 8
@@ -303,6 +302,7 @@ class _Search:
     def __init__(self, trial, config) -> None:
         from onnxprune.runtime import fixed_batch, run_outputs, session
         from onnxprune.validate.fidelity import validation_feeds
+        from onnxprune.validate.tasks import TaskBudget  # onnxruntime: only when searching
 
         self.trial, self.config = trial, config
         data = config.data

@@ -287,11 +287,11 @@ def _check_target(c: PruneConfig) -> None:
 def _check_budget_metrics(c: PruneConfig) -> None:
     """--budget-metric: well formed, under --ratio auto only, task kinds only with real inputs (output names are
     checked against the model when the budget is chosen)."""
-    from onnxprune.validate.tasks import needs_real_inputs, parse_metric_requests
-
     t = c.target
     if not t.budget_metrics:
         return
+    from onnxprune.validate.tasks import needs_real_inputs, parse_metric_requests  # loads onnxruntime
+
     requests = parse_metric_requests(t.budget_metrics)
     if not t.auto:
         _refuse("--budget-metric", "sets the budget of --ratio auto: give --ratio auto (onnxprune validate A B "
