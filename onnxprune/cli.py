@@ -127,11 +127,11 @@ def _target_options(g) -> None:
                         "tensor name) and everything coupled to them; repeatable; the report lists a plan in "
                         "this form")
     g.add_argument("--budget-cosine", type=float, default=0.99, metavar="C",
-                   help="--ratio auto with --data: minimum cosine between original and pruned outputs "
-                        "that are not classifier-shaped (default 0.99)")
+                   help="--ratio auto with --data: minimum cosine where an output is compared by cosine "
+                        "(embeddings, hidden states, outputs of no known task; default 0.99)")
     g.add_argument("--budget-top1", type=float, default=0.99, metavar="A",
-                   help="--ratio auto with --data: minimum top-1 agreement on classifier outputs [N, classes] "
-                        "(default 0.99)")
+                   help="--ratio auto with --data: minimum top-1 (top-k) agreement on classifier outputs "
+                        "[N, classes] (default 0.99)")
     g.add_argument("--budget-synthetic-cosine", type=float, default=0.94, metavar="C",
                    help="--ratio auto without --data: minimum cosine of every output on seeded noise inputs "
                         "(scaled to the first BatchNormalization's statistics; default 0.94)")
@@ -213,7 +213,8 @@ def _budget_metric_option(g, lead: str) -> None:
 
 def _validate_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="onnxprune validate", description="Compare a model with its pruned version in onnxruntime: "
-                "per-output fidelity (abs/rel error, cosine, SNR, top-k agreement), params, MACs and file size, "
+                "per-output fidelity (abs/rel error, cosine, SNR, top-k agreement, and the task agreement chosen from each "
+                "output's shape: decoded detections, CTC strings, text-map regions, ...), params, MACs and file size, "
                 "latency at 1 thread and all threads, and (--edge) edge readiness. Exit 1 when a stated tolerance "
                 "or an edge check fails.")
     p.add_argument("original", metavar="A", help="the original model (.onnx)")

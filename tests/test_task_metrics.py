@@ -329,6 +329,9 @@ def test_budget_metric_refused_where_it_cannot_apply(cli, tiny_files, tmp_path):
         "no such output", "the outputs are y")
     cli(model, out, "--ratio", "auto", "--data", calib, "--budget-metric", "ctc").assert_refused(
         "no output can be read as ctc")
+    # the model's one output is a classifier: a cosine threshold would be read by nothing
+    cli(model, out, "--ratio", "auto", "--data", calib, "--budget-cosine", "0.9").assert_refused(
+        "--budget-cosine", "none uses it", "top1 >= 0.99 on y")
     assert not out.exists()
 
 

@@ -241,7 +241,8 @@ def compare_models(original, pruned, feeds: dict[str, np.ndarray] | None = None,
     names = [o.name for o in ref_sess.get_outputs()]
     first = next(iter(feeds.values()), None)
     task = TaskBudget.choose(names, ref, target or TargetConfig(), synthetic,
-                             batch=first.shape[0] if first is not None and first.ndim else None, requests=requests)
+                             batch=first.shape[0] if first is not None and first.ndim else None, requests=requests,
+                             refuse_unused=False)
     measured = task.measure(ref, new)
     verdict = task.passed(measured) if binding else None
     for o, r, n in zip(ref_sess.get_outputs(), ref, new):

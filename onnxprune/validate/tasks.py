@@ -554,10 +554,13 @@ class TaskBudget:
 
     @classmethod
     def choose(cls, names: list[str], reference: list[np.ndarray], target: Any, synthetic: bool,
-               batch: int | None = None, requests: list[MetricRequest] | None = None) -> TaskBudget:
+               batch: int | None = None, requests: list[MetricRequest] | None = None,
+               refuse_unused: bool = True) -> TaskBudget:
         """The checks for outputs ``names`` (the original's outputs ``reference`` on the search inputs): from
         ``requests`` (default: ``target.budget_metrics`` parsed) where given, else chosen from the shapes and
-        values. ``target``: a TargetConfig (thresholds); ``batch``: the number of samples (finds [T, N, C])."""
+        values. ``target``: a TargetConfig (thresholds); ``batch``: the number of samples (finds [T, N, C]).
+        ``refuse_unused``: a --budget-top1/--budget-cosine that no check reads is an error (the search's
+        budget; reports that only restate it pass False)."""
         requests = parse_metric_requests(getattr(target, "budget_metrics", ())) if requests is None else requests
         known = set(names) | {f"{a}+{b}" for a in names for b in names if a != b}
         unknown = [r.text for r in requests if r.output is not None and r.output not in known]
@@ -571,6 +574,8 @@ class TaskBudget:
                                   "on synthetic inputs outputs are compared by cosine or snr")
         chooser = _Chooser(names, reference, target, synthetic, batch)
         checks = chooser.checks(requests)
+        if refuse_unused and not synthetic:
+            _refuse_unused_thresholds(target, checks)
         notes = ["synthetic inputs: decoded answers (classes, boxes, strings) mean little on noise, so every output "
                  "is compared by cosine"] if synthetic else []
         return cls(checks, synthetic, notes)
@@ -610,6 +615,19 @@ class TaskBudget:
         return [{"output": c.output, "kind": c.kind, "says": METRICS[c.kind].says, "value": measured.get(c.key),
                  "threshold": c.threshold, "passed": measured.get(c.key, -math.inf) >= c.threshold,
                  "stated": c.stated, "why": c.why} for c in self.checks]
+
+
+def _refuse_unused_thresholds(target: Any, checks: list[OutputCheck]) -> None:
+    """--budget-top1 / --budget-cosine given (not at their default) while no check uses them."""
+    from dataclasses import fields
+
+    defaults = {f.name: f.default for f in fields(target)} if hasattr(target, "__dataclass_fields__") else {}
+    for option, kinds in (("budget_top1", ("top1", "topk")), ("budget_cosine", ("cosine",))):
+        if option in defaults and getattr(target, option) != defaults[option] and not any(
+                c.kind in kinds and c.threshold == getattr(target, option) for c in checks):
+            raise OptionError(f"--{option.replace('_', '-')} is the threshold of {' and '.join(kinds)} checks, and "
+                              f"none uses it here; the budget is: "
+                              + "; ".join(f"{c.kind} >= {c.threshold:g} on {c.output}" for c in checks))
 
 
 def _fmt(v: float | None) -> str:
