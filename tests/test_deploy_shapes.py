@@ -134,3 +134,36 @@ def test_validate_command_measures_at_data_shapes(cli, symbolic_net, tmp_path):
     assert rep["flops_before"] == conv_macs(160) == rep["flops_after"]
     assert rep["latency"]["batch"]["x"] == [1, 3, 160, 160]
     assert rep["shapes"]["inputs"]["x"]["source"].startswith("--data")
+
+
+def token_model(positions: int = 32) -> onnx.ModelProto:
+    """input_ids [N, S] -> word table + a position table (arange buffer sliced to S) + a token-type table
+    (a buffer of zeros sliced to S), as BERT exports read them."""
+    rng = np.random.default_rng(0)
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", "S"])
+    out = helper.make_tensor_value_info("h", TensorProto.FLOAT, ["N", "S", 8])
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("words", (100, 8)), ("pos", (positions, 8)), ("types", (2, 8)))]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("zero", [0]), ("one", [1]))]
+    buffers = [helper.make_node("Constant", [], [n], value=numpy_helper.from_array(v.reshape(1, -1), n + "_t"))
+               for n, v in (("arange", np.arange(positions, dtype=np.int64)), ("zeros", np.zeros(positions, np.int64)))]
+    nodes = buffers + [
+        helper.make_node("Shape", ["input_ids"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["len"]),
+        helper.make_node("Slice", ["arange", "zero", "len", "one"], ["pos_ids"]),
+        helper.make_node("Slice", ["zeros", "zero", "len", "one"], ["type_ids"]),
+        helper.make_node("Gather", ["words", "input_ids"], ["w"]),
+        helper.make_node("Gather", ["pos", "pos_ids"], ["p"]),
+        helper.make_node("Gather", ["types", "type_ids"], ["t"]),
+        helper.make_node("Add", ["w", "p"], ["wp"]),
+        helper.make_node("Add", ["wp", "t"], ["h"])]
+    return helper.make_model(helper.make_graph(nodes, "tokens", [ids], [out], inits),
+                             opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_position_table_bounds_the_sequence_but_a_token_type_table_does_not():
+    shapes = deploy_shapes(ir.from_proto(token_model(32)))
+    assert shapes.shapes["input_ids"] == (0, 32) and "position table has 32 rows" in shapes.sources["input_ids"]
+    assert shapes.values["input_ids"] == "synthetic: integers the graph allows"
+    # a position table longer than the default: the default stands
+    assert deploy_shapes(ir.from_proto(token_model(512))).shapes["input_ids"] == (0, 64)
