@@ -279,7 +279,19 @@ def limited_by(row: dict) -> str:
     return "; ".join(reasons) or "-"
 
 
-def bench_model(key: str, setup: Setup, work: Path, timeout: float, latency_s: float) -> dict:
+def latency_runs(path: Path, feeds: dict[str, np.ndarray], budget_s: float) -> int:
+    """Timed runs per model: as many as fit ``budget_s`` for the pair, at least 4 blocks (both orders twice)."""
+    from onnxprune.runtime import session
+
+    sess = session(path, threads=1)
+    sess.run(None, feeds)
+    t = time.perf_counter()
+    sess.run(None, feeds)
+    return int(min(300, max(20, budget_s / (2 * (time.perf_counter() - t)))))
+
+
+def bench_model(key: str, setup: Setup, work: Path, timeout: float, latency_s: float,
+                previous: dict | None = None) -> dict:
     model = pm.BY_KEY[key]
     src = pm.onnx_path(model)
     work.mkdir(parents=True, exist_ok=True)
@@ -288,12 +300,15 @@ def bench_model(key: str, setup: Setup, work: Path, timeout: float, latency_s: f
     np.savez(calib, **calib_in.feeds)
     eval_in = pm.real_inputs(model, setup.eval, pm.EVAL)
     out, report = work / f"{key}-auto.onnx", work / f"{key}-report.json"
-    out.unlink(missing_ok=True)
     row = {"model": key, "kind": model.kind, "package": model.pip_spec, "note": setup.note,
            "calib": {k: list(v.shape) for k, v in calib_in.feeds.items()},
            "eval": {k: list(v.shape) for k, v in eval_in.feeds.items()}}
-    print(f"[{key}] pruning: calib {row['calib']}", flush=True)
-    row["cli"] = run_cli(src, out, calib, report, work / f"{key}-cli.log", timeout)
+    if previous and previous.get("cli", {}).get("exit_code") == 0 and out.is_file() and report.is_file():
+        row["cli"] = previous["cli"]  # --reuse: the pruned model of an earlier run, measured again
+    else:
+        out.unlink(missing_ok=True)
+        print(f"[{key}] pruning: calib {row['calib']}", flush=True)
+        row["cli"] = run_cli(src, out, calib, report, work / f"{key}-cli.log", timeout)
     print(f"[{key}] CLI exit {row['cli']['exit_code']} in {row['cli']['wall_s']} s", flush=True)
     if row["cli"]["exit_code"] != 0 or not out.is_file():
         row["error"] = Path(row["cli"]["log"]).read_text()[-600:]
@@ -316,7 +331,7 @@ def bench_model(key: str, setup: Setup, work: Path, timeout: float, latency_s: f
     from onnxprune.validate.latency import paired_latency
 
     one = {k: v[:1] for k, v in eval_in.feeds.items()}
-    lat = paired_latency(src, out, one, threads=1, budget_s=latency_s)
+    lat = paired_latency(src, out, one, threads=1, runs=latency_runs(src, one, latency_s))
     row["latency"] = {"original_ms": lat["original_ms"]["median"], "pruned_ms": lat["pruned_ms"]["median"],
                       "speedup": lat["speedup"], "speedup_p10": lat["speedup_p10"], "speedup_p90": lat["speedup_p90"],
                       "runs": lat["runs"], "shape": {k: list(v.shape) for k, v in one.items()}}
@@ -368,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=900, help="wall-time limit of one model's CLI run, seconds")
     p.add_argument("--latency-budget", type=float, default=6.0, help="seconds of timed runs per model pair")
     p.add_argument("--label", default="current auto")
+    p.add_argument("--reuse", type=Path, help="an earlier results .json: models it pruned (OUT still in --work) are "
+                   "measured again without re-running the CLI (its wall time is kept)")
     p.add_argument("--out", type=Path, default=HERE / "bench_auto_results", help="writes OUT.md and OUT.json")
     args = p.parse_args(argv)
     missing = [k for k in args.models if pm.located_path(pm.BY_KEY[k]) is None]
@@ -377,10 +394,11 @@ def main(argv: list[str] | None = None) -> int:
                             text=True).stdout.strip()[:100]
     meta = {"commit": commit, "machine": f"{os.cpu_count()} cores (shared), onnxruntime CPU, 1 thread",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "label": args.label}
+    earlier = {r["model"]: r for r in json.loads(args.reuse.read_text())["rows"]} if args.reuse else {}
     rows = []
     for key in args.models:
         try:
-            rows.append(bench_model(key, MODELS[key], args.work, args.timeout, args.latency_budget))
+            rows.append(bench_model(key, MODELS[key], args.work, args.timeout, args.latency_budget, earlier.get(key)))
         except Exception as exc:  # one broken model does not hide the others' rows
             rows.append({"model": key, "kind": pm.BY_KEY[key].kind, "cli": {"wall_s": 0, "exit_code": None},
                          "error": f"{type(exc).__name__}: {exc}"})
