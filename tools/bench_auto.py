@@ -343,7 +343,20 @@ def bench_model(key: str, setup: Setup, work: Path, timeout: float, latency_s: f
 
 # ---------------------------------------------------------------- the table
 
-def markdown(rows: list[dict], label: str, meta: dict) -> str:
+def compact_rows(rows: list[dict]) -> list[str]:
+    """One line per model: sizes kept, speedup, agreement (for an earlier run beside this one)."""
+    lines = ["| model | auto wall | params kept | MACs kept | speedup | task agreement |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "latency" not in r:
+            lines.append(f"| {r['model']} | {r['cli']['wall_s']} s | failed | | | |")
+            continue
+        lines.append(f"| {r['model']} | {r['cli']['wall_s']:.0f} s | {r['params_after'] / r['params_before']:.1%} | "
+                     f"{r['macs_after'] / r['macs_before']:.1%} | {r['speedup']:.2f}x | "
+                     f"{r['task_agreement']['agreement']:.3f} |")
+    return lines
+
+
+def markdown(rows: list[dict], label: str, meta: dict, before: dict | None = None) -> str:
     lines = [f"# `--ratio auto` on real pretrained models ({label})", "",
              "Written by `tools/bench_auto.py` (see its docstring for the method). Per model: "
              "`python -m onnxprune IN OUT --ratio auto --data calib.npz --report r.json` with at most 64 real "
@@ -367,6 +380,9 @@ def markdown(rows: list[dict], label: str, meta: dict) -> str:
             f"| {met}{r['speedup']:.2f}x{met} [{lat['speedup_p10']:.2f}-{lat['speedup_p90']:.2f}] "
             f"| {ag['agreement']:.3f} ({ag['what']}) | {r['task_check_original']} / {r['task_check_pruned']} "
             f"| {r['limited_by']} |")
+    if before:
+        lines += ["", f"## Before: {before['meta']['label']} ({before['meta']['commit']}, {before['meta']['date']})", ""]
+        lines += compact_rows(before["rows"])
     lines += ["", "## Per model", ""]
     for r in rows:
         lines.append(f"- **{r['model']}** ({r['package']}): {r['note']}; calibration {r['calib']}, evaluation "
@@ -383,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=900, help="wall-time limit of one model's CLI run, seconds")
     p.add_argument("--latency-budget", type=float, default=6.0, help="seconds of timed runs per model pair")
     p.add_argument("--label", default="current auto")
+    p.add_argument("--before", type=Path, help="an earlier results .json shown as a second table (the baseline)")
     p.add_argument("--reuse", type=Path, help="an earlier results .json: models it pruned (OUT still in --work) are "
                    "measured again without re-running the CLI (its wall time is kept)")
     p.add_argument("--out", type=Path, default=HERE / "bench_auto_results", help="writes OUT.md and OUT.json")
@@ -403,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"model": key, "kind": pm.BY_KEY[key].kind, "cli": {"wall_s": 0, "exit_code": None},
                          "error": f"{type(exc).__name__}: {exc}"})
         args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(rows, args.label, meta))
+        before = json.loads(args.before.read_text()) if args.before else None
+        args.out.with_suffix(".md").write_text(markdown(rows, args.label, meta, before))
     return 0
 
 
