@@ -30,6 +30,9 @@ class AllocationOptions:
     ignore: list[str] = field(default_factory=list)  # regexes
     threshold: float | None = None  # remove every channel scoring below this (e.g. gaussian's k)
     threshold_why: str = ""  # what the threshold means, for the report
+    # group name -> its own ratio (--ratio auto's measured allocation); after overrides, before the mode
+    fractions: dict[str, float] = field(default_factory=dict)
+    fractions_why: str = ""
 
     def check(self) -> AllocationOptions:
         if self.mode not in ("local", "global"):
@@ -87,6 +90,8 @@ def allocate(analysis: Analysis, scores: dict[int, np.ndarray], opts: Allocation
         override = next((r for p, r in opts.overrides if _matches(p, g)), None)
         if override is not None:
             fractions[g.id] = (override, f"override ratio {override:g}")
+        elif g.name in opts.fractions:
+            fractions[g.id] = (opts.fractions[g.name], opts.fractions_why or f"ratio {opts.fractions[g.name]:g}")
         elif counts is not None:
             fractions[g.id] = ((counts.get(g.id, 0) + 0.5) / g.size, counts_why or "the criterion's own count")
         elif opts.threshold is not None:

@@ -1,22 +1,38 @@
-"""``--ratio auto`` without gradients: everything lossless first, then the most pruning whose model
-stays within a fidelity budget measured in onnxruntime.
+"""``--ratio auto``: everything lossless first, then the fastest model that stays within a fidelity budget,
+every candidate measured in onnxruntime after the recovery the user will get.
 
-The budget compares the pruned model's outputs with the original's on the same inputs. With ``--data``:
-top-1 agreement for classifier-shaped outputs ([N, classes]) and the cosine of every other output.
-Without data the inputs are seeded noise whose mean and spread per input channel are read off the
-first BatchNormalization's statistics where a Conv + BN reads the input (else N(0, 1)); on noise a
+Objective: the latency of a batch-1 run in onnxruntime at ``--latency-threads`` (CPU; the median of
+timed runs), or the MACs with ``--auto-objective macs`` (deterministic). Constraint: the budget, which
+compares the pruned model's outputs with the original's on the same inputs. With ``--data``: top-1
+agreement for classifier-shaped outputs ([N, classes]) and the cosine of every other output. Without
+data the inputs are seeded noise whose mean and spread per input channel are read off the first
+BatchNormalization's statistics where a Conv + BN reads the input (else N(0, 1)); on noise a
 classifier's top-1 mostly measures ties, so every output is budgeted by cosine instead.
 
-What grows: with a threshold criterion (gaussian) the interval k (bisection); with any other scoring
-criterion a ratio, raised in steps of RATIO_STEP until the budget fails, then halved once. The ratio is
-allocated as the config says (default global LAMP, every removed channel folded into its most nearly
-proportional kept channel); ignores, overrides, caps, rounding and --compensate apply to every trial.
-Every trial prunes a fresh copy of the lossless model (``planners.Trial``), so the result is exactly
-what the chosen value gives.
+Recovery inside the search: every candidate is a fresh copy of the lossless model pruned with the
+config's transforms (merging by default) and, with ``--data``, refit by least squares (``--refit`` is
+the default there; ``--compensate`` or ``--no-refit`` choose otherwise), so the budget sees the model
+the user gets.
+
+What grows (allocation "sensitivity", the default): each prunable group is pruned alone by PROBE_STEP of
+its channels (at the rounding), refit on a few calibration samples and measured once: the budget's loss
+on PROBE_SAMPLES samples, and the latency it saves, read from onnxruntime's per-kernel profile of the
+model (one group's share of the time is a few percent, below the noise of timing whole models on a busy
+machine) or the MACs it saves. The loss of a group is taken to grow with the square of its pruned share
+and the saving linearly, so the steps of LEVEL of every group are ordered by loss per millisecond gained
+(cheap groups first, each at most GROUP_MAX); the longest prefix of that schedule within the budget is
+found by bisection over full candidates (all search samples, full recovery, timed). With ``--allocation
+local|global`` one ratio, raised in steps of RATIO_STEP, is searched instead; with a threshold criterion
+(gaussian) the interval k by bisection.
+
+Never slower: the chosen candidate is timed interleaved against the input model. If it is not at least
+MIN_SPEEDUP times as fast, the next fastest candidate within the budget is tried, and in the end the
+lossless model (which computes what the input computes) is returned; the report says so.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,16 +43,33 @@ from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.graph.optable import traits
 from onnxprune.graph.traits import attr as traits_attr
 from onnxprune.passes.normalize import normalize
+from onnxprune.passes.preserve import restored_bytes
 from onnxprune.surgery import apply_plan
+from onnxprune.validate.tasks import TaskBudget
 
 K_RANGE = (0.02, 3.0)
 STEPS = 8
 RATIO_STEP = 0.05
 RATIO_MAX = 0.9
+PROBE_STEP = 0.25  # the share of one group's channels a sensitivity probe removes
+LEVEL = 0.125  # the schedule's step within a group
+GROUP_MAX = 0.75  # the most of one group the schedule removes
+PROBE_SAMPLES = 8  # calibration samples a probe is refit and measured on
+HELD_OUT = 2  # with --data and refit: 1 / HELD_OUT of the samples (at least MIN_SAMPLES) measure the budget
+MIN_SAMPLES = 4
+SEARCH_ELEMENTS = 8_000_000  # input elements the budget's samples (and the refit's) hold at most
+MAX_TRIALS = 9  # full candidates of the schedule's bisection
+FINAL_TRIES = 3  # candidates timed against the input before falling back to the lossless model
+MIN_SPEEDUP = 1.02  # interleaved speedup over the input that counts as faster (timing noise is ~1%)
+CANDIDATE_TIMING_S = 0.6  # seconds of timed runs per full candidate (after warm-up)
+FINAL_TIMING_S = 2.0  # seconds of interleaved runs of the final candidate against the input
 
 
 @dataclass
 class Budget:
+    """The thresholds of the default budget (``onnxprune.prune(budget=...)``); the checks themselves are
+    ``onnxprune.validate.tasks.TaskBudget``'s."""
+
     cosine: float = 0.99
     top1: float = 0.99
     # Without data. Calibrated on the bundled digits CNN, where test accuracy stayed within 1 point
@@ -72,6 +105,16 @@ def fidelity(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str
     return {"top1": top1, "cosine_other": cos_other, "cosine": cos_all}
 
 
+def worst_cosine(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
+    """The smallest cosine between an output and its reference (a continuous loss for ranking probes)."""
+    worst = 1.0
+    for r, o in zip(reference, outputs):
+        a, b = r.astype(np.float64).ravel(), o.astype(np.float64).ravel()
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        worst = min(worst, float(a @ b / (na * nb)) if na > 0 and nb > 0 else float(na == nb))
+    return worst
+
+
 def search_k(measure: Callable[[float], dict]) -> tuple[float, list[dict]]:
     """Largest k in K_RANGE (bisection) whose pruned model is within the budget; 0 if none is.
     ``measure(k)`` prunes a fresh copy at k and returns its trace row (with ``within_budget``)."""
@@ -102,9 +145,66 @@ def search_ratio(measure: Callable[[float], dict]) -> tuple[float, list[dict]]:
     return ratio, trace
 
 
+def search_prefix(measure: Callable[[int], dict], length: int, trials: int = MAX_TRIALS) -> tuple[int, list[dict], str]:
+    """Longest prefix (0..length) of a schedule whose candidate is within the budget, by bisection (prefix 0,
+    the lossless model, is within it by definition); at most ``trials`` measurements. Also why it stopped."""
+    lo, hi, trace = 0, length + 1, []
+    while hi - lo > 1 and len(trace) < trials:
+        mid = (lo + hi) // 2
+        trace.append(measure(mid))
+        lo, hi = (mid, hi) if trace[-1]["within_budget"] else (lo, mid)
+    if hi - lo <= 1:
+        why = (f"the whole schedule ({length} steps) is within the budget" if lo == length else
+               f"{lo} of {length} schedule steps are within the budget and {hi} are not" if lo else
+               f"even the first {hi} schedule step(s) are over the budget")
+    else:
+        why = f"{trials} full candidates measured: {lo} of {length} steps within the budget, {hi} over it"
+    return lo, trace, why
+
+
+@dataclass
+class Probe:
+    """One group pruned alone by one step: what it costs in fidelity and what it saves."""
+
+    group: str
+    size: int
+    removed: int
+    loss: float  # fall of the budget's margin plus (1 - worst cosine), on PROBE_SAMPLES samples
+    gain: float  # ms (or MACs) saved
+    headline: str
+
+    def row(self) -> dict:
+        return {"group": self.group, "channels": self.size, "removed": self.removed, "loss": round(self.loss, 6),
+                "gain": round(self.gain, 6), "figures": self.headline}
+
+
+def schedule(probes: list[Probe], cap: float | None) -> list[tuple[str, float]]:
+    """(group, its pruned share after this step) in the order the budget is spent: each step's estimated
+    loss per unit gained, cheapest first (loss ~ share squared, gain ~ share, from the probe)."""
+    top = min(GROUP_MAX, cap if cap is not None else 1.0)
+    levels = int(np.floor(top / LEVEL + 1e-9))
+    steps = []
+    for p in probes:
+        if p.gain <= 0 or p.removed == 0:
+            continue
+        for k in range(1, levels + 1):
+            marginal = (p.loss + 1e-6) * (2 * k - 1) * LEVEL / PROBE_STEP / p.gain
+            steps.append((marginal, -p.gain, p.group, k))
+    steps.sort()
+    return [(group, k * LEVEL) for _, _, group, k in steps]
+
+
+def fractions_at(steps: list[tuple[str, float]], n: int) -> tuple[tuple[str, float], ...]:
+    """Each group's pruned share after the first ``n`` steps of the schedule."""
+    share: dict[str, float] = {}
+    for group, f in steps[:n]:
+        share[group] = max(share.get(group, 0.0), f)
+    return tuple(sorted(share.items()))
+
+
 class BudgetPlanner:
-    """``--ratio auto``: lossless lumping first (``prepare``), then the largest ratio (or, for a threshold
-    criterion, the largest k) whose pruned copy stays within the fidelity budget against the original."""
+    """``--ratio auto``: lossless lumping first (``prepare``), then the fastest candidate within the fidelity
+    budget (measured sensitivity per group; or one ratio; or gaussian's k), never slower than the input."""
 
     needs_original = True
 
@@ -113,6 +213,7 @@ class BudgetPlanner:
 
         self.config = config
         self.threshold = criterion(config.score.criterion).at_zero_ratio == "threshold"
+        self.sensitivity = not self.threshold and config.allocation.mode == "sensitivity"
         self.fold_bn = self.threshold
         self.lossless = 0
 
@@ -134,62 +235,308 @@ class BudgetPlanner:
         return Amount(ratio=0.0, threshold=t, why="auto: " + why)
 
     def run(self, trial) -> tuple[object, dict]:
-        budget, reference, run, source = _reference(trial, self.config)
-        key = "k" if self.threshold else "ratio"
+        from onnxprune.planners import Amount
 
-        def measure(value: float) -> dict:
-            cand = trial.copy(self.amount(value))
-            fid = fidelity(reference, run(ir.to_proto(cand.model).SerializeToString()))
-            ok = budget.met(fid)
-            trial.status(f"auto: {key}={value:.3g} removes {cand.plan.count()} channels, cosine {fid['cosine']:.4f}, "
-                     f"top-1 {fid['top1']:.3f}: {'ok' if ok else 'over budget'}")
-            return {key: value, "channels_removed": cand.plan.count(), **fid, "within_budget": ok}
+        started = time.monotonic()
+        search = _Search(trial, self.config)
+        key = "k" if self.threshold else "schedule" if self.sensitivity else "ratio"
+        section: dict = {}
+        if self.sensitivity:
+            probes = search.probes()
+            steps = schedule(probes, self.config.allocation.max_group_ratio)
+            amounts = {n: Amount(ratio=0.0, fractions=fractions_at(steps, n), why="auto: measured sensitivity")
+                       for n in range(len(steps) + 1)}
+            value, trace, stopped = search_prefix(lambda n: search.full(amounts[n], {"schedule": n}), len(steps))
+            over = min((t for t in trace if not t["within_budget"]), key=lambda t: t["schedule"], default=None)
+            stopped += f"; {over['schedule']} steps gave {over['figures']}" if over else ""
+            section.update(sensitivity=[p.row() for p in probes], schedule_steps=len(steps))
+        else:
+            value, trace = (search_k if self.threshold else search_ratio)(
+                lambda v: search.full(self.amount(v), {key: v}))
+            how = "bisection over k" if self.threshold else f"ratio raised in steps of {RATIO_STEP:g}"
+            over = next((t for t in trace if not t["within_budget"]), None)
+            stopped = (f"{how}: {key} = {value:.3g} is the largest tried within the budget" + (
+                f"; {key} = {over[key]:.3g} gave {over['figures']}" if over else "")
+                if value > 0 else f"no {key} >= {trace[0][key]:g} stays within the budget")
+        final, verdict = search.final(trace, lambda: trial.final(Amount(ratio=0.0)))
+        chosen = verdict.get("row")
+        section.update({
+            "objective": search.objective.describe(), "budget": search.budget.describe(), "inputs": search.source,
+            "checks": [{"output": c.output, "kind": c.kind, "threshold": c.threshold, "why": c.why}
+                       for c in search.budget.checks],
+            "recovery": _recovery(self.config), "lossless_channels_removed": self.lossless, "searched": key,
+            key: chosen[key] if chosen else 0, "fidelity": chosen["measured"] if chosen else None,
+            "input_cost": search.objective.input_cost, "unit": search.objective.unit,
+            "search": [{k: v for k, v in t.items() if k != "measured"} for t in trace],
+            "final": {k: v for k, v in verdict.items() if k != "row"},
+            "stopped": stopped + ("; " + verdict["fallback"] if verdict.get("fallback") else ""),
+            "allocation": self._allocation(), "seconds": round(time.monotonic() - started, 1),
+            "remove_applies_to": "the model after lossless lumping" + (" (BatchNormalization folded)"
+                                                                         if self.fold_bn else "")})
+        return final, {"auto": section, "ratio": "auto", "lossless_channels": self.lossless}
 
-        value, trace = search_k(measure) if self.threshold else search_ratio(measure)
-        final = trial.final(self.amount(value))
-        return final, {"auto": self._section(key, value, trace, budget, source), "ratio": "auto",
-                       "lossless_channels": self.lossless}
-
-    def _section(self, key: str, value: float, trace: list[dict], budget: Budget, source: str) -> dict:
-        how = "bisection over k" if self.threshold else f"ratio raised in steps of {RATIO_STEP:g}"
-        best = next((t for t in reversed(trace) if t[key] == value), None)
-        over = next((t for t in trace if not t["within_budget"]), None)
+    def _allocation(self) -> str | None:
+        if self.threshold:
+            return None
         a, tr = self.config.allocation, self.config.transforms
-        allocation = None if self.threshold else (
-            f"{a.mode}{' ' + a.normalize.upper() if a.mode == 'global' else ''}"
-            + ("; removed channels folded into nearly proportional kept ones" if tr.merge else "")
-            + ("; mean-compensated" if tr.compensate else "") + ("; every candidate refit" if tr.refit else "")
-            + f"; round-to {a.round_to or 'automatic'}")
-        stopped = (f"{how}: {key} = {value:.3g} is the largest tried within the budget" + (
-            f"; {key} = {over[key]:.3g} gave cosine {over['cosine']:.4f}, top-1 agreement {over['top1']:.3f}"
-            if over else "") if value > 0 else f"no {key} >= {trace[0][key]:g} stays within the budget")
-        return {"budget": budget.describe(), "inputs": source, "lossless_channels_removed": self.lossless,
-                "searched": key, key: value,
-                "fidelity": {f: best[f] for f in ("top1", "cosine_other", "cosine")} if best else None,
-                "search": trace, "stopped": stopped, "allocation": allocation,
-                "remove_applies_to": "the model after lossless lumping" + (
-                    " (BatchNormalization folded)" if self.fold_bn else "")}
+        mode = ("measured sensitivity per group" if self.sensitivity
+                else f"{a.mode}{' ' + a.normalize.upper() if a.mode == 'global' else ''}")
+        return (mode + ("; removed channels folded into nearly proportional kept ones" if tr.merge else "")
+                + ("; mean-compensated" if tr.compensate else "") + ("; every candidate refit" if tr.refit else "")
+                + f"; round-to {a.round_to or 'automatic'}")
 
 
-def _reference(trial, config) -> tuple[Budget, list[np.ndarray], Callable, str]:
-    """The budget, the original model's outputs on the search inputs, a runner for candidates, and what
-    the inputs are (the data file, or noise scaled to the first BatchNormalization's statistics)."""
-    from onnxprune.validate.fidelity import run_outputs, session, validation_feeds
+def _recovery(config) -> str:
+    """What every candidate went through after surgery, for the report."""
+    tr = config.transforms
+    parts = (["removed channels folded into nearly proportional kept ones"] if tr.merge else []) + (
+        ["mean compensation of the consumers' biases"] if tr.compensate else []) + (
+        ["least-squares refit of every pruned consumer on the calibration inputs"] if tr.refit else [])
+    note = f"; --finetune {tr.finetune} steps run on the chosen model only" if tr.finetune else ""
+    return (", ".join(parts) or "none (--no-merge, --no-refit)") + note
 
-    t, data = config.target, config.data
-    budget = Budget(cosine=t.budget_cosine, top1=t.budget_top1, synthetic_cosine=t.budget_synthetic_cosine,
-                    synthetic=data.source is None)
-    ref = session(trial.context.original, role="original model")
-    feeds, source = validation_feeds(ref, data.source, data.seed, data.input_shapes or None, samples=32)
-    if data.source is None:
-        moments = input_moments(trial.model)
-        for name, (mu, sigma) in moments.items():
-            shape = (1, -1) + (1,) * (feeds[name].ndim - 2)
-            feeds[name] = (feeds[name] * sigma.reshape(shape) + mu.reshape(shape)).astype(feeds[name].dtype)
-        source += (": N(0, 1)" + (
-            f"; {', '.join(moments)} scaled to the mean and spread its first BatchNormalization saw"
-            if moments else ""))
-    return budget, run_outputs(ref, feeds), lambda b: run_outputs(session(b, role="pruned model"), feeds), source
+
+class _Search:
+    """What the planner measures: the search inputs and the original's outputs on them, the budget, and
+    the objective; full candidates (with the config's recovery) and quick per-group probes."""
+
+    def __init__(self, trial, config) -> None:
+        from onnxprune.runtime import fixed_batch, run_outputs, session
+        from onnxprune.validate.fidelity import validation_feeds
+
+        self.trial, self.config = trial, config
+        data = config.data
+        ref = session(trial.context.original, role="original model")
+        feeds, source = validation_feeds(ref, data.source, data.seed, data.input_shapes or None, samples=32)
+        if data.source is None:
+            moments = input_moments(trial.model)
+            for name, (mu, sigma) in moments.items():
+                shape = (1, -1) + (1,) * (feeds[name].ndim - 2)
+                feeds[name] = (feeds[name] * sigma.reshape(shape) + mu.reshape(shape)).astype(feeds[name].dtype)
+            source += (": N(0, 1)" + (
+                f"; {', '.join(moments)} scaled to the mean and spread its first BatchNormalization saw"
+                if moments else ""))
+        n = len(next(iter(feeds.values())))
+        batch = fixed_batch(ref) or 1
+        # Large inputs (a detector at 736x544): fewer samples, so a candidate costs about the same.
+        per_sample = sum(int(np.prod(v.shape[1:])) for v in feeds.values()) or 1
+        cap = max(MIN_SAMPLES, SEARCH_ELEMENTS // per_sample)
+        whole = lambda count: max(batch, count // batch * batch)  # noqa: E731  # whole fixed batches
+        # The refit sees the first samples only and the budget the last ones, so a refit that fits the
+        # calibration samples without generalising shows as a loss.
+        self.fit = None
+        if config.transforms.refit and data.source is not None and n >= 2 * MIN_SAMPLES:
+            held = whole(min(max(MIN_SAMPLES, n // HELD_OUT), cap))
+            self.fit = whole(min(n - held, cap))
+            feeds = {k: v[n - held:] for k, v in feeds.items()}
+            source += f"; refit on its first {self.fit} samples, the budget measured on its last {held}"
+        elif n > cap:
+            feeds = {k: v[:whole(cap)] for k, v in feeds.items()}
+            source += f"; the first {whole(cap)} samples"
+        self.feeds, self.source = feeds, source
+        self.reference = run_outputs(ref, feeds)
+        n = len(next(iter(feeds.values())))
+        self.probe_n = min(n, whole(min(PROBE_SAMPLES, max(2, cap // 4))))
+        self.probe_feeds = {k: v[:self.probe_n] for k, v in feeds.items()}
+        self.probe_reference = run_outputs(ref, self.probe_feeds)
+        names = [o.name for o in ref.get_outputs()]
+        self.budget = TaskBudget.choose(names, self.reference, config.target, data.source is None, batch=n)
+        timing = {k: v[:batch] for k, v in feeds.items()}
+        self.objective = (_Latency(trial, config, timing) if config.target.auto_objective == "latency"
+                          else _Macs(trial, config))
+        self.trace: list[dict] = []
+        self.amounts: list = []
+
+    def _outputs(self, model: ir.Model, feeds: dict) -> tuple[bytes, list[np.ndarray]]:
+        from onnxprune.runtime import run_outputs, session
+
+        data = ir.to_proto(model).SerializeToString()
+        return data, run_outputs(session(data, role="pruned model"), feeds)
+
+    def probes(self) -> list[Probe]:
+        """Each prunable group (not ignored, not overridden) pruned alone by PROBE_STEP and measured."""
+        from onnxprune.allocation import ignored
+        from onnxprune.planners import Amount
+
+        a = self.config.allocation
+        fixed = list(a.ignore) + [p for p, _ in a.overrides]
+        groups = [g for g in self.trial.analysis.prunable_groups if not ignored(g, fixed)]
+        amounts = {g.name: Amount(ratio=0.0, fractions=((g.name, PROBE_STEP),), why="auto: sensitivity probe")
+                   for g in groups}
+        plans = {name: self.trial.plan(amount) for name, amount in amounts.items()}
+        gains = self.objective.gains(plans)
+        best = self.budget.measure(self.probe_reference, self.probe_reference)["margin"]
+        out = []
+        for i, g in enumerate(groups):
+            removed = plans[g.name].count()
+            if removed == 0 or gains[g.name] <= 0:
+                out.append(Probe(g.name, g.size, removed, 0.0, gains[g.name], "not probed: nothing to gain"))
+                continue
+            cand = self.trial.copy(amounts[g.name], samples=min(self.probe_n, self.fit or self.probe_n))
+            _, outputs = self._outputs(cand.model, self.probe_feeds)
+            measured = self.budget.measure(self.probe_reference, outputs)
+            loss = max(0.0, best - measured["margin"]) + 1.0 - worst_cosine(self.probe_reference, outputs)
+            head = self.budget.headline(measured)
+            out.append(Probe(g.name, g.size, removed, loss, gains[g.name], head))
+            self.trial.status(f"auto: probe {i + 1}/{len(groups)} {g.name[:40]} -{removed}/{g.size}: {head}, "
+                              f"saves {self.objective.show(gains[g.name])}")
+        return out
+
+    def full(self, amount, key: dict) -> dict:
+        """A full candidate: a fresh copy with the config's recovery, measured on every search sample and
+        for the objective; its trace row."""
+        t0 = time.monotonic()
+        cand = self.trial.copy(amount, samples=self.fit)
+        _, outputs = self._outputs(cand.model, self.feeds)
+        measured = self.budget.measure(self.reference, outputs)
+        ok = bool(self.budget.met(measured))
+        cost = self.objective.cost(restored_bytes(cand.model), cand)
+        sizes = {g.name: g.size for g in cand.analysis.groups}
+        prunable = sum(g.size for g in self.trial.analysis.prunable_groups) or 1
+        row = {**key, "ratio": round(cand.plan.count() / prunable, 4), "channels_removed": cand.plan.count(),
+               "allocation": {cand.analysis.groups[gid].name: round(len(c) / sizes[cand.analysis.groups[gid].name], 4)
+                              for gid, c in sorted(cand.plan.removed.items())},
+               "cost": cost, "speedup_estimate": round(self.objective.input_cost / cost, 4) if cost else None,
+               **{k: v for k, v in measured.items()}, "figures": self.budget.headline(measured),
+               "within_budget": ok, "measured": measured, "seconds": round(time.monotonic() - t0, 2)}
+        what = ", ".join(f"{k}={v:.3g}" for k, v in key.items())
+        self.trial.status(f"auto: {what} removes {cand.plan.count()} channels: {self.objective.show(cost)} "
+                          f"({row['speedup_estimate']:.2f}x), {row['figures']}: {'ok' if ok else 'over budget'}")
+        self.amounts.append((row, amount))
+        return row
+
+    def final(self, trace: list[dict], lossless: Callable) -> tuple[object, dict]:
+        """The fastest candidate within the budget that is measurably faster than the input (timed
+        interleaved against it), rebuilt with full recovery; else the lossless model."""
+        ok = sorted((r for r in trace if r["within_budget"] and r["channels_removed"]), key=lambda r: r["cost"])
+        tried = []
+        for row in ok[:FINAL_TRIES]:
+            amount = next(a for r, a in self.amounts if r is row)
+            cand = self.trial.copy(amount, samples=self.fit)
+            verdict = self.objective.verdict(restored_bytes(cand.model), cand)
+            verdict["row"] = row
+            self.trial.status(f"auto: against the input: {verdict['speedup']:.2f}x")
+            if verdict["faster"]:
+                if tried:
+                    verdict["fallback"] = (f"{len(tried)} faster-looking candidate(s) within the budget were not "
+                                           f"faster than the input when timed against it ({', '.join(tried)})")
+                return cand, verdict
+            tried.append(f"{verdict['speedup']:.2f}x")
+        why = ("no candidate beyond the lossless step was within the budget" if not ok else
+               f"no candidate within the budget was at least {MIN_SPEEDUP:g}x as fast as the input when timed "
+               f"against it ({', '.join(tried)})")
+        return lossless(), {"speedup": None, "faster": False,
+                            "fallback": f"{why}: the output is the lossless model (it computes what the input does)"}
+
+
+class _Macs:
+    """MACs as the objective: deterministic, from the plan (gains) or the pruned model (cost)."""
+
+    unit = "MACs"
+
+    def __init__(self, trial, config) -> None:
+        self.trial, self.shapes = trial, config.data.input_shapes or None
+        self.input_cost = float(trial.base_size()["flops"])
+
+    def describe(self) -> str:
+        return "MACs (--auto-objective macs; counted at the search inputs' shapes, after lossless lumping)"
+
+    def show(self, cost: float) -> str:
+        return f"{cost / 1e6:.4g} MMACs"
+
+    def gains(self, plans: dict) -> dict[str, float]:
+        return {name: self.input_cost - self.trial.predicted_size(plan)[1] for name, plan in plans.items()}
+
+    def cost(self, data: bytes, candidate) -> float:
+        from onnxprune.metrics import count_macs
+
+        return float(count_macs(candidate.model, self.shapes))
+
+    def verdict(self, data: bytes, candidate) -> dict:
+        cost = self.cost(data, candidate)
+        speedup = self.input_cost / cost if cost else float("inf")
+        return {"speedup": speedup, "faster": speedup > 1.0, "method": "MACs ratio against the input (no timing)"}
+
+
+class _Latency:
+    """Batch-1 latency in onnxruntime at --latency-threads as the objective."""
+
+    unit = "ms"
+
+    def __init__(self, trial, config, feeds: dict) -> None:
+        from onnxprune.validate.latency import median_latency_ms
+
+        self.trial, self.feeds, self.threads = trial, feeds, config.target.latency_threads
+        self.original = trial.context.original
+        self.input_cost = median_latency_ms(self.original, feeds, self.threads, budget_s=CANDIDATE_TIMING_S)
+        trial.status(f"auto: the input runs in {self.input_cost:.3g} ms at {self.threads} thread(s)")
+
+    def describe(self) -> str:
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in self.feeds.items())
+        return (f"latency in onnxruntime (CPUExecutionProvider) at {self.threads} thread(s), one run on {shapes}; "
+                "median of timed runs per candidate, the chosen one timed interleaved against the input")
+
+    def show(self, cost: float) -> str:
+        return f"{cost:.3g} ms"
+
+    def gains(self, plans: dict) -> dict[str, float]:
+        """Per plan: the profiled time of each weighted node, times the share of its weight the plan removes
+        (the MACs share of the input's latency where the profile names no weighted node)."""
+        from onnxprune.metrics import macs_per_node
+        from onnxprune.runtime import kernel_times_ms
+        from onnxprune.targets import kept_fractions
+
+        model, analysis = self.trial.model, self.trial.analysis
+        macs = macs_per_node(model, self.trial.config.data.input_shapes or None)
+        runs = int(min(20, max(3, 1.5 * CANDIDATE_TIMING_S * 1e3 / max(self.input_cost, 1e-3))))
+        times = kernel_times_ms(self.trial.base_bytes(), self.feeds, self.threads, runs)
+        node_ms = weighted_node_ms(model, times, set(macs))
+        total = sum(times.values()) or 1.0
+        use_profile = sum(node_ms.values()) >= 0.3 * total
+        out = {}
+        macs_total = sum(macs.values()) or 1
+        for name, plan in plans.items():
+            kept = kept_fractions(analysis, plan)
+            saved = 0.0
+            for node, m in macs.items():
+                weight = next((v for v in node.inputs[:2] if v is not None and v in kept), None)
+                share = 1.0 - kept.get(weight, 1.0)
+                saved += share * (node_ms.get(node, 0.0) if use_profile else self.input_cost * m / macs_total)
+            out[name] = saved
+        return out
+
+    def cost(self, data: bytes, candidate) -> float:
+        from onnxprune.validate.latency import median_latency_ms
+
+        return median_latency_ms(data, self.feeds, self.threads, budget_s=CANDIDATE_TIMING_S)
+
+    def verdict(self, data: bytes, candidate) -> dict:
+        from onnxprune.validate.latency import paired_latency
+
+        p = paired_latency(self.original, data, self.feeds, self.threads, budget_s=FINAL_TIMING_S)
+        return {"speedup": p["speedup"], "faster": p["speedup"] >= MIN_SPEEDUP,
+                "input_ms": p["original_ms"]["median"], "ms": p["pruned_ms"]["median"], "runs": p["runs"],
+                "speedup_p10": p["speedup_p10"], "speedup_p90": p["speedup_p90"],
+                "method": f"interleaved blocks against the input at {self.threads} thread(s)"}
+
+
+def weighted_node_ms(model: ir.Model, times: dict[str, float], weighted: set) -> dict[ir.Node, float]:
+    """Each profiled kernel's time on the weighted node (Conv/Gemm/MatMul) it computes. A kernel is named
+    after its node, or (fused, re-laid-out) after the last node or tensor of the chain it replaced, so the
+    chain is walked back through first inputs (activation, normalisation, pooling) to the weighted node."""
+    by_name = {n.name: n for n in model.graph}
+    by_output = {v.name: n for n in model.graph for v in n.outputs}
+    out: dict[ir.Node, float] = {}
+    for key, ms in times.items():
+        node = by_name.get(key) or by_output.get(key)
+        for _ in range(4):
+            if node is None or node in weighted:
+                break
+            first = node.inputs[0] if node.inputs else None
+            node = first.producer() if first is not None else None
+        if node is not None and node in weighted:
+            out[node] = out.get(node, 0.0) + ms
+    return out
 
 
 def input_moments(model: ir.Model) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -118,7 +118,10 @@ def _target_options(g) -> None:
                    "MS milliseconds per batch-1 run (or F times the original's, e.g. 0.6x) in onnxruntime on CPU at "
                    "--latency-threads; each candidate is pruned and timed (median after warm-up)")
     g.add_argument("--latency-threads", type=int, default=1, metavar="N",
-                   help="threads for --target-latency timing (default 1: edge-like)")
+                   help="threads for --target-latency and --ratio auto timing (default 1: edge-like)")
+    g.add_argument("--auto-objective", choices=("latency", "macs"), default="latency",
+                   help="what --ratio auto makes smallest within its budget: latency measured in onnxruntime at "
+                        "--latency-threads (default) or MACs (deterministic, no timing)")
     g.add_argument("--remove", action="append", default=[], metavar="NAME:I,J,...",
                    help="remove exactly these output channels of the Conv/Gemm/MatMul NAME (node or output "
                         "tensor name) and everything coupled to them; repeatable; the report lists a plan in "
@@ -132,6 +135,8 @@ def _target_options(g) -> None:
     g.add_argument("--budget-synthetic-cosine", type=float, default=0.94, metavar="C",
                    help="--ratio auto without --data: minimum cosine of every output on seeded noise inputs "
                         "(scaled to the first BatchNormalization's statistics; default 0.94)")
+    _budget_metric_option(g, "--ratio auto: how an output is compared with the original's, instead of the kind "
+                          "chosen from its shape (the report states each choice and why). ")
 
 
 def _transform_options(g) -> None:
@@ -152,11 +157,12 @@ def _transform_options(g) -> None:
                    help="after pruning, distil the pruned model towards the original's outputs on --data for "
                         "STEPS Adam steps (torch twin; no labels needed) and write the weights into OUT")
     g.add_argument("--lr", type=float, default=1e-4, help="--finetune learning rate (default 1e-4)")
-    g.add_argument("--refit", action="store_true",
+    g.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                    help="after pruning, re-solve every Conv/Gemm/MatMul that lost input channels by ridge least "
                         "squares so it reproduces the original model's output of that layer on --data (else on "
                         "seeded synthetic inputs); no labels; the report gives each layer's error before and after. "
-                        "Runs before --finetune; --ratio auto refits every candidate it measures (one refit per trial)")
+                        "Runs before --finetune; --ratio auto refits every candidate it measures (one refit per trial), and "
+                        "with --data does so by default (--no-refit or --compensate turn it off)")
 
 
 def _data_options(g) -> None:
@@ -191,6 +197,20 @@ def _add_check_options(p: argparse.ArgumentParser, latency_default: bool) -> Non
                    "(needs matplotlib: pip install 'onnxprune[plot]')")
 
 
+def _budget_metric_option(g, lead: str) -> None:
+    from onnxprune.validate.tasks import DEFAULT_AGREEMENT, DEFAULT_SNR_DB, DEFAULT_TOPK
+
+    g.add_argument("--budget-metric", action="append", default=[], metavar="KIND[=T][:OUTPUT]",
+                   help=lead + "KIND: top1, topk (top-5; topK for another k), detection (decoded boxes matched by "
+                   "IoU >= 0.5 and class: F1), ctc (share of sequences decoded to the same string), mask (IoU of the "
+                   "map above 0.3), cosine, snr (dB), or auto (auto:OUTPUT: that output's chosen kind; bare auto in validate: "
+                   "the chosen kinds, made binding). T: the minimum "
+                   f"(default: --budget-top1 for top-k, --budget-cosine for cosine, {DEFAULT_SNR_DB:g} dB for snr, "
+                   f"{DEFAULT_AGREEMENT:g} otherwise); OUTPUT: one graph output (BOXES+SCORES for a pair of "
+                   "detection outputs), else every output the kind fits. Repeatable or comma-separated, e.g. "
+                   f"detection=0.98:output0,cosine:emb (topk: k={DEFAULT_TOPK})")
+
+
 def _validate_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="onnxprune validate", description="Compare a model with its pruned version in onnxruntime: "
                 "per-output fidelity (abs/rel error, cosine, SNR, top-k agreement), params, MACs and file size, "
@@ -211,6 +231,8 @@ def _validate_parser() -> argparse.ArgumentParser:
                    help="minimum cosine between the outputs, as --atol")
     p.add_argument("--min-top1", action="append", default=[], metavar="[OUTPUT:]A",
                    help="minimum top-1 agreement on classifier-shaped outputs ([N, classes] or [N, classes, 1, 1])")
+    _budget_metric_option(p, "task agreement checked per output (exit 1 below its threshold); without it the kind "
+                          "chosen from each output's shape is reported, not enforced. ")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:D,D,...",
                    help="shape of an input whose declared shape has free dims (default: the --data shapes, else "
                         "what the graph implies, else batch 8 and other free dims 64; the report states which)")
@@ -319,8 +341,9 @@ def config_from_args(args):
             flops=None if args.target_flops is None else parse_target(args.target_flops, "--target-flops"),
             params=None if args.target_params is None else parse_target(args.target_params, "--target-params"),
             latency=None if args.target_latency is None else parse_latency(args.target_latency),
-            latency_threads=args.latency_threads, remove=tuple(args.remove), budget_cosine=args.budget_cosine,
-            budget_top1=args.budget_top1, budget_synthetic_cosine=args.budget_synthetic_cosine),
+            latency_threads=args.latency_threads, auto_objective=args.auto_objective, remove=tuple(args.remove),
+            budget_cosine=args.budget_cosine, budget_top1=args.budget_top1,
+            budget_synthetic_cosine=args.budget_synthetic_cosine, budget_metrics=tuple(args.budget_metric)),
         transforms=c.TransformConfig(merge=args.merge, compensate=args.compensate,
                                      lumping_tolerance=args.lumping_tolerance, finetune=args.finetune, lr=args.lr,
                                      refit=args.refit),
@@ -345,10 +368,15 @@ def _run_validate(args) -> int:
     from onnxprune.api import validate_models
     from onnxprune.report import format_validate_summary, write_plot
     from onnxprune.validate.fidelity import Tolerances
+    from onnxprune.validate.tasks import needs_real_inputs, parse_metric_requests
 
     tolerances = Tolerances(atol=args.atol, rtol=args.rtol, cosine=args.min_cosine, top1=args.min_top1)
+    task_only = needs_real_inputs(parse_metric_requests(args.budget_metric))
+    if task_only and args.data is None and args.load_inputs is None:
+        raise OptionError(f"--budget-metric {', '.join(task_only)} reads the task's answers, which mean nothing on "
+                          "synthetic noise: give --data or --load-inputs (cosine/snr may be checked on noise)")
     checks = _check_options(args, args.data, tolerances=tolerances, load_inputs=args.load_inputs,
-                            save_inputs=args.save_inputs)
+                            save_inputs=args.save_inputs, budget_metrics=tuple(args.budget_metric))
     report = validate_models(args.original, args.pruned, checks)
     if args.json == "-":
         print(json.dumps(report, indent=2))

@@ -64,10 +64,12 @@ class TargetConfig:
     params: float | None = None
     latency: tuple[float, bool] | None = None  # (value, relative): ms, or a share of the original's
     latency_threads: int = 1
+    auto_objective: str = "latency"  # what --ratio auto maximises within its budget: "latency" or "macs"
     remove: tuple[str, ...] = ()
     budget_cosine: float = 0.99
     budget_top1: float = 0.99
     budget_synthetic_cosine: float = 0.94
+    budget_metrics: tuple[str, ...] = ()  # --budget-metric KIND[=THRESHOLD][:OUTPUT] (onnxprune.validate.tasks)
 
     @property
     def sized(self) -> bool:
@@ -85,7 +87,9 @@ class TransformConfig:
     lumping_tolerance: float = 0.0
     finetune: int = 0
     lr: float = 1e-4
-    refit: bool = False  # re-solve pruned consumers by least squares on calibration inputs (onnxprune.refit)
+    # re-solve pruned consumers by least squares on calibration inputs (onnxprune.refit); None: on for
+    # --ratio auto with --data (its recovery: every candidate it measures is refit) unless --compensate
+    refit: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -152,12 +156,26 @@ class PruneConfig:
 
     @property
     def default_mode(self) -> str:
-        """The allocation used when --allocation is not given: measured best (README, bench_defaults)."""
-        return "global" if self.pooled else "local"
+        """The allocation used when --allocation is not given: measured best (README, bench_defaults); under
+        --ratio auto with --data each group's share comes from its measured sensitivity (onnxprune.auto;
+        without data, sensitivity measured on noise misleads: the digits CNN lost 7 points of accuracy
+        within the noise budget that global LAMP meets within 1)."""
+        sensitivity = self.target.auto and self.data.source is not None
+        return ("sensitivity" if sensitivity else "global") if self.pooled else "local"
+
+    @property
+    def refits_by_default(self) -> bool:
+        """--ratio auto with --data searches refit candidates, unless the user asked for --compensate or the
+        criterion compensates or sizes itself (no search)."""
+        crit = _criterion(self)
+        return bool(self.target.auto and self.data.source is not None and not self.transforms.compensate
+                    and not crit.compensates and not crit.sizes_itself)
 
     def validate(self) -> PruneConfig:
         """This config with the mode's defaults filled in; OptionError for anything impossible or unused."""
         _check_values(self)
+        if self.transforms.refit is None:
+            self = replace(self, transforms=replace(self.transforms, refit=self.refits_by_default))
         if self.transforms.compensate is None:  # the criterion's own default (flap folds removed means),
             # off under --refit, which re-solves the bias the compensation would correct
             compensates = _criterion(self).compensates and not self.transforms.refit
@@ -248,17 +266,43 @@ def _check_target(c: PruneConfig) -> None:
                 "and no --remove")
     if t.remove and t.ratio > 0:
         _refuse("--remove", "names the channels itself: give no --ratio")
-    if _given(t, "latency_threads") and t.latency is None:
-        _refuse("--latency-threads", "sets the timing of --target-latency: give --target-latency")
+    if _given(t, "latency_threads") and t.latency is None and not t.auto:
+        _refuse("--latency-threads", "sets the timing of --target-latency and --ratio auto: give one of them")
+    if t.auto_objective not in ("latency", "macs"):
+        _refuse("--auto-objective", f"must be latency or macs, got {t.auto_objective!r}")
+    if _given(t, "auto_objective") and not t.auto:
+        _refuse("--auto-objective", "is what --ratio auto maximises: give --ratio auto")
     budget = [f"--{n.replace('_', '-')}" for n in ("budget_cosine", "budget_top1", "budget_synthetic_cosine")
               if _given(t, n)]
     if budget and not t.auto:
         _refuse(", ".join(budget), "set the budget of --ratio auto: give --ratio auto")
+    _check_budget_metrics(c)
     with_data = c.data.source is not None
     wrong = [b for b in budget if (b == "--budget-synthetic-cosine") == with_data]
     if wrong:
         _refuse(", ".join(wrong), "applies " + ("without --data (synthetic inputs)" if with_data else "with --data")
                 + "; the other budget is in force here")
+
+
+def _check_budget_metrics(c: PruneConfig) -> None:
+    """--budget-metric: well formed, under --ratio auto only, task kinds only with real inputs (output names are
+    checked against the model when the budget is chosen)."""
+    from onnxprune.validate.tasks import needs_real_inputs, parse_metric_requests
+
+    t = c.target
+    if not t.budget_metrics:
+        return
+    requests = parse_metric_requests(t.budget_metrics)
+    if not t.auto:
+        _refuse("--budget-metric", "sets the budget of --ratio auto: give --ratio auto (onnxprune validate A B "
+                "--budget-metric ... checks a pruned model)")
+    if any(r.kind == "auto" and r.output is None for r in requests):
+        _refuse("--budget-metric auto", "is what --ratio auto budgets anyway (it makes the chosen kinds binding in "
+                "onnxprune validate); give KIND[=T][:OUTPUT], or auto:OUTPUT to keep one output's chosen kind")
+    wrong = needs_real_inputs(requests)
+    if wrong and c.data.source is None:
+        _refuse(f"--budget-metric {', '.join(wrong)}", "reads the task's answers, which mean nothing on synthetic "
+                "noise: give --data (without it every output is compared by cosine; cosine/snr may be set per output)")
 
 
 def _check_criterion(c: PruneConfig) -> None:
@@ -286,8 +330,11 @@ def _check_criterion(c: PruneConfig) -> None:
         _refuse("--gaussian-outside", "cannot go with --ratio auto: the search widens the interval until the budget "
                 "fails, and the tails it would prune shrink as it widens; give --ratio or --gaussian-k")
     if crit.sizes_itself and t.auto and any(_given(t, n) for n in ("budget_cosine", "budget_top1",
-                                                                   "budget_synthetic_cosine")):
+                                                                   "budget_synthetic_cosine", "budget_metrics")):
         _refuse("--budget-*", f"set the fidelity budget; --criterion {crit.name} with --ratio auto uses its own count")
+    if crit.sizes_itself and t.auto and (_given(t, "auto_objective") or _given(t, "latency_threads")):
+        _refuse("--auto-objective/--latency-threads", f"steer --ratio auto's search; --criterion {crit.name} with "
+                "--ratio auto uses its own count")
     if c.target.remove and (_given(c.score, "criterion") or any(_given(c.score, n) for n in crit.options)):
         _refuse("--remove", "names the channels itself: give no --criterion or criterion options")
     if crit.needs_torch or c.transforms.finetune:
@@ -365,8 +412,9 @@ def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, rem
                   overrides=None, ignore=None, gaussian_k: float = 1.0, gaussian_feature: str = "l1",
                   gaussian_outside: bool = False, data=None, budget=None, compensate: bool | None = None,
                   merge: bool | None = None, lumping_tolerance: float = 0.0, target_flops=None, target_params=None,
-                  target_latency=None, latency_threads: int = 1, finetune: int = 0, refit: bool = False,
-                  gradient_options: dict | None = None, checks=None, attention_unit: str = "head") -> PruneConfig:
+                  target_latency=None, latency_threads: int = 1, finetune: int = 0, refit: bool | None = None,
+                  gradient_options: dict | None = None, checks=None, attention_unit: str = "head",
+                  auto_objective: str = "latency") -> PruneConfig:
     """A PruneConfig from ``onnxprune.prune``'s keyword arguments (their names predate the sections)."""
     from onnxprune.data import as_source
     from onnxprune.targets import parse_latency, parse_target
@@ -393,7 +441,7 @@ def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, rem
         flops=None if target_flops is None else parse_target(str(target_flops), "--target-flops"),
         params=None if target_params is None else parse_target(str(target_params), "--target-params"),
         latency=None if target_latency is None else parse_latency(str(target_latency)),
-        latency_threads=latency_threads, remove=tuple(remove or ()), **budget_fields)
+        latency_threads=latency_threads, auto_objective=auto_objective, remove=tuple(remove or ()), **budget_fields)
     return PruneConfig(
         score=score,
         allocation=AllocationConfig(mode=allocation, normalize=normalize, round_to=round_to,

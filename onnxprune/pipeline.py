@@ -146,7 +146,7 @@ def finish(m: ir.Model, report: dict, original, config: PruneConfig, stages: Sta
     def _validate(pruned_file: Path | None) -> None:
         stages.next("validating in onnxruntime")
         pruned = pruned_file if pruned_file is not None else ir.to_proto(m).SerializeToString()
-        report["validation"] = suite.fidelity_report(original, pruned, checks)
+        report["validation"] = suite.fidelity_report(original, pruned, checks, target=config.target)
         report["layers"] = suite.layer_channels(original, pruned)
 
     macs = (report["flops_before"], report["flops_after"])

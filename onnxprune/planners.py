@@ -22,6 +22,7 @@ from onnxprune.criteria import criterion
 from onnxprune.criteria.base import ScoreContext, Scores
 from onnxprune.graph import Analysis, analyze_groups
 from onnxprune.passes.normalize import normalize
+from onnxprune.passes.preserve import copy_structure
 from onnxprune.plan import Plan, plan_from_removals
 from onnxprune.surgery import apply_plan
 from onnxprune.transforms import TRANSFORMS
@@ -34,6 +35,7 @@ class Amount:
     ratio: float | None = 0.0
     threshold: float | None = None
     why: str = ""  # what the threshold means, for the report
+    fractions: tuple[tuple[str, float], ...] = ()  # (group name, its own ratio): --ratio auto's allocation
 
 
 @dataclass
@@ -47,9 +49,12 @@ class Candidate:
 def allocation_plan(analysis: Analysis, scores: Scores, config: PruneConfig, amount: Amount) -> Plan:
     """Removed channels per group for ``amount``, by the config's allocation (or the criterion's counts)."""
     a = config.allocation
-    opts = AllocationOptions(ratio=amount.ratio or 0.0, mode=a.mode or "local", normalize=a.normalize or "mean",
+    # "sensitivity" (--ratio auto): each group's own ratio comes with the amount; the rest keep all
+    mode = "local" if a.mode in (None, "sensitivity") else a.mode
+    opts = AllocationOptions(ratio=amount.ratio or 0.0, mode=mode, normalize=a.normalize or "mean",
                              round_to=a.round_to, max_group_ratio=a.max_group_ratio, overrides=list(a.overrides),
-                             ignore=list(a.ignore), threshold=amount.threshold, threshold_why=amount.why)
+                             ignore=list(a.ignore), threshold=amount.threshold, threshold_why=amount.why,
+                             fractions=dict(amount.fractions), fractions_why=amount.why if amount.fractions else "")
     counts, why = None, ""
     if scores.counts is not None and (amount.ratio is None or criterion(config.score.criterion).shares_ratio_by_counts):
         counts, why = scores.counts(amount.ratio), scores.count_why(amount.ratio) if scores.count_why else ""
@@ -93,14 +98,17 @@ class Trial:
             self._base = ir.to_proto(self.model).SerializeToString()
         return self._base
 
-    def copy(self, amount: Amount, refit: bool = True) -> Candidate:
+    def copy(self, amount: Amount, refit: bool = True, samples: int | None = None) -> Candidate:
         """A fresh copy of the base model, planned by the config and pruned (and refit if the config
-        says so and ``refit``: candidates measured for fidelity see the refit model)."""
-        m = normalize(ir.from_proto(onnx.load_from_string(self.base_bytes())))
+        says so and ``refit``: candidates measured for fidelity see the refit model; ``samples``: refit on
+        about that many calibration samples only, for quick probes)."""
+        m = ir.from_proto(onnx.load_from_string(self.base_bytes()))
+        copy_structure(self.model, m)  # written (and timed) as the base would be: with IN's structure
+        m = normalize(m)
         an = analyze_groups(m, self.config.allocation.attention_unit)
         plan = plan_for(m, an, self.scores.renamed(self.analysis, an), self.config, amount, self.context)
         apply_plan(an, plan)
-        return self._refit(Candidate(m, an, plan), refit)
+        return self._refit(Candidate(m, an, plan), refit, samples)
 
     def final(self, amount: Amount) -> Candidate:
         """The base model itself, planned and pruned (the last use of the base)."""
@@ -125,13 +133,13 @@ class Trial:
                 self._original = snapshot(self.model, self._original_dir.name)
         return self._original
 
-    def _refit(self, candidate: Candidate, refit: bool = True) -> Candidate:
+    def _refit(self, candidate: Candidate, refit: bool = True, samples: int | None = None) -> Candidate:
         """--refit on a pruned candidate: its consumers re-solved against the base model."""
         if refit and self.config.transforms.refit:
             from onnxprune.refit import refit_candidate
 
             candidate.sections["refit"] = refit_candidate(candidate.model, candidate.analysis, candidate.plan,
-                                                          self.refit_original(), self.context, self.status)
+                                                          self.refit_original(), self.context, self.status, samples)
         return candidate
 
     def predicted_size(self, plan: Plan) -> tuple[int, int]:

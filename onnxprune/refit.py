@@ -454,20 +454,27 @@ def _refit_level(model: ir.Model, level: list[Layer], ref, batches: Batches, sta
     return out
 
 
-def calibration_batches(context, original: Model) -> tuple[Batches, str]:
+def calibration_batches(context, original: Model, samples: int | None = None) -> tuple[Batches, str]:
     """The feeds --refit solves on: --data (in the pipeline's calibration batches), else seeded synthetic
-    inputs (SYNTHETIC_SAMPLES samples); and what they are, for the report."""
+    inputs (SYNTHETIC_SAMPLES samples); ``samples``: at most about that many (--ratio auto's quick probes);
+    and what they are, for the report."""
     if context.config.data.source is not None:
         calib = context.calibration()
-        return (lambda: (feeds for feeds, _ in calib.batches())), \
-            f"{context.config.data.source.describe()}, {calib.samples} samples"
+        limit = calib.samples if samples is None else min(samples, calib.samples)
+
+        def first() -> Iterator[dict[str, np.ndarray]]:  # the first ``limit`` samples (whole batches if fixed)
+            for i, (feeds, _) in enumerate(calib.batches()):
+                if i * calib.batch < limit:
+                    yield {k: v[:limit - i * calib.batch] for k, v in feeds.items()}
+
+        return first, f"{context.config.data.source.describe()}, {limit} samples"
     from onnxprune.runtime import fixed_batch, session, synthetic_inputs
 
     sess = session(original, role="original model for --refit")
     shapes = context.config.data.input_shapes or None
     given_batch = shapes and all(s and s[0] > 0 for s in shapes.values())  # --input-shape fixed every batch
     batch = fixed_batch(sess) or (None if given_batch else SYNTHETIC_BATCH)
-    count = -(-SYNTHETIC_SAMPLES // batch) if batch else 4
+    count = -(-(samples or SYNTHETIC_SAMPLES) // batch) if batch else 4
     seed = context.config.data.seed
 
     def batches() -> Iterator[dict[str, np.ndarray]]:
@@ -479,11 +486,12 @@ def calibration_batches(context, original: Model) -> tuple[Batches, str]:
 
 
 def refit_candidate(model: ir.Model, analysis: Analysis, plan: Plan, original: Model, context,
-                    status: Callable[[str], object] = lambda line: None) -> dict:
-    """The pipeline's step: refit ``model`` (pruned by ``plan``) on the calibration inputs; its report."""
+                    status: Callable[[str], object] = lambda line: None, samples: int | None = None) -> dict:
+    """The pipeline's step: refit ``model`` (pruned by ``plan``) on the calibration inputs (``samples``: on
+    about that many of them only); its report."""
     if not plan.removed:
         return {"layers": [], "skipped": [], "inputs": "none needed: nothing was removed"}
-    batches, what = calibration_batches(context, original)
+    batches, what = calibration_batches(context, original, samples)
     section = refit_model(model, analysis, plan, original, batches, status=status)
     section["inputs"] = what
     return section

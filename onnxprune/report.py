@@ -97,6 +97,10 @@ def format_summary(report: dict) -> str:
         lines.append(f"auto    {auto['searched']} {auto[auto['searched']]:.3g}: {auto['budget']}; "
                      f"inputs: {auto['inputs']}")
         lines.append(f"        stopped: {auto['stopped']}")
+        final = auto.get("final") or {}
+        if final.get("speedup") is not None:
+            lines.append(f"        {final['speedup']:.2f}x as fast as the input ({final['method']}); "
+                         f"recovery: {auto['recovery']}; search took {auto['seconds']:.0f} s")
     touched = [g for g in report["groups"] if g["removed"]]
     if touched:
         lines.append("")
@@ -156,6 +160,22 @@ def _check_text(c: dict) -> str:
     return f"{c['check']} >= {c['min']:g}: {c['value']:.6g}"
 
 
+def _task_lines(task: dict | None) -> list[str]:
+    """Task agreement per output: pass/FAIL where a threshold was stated (validate --budget-metric), else
+    ok/low against the kind's default threshold."""
+    if not task or not task["checks"]:
+        return []
+    lines = ["task agreement" + (" (--budget-metric)" if task["binding"] else
+                                 " (kinds chosen from the output shapes; --budget-metric to choose or enforce)")]
+    for c in task["checks"]:
+        mark = ("pass" if c["passed"] else "FAIL") if c["stated"] and task["binding"] else (
+            "ok" if c["passed"] else "low")
+        lines.append(f"  {mark:<4}  {c['says']} {_num(c['value'], '.4g')} (min {c['threshold']:g}) on "
+                     f"{c['output']}: {c['why']}")
+    lines += [f"  note: {n}" for n in task.get("notes", [])]
+    return lines
+
+
 def format_validation(report: dict) -> list[str]:
     """Fidelity table with the stated checks, latency table, edge checks, quantized model: whichever
     the report has."""
@@ -176,6 +196,7 @@ def format_validation(report: dict) -> list[str]:
                 lines.append(f"  {'pass' if c['passed'] else 'FAIL'}  {_check_text(c)}")
             if o.get("note"):
                 lines.append(f"  note: {o['note']}")
+        lines += _task_lines(val.get("task"))
     lat = report.get("latency")
     if lat:
         fs = lat.get("flops_speedup")

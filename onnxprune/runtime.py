@@ -107,7 +107,9 @@ def run_outputs(sess: Session, feeds: dict[str, np.ndarray], names: list[str] | 
         return sess.run(names, feeds)
     chunks = [sess.run(names, {k: v[i:i + fixed] if v.ndim else v for k, v in feeds.items()})
               for i in range(0, n - n % fixed, fixed)]
-    return [np.concatenate(parts) for parts in zip(*chunks)]
+    # along each output's batch axis: its first of size ``fixed`` (a time-major CTC output is [T, 1, C])
+    return [np.concatenate(parts, axis=next((a for a, d in enumerate(parts[0].shape) if d == fixed), 0))
+            for parts in zip(*chunks)]
 
 
 def quantization() -> ModuleType:
@@ -135,3 +137,34 @@ def symbolic_shape_inference() -> type:
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     return SymbolicShapeInference
+
+
+def kernel_times_ms(model, feeds: dict[str, np.ndarray], threads: int, runs: int) -> dict[str, float]:
+    """Mean milliseconds per run of each kernel onnxruntime ran (``runs`` profiled runs after one warm-up),
+    keyed by the kernel's name: a node's name, or for a fused or re-laid-out kernel ("fused X", "T_nchwc")
+    the name of the node or tensor it was made from."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="onnxprune-profile-") as tmp:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = _QUIET
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.enable_profiling, opts.profile_file_prefix = True, os.path.join(tmp, "profile")
+        try:
+            sess = Session(os.fspath(model) if not isinstance(model, bytes) else model, opts)
+            sess.run(None, feeds)
+            for _ in range(runs):
+                sess.run(None, feeds)
+            with open(sess.end_profiling()) as f:
+                events = json.load(f)
+        except Exception as exc:
+            raise ValidationError(f"onnxruntime cannot profile the model: {str(exc).splitlines()[0][:300]}") from exc
+    times: dict[str, float] = {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") == "Node" and name.endswith("_kernel_time"):
+            key = name.removesuffix("_kernel_time").removeprefix("fused ").removesuffix("_nchwc")
+            times[key] = times.get(key, 0.0) + e.get("dur", 0) / 1e3 / (runs + 1)
+    return times

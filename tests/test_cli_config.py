@@ -18,6 +18,8 @@ from onnxprune.pipeline import run
 # Keys that only echo the config back: a change there proves nothing.
 ECHO = {"criterion", "ratio", "allocation", "transforms", "onnxprune_version"}
 DIRICHLET = {"criterion": "dirichlet", "dirichlet_steps": 8}
+# --ratio auto on MACs: a timed objective would make every report differ, whatever the field did
+AUTO = {"auto": True, "auto_objective": "macs"}
 
 # field -> (base sections, changed value). Sections are given as {section: {field: value}}.
 CASES: dict[str, tuple[dict, object]] = {
@@ -40,7 +42,7 @@ CASES: dict[str, tuple[dict, object]] = {
     "allocation.round_to": ({"target": {"ratio": 0.3}}, 4),
     "allocation.max_group_ratio": ({"target": {"ratio": 0.5}}, 0.25),
     "allocation.overrides": ({"target": {"ratio": 0.5}}, (("conv1", 0.25),)),
-    "allocation.ignore": ({"target": {"auto": True}, "data": "calib"}, (".*",)),
+    "allocation.ignore": ({"target": AUTO, "data": "calib"}, (".*",)),
     "allocation.attention_unit": ({"target": {"ratio": 0.5}, "allocation": {"mode": "local"}, "model": "attention"},
                                   "dim"),
     "target.ratio": ({}, 0.5),
@@ -50,10 +52,12 @@ CASES: dict[str, tuple[dict, object]] = {
     # A latency every candidate meets (10 s): the outcome must not depend on how fast this machine is.
     "target.latency": ({}, (1e4, False)),
     "target.latency_threads": ({"target": {"latency": (1e4, False)}}, 2),
+    "target.auto_objective": ({"target": {"auto": True}, "data": "calib"}, "macs"),
     "target.remove": ({}, ("conv1:0,1",)),
-    "target.budget_cosine": ({"target": {"auto": True}, "data": "calib", "model": "features"}, 0.2),
-    "target.budget_top1": ({"target": {"auto": True}, "data": "calib"}, 0.2),
-    "target.budget_synthetic_cosine": ({"target": {"auto": True}}, 0.2),
+    "target.budget_cosine": ({"target": AUTO, "data": "calib", "model": "features"}, 0.2),
+    "target.budget_top1": ({"target": AUTO, "data": "calib"}, 0.2),
+    "target.budget_synthetic_cosine": ({"target": AUTO}, 0.2),
+    "target.budget_metrics": ({"target": AUTO, "data": "calib"}, ("cosine=0.2",)),
     "transforms.merge": ({"target": {"ratio": 0.5}}, False),
     "transforms.compensate": ({"target": {"ratio": 0.5}, "data": "calib", "validation": {"enabled": True}}, True),
     "transforms.lumping_tolerance": ({"score": {"criterion": "lumping"}}, 0.9),

@@ -273,11 +273,14 @@ def test_refit_runs_inside_auto_trials(cli, tiny_files, tmp_path, monkeypatch):
     monkeypatch.setattr(onnxprune.refit, "refit_candidate", lambda *a, **k: calls.append(1) or real(*a, **k))
     model, data = tiny_files
     rep = tmp_path / "report.json"
-    res = cli(model, tmp_path / "out.onnx", "--ratio", "auto", "--refit", "--data", data, "--report", rep)
+    res = cli(model, tmp_path / "out.onnx", "--ratio", "auto", "--refit", "--data", data, "--report", rep,
+              "--auto-objective", "macs")
     assert res.code == 0, res.err
     report = json.loads(rep.read_text())
     assert "refit" in report
-    assert len(calls) == len(report["auto"]["search"]) + 1  # every measured trial, and the final model
+    probed = [p for p in report["auto"]["sensitivity"] if p["removed"]]
+    # every probe of one group, every measured trial, and the final model (rebuilt once: it is faster in MACs)
+    assert len(calls) == len(probed) + len(report["auto"]["search"]) + 1
 
 
 def test_refit_with_nothing_removed_is_a_no_op(tiny_files):

@@ -71,3 +71,32 @@ def output_model(source: str | os.PathLike | onnx.ModelProto | ir.Model, pruned:
     if not changed and isinstance(source, onnx.ModelProto):
         return ir.from_proto(source)
     return restore_structure(pruned)
+
+
+def copy_structure(source: ir.Model, copy: ir.Model) -> None:
+    """Give ``copy`` (``source`` serialized and read back, not yet changed) the structure recorded on
+    ``source``: nodes and values are matched by position, which a round trip keeps."""
+    structure = source.meta.get(STRUCTURE)
+    if structure is None:
+        return
+    pairs = list(zip(source.graph.all_nodes(), copy.graph.all_nodes()))
+    values = dict(zip(source.graph.inputs, copy.graph.inputs)) | dict(zip(source.graph.outputs, copy.graph.outputs))
+    for a, b in pairs:
+        values.update(zip(a.outputs, b.outputs))
+    copy.meta[STRUCTURE] = Structure({b: structure.input_counts[a] for a, b in pairs if a in structure.input_counts},
+                                     frozenset(values[v] for v in structure.typed if v in values))
+
+
+def restored_bytes(model: ir.Model) -> bytes:
+    """``model`` serialized as it will be written (``restore_structure``), leaving ``model`` itself as it is."""
+    counts = {node: len(node.inputs) for node in model.graph.all_nodes()}
+    kinds = {v: (v.type, v.shape) for node in model.graph.all_nodes() for v in node.outputs}
+    restore_structure(model)
+    try:
+        return ir.to_proto(model).SerializeToString()
+    finally:
+        for node, n in counts.items():
+            if len(node.inputs) > n:
+                node.resize_inputs(n)
+        for v, (kind, shape) in kinds.items():
+            v.type, v.shape = kind, shape

@@ -210,10 +210,21 @@ def save_feeds(feeds: dict[str, np.ndarray], path) -> None:
 def compare_models(original, pruned, feeds: dict[str, np.ndarray] | None = None, seed: int = 0,
                    input_shapes: dict[str, tuple] | None = None, tolerances: Tolerances | None = None,
                    data=None, save_inputs=None, source: str | None = None,
-                   reference: list[np.ndarray] | None = None) -> dict:
+                   reference: list[np.ndarray] | None = None, budget_metrics: tuple[str, ...] = (),
+                   target=None, binding: bool = True, synthetic: bool | None = None) -> dict:
     """Both models on the same inputs (``feeds``, else ``data`` (.npz), else synthetic): output names and
     shapes must match; metrics per output; the stated ``tolerances`` checked. ``reference``: the
-    original's outputs on ``feeds`` when the caller already ran it."""
+    original's outputs on ``feeds`` when the caller already ran it.
+
+    Task agreement (onnxprune.validate.tasks): per output the kind chosen from its shape, or
+    ``budget_metrics`` (--budget-metric items); thresholds from ``target`` (a TargetConfig, else defaults).
+    With ``binding`` the stated ones decide ``passed``; ``synthetic``: the inputs are noise (None: when
+    neither ``feeds`` nor ``data`` was given)."""
+    from onnxprune.config import TargetConfig
+    from onnxprune.validate.tasks import TaskBudget, parse_metric_requests
+
+    requests = parse_metric_requests(budget_metrics)
+    synthetic = (feeds is None and data is None) if synthetic is None else synthetic
     ref_sess, new_sess = session(original, role="original model"), session(pruned, role="pruned model")
     check_same_interface(ref_sess, new_sess)
     if feeds is None:
@@ -235,6 +246,12 @@ def compare_models(original, pruned, feeds: dict[str, np.ndarray] | None = None,
     except Exception as exc:
         raise ValidationError(f"the pruned model fails in onnxruntime: {str(exc).splitlines()[0][:300]}") from exc
     outputs, passed = {}, None
+    names = [o.name for o in ref_sess.get_outputs()]
+    first = next(iter(feeds.values()), None)
+    task = TaskBudget.choose(names, ref, target or TargetConfig(), synthetic,
+                             batch=first.shape[0] if first is not None and first.ndim else None, requests=requests)
+    measured = task.measure(ref, new)
+    verdict = task.passed(measured) if binding else None
     for o, r, n in zip(ref_sess.get_outputs(), ref, new):
         if r.shape != n.shape:
             raise ValidationError(f"output '{o.name}' changed shape: {r.shape} -> {n.shape}")
@@ -247,5 +264,7 @@ def compare_models(original, pruned, feeds: dict[str, np.ndarray] | None = None,
         "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype), **value_range(v)} for k, v in feeds.items()},
         "input_source": source or "given",
         "outputs": outputs,
-        "passed": passed,
+        "task": {"checks": task.rows(measured), "synthetic": synthetic, "binding": binding and verdict is not None,
+                 "notes": task.notes},
+        "passed": passed if verdict is None else (passed is not False) and verdict,
     }

@@ -43,6 +43,7 @@ class ValidationOptions:
     threads: list[int] | None = None
     edge: bool = False
     quantize: str | None = None
+    budget_metrics: tuple[str, ...] = ()  # --budget-metric: task agreement kinds and thresholds (validate.tasks)
 
     def check(self) -> ValidationOptions:
         if self.quantize is not None and self.quantize not in QUANT_MODES:
@@ -129,10 +130,15 @@ def fidelity_inputs(original, opts: ValidationOptions) -> tuple[dict, str, list 
         return feeds, f"{source}, batch 1 (the model fails at batch {opts.samples})", None
 
 
-def fidelity_report(original, pruned, opts: ValidationOptions) -> dict:
+def fidelity_report(original, pruned, opts: ValidationOptions, target=None) -> dict:
+    """The fidelity section. ``target``: prune's TargetConfig; its budget metrics and thresholds are reported
+    (the search already enforced them), else ``opts.budget_metrics`` are validate's binding checks."""
     feeds, source, reference = fidelity_inputs(original, opts)
+    synthetic = opts.data is None and opts.load_inputs is None
+    metrics = opts.budget_metrics if target is None else target.budget_metrics
     return compare_models(original, pruned, feeds, tolerances=opts.tolerances, save_inputs=opts.save_inputs,
-                          source=source, reference=reference)
+                          source=source, reference=reference, budget_metrics=metrics, target=target,
+                          binding=target is None, synthetic=synthetic)
 
 
 def deployment_report(original, pruned_path, opts: ValidationOptions, macs: tuple[int, int],
