@@ -324,12 +324,16 @@ class _Search:
         whole = lambda count: max(batch, count // batch * batch)  # noqa: E731  # whole fixed batches
         # The refit sees the first samples only and the budget the last ones, so a refit that fits the
         # calibration samples without generalising shows as a loss.
-        self.fit = None
+        # The budget must hold on the refit's own samples too: a few held-out samples alone pass by luck.
+        self.fit, self.fit_check = None, None
         if config.transforms.refit and data.source is not None and n >= 2 * MIN_SAMPLES:
             held = whole(min(max(MIN_SAMPLES, n // HELD_OUT), cap))
             self.fit = whole(min(n - held, cap))
+            fit_feeds = {k: v[:self.fit] for k, v in feeds.items()}
+            self.fit_check = (fit_feeds, run_outputs(ref, fit_feeds))
             feeds = {k: v[n - held:] for k, v in feeds.items()}
-            source += f"; refit on its first {self.fit} samples, the budget measured on its last {held}"
+            source += (f"; refit on its first {self.fit} samples; the budget measured on its last {held} and "
+                       "met on the refit's samples too")
         elif n > cap:
             feeds = {k: v[:whole(cap)] for k, v in feeds.items()}
             source += f"; the first {whole(cap)} samples"
@@ -387,9 +391,16 @@ class _Search:
         for the objective; its trace row."""
         t0 = time.monotonic()
         cand = self.trial.copy(amount, samples=self.fit)
-        _, outputs = self._outputs(cand.model, self.feeds)
+        data, outputs = self._outputs(cand.model, self.feeds)
         measured = self.budget.measure(self.reference, outputs)
         ok = bool(self.budget.met(measured))
+        extra = {}
+        if self.fit_check is not None:
+            from onnxprune.runtime import run_outputs, session
+
+            on_fit = self.budget.measure(self.fit_check[1], run_outputs(session(data), self.fit_check[0]))
+            ok = ok and bool(self.budget.met(on_fit))
+            extra["on_refit_samples"] = self.budget.headline(on_fit)
         cost = self.objective.cost(restored_bytes(cand.model), cand)
         sizes = {g.name: g.size for g in cand.analysis.groups}
         prunable = sum(g.size for g in self.trial.analysis.prunable_groups) or 1
@@ -397,11 +408,12 @@ class _Search:
                "allocation": {cand.analysis.groups[gid].name: round(len(c) / sizes[cand.analysis.groups[gid].name], 4)
                               for gid, c in sorted(cand.plan.removed.items())},
                "cost": cost, "speedup_estimate": round(self.objective.input_cost / cost, 4) if cost else None,
-               **{k: v for k, v in measured.items()}, "figures": self.budget.headline(measured),
+               **{k: v for k, v in measured.items()}, "figures": self.budget.headline(measured), **extra,
                "within_budget": ok, "measured": measured, "seconds": round(time.monotonic() - t0, 2)}
         what = ", ".join(f"{k}={v:.3g}" for k, v in key.items())
+        fit = f" (refit samples: {extra['on_refit_samples']})" if extra else ""
         self.trial.status(f"auto: {what} removes {cand.plan.count()} channels: {self.objective.show(cost)} "
-                          f"({row['speedup_estimate']:.2f}x), {row['figures']}: {'ok' if ok else 'over budget'}")
+                          f"({row['speedup_estimate']:.2f}x), {row['figures']}{fit}: {'ok' if ok else 'over budget'}")
         self.amounts.append((row, amount))
         return row
 

@@ -414,7 +414,7 @@ def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, rem
                   merge: bool | None = None, lumping_tolerance: float = 0.0, target_flops=None, target_params=None,
                   target_latency=None, latency_threads: int = 1, finetune: int = 0, refit: bool | None = None,
                   gradient_options: dict | None = None, checks=None, attention_unit: str = "head",
-                  auto_objective: str = "latency") -> PruneConfig:
+                  budget_metrics=None, auto_objective: str = "latency") -> PruneConfig:
     """A PruneConfig from ``onnxprune.prune``'s keyword arguments (their names predate the sections)."""
     from onnxprune.data import as_source
     from onnxprune.targets import parse_latency, parse_target
@@ -441,7 +441,8 @@ def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, rem
         flops=None if target_flops is None else parse_target(str(target_flops), "--target-flops"),
         params=None if target_params is None else parse_target(str(target_params), "--target-params"),
         latency=None if target_latency is None else parse_latency(str(target_latency)),
-        latency_threads=latency_threads, auto_objective=auto_objective, remove=tuple(remove or ()), **budget_fields)
+        latency_threads=latency_threads, auto_objective=auto_objective, remove=tuple(remove or ()), **budget_fields,
+        budget_metrics=(budget_metrics,) if isinstance(budget_metrics, str) else tuple(budget_metrics or ()))
     return PruneConfig(
         score=score,
         allocation=AllocationConfig(mode=allocation, normalize=normalize, round_to=round_to,

@@ -95,7 +95,7 @@ def test_the_report_says_what_each_step_measured(macs_run):
     a = report["auto"]
     assert a["searched"] == "schedule" and a["unit"] == "MACs" and "MACs" in a["objective"]
     assert "refit" in a["recovery"] and "held" not in a["recovery"]
-    assert "budget measured on its last 32" in a["inputs"] and "cosine >= 0.99" in a["budget"]
+    assert "budget measured on its last 32 and met on the refit" in a["inputs"] and "cosine >= 0.99" in a["budget"]
     assert a["search"] and a["stopped"] and a["seconds"] >= 0
     for row in a["search"]:
         assert {"schedule", "ratio", "allocation", "cost", "speedup_estimate", "figures", "within_budget"} <= set(row)

@@ -129,6 +129,29 @@ def test_mask_iou_of_the_regions_above_the_level():
     assert mask_iou(ref, ref * 0.3) == pytest.approx((0.0 + 1.0) / 2)  # 0.27 is not
 
 
+def test_region_f1_matches_the_boxes_a_text_detector_would_cut():
+    from onnxprune.validate.tasks import Map, region_f1
+
+    ref = np.zeros((2, 1, 32, 32))
+    ref[0, 0, 2:8, 2:20] = 0.9  # a text line
+    ref[0, 0, 12:18, 2:20] = 0.9  # another
+    ref[1, 0, 20:26, 5:30] = 0.8
+    spec = Map()
+    assert region_f1(ref, ref, spec) == 1.0
+    thinner = ref.copy()
+    thinner[0, 0, 2, 2:20] = 0.1  # one row less: IoU 5/6, the same boxes
+    assert region_f1(ref, thinner, spec) == 1.0
+    merged = ref.copy()
+    merged[0, 0, 8:12, 2:20] = 0.9  # the two lines of image 0 run into one: 1 of 3 regions matches on each side
+    assert region_f1(ref, merged, spec) == pytest.approx(2 * 1 / (3 + 2))
+    faint = ref.copy()
+    faint[1] *= 0.6  # mean 0.48 < 0.6: the post-processor drops it
+    assert region_f1(ref, faint, spec) == pytest.approx(2 * 2 / (3 + 2))
+    specks = ref.copy()
+    specks[1, 0, 0:2, 0:2] = 0.9  # 2 px: below the minimum side, not a region
+    assert region_f1(ref, specks, spec) == 1.0
+
+
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
@@ -168,9 +191,17 @@ def test_choice_by_shape_and_values():
     assert c.kind == "detection" and c.spec.objectness and "5+C" in c.why  # anchors first: YOLOv5/YOLOX style
     assert TaskBudget.choose(["o"], [v5], TargetConfig(), False).measure([v5], [v5])["detection:o"] == 1.0
     (c,) = chosen(np.ascontiguousarray(v8))  # read with objectness, no score reaches the level: cosine
-    assert c.kind == "cosine" and "no score >= 0.25" in c.why
-    (c,) = chosen(rng.uniform(0, 1, (2, 1, 16, 16)))
-    assert c.kind == "mask" and "0.3" in c.why
+    assert c.kind == "cosine" and "the reference has none" in c.why
+    text = np.zeros((2, 1, 16, 16))
+    text[:, :, 4:8, 2:12] = 0.9
+    (c,) = chosen(text)
+    assert c.kind == "regions" and "0.3" in c.why
+    text32 = text.astype(np.float32)
+    text32[0, 0, 5, 5] = np.float32(1.0000001)  # onnxruntime's float32 Sigmoid can round above 1
+    (c,) = chosen(text32)
+    assert c.kind == "regions"
+    (c,) = chosen(text * 0.2)  # no region: region agreement would hold whatever happens
+    assert c.kind == "cosine" and "the reference has none" in c.why
     (c,) = chosen(rng.standard_normal((2, 1, 16, 16)))  # logits map: not a probability map
     assert c.kind == "cosine" and "whole output" in c.why
     ids = np.arange(16).reshape(2, 8)
@@ -178,11 +209,21 @@ def test_choice_by_shape_and_values():
     assert c.kind == "cosine" and "int64" in c.why
 
 
+def test_regressions_next_to_class_probabilities_are_compared_by_cosine():
+    rng = np.random.default_rng(0)
+    probs, boxes, marks = softmax(rng.standard_normal((8, 2))), rng.standard_normal((8, 4)), rng.standard_normal((8, 10))
+    checks = chosen(boxes, marks, probs)  # MTCNN's O-Net: box offsets, 5 landmarks, face/non-face
+    assert [c.kind for c in checks] == ["cosine", "cosine", "top1"]
+    assert "regression" in checks[0].why and "whole output" in checks[1].why
+    (c,) = chosen(marks)  # alone, raw [N, 10] values are class logits
+    assert c.kind == "top1"
+
+
 def test_ambiguous_heads():
     # a detection head with no score above the level: F1 would be 1 whatever happens; cosine instead
     quiet = yolo_head([[], []])
     (c,) = chosen(quiet)
-    assert c.kind == "cosine" and "no score >= 0.25" in c.why and "whole output" in c.why
+    assert c.kind == "cosine" and "the reference has none" in c.why and "whole output" in c.why
     # [N, 40, 6625]-like logits without a blank majority, columns beyond 4 not in [0, 1]: hidden states
     (c,) = chosen(np.random.default_rng(1).standard_normal((2, 12, 30)))
     assert c.kind == "cosine"
@@ -257,6 +298,7 @@ def test_measure_met_margin_and_headline():
     ("cosine:Identity:0", [("cosine", None, "Identity:0")]),  # the output name keeps its colons
     ("top3=0.9", [("topk", 0.9, None)]),
     ("top1,snr=25:emb", [("top1", None, None), ("snr", 25.0, "emb")]),
+    ("regions=0.95,mask=0.9:map", [("regions", 0.95, None), ("mask", 0.9, "map")]),
     ("detection:boxes+scores", [("detection", None, "boxes+scores")]),
     ("auto:logits", [("auto", None, "logits")]),
 ])
@@ -341,3 +383,13 @@ def test_validate_refuses_task_metrics_on_noise(cli, tiny_files):
     model, _ = tiny_files
     cli("validate", model, model, "--no-latency", "--budget-metric", "top1").assert_refused("synthetic", "--data")
     assert cli("validate", model, model, "--no-latency", "--budget-metric", "cosine=0.99").code == 0
+
+
+def test_python_api_takes_budget_metrics(tiny_files):
+    import onnxprune
+
+    model, calib = tiny_files
+    _, report = onnxprune.prune(model, ratio="auto", data=calib, budget_metrics=["snr=3:y"], validate=False)
+    assert [(c["kind"], c["threshold"]) for c in report["auto"]["checks"]] == [("snr", 3.0)]
+    with pytest.raises(OptionError, match="--ratio auto"):
+        onnxprune.prune(model, ratio=0.5, budget_metrics="snr")
