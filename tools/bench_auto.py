@@ -252,13 +252,13 @@ def run_cli(src: Path, out: Path, calib: Path, report: Path, log: Path, timeout:
            "--report", str(report)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     t = time.perf_counter()
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-        code, text = res.returncode, res.stdout + res.stderr
-    except subprocess.TimeoutExpired as exc:
-        code, text = None, f"timed out after {timeout:.0f} s\n" + str(exc.stdout or "") + str(exc.stderr or "")
+    with open(log, "w") as f:  # streamed: a run cut off by the time limit still shows how far it got
+        try:
+            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, env=env).returncode
+        except subprocess.TimeoutExpired:
+            code = None
+            f.write(f"\ntimed out after {timeout:.0f} s\n")
     wall = time.perf_counter() - t
-    log.write_text(text)
     return {"command": " ".join(["python -m onnxprune", src.name, out.name, "--ratio auto --data", calib.name,
                                  "--report", report.name]),
             "exit_code": code, "wall_s": round(wall, 1), "log": str(log)}
