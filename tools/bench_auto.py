@@ -403,7 +403,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", type=Path, help="an earlier results .json: models it pruned (OUT still in --work) are "
                    "measured again without re-running the CLI (its wall time is kept)")
     p.add_argument("--out", type=Path, default=HERE / "bench_auto_results", help="writes OUT.md and OUT.json")
+    p.add_argument("--combine", type=Path, nargs="+", help="write one table from these results .json files (runs "
+                   "split over several processes), in MODELS order; nothing is run")
     args = p.parse_args(argv)
+    if args.combine:
+        runs = [json.loads(f.read_text()) for f in args.combine]
+        by_model = {r["model"]: r for run in runs for r in run["rows"]}
+        rows = [by_model[k] for k in MODELS if k in by_model]
+        meta = {**runs[0]["meta"], "label": args.label}
+        before = json.loads(args.before.read_text()) if args.before else None
+        args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str) + "\n")
+        args.out.with_suffix(".md").write_text(markdown(rows, args.label, meta, before))
+        return 0
     missing = [k for k in args.models if pm.located_path(pm.BY_KEY[k]) is None]
     if missing:
         p.error(f"not installed: {', '.join(missing)}; {pm.install_commands()[0]}")
