@@ -369,8 +369,9 @@ def markdown(rows: list[dict], label: str, meta: dict, before: dict | None = Non
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "latency" not in r:
-            lines.append(f"| {r['model']} | {r['kind']} | {r['cli']['wall_s']} s | - | - | - | - | - | - | - | "
-                         f"FAILED (exit {r['cli']['exit_code']}): {r.get('error', '')[-200:].strip().splitlines()[-1:]} |")
+            why = ("not finished: the CLI ran past this run's time limit" if r["cli"]["exit_code"] is None else
+                   f"FAILED (exit {r['cli']['exit_code']}): {(r.get('error') or '').strip().splitlines()[-1:]}")
+            lines.append(f"| {r['model']} | {r['kind']} | {r['cli']['wall_s']:.0f} s | - | - | - | - | - | - | - | {why} |")
             continue
         lat, ag = r["latency"], r["task_agreement"]
         met = "**" if r["speedup"] >= SPEEDUP_GOAL and ag["agreement"] >= AGREEMENT_GOAL else ""
