@@ -175,8 +175,9 @@ def _data_options(g) -> None:
                    "scaling pixels to [0, 1] (default 0)")
     g.add_argument("--std", default=None, metavar="S[,S,S]", help="--data DIR: per-channel std divided by (default 1)")
     g.add_argument("--input-shape", action="append", default=[], metavar="NAME:D,D,...",
-                   help="shape of an input whose declared shape has free dims (default: batch 1, other free "
-                        "dims 64); also where MACs are counted")
+                   help="shape of an input whose declared shape has free dims: where MACs, latency, targets and "
+                        "synthetic validation run (default: the --data shapes, else what the graph implies, else "
+                        "batch 1 and other free dims 64; the report states which)")
     g.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default 0)")
 
 
@@ -235,7 +236,8 @@ def _validate_parser() -> argparse.ArgumentParser:
     _budget_metric_option(p, "task agreement checked per output (exit 1 below its threshold); without it the kind "
                           "chosen from each output's shape is reported, not enforced. ")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:D,D,...",
-                   help="shape of an input whose declared shape has free dims (default: batch 8, others 64)")
+                   help="shape of an input whose declared shape has free dims (default: the --data shapes, else "
+                        "what the graph implies, else batch 8 and other free dims 64; the report states which)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default 0)")
     _add_check_options(p, latency_default=True)
     p.add_argument("--json", metavar="FILE", help="write the report (keys in docs/report.md) here; '-' for stdout")

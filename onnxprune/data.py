@@ -27,12 +27,12 @@ def synthetic_arrays(inputs: dict[str, tuple[list, type]], seed: int = 0, batch:
     """Seeded arrays for ``inputs`` (name -> (declared dims, numpy dtype)): floats ~ N(0, 1), ints in
     ``ranges`` [low, high) where given (what the graph allows: ``graph.inputs.integer_input_ranges``),
     else in [0, 10), bools fair coin flips; free dims as ``concrete_shape`` (non-batch ones ``free``) unless
-    ``overrides`` gives the shape.
+    ``overrides`` gives the shape (a 0 in it: that dim is free too, e.g. the batch of ``onnxprune.shapes``).
     Always ndarrays, rank 0 included (numpy returns bare scalars for shape (), which runtimes refuse)."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for name, (dims, dtype) in inputs.items():
-        shape = list(overrides[name]) if overrides and name in overrides else concrete_shape(dims, batch, free)
+        shape = concrete_shape(overrides[name] if overrides and name in overrides else dims, batch, free)
         if np.issubdtype(dtype, np.floating):
             arr = rng.standard_normal(shape)
         elif np.issubdtype(dtype, np.bool_):

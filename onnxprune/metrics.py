@@ -22,12 +22,13 @@ def params_per_initializer(model: ir.Model) -> dict[ir.Value, int]:
 
 
 def concrete_input_shapes(model: ir.Model, overrides: dict[str, tuple] | None = None) -> dict[str, tuple]:
-    """The shapes MACs are counted at: declared static dims, batch 1, other free dims 64 (as validation)."""
+    """The shapes MACs are counted at: ``overrides`` (``onnxprune.shapes``: a 0 batch is 1), else declared
+    static dims, batch 1, other free dims 64."""
     from onnxprune.data import concrete_shape
     shapes = {}
     for v in model.graph.inputs:
         if overrides and v.name in overrides:
-            shapes[v.name] = tuple(overrides[v.name])
+            shapes[v.name] = tuple(concrete_shape(overrides[v.name]))
         elif v.shape is not None:
             shapes[v.name] = tuple(concrete_shape(v.shape))
     return shapes

@@ -25,6 +25,7 @@ from onnxprune.plan import replay_specs
 from onnxprune.planners import Candidate, Trial, choose_planner
 from onnxprune.progress import Stages
 from onnxprune.report import build_report
+from onnxprune.shapes import measured_at_deploy_shapes
 
 ModelLike = str | os.PathLike | onnx.ModelProto | ir.Model
 STAGES = ["load", "analyse", "score", "plan", "finetune", "save", "validate"]
@@ -54,6 +55,9 @@ def run(model: ModelLike, config: PruneConfig) -> tuple[ir.Model, dict]:
         stages.next("loading")
         original = _reference_model(model) if config.validation.enabled or planner.needs_original else None
         m = load_normalized(model, fold_bn=planner.fold_bn)
+        # every measurement (MACs, latency, validation, targets) at the shapes the model will run at
+        config, deploy = measured_at_deploy_shapes(config, m)
+        planner = choose_planner(config)
         before = (count_params(m), count_macs(m, config.data.input_shapes or None))
         stages.next("analysing channel groups")
         analysis, _ = planner.prepare(m, analyze_groups(m, config.allocation.attention_unit))
@@ -66,7 +70,7 @@ def run(model: ModelLike, config: PruneConfig) -> tuple[ir.Model, dict]:
         candidate, section = planner.run(Trial(m, analysis, scores, config, context, stages.bar.set_description_str))
         stages.next("fine-tuning")
         extra = {**scores.report, **candidate.sections, **finetune(candidate, context)}
-        report = make_report(candidate, config, before, {**section, **extra})
+        report = make_report(candidate, config, before, {**section, **extra, "shapes": deploy.section()})
         # IN itself when nothing changed; else IN's spelling kept where the plan did not reach (speed)
         m = output_model(model, candidate.model, changed=report["channels_removed"] > 0 or bool(extra.get("finetune")))
         stages.next("saving" if config.output.path is not None else "serialising")

@@ -472,7 +472,8 @@ def calibration_batches(context, original: Model, samples: int | None = None) ->
 
     sess = session(original, role="original model for --refit")
     shapes = context.config.data.input_shapes or None
-    batch = fixed_batch(sess) or (None if shapes else SYNTHETIC_BATCH)
+    given_batch = shapes and all(s and s[0] > 0 for s in shapes.values())  # --input-shape fixed every batch
+    batch = fixed_batch(sess) or (None if given_batch else SYNTHETIC_BATCH)
     count = -(-(samples or SYNTHETIC_SAMPLES) // batch) if batch else 4
     seed = context.config.data.seed
 

@@ -38,7 +38,8 @@ def build_report(analysis: Analysis, plan: Plan, specs: dict[int, list[str]], *,
         "params_after": params[1],
         "flops_before": macs[0],
         "flops_after": macs[1],
-        "flops_unit": "multiply-accumulates of Conv/ConvTranspose/Gemm/MatMul at the validation input shapes",
+        "flops_unit": "multiply-accumulates of Conv/ConvTranspose/Gemm/MatMul at batch 1 of the deploy shapes "
+                      "(see shapes)",
         "channels_removed": plan.count(),
         "groups_total": len(analysis.groups),
         "groups_prunable": len(analysis.prunable_groups),
@@ -69,7 +70,7 @@ def format_summary(report: dict) -> str:
     lines = _size_lines(report) + [
         f"groups  {report['groups_prunable']} prunable, {report['groups_frozen']} frozen, "
         f"{report['channels_removed']} channels removed",
-    ]
+    ] + _shape_lines(report.get("shapes"))
     target = report.get("target")
     if target:
         asked = ", ".join(f"{k} <= {v:,} ms" if k == "latency" else f"{k} <= {v:,}" for k, v in target["asked"].items())
@@ -112,6 +113,15 @@ def format_summary(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _shape_lines(shapes: dict | None) -> list[str]:
+    """Which input shapes MACs, latency and validation used, where each came from, and how to change them."""
+    if not shapes:
+        return []
+    lines = [f"shapes  {name} {s['shape']} from {s['source']}; values: {s['values']}"
+             for name, s in shapes["inputs"].items()]
+    return lines + [f"        used by {shapes['used_by']}; {shapes['note']}"]
+
+
 def _refit_lines(refit: dict | None) -> list[str]:
     """--refit: one line of what it solved on, then each layer's relative calibration error before -> after."""
     if not refit:
@@ -130,6 +140,7 @@ def _refit_lines(refit: dict | None) -> list[str]:
 def format_validate_summary(report: dict) -> str:
     """``onnxprune validate``'s terminal output: sizes, then every validation section and the verdict."""
     lines = [f"original {report['original']}", f"pruned   {report['pruned']}", ""] + _size_lines(report)
+    lines += _shape_lines(report.get("shapes"))
     lines += format_validation(report)
     verdict = report.get("passed")
     lines.append("")
@@ -171,10 +182,9 @@ def format_validation(report: dict) -> list[str]:
     lines = []
     val = report.get("validation")
     if val:
-        shapes = [v["shape"] for v in val["inputs"].values()]
-        shape = shapes[0] if shapes else "-"
-        lines += ["", f"validation ({val['input_source']} inputs, shape {shape}): onnxruntime CPU, "
-                      "original vs pruned",
+        fed = "; ".join(f"{name} {v['shape']}" + (f" in [{v['min']:.4g}, {v['max']:.4g}]" if "min" in v else "")
+                        for name, v in val["inputs"].items()) or "-"
+        lines += ["", f"validation ({val['input_source']} inputs: {fed}): onnxruntime CPU, original vs pruned",
                   f"{'output':<24} {'max_abs':>9} {'mean_abs':>9} {'max_rel':>9} {'mean_rel':>9} {'cosine':>9} "
                   f"{'snr_db':>7} {'top1':>6} {'top5':>6}"]
         for name, o in val["outputs"].items():

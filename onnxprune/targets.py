@@ -161,13 +161,16 @@ class _LatencyTimer:
 
     def __init__(self, trial, threads: int, config) -> None:
         from onnxprune.progress import steps
-        from onnxprune.validate.fidelity import session, synthetic_inputs
+        from onnxprune.validate.fidelity import session, synthetic_inputs, validation_feeds
         from onnxprune.validate.latency import median_latency_ms
 
         self.trial, self.threads, self._median = trial, threads, median_latency_ms
         base = ir.to_proto(trial.model).SerializeToString()
-        self.feeds = synthetic_inputs(session(base), config.data.seed, batch=1,
-                                      overrides=config.data.input_shapes or None)
+        sess = session(base)
+        if config.data.source is not None:  # a real sample at the deploy shapes (values steer NMS-like ops)
+            self.feeds = {k: v[:1] if v.ndim else v for k, v in validation_feeds(sess, config.data.source)[0].items()}
+        else:
+            self.feeds = synthetic_inputs(sess, config.data.seed, batch=1, overrides=config.data.input_shapes or None)
         self.original_ms = median_latency_ms(base, self.feeds, threads)
         self.timed: dict[float, float] = {}
         self.bar = steps(16, "timing candidate ratios", config.output.progress)

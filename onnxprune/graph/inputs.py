@@ -103,6 +103,24 @@ def position_table_rows(model: ir.Model) -> int | None:
             table, idx = node.inputs[0], node.inputs[1]
             axis = node.attributes.get("axis")
             if (table.const_value is not None and len(table.const_value.shape) == 2 and (axis is None or
-                    axis.as_int() == 0) and id(idx) in by_shapes and id(idx) not in by_values):
+                    axis.as_int() == 0) and id(idx) in by_shapes and id(idx) not in by_values
+                    and not _one_index(idx)):
                 rows.append(int(table.const_value.shape[0]))
     return min(rows) if rows else None
+
+
+def _one_index(value: ir.Value) -> bool:
+    """``value`` repeats one constant index (a token-type table read by a buffer of zeros, sliced and
+    expanded to the sequence): such a table does not bound the sequence length."""
+    tensor = value.const_value
+    while tensor is None and value.producer() is not None:
+        node = value.producer()
+        key = ("" if node.domain == "ai.onnx" else node.domain, node.op_type)
+        if key == ("", "Constant") and "value" in node.attributes:
+            tensor = node.attributes["value"].as_tensor()
+        elif key not in _VALUE_PRESERVING or not node.inputs or node.inputs[0] is None:
+            return False
+        else:
+            value = node.inputs[0]
+            tensor = value.const_value
+    return tensor is not None and len(set(tensor.numpy().ravel().tolist()[:4096])) == 1

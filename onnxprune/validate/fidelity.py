@@ -190,6 +190,14 @@ def validation_feeds(sess: Session, data=None, seed: int = 0, input_shapes: dict
     return synthetic_inputs(sess, seed, batch=samples, overrides=input_shapes), f"synthetic (seed {seed})"
 
 
+def value_range(arr: np.ndarray) -> dict[str, float]:
+    """The smallest and largest value fed (bools as 0/1): what the report states beside the shape."""
+    if not arr.size:
+        return {}
+    a = arr.astype(np.float64) if arr.dtype == np.bool_ else arr
+    return {"min": float(np.min(a)), "max": float(np.max(a))}
+
+
 def save_feeds(feeds: dict[str, np.ndarray], path) -> None:
     """``--save-inputs``: the exact inputs, for ``--load-inputs`` (or Polygraphy) to replay."""
     try:
@@ -254,7 +262,7 @@ def compare_models(original, pruned, feeds: dict[str, np.ndarray] | None = None,
         if checks:
             passed = (passed is not False) and all(c["passed"] for c in checks)
     return {
-        "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
+        "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype), **value_range(v)} for k, v in feeds.items()},
         "input_source": source or "given",
         "outputs": outputs,
         "task": {"checks": task.rows(measured), "synthetic": synthetic, "binding": binding and verdict is not None,

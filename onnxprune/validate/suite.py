@@ -98,7 +98,8 @@ def size_report(original, pruned, input_shapes=None) -> dict:
     return {
         "params_before": count_params(a), "params_after": count_params(b),
         "flops_before": count_macs(a, input_shapes), "flops_after": count_macs(b, input_shapes),
-        "flops_unit": "multiply-accumulates of Conv/ConvTranspose/Gemm/MatMul at the validation input shapes",
+        "flops_unit": "multiply-accumulates of Conv/ConvTranspose/Gemm/MatMul at batch 1 of the deploy shapes "
+                      "(see shapes)",
         "file_bytes_before": model_file_bytes(original), "file_bytes_after": model_file_bytes(pruned),
     }
 
@@ -173,6 +174,14 @@ def validate_models(original, pruned, opts: ValidationOptions | None = None) -> 
     """``onnxprune validate A B``: the whole report (docs/report.md): sizes, fidelity, latency, edge."""
     opts = (opts or ValidationOptions(latency=True)).check()
     report = {"onnxprune_version": __version__, "original": str(original), "pruned": str(pruned)}
+    if opts.load_inputs is None:  # sizes and latency at the shapes the original will run at
+        from dataclasses import replace
+
+        from onnxprune.shapes import deploy_shapes
+
+        deploy = deploy_shapes(io.load_model(original), opts.data, opts.input_shapes)
+        opts = replace(opts, input_shapes=deploy.shapes)
+        report["shapes"] = deploy.section()
     sizes = size_report(original, pruned, opts.input_shapes)
     report.update(sizes)
     report["validation"] = fidelity_report(original, pruned, opts)
