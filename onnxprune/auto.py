@@ -3,11 +3,12 @@ every candidate measured in onnxruntime after the recovery the user will get.
 
 Objective: the latency of a batch-1 run in onnxruntime at ``--latency-threads`` (CPU; the median of
 timed runs), or the MACs with ``--auto-objective macs`` (deterministic). Constraint: the budget, which
-compares the pruned model's outputs with the original's on the same inputs. With ``--data``: top-1
-agreement for classifier-shaped outputs ([N, classes]) and the cosine of every other output. Without
-data the inputs are seeded noise whose mean and spread per input channel are read off the first
-BatchNormalization's statistics where a Conv + BN reads the input (else N(0, 1)); on noise a
-classifier's top-1 mostly measures ties, so every output is budgeted by cosine instead.
+compares the pruned model's outputs with the original's on the same inputs, output by output with the
+check ``validate.tasks.TaskBudget`` chooses from its shape (top-1 agreement of classifiers, decoded
+detections, CTC strings, text regions of probability maps, row-wise cosine of embeddings, else cosine;
+``--budget-metric`` overrides). Without data the inputs are seeded noise whose mean and spread per input
+channel are read off the first BatchNormalization's statistics where a Conv + BN reads the input (else
+N(0, 1)); decoded answers mean little on noise, so every output is budgeted by cosine instead.
 
 Recovery inside the search: every candidate is a fresh copy of the lossless model pruned with the
 config's transforms (merging by default) and, with ``--data``, refit by least squares (``--refit`` is
@@ -74,34 +75,6 @@ class Budget:
     # Without data. Calibrated on the bundled digits CNN, where test accuracy stayed within 1 point
     # while the cosine on noise stayed >= 0.94 (tools/bench_accuracy.py measures it).
     synthetic_cosine: float = 0.94
-    synthetic: bool = False  # set by the search: the inputs are noise
-
-    def describe(self) -> str:
-        if self.synthetic:
-            return f"cosine >= {self.synthetic_cosine:g} on every output (synthetic inputs)"
-        return (f"top-1 agreement >= {self.top1:g} on classifier outputs [N, classes]; "
-                f"cosine >= {self.cosine:g} on every other output")
-
-    def met(self, fid: dict) -> bool:
-        if self.synthetic:
-            return fid["cosine"] >= self.synthetic_cosine
-        return fid["top1"] >= self.top1 and fid["cosine_other"] >= self.cosine
-
-
-def fidelity(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str, float]:
-    """Worst top-1 agreement over classifier-shaped outputs, worst cosine over the others, and the
-    worst cosine over all outputs (reported, not budgeted for classifiers)."""
-    from onnxprune.validate.fidelity import classifier_shaped, output_metrics  # onnxruntime: only when searching
-
-    cos_all, cos_other, top1 = 1.0, 1.0, 1.0
-    for r, o in zip(reference, outputs):
-        m = output_metrics(r, o)
-        cos_all = min(cos_all, m["cosine"])
-        if classifier_shaped(r.shape):
-            top1 = min(top1, m["top1"])
-        else:
-            cos_other = min(cos_other, m["cosine"])
-    return {"top1": top1, "cosine_other": cos_other, "cosine": cos_all}
 
 
 def worst_cosine(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:

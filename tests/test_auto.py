@@ -10,23 +10,26 @@ import numpy as np
 import pytest
 
 import onnxprune
-from onnxprune.auto import Budget, fidelity
+from onnxprune.config import TargetConfig
 from onnxprune.errors import InputError, OptionError
+from onnxprune.validate.tasks import TaskBudget
 
 ROOT = Path(__file__).resolve().parents[1]
 CNN = ROOT / "models" / "digits_cnn.onnx"
 CALIB = ROOT / "models" / "digits_calib.npz"
 
 
-def test_fidelity_budgets_classifiers_by_top1_and_others_by_cosine():
-    ref = [np.array([[3.0, 1.0], [0.0, 2.0]]), np.ones((2, 3, 4))]
-    same_top1 = [np.array([[1.0, 0.9], [0.0, 5.0]]), np.ones((2, 3, 4))]
-    fid = fidelity(ref, same_top1)
-    assert fid["top1"] == 1.0 and fid["cosine_other"] == pytest.approx(1.0) and fid["cosine"] < 0.99
-    assert Budget().met(fid)
-    flipped = [np.array([[1.0, 3.0], [0.0, 2.0]]), -np.ones((2, 3, 4))]
-    fid = fidelity(ref, flipped)
-    assert fid["top1"] == 0.5 and fid["cosine_other"] == pytest.approx(-1.0) and not Budget().met(fid)
+def test_budget_checks_classifiers_by_top1_and_others_by_cosine():
+    hidden = np.random.default_rng(0).standard_normal((2, 3, 64))  # no class wins: hidden states, not CTC
+    ref = [np.array([[3.0, 1.0], [0.0, 2.0]]), hidden]
+    budget = TaskBudget.choose(["logits", "hidden"], ref, TargetConfig(auto=True), synthetic=False, batch=2)
+    assert [c.kind for c in budget.checks] == ["top1", "cosine"]
+    same_top1 = [np.array([[1.0, 0.9], [0.0, 5.0]]), hidden]
+    assert budget.met(budget.measure(ref, same_top1))
+    flipped = [np.array([[1.0, 3.0], [0.0, 2.0]]), -hidden]
+    measured = budget.measure(ref, flipped)
+    assert measured["top1:logits"] == 0.5 and measured["cosine:hidden"] == pytest.approx(-1.0)
+    assert not budget.met(measured)
 
 
 # --allocation global: one ratio raised in steps (the default allocates by measured sensitivity, in
