@@ -447,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--json", type=Path, default=ROOT / "tools" / "timm_sweep_results.json")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "timm_sweep.md")
+    parser.add_argument("--resume", action="store_true", help="skip the exports --json already has results for")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="only render: merge these results files (later ones win) into --json and --output")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "EXPORTER"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -456,12 +459,24 @@ def main(argv: list[str] | None = None) -> int:
 
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
+    if args.merge:
+        merged = {}
+        for path in args.merge:
+            merged.update({(r["model"], r["exporter"]): r for r in json.loads(path.read_text())["results"]})
+        order = {(s.name, e): i for i, (s, e) in enumerate((s, e) for s in MODELS for e in EXPORTERS)}
+        results = sorted(merged.values(), key=lambda r: order.get((r["model"], r["exporter"]), 1 << 30))
+        args.json.write_text(json.dumps({"results": results, "elapsed_s": None}, indent=1) + "\n")
+        args.output.write_text(render(results, None), encoding="utf-8")
+        return 0
+
     exporters = args.exporter or list(EXPORTERS)
     pick = re.compile(args.only) if args.only else None
     todo = [(s, e) for s in MODELS for e in exporters if pick is None or pick.search(s.name)]
     previous = {}
-    if args.json.exists() and (pick or args.exporter):
+    if args.json.exists() and (pick or args.exporter or args.resume):
         previous = {(r["model"], r["exporter"]): r for r in json.loads(args.json.read_text())["results"]}
+    if args.resume:
+        todo = [(s, e) for s, e in todo if (s.name, e) not in previous]
     order = {(s.name, e): i for i, (s, e) in enumerate((s, e) for s in MODELS for e in EXPORTERS)}
 
     def write(elapsed: float | None) -> None:  # after every export, so an interrupted sweep keeps its results
@@ -480,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{rec.get('wall_s', '')}s {_failure(rec)[:150]}", file=sys.stderr, flush=True)
             write(None)
     elapsed = time.perf_counter() - t0
-    write(None if pick or args.exporter else elapsed)
+    write(None if pick or args.exporter or args.resume else elapsed)
     print(f"wrote {args.output} and {args.json} in {elapsed / 60:.1f} min", file=sys.stderr)
     return 0
 
