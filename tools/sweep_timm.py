@@ -148,6 +148,18 @@ REASON_NOTES: tuple[tuple[str, str], ...] = (
      "a MatMul of two activations the attention rules do not follow: CoaT's factorised attention "
      "(softmax(K)ᵀ·V, channels on both sides of the product) and LeViT's attention-downsample (queries from a "
      "subsampled grid, heads on a batch axis); needs a rule coupling K's and Q's channels through Kᵀ·V"),
+    (r"inputs carry channels on different axes|A carries channels on its rows while B makes new ones",
+     "token mixing (MLP-Mixer, ResMLP): a Linear over the token axis adds into the channel stream; the "
+     "residual stream is frozen by design, token-mixing widths would need a rule for MatMuls on the token axis"),
+    (r"InstanceNormalization: channels tracked on axis 2",
+     "PoolFormer's GroupNorm(1) exported as InstanceNormalization over a reshaped tensor: normalises over all "
+     "channels at once, so removing one changes the statistics (like LayerNorm): by design"),
+    (r"reshapes the channel axis in a way no rule covers",
+     "MobileViT's unfold of feature maps into patches (a Reshape that moves channels next to pixels); needs a "
+     "Reshape rule for that layout"),
+    (r"GatherND: op not in the op table|gathers along the channel axis|concatenated without tracked channels",
+     "one group each: an op or an index pattern on the channel axis with no rule (GatherND in VGG's dynamo "
+     "head, a channel Gather in ConvNeXt's dynamo export, a Concat of an untracked tensor in PP-HGNetV2)"),
     (r"a channel spans several of its chunks",
      "MaxViT, TorchScript: the qkv projection is viewed as [heads, 3·head width] and chunked into q, k, v "
      "along that axis, so each head's q, k and v are interleaved; needs the chunk rule to balance per head "
