@@ -16,7 +16,7 @@ import numpy as np
 
 from onnxprune.errors import OptionError
 from onnxprune.graph import Analysis, Group
-from onnxprune.plan import Plan
+from onnxprune.plan import Plan, emptied_segments
 
 
 @dataclass
@@ -182,7 +182,28 @@ def select(group: Group, s: np.ndarray, fraction: float, round_to: int = 1) -> n
         for block in blocks if k > 0 else ():
             order = np.lexsort((block, s[block]))
             chosen.extend(block[order[:k]].tolist())
-    return np.array(sorted(chosen), dtype=np.int64)
+    return keep_segments(group, np.array(sorted(chosen), dtype=np.int64), s)
+
+
+def keep_segments(group: Group, chosen: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """``chosen`` with the best-scored channel of each partial tensor it would empty (a Split output
+    losing all its channels becomes an empty tensor) swapped for the lowest-scored channel left
+    elsewhere, where one can go without emptying another. Channels under a grouped-conv or chunk
+    balance are not swapped (that would unbalance it); each of those blocks keeps one anyway."""
+    if not group.segments:
+        return chosen
+    constrained = set(np.concatenate([b.ravel() for b in group.blocks]).tolist()) if group.blocks else set()
+    chosen_set = set(chosen.tolist())
+    for _, seg in emptied_segments(group, chosen):
+        free = [k for k in seg.tolist() if k not in constrained]
+        if not free or not chosen_set.issuperset(seg.tolist()):
+            continue
+        chosen_set.discard(min(free, key=lambda k: (-s[k], k)))
+        spare = [k for k in range(group.size) if k not in chosen_set and k not in constrained
+                 and not emptied_segments(group, np.array(sorted(chosen_set | {k}), dtype=np.int64))]
+        if spare:
+            chosen_set.add(min(spare, key=lambda k: (s[k], k)))
+    return np.array(sorted(chosen_set), dtype=np.int64)
 
 
 def allocate_local(analysis: Analysis, scores: dict[int, np.ndarray], ratio: float) -> Plan:

@@ -69,9 +69,18 @@ def plan_from_removals(analysis: Analysis, specs: list[str]) -> Plan:
     return plan
 
 
+def emptied_segments(group: Group, cls) -> list[tuple[str, np.ndarray]]:
+    """The group's partial tensors (``Group.segments``) that would lose every channel to ``cls``."""
+    return [(name, seg) for name, seg in group.segments if np.isin(seg, cls).all()]
+
+
 def check_removable(group: Group, cls: np.ndarray) -> None:
     if len(cls) >= group.size:
         raise PlanError(f"group '{group.name}' would lose all {group.size} channels; keep at least one")
+    emptied = emptied_segments(group, cls)
+    if emptied:
+        raise PlanError(f"group '{group.name}' would lose all {len(emptied[0][1])} channels of '{emptied[0][0]}' "
+                        "(a tensor holding part of the group, e.g. a Split output); keep at least one of them")
     for blocks in group.blocks:
         counts = [int(np.isin(b, cls).sum()) for b in blocks]
         if len(set(counts)) > 1:

@@ -29,7 +29,7 @@ import onnx_ir as ir
 from onnxprune.graph import Analysis, Group, optable
 from onnxprune.graph.context import ParamMember
 from onnxprune.graph.traits import ALL, ANY, FIRST, OFFSET, POSITIONS, UNARY, Traits
-from onnxprune.plan import Plan
+from onnxprune.plan import Plan, emptied_segments
 
 _COS_TOL = 1e-9
 _SKETCH = 64  # longer vectors are compared through a random projection first
@@ -56,11 +56,15 @@ def lumping_plan(analysis: Analysis) -> Plan:
         if why_not is None:
             merges = _proportional(vectors, merge_routes(analysis, g), exclude=dead | zero_out | folded)
         removed = sorted(zero_out | dead | {j for j, _, _ in merges} | folded)
-        if len(removed) >= g.size:  # keep one channel; it does not matter which
-            keep = removed[0]
-            removed = removed[1:]
-            merges = [m for m in merges if m[0] != keep]
-            folds = [f for f in folds if f[0] != keep]
+        # Keep one channel of the group and of each tensor holding part of it (a Split output); which
+        # one does not matter.
+        keep = {removed[0]} if len(removed) >= g.size else set()
+        if not g.blocks:  # under a grouped-conv or chunk balance each block keeps one already
+            keep |= {int(seg[0]) for _, seg in emptied_segments(g, removed) if not keep & set(seg.tolist())}
+        if keep:
+            removed = [j for j in removed if j not in keep]
+            merges = [m for m in merges if m[0] not in keep]
+            folds = [f for f in folds if f[0] not in keep]
         if not removed:
             reasons = [r for r in (why_not, reading.unknown) if r]
             if reasons:

@@ -29,6 +29,9 @@ class Group:
     # Grouped convs and torch.chunk: each [n_blocks, per_block] array of class indices must lose
     # equal counts per row.
     blocks: list[np.ndarray] = field(default_factory=list)
+    # Tensors that hold only some of the group's channels (a Split output, a Slice): (tensor name, class
+    # indices). Each must keep one, or it would become an empty tensor that runtimes refuse.
+    segments: list[tuple[str, np.ndarray]] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -252,9 +255,16 @@ def _build_groups(an: Analysis) -> None:
         for gid in np.unique(an.class_gid[an.roots[p.atoms]]).tolist():
             g = an.groups[gid]
             (g.producers if p.role == "producer" else g.params).append(p)
+    seen: set[tuple[int, bytes]] = set()
     for v, d in an.dims.items():
-        for gid in np.unique(an.class_gid[an.roots[d.atoms]]).tolist():
-            an.groups[gid].dims.append((v, d))
+        r = an.roots[d.atoms]
+        for gid in np.unique(an.class_gid[r]).tolist():
+            g = an.groups[gid]
+            g.dims.append((v, d))
+            cls = np.unique(an.class_pos[r[an.class_gid[r] == gid]])
+            if len(cls) < g.size and (gid, cls.tobytes()) not in seen:
+                seen.add((gid, cls.tobytes()))
+                g.segments.append((v.name or "?", cls))
     for g in an.groups:
         if g.producers:
             g.name = g.producers[0].node.name or g.producers[0].node.outputs[0].name
