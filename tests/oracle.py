@@ -26,6 +26,15 @@ _ADDITIVE = {("Conv", 2), ("ConvTranspose", 2), ("Gemm", 2), ("Add", 0), ("Add",
              ("BatchNormalization", 2), ("BatchNormalization", 3), ("InstanceNormalization", 2)}
 
 
+def assert_removed_exactly(report: dict, planted: dict[str, int], tol: float = 1e-5, label: str = "") -> None:
+    """The oracle's verdict on a prune of the planted model: exactly the planted channels went (by group),
+    and every output stayed within ``tol`` relative."""
+    removed = {g["name"]: g["removed"] for g in report["groups"] if g["removed"]}
+    assert removed == planted, label
+    for name, out in report["validation"]["outputs"].items():
+        assert out["max_rel"] <= tol, f"{label}: output {name} differs: {out}"
+
+
 def plant_dead_channels(model, out_path: Path, ratio: float, seed: int = 0,
                         zero_consumers: bool = True, attention_unit: str = "head") -> tuple[dict[str, int], int]:
     """Write a copy of ``model`` with planted dead channels; return removed count per group name

@@ -8,7 +8,7 @@ import onnx
 import pytest
 import torch_archs
 import zoo
-from oracle import plant_dead_channels
+from oracle import assert_removed_exactly, plant_dead_channels
 
 import onnxprune
 
@@ -65,10 +65,7 @@ def test_planted_dead_channels_are_removed_exactly(case, workdir):
     assert planted, f"{label}: nothing planted"
     _, report = onnxprune.prune(planted_path, ratio=RATIO, criterion="l1", allocation="local", merge=False,
                                 input_shapes=INPUT_SHAPES.get(label))
-    removed = {g["name"]: g["removed"] for g in report["groups"] if g["removed"]}
-    assert removed == planted
-    for name, out in report["validation"]["outputs"].items():
-        assert out["max_rel"] <= TOL_OVERRIDE.get(label, TOL), f"{label}: output {name} differs: {out}"
+    assert_removed_exactly(report, planted, TOL_OVERRIDE.get(label, TOL), label)
 
 
 @pytest.mark.parametrize("case", _cases())

@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import transformer_archs
-from oracle import plant_dead_channels
+from oracle import assert_removed_exactly, plant_dead_channels
 
 import onnxprune
 from onnxprune.api import analyze
@@ -57,10 +57,7 @@ def test_planted_dead_heads_and_ffn_channels_are_removed_exactly(arch, exporter,
     assert any(n not in head_names for n in planted), planted  # FFN channels too
     _, report = onnxprune.prune(planted_path, ratio=ratio, criterion="l1", allocation="local", merge=False,
                                 data=data)
-    removed = {g["name"]: g["removed"] for g in report["groups"] if g["removed"]}
-    assert removed == planted
-    for name, out in report["validation"]["outputs"].items():
-        assert out["max_rel"] <= TOL, f"{arch}_{exporter}: output {name} differs: {out}"
+    assert_removed_exactly(report, planted, TOL, f"{arch}_{exporter}")
 
 
 @pytest.mark.parametrize(("arch", "exporter"), [c for c in CASES if c.values[0] in ("bert", "llama")])
@@ -81,10 +78,7 @@ def test_planted_dead_head_dims_are_removed_exactly(arch, exporter, transformer_
         assert any(p.value.const_value.shape == (head_dim // 2,) for p in pairs.params)
     _, report = onnxprune.prune(planted_path, ratio=0.3, criterion="l1", allocation="local", merge=False, data=data,
                                 attention_unit="dim")
-    removed = {g["name"]: g["removed"] for g in report["groups"] if g["removed"]}
-    assert removed == planted
-    for name, out in report["validation"]["outputs"].items():
-        assert out["max_rel"] <= TOL, f"{arch}_{exporter}: output {name} differs: {out}"
+    assert_removed_exactly(report, planted, TOL, f"{arch}_{exporter}")
 
 
 @pytest.mark.parametrize(("arch", "exporter"), CASES)
