@@ -154,10 +154,12 @@ def _with_timer(monkeypatch, speedups: list[float]) -> _Timer:
     return timer
 
 
+# The planted model's groups are a few channels wide: --round-to 1 keeps the latency objective's rounding
+# to multiples of 8 from leaving nothing to remove, so these tests reach the timing they are about.
 def test_a_slower_candidate_is_never_the_output(planted, monkeypatch):
     model, calib, _ = planted
     timer = _with_timer(monkeypatch, [0.9] * auto.FINAL_TRIES)
-    _, report = onnxprune.prune(model, ratio="auto", data=calib, validate=False)
+    _, report = onnxprune.prune(model, ratio="auto", data=calib, validate=False, round_to=1)
     assert timer.calls >= 1
     assert report["channels_removed"] == report["auto"]["lossless_channels_removed"]
     assert report["flops_after"] == report["flops_before"]
@@ -167,7 +169,7 @@ def test_a_slower_candidate_is_never_the_output(planted, monkeypatch):
 def test_the_next_candidate_is_taken_when_the_first_is_not_faster(planted, monkeypatch):
     model, calib, _ = planted
     _with_timer(monkeypatch, [0.95, 1.4, 1.4])
-    _, report = onnxprune.prune(model, ratio="auto", data=calib, validate=False)
+    _, report = onnxprune.prune(model, ratio="auto", data=calib, validate=False, round_to=1)
     final = report["auto"]["final"]
     assert final["faster"] and final["speedup"] == 1.4 and "0.95x" in final["fallback"]
     assert report["flops_after"] < report["flops_before"]
@@ -176,7 +178,7 @@ def test_the_next_candidate_is_taken_when_the_first_is_not_faster(planted, monke
 def test_cli_runs_auto_end_to_end(planted, tmp_path):
     model, calib, _ = planted
     out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
-    res = run_subprocess(model, out, "--ratio", "auto", "--data", calib, "--report", rep)
+    res = run_subprocess(model, out, "--ratio", "auto", "--data", calib, "--report", rep, "--round-to", "1")
     assert res.code == 0 and "Traceback" not in res.err, res.err
     assert out.is_file() and "auto    schedule" in res.out
     report = json.loads(rep.read_text())
@@ -201,3 +203,14 @@ def test_recovery_follows_the_user(planted):
     _, report = onnxprune.prune(model, ratio="auto", data=calib, auto_objective="macs", validate=False,
                                 compensate=True, merge=False)
     assert report["auto"]["recovery"].startswith("mean compensation")
+
+
+def test_latency_objective_rounds_kept_counts_to_multiples_of_eight():
+    """With --round-to automatic, the latency objective keeps counts the CPU kernels run fast; an explicit
+    --round-to wins."""
+    from onnxprune.auto import LATENCY_ROUND_TO, BudgetPlanner
+    from onnxprune.config import from_keywords
+
+    assert BudgetPlanner(from_keywords(ratio="auto").validate()).config.allocation.round_to == LATENCY_ROUND_TO
+    assert BudgetPlanner(from_keywords(ratio="auto", round_to=1).validate()).config.allocation.round_to == 1
+    assert BudgetPlanner(from_keywords(ratio="auto", auto_objective="macs").validate()).config.allocation.round_to == 0
