@@ -174,6 +174,8 @@ class PruneConfig:
     def validate(self) -> PruneConfig:
         """This config with the mode's defaults filled in; OptionError for anything impossible or unused."""
         _check_values(self)
+        if self.transforms.refit is False and not self.refits_by_default:
+            _refuse("--no-refit", "turns off the refit --ratio auto does by default with --data; nothing refits here")
         if self.transforms.refit is None:
             self = replace(self, transforms=replace(self.transforms, refit=self.refits_by_default))
         if self.transforms.compensate is None:  # the criterion's own default (flap folds removed means),

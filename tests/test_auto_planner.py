@@ -189,6 +189,8 @@ def test_cli_runs_auto_end_to_end(planted, tmp_path):
     (["--ratio", "0.3", "--auto-objective", "macs"], "--auto-objective"),
     (["--ratio", "auto", "--refit", "--compensate"], "--compensate"),
     (["--ratio", "auto", "--criterion", "singularity", "--auto-objective", "macs"], "--auto-objective"),
+    (["--ratio", "0.3", "--no-refit"], "--no-refit"),
+    (["--ratio", "auto", "--compensate", "--no-refit"], "--no-refit"),
 ])
 def test_auto_options_refused_where_unused(cli, tmp_path, planted, extra, fragment):
     model, calib, _ = planted
