@@ -91,7 +91,8 @@ def _allocation_options(g) -> None:
     g.add_argument("--round-to", type=int, default=0, metavar="N",
                    help="keep channel counts at multiples of N (default 0, automatic: multiples of 16 in groups "
                         "of 256 or more channels, the fastest measured at one thread on CPU with onnxruntime "
-                        "(tools/bench_latency.py); smaller groups unrounded; 1: never round)")
+                        "(tools/bench_latency.py); smaller groups unrounded; under --ratio auto's latency objective "
+                        "multiples of 8 in every group; 1: never round)")
     _attention_unit_option(g)
     g.add_argument("--max-group-ratio", type=float, default=None, metavar="R",
                    help="never remove more than this fraction of any group (default: keep at least one)")
