@@ -80,12 +80,9 @@ class Budget:
 
 def worst_cosine(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
     """The smallest cosine between an output and its reference (a continuous loss for ranking probes)."""
-    worst = 1.0
-    for r, o in zip(reference, outputs):
-        a, b = r.astype(np.float64).ravel(), o.astype(np.float64).ravel()
-        na, nb = np.linalg.norm(a), np.linalg.norm(b)
-        worst = min(worst, float(a @ b / (na * nb)) if na > 0 and nb > 0 else float(na == nb))
-    return worst
+    from onnxprune.validate.tasks import row_cosine
+
+    return min((row_cosine(r, o) for r, o in zip(reference, outputs)), default=1.0)
 
 
 def search_k(measure: Callable[[float], dict]) -> tuple[float, list[dict]]:
@@ -331,11 +328,12 @@ class _Search:
         self.trace: list[dict] = []
         self.amounts: list = []
 
-    def _outputs(self, model: ir.Model, feeds: dict) -> tuple[bytes, list[np.ndarray]]:
+    def _outputs(self, model: ir.Model, feeds: dict) -> tuple[object, list[np.ndarray]]:
+        """The pruned model's onnxruntime session and its outputs on ``feeds``."""
         from onnxprune.runtime import run_outputs, session
 
-        data = ir.to_proto(model).SerializeToString()
-        return data, run_outputs(session(data, role="pruned model"), feeds)
+        sess = session(ir.to_proto(model).SerializeToString(), role="pruned model")
+        return sess, run_outputs(sess, feeds)
 
     def probes(self) -> list[Probe]:
         """Each prunable group (not ignored, not overridden) pruned alone by PROBE_STEP and measured."""
@@ -371,14 +369,14 @@ class _Search:
         for the objective; its trace row."""
         t0 = time.monotonic()
         cand = self.trial.copy(amount, samples=self.fit)
-        data, outputs = self._outputs(cand.model, self.feeds)
+        sess, outputs = self._outputs(cand.model, self.feeds)
         measured = self.budget.measure(self.reference, outputs)
         ok = bool(self.budget.met(measured))
         extra = {}
-        if self.fit_check is not None:
-            from onnxprune.runtime import run_outputs, session
+        if self.fit_check is not None:  # the same session on the refit's own samples
+            from onnxprune.runtime import run_outputs
 
-            on_fit = self.budget.measure(self.fit_check[1], run_outputs(session(data), self.fit_check[0]))
+            on_fit = self.budget.measure(self.fit_check[1], run_outputs(sess, self.fit_check[0]))
             ok = ok and bool(self.budget.met(on_fit))
             extra["on_refit_samples"] = self.budget.headline(on_fit)
         cost = self.objective.cost(restored_bytes(cand.model), cand)
@@ -388,7 +386,7 @@ class _Search:
                "allocation": {cand.analysis.groups[gid].name: round(len(c) / sizes[cand.analysis.groups[gid].name], 4)
                               for gid, c in sorted(cand.plan.removed.items())},
                "cost": cost, "speedup_estimate": round(self.objective.input_cost / cost, 4) if cost else None,
-               **{k: v for k, v in measured.items()}, "figures": self.budget.headline(measured), **extra,
+               **measured, "figures": self.budget.headline(measured), **extra,
                "within_budget": ok, "measured": measured, "seconds": round(time.monotonic() - t0, 2)}
         what = ", ".join(f"{k}={v:.3g}" for k, v in key.items())
         fit = f" (refit samples: {extra['on_refit_samples']})" if extra else ""

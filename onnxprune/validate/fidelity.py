@@ -21,6 +21,7 @@ from onnxprune.runtime import (  # noqa: F401  (re-exported)
     session,
     synthetic_inputs,
 )
+from onnxprune.validate.tasks import classifier_shaped
 
 # Synthetic fidelity inputs: 8 samples where the batch dim is free, so top-k agreement means something.
 DEFAULT_SAMPLES = 8
@@ -28,12 +29,6 @@ DEFAULT_SAMPLES = 8
 MAX_DATA_SAMPLES = 256
 # Sessions, feeds and runs live in onnxprune.runtime; their names stay importable from here for callers
 # outside validate/.
-
-
-def classifier_shaped(shape) -> bool:
-    """[N, classes] or [N, classes, 1, 1] with more than one class: outputs where top-k means something."""
-    shape = list(shape)
-    return (len(shape) == 2 and shape[1] > 1) or (len(shape) == 4 and shape[1] > 1 and shape[2:] == [1, 1])
 
 
 def topk_agreement(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:

@@ -337,8 +337,9 @@ def _shape(a: np.ndarray) -> str:
 Reading = tuple[Any, str]  # (spec, why)
 
 
-def classifier_shaped(a: np.ndarray) -> bool:
-    shape = list(a.shape)
+def classifier_shaped(shape) -> bool:
+    """[N, classes] or [N, classes, 1, 1] with more than one class: outputs where top-k means something."""
+    shape = list(shape)
     return (len(shape) == 2 and shape[1] > 1) or (len(shape) == 4 and shape[1] > 1 and shape[2:] == [1, 1])
 
 
@@ -346,7 +347,7 @@ def read_classifier(a: np.ndarray, forced: bool, k: int = 1, beside: str | None 
     """``beside``: another output of the model that holds class probabilities (then raw [N, C] values next to
     it are box or landmark regressions, as in MTCNN)."""
     shape = list(a.shape)
-    if not classifier_shaped(a):
+    if not classifier_shaped(a.shape):
         raise _NotThis(f"{_shape(a)} is not classifier-shaped ([N, C] or [N, C, 1, 1])")
     if not forced and not _is_probability(a.reshape(a.shape[0], -1)):
         r = a.reshape(a.shape[0], -1)
@@ -641,7 +642,7 @@ class _Chooser:
                  batch: int | None) -> None:
         self.names, self.reference, self.target, self.synthetic, self.batch = names, reference, target, synthetic, batch
         self.probabilities = [n for n, a in zip(names, reference) if np.issubdtype(a.dtype, np.floating)
-                              and classifier_shaped(a) and _is_probability(a.reshape(a.shape[0], -1))]
+                              and classifier_shaped(a.shape) and _is_probability(a.reshape(a.shape[0], -1))]
 
     def threshold(self, kind: str, given: float | None) -> float:
         if given is not None:
