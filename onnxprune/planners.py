@@ -107,7 +107,7 @@ class Trial:
         m = normalize(m)
         an = analyze_groups(m, self.config.allocation.attention_unit)
         plan = plan_for(m, an, self.scores.renamed(self.analysis, an), self.config, amount, self.context)
-        apply_plan(an, plan)
+        apply_plan(an, plan, name_dims=False)  # a search candidate: run and measured, never analysed again
         return self._refit(Candidate(m, an, plan), refit, samples)
 
     def final(self, amount: Amount) -> Candidate:

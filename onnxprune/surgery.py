@@ -17,8 +17,10 @@ from onnxprune.plan import Plan, check_removable
 from onnxprune.weights import Selection
 
 
-def apply_plan(analysis: Analysis, plan: Plan) -> None:
-    """Remove the plan's channels from ``analysis.model`` in place."""
+def apply_plan(analysis: Analysis, plan: Plan, name_dims: bool = True) -> None:
+    """Remove the plan's channels from ``analysis.model`` in place. ``name_dims=False``: the pruned
+    model's shapes are inferred without onnxruntime's symbolic names (``infer_shapes``), for search
+    candidates that are only run, never analysed or written."""
     if analysis.applied:
         raise PlanError("this analysis was already used to prune its model; analyse the pruned model again")
     removed_root = np.zeros(len(analysis.roots), dtype=bool)
@@ -87,7 +89,7 @@ def apply_plan(analysis: Analysis, plan: Plan) -> None:
     RemoveUnusedNodesPass()(analysis.model)  # originals of tensors that were copied before editing
     clear_inferred_shapes(analysis.model)
     strict = analysis.model.meta.get(STRICT_SHAPES_OK, True)  # as the input model was, before surgery
-    infer_shapes(analysis.model)
+    infer_shapes(analysis.model, name_dims)
     check_pruned(analysis.model, strict)
 
 

@@ -123,16 +123,19 @@ def _call_without_weights(func, model: ir.Model):
 STRICT_SHAPES_OK = "onnxprune.strict_shapes_ok"  # model.meta key: the input passed strict inference
 
 
-def infer_shapes(model: ir.Model) -> None:
+def infer_shapes(model: ir.Model, name_dims: bool = True) -> None:
     """Run ONNX shape inference (weights stripped for speed) and store the shapes on the values.
+    ``name_dims``: dims ONNX leaves unnamed get onnxruntime's symbolic names (what the channel rules
+    need to prove a Reshape keeps batch and sequence; 10-20 s on a detector with dynamic height and
+    width, so a model that is never analysed again skips it).
 
     Strict first; a model whose own declared shapes contradict inference gets lenient inference,
     and ``model.meta[STRICT_SHAPES_OK]`` records which, so the post-surgery check knows what to expect.
     Ops ONNX does not know (onnxruntime's fused ops) get their output shapes from the op registry, and
     inference runs again past them until no shape is added."""
-    _infer_onnx_shapes(model)
+    _infer_onnx_shapes(model, name_dims)
     while _fill_registry_shapes(model):
-        _infer_onnx_shapes(model)
+        _infer_onnx_shapes(model, name_dims)
 
 
 def _fill_registry_shapes(model: ir.Model) -> int:
@@ -150,7 +153,7 @@ def _fill_registry_shapes(model: ir.Model) -> int:
     return count
 
 
-def _infer_onnx_shapes(model: ir.Model) -> None:
+def _infer_onnx_shapes(model: ir.Model, name_dims: bool = True) -> None:
     def _infer(strict: bool):
         return lambda proto: onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=strict,
                                                                data_prop=True)
@@ -164,16 +167,17 @@ def _infer_onnx_shapes(model: ir.Model) -> None:
             inferred = _call_without_weights(_infer(False), model)
         except Exception as exc:
             raise InputError(f"ONNX shape inference failed on this model: {str(exc).splitlines()[0][:300]}") from exc
-    shapes, dims_of = {}, {}
+    types, dims_of = {}, {}
     for info in list(inferred.graph.value_info) + list(inferred.graph.output):
         if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
             tt = info.type.tensor_type
-            shapes[info.name] = tt
+            types[info.name] = tt.elem_type
             dims_of[info.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
-    if symbolic.needs_symbolic(dims_of):
+    if name_dims and symbolic.needs_symbolic(dims_of):
         better = _call_without_weights(symbolic.symbolic_dims, model)
-        for name, dims in better.items():
+        for name, (dims, elem_type) in better.items():
             mine = dims_of.get(name)
+            types[name] = types.get(name) or elem_type
             if mine is None:
                 dims_of[name] = dims
             elif len(mine) == len(dims):  # ONNX's static sizes stand; its unnamed dims take the symbolic names
@@ -184,9 +188,8 @@ def _infer_onnx_shapes(model: ir.Model) -> None:
             if dims is None:
                 continue
             out.shape = ir.Shape(dims)
-            tt = shapes.get(out.name)
-            if out.dtype is None and tt is not None and tt.elem_type:
-                out.dtype = ir.DataType(tt.elem_type)
+            if out.dtype is None and types.get(out.name):  # (a shape without a type is not written)
+                out.dtype = ir.DataType(types[out.name])
 
 
 def clear_inferred_shapes(model: ir.Model) -> None:

@@ -22,9 +22,9 @@ def needs_symbolic(dims_by_name: dict[str, list]) -> bool:
     return any(is_unresolved(d) for dims in dims_by_name.values() for d in dims)
 
 
-def symbolic_dims(proto: onnx.ModelProto) -> dict[str, list]:
-    """value name -> dims (int, or a symbolic expression such as ``batch*seq``) from onnxruntime's symbolic
-    shape inference; {} when it is unavailable or fails. Dims that merge two symbols assume the model
+def symbolic_dims(proto: onnx.ModelProto) -> dict[str, tuple[list, int]]:
+    """value name -> (dims (int, or a symbolic expression such as ``batch*seq``), element type) from
+    onnxruntime's symbolic shape inference; {} when it is unavailable or fails. Dims that merge two symbols assume the model
     runs (broadcast operands agree), as onnxruntime's own transformer tools do."""
     from onnxprune.runtime import symbolic_shape_inference
 
@@ -57,5 +57,6 @@ def symbolic_dims(proto: onnx.ModelProto) -> dict[str, list]:
         tt = info.type.tensor_type if info.type.HasField("tensor_type") else None
         if tt is None or not tt.HasField("shape"):
             continue
-        dims[info.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
+        dims[info.name] = ([d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim],
+                           tt.elem_type)
     return dims
