@@ -175,6 +175,23 @@ def test_the_next_candidate_is_taken_when_the_first_is_not_faster(planted, monke
     assert report["flops_after"] < report["flops_before"]
 
 
+def test_the_candidate_that_removes_most_is_timed_first(planted, monkeypatch):
+    """Single timings are noise on a busy machine: here every smaller candidate times slower, and still the
+    candidate within the budget that removes most is the one timed against the input first."""
+    model, calib, _ = planted
+    from onnxprune.validate import latency
+
+    timer = _with_timer(monkeypatch, [1.3])
+    monkeypatch.setattr(latency, "median_latency_ms",
+                        lambda model, *a, **k: 1e6 / len(model) if isinstance(model, bytes) else 1.0)
+    _, report = onnxprune.prune(model, ratio="auto", data=calib, validate=False, round_to=1)
+    within = [r for r in report["auto"]["search"] if r["within_budget"] and r["channels_removed"]]
+    assert len({r["channels_removed"] for r in within}) > 1, "the search found one candidate size only"
+    assert timer.calls == 1 and report["auto"]["final"]["speedup"] == 1.3
+    assert report["channels_removed"] - report["auto"]["lossless_channels_removed"] == max(
+        r["channels_removed"] for r in within)
+
+
 def test_cli_runs_auto_end_to_end(planted, tmp_path):
     model, calib, _ = planted
     out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
