@@ -61,7 +61,6 @@ MIN_SAMPLES = 4
 SEARCH_ELEMENTS = 8_000_000  # input elements the budget's samples (and the refit's) hold at most
 MAX_TRIALS = 9  # full candidates of the schedule's bisection
 FINAL_TRIES = 3  # candidates timed against the input before falling back to the lossless model
-LATENCY_ROUND_TO = 8  # kept-count multiple under the latency objective when --round-to is automatic
 MIN_SPEEDUP = 1.02  # interleaved speedup over the input that counts as faster (timing noise is ~1%)
 CANDIDATE_TIMING_S = 0.6  # seconds of timed runs per full candidate (after warm-up)
 FINAL_TIMING_S = 2.0  # seconds of interleaved runs of the final candidate against the input
@@ -182,11 +181,16 @@ class BudgetPlanner:
     def __init__(self, config) -> None:
         from onnxprune.criteria import criterion
 
+        self.round_why = ""
         if config.target.auto_objective == "latency" and not config.allocation.round_to:
-            # Kept counts in multiples of LATENCY_ROUND_TO, which onnxruntime's blocked CPU kernels run
-            # fastest (the README's latency section): exact counts such as 29 or 46 made every candidate of
-            # the digits CNN slower than its input at batch 1, multiples of 8 made it 1.3x faster.
-            config = replace(config, allocation=replace(config.allocation, round_to=LATENCY_ROUND_TO))
+            # Kept counts in the channel block onnxruntime's CPU convolutions pad to (16 with AVX-512, 8
+            # with AVX2), measured on this machine: exact counts such as 29 or 46 made every candidate of
+            # the digits CNN slower than its input at batch 1, and 8 of 64 channels removed saves nothing
+            # where the kernels run 56 channels as 64.
+            from onnxprune.validate.latency import channel_block
+
+            block, self.round_why = channel_block(config.target.latency_threads)
+            config = replace(config, allocation=replace(config.allocation, round_to=block))
         self.config = config
         self.threshold = criterion(config.score.criterion).at_zero_ratio == "threshold"
         self.sensitivity = not self.threshold and config.allocation.mode == "sensitivity"
@@ -242,7 +246,8 @@ class BudgetPlanner:
             "checks": [{"output": c.output, "kind": c.kind, "threshold": c.threshold, "why": c.why}
                        for c in search.budget.checks],
             "recovery": _recovery(self.config), "lossless_channels_removed": self.lossless, "searched": key,
-            key: chosen[key] if chosen else 0, "fidelity": chosen["measured"] if chosen else None,
+            key: chosen[key] if chosen else 0, "channel_share": chosen["channel_share"] if chosen else 0.0,
+            "fidelity": chosen["measured"] if chosen else None,
             "input_cost": search.objective.input_cost, "unit": search.objective.unit,
             "search": [{k: v for k, v in t.items() if k != "measured"} for t in trace],
             "final": {k: v for k, v in verdict.items() if k != "row"},
@@ -260,7 +265,7 @@ class BudgetPlanner:
                 else f"{a.mode}{' ' + a.normalize.upper() if a.mode == 'global' else ''}")
         return (mode + ("; removed channels folded into nearly proportional kept ones" if tr.merge else "")
                 + ("; mean-compensated" if tr.compensate else "") + ("; every candidate refit" if tr.refit else "")
-                + f"; round-to {a.round_to or 'automatic'}")
+                + f"; round-to {a.round_to or 'automatic'}" + (f" ({self.round_why})" if self.round_why else ""))
 
 
 def _recovery(config) -> str:
@@ -383,7 +388,7 @@ class _Search:
         cost = self.objective.cost(restored_bytes(cand.model), cand)
         sizes = {g.name: g.size for g in cand.analysis.groups}
         prunable = sum(g.size for g in self.trial.analysis.prunable_groups) or 1
-        row = {**key, "ratio": round(cand.plan.count() / prunable, 4), "channels_removed": cand.plan.count(),
+        row = {**key, "channel_share": round(cand.plan.count() / prunable, 4), "channels_removed": cand.plan.count(),
                "allocation": {cand.analysis.groups[gid].name: round(len(c) / sizes[cand.analysis.groups[gid].name], 4)
                               for gid, c in sorted(cand.plan.removed.items())},
                "cost": cost, "speedup_estimate": round(self.objective.input_cost / cost, 4) if cost else None,
@@ -399,7 +404,10 @@ class _Search:
     def final(self, trace: list[dict], lossless: Callable) -> tuple[object, dict]:
         """The first candidate within the budget, in the objective's ``rank`` order, that is measurably faster
         than the input (timed interleaved against it), rebuilt with full recovery; else the lossless model."""
-        ok = sorted((r for r in trace if r["within_budget"] and r["channels_removed"]), key=self.objective.rank)
+        # latest tried first among equals: rounding makes neighbouring ratios alike, and the stop reason
+        # names the largest one within the budget
+        ok = sorted((r for r in reversed(trace) if r["within_budget"] and r["channels_removed"]),
+                    key=self.objective.rank)
         tried = []
         for row in ok[:FINAL_TRIES]:
             amount = next(a for r, a in self.amounts if r is row)

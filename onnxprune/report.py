@@ -94,7 +94,8 @@ def format_summary(report: dict) -> str:
                      f"{ft['loss_first']:.4g} -> {ft['loss_last']:.4g}")
     auto = report.get("auto")
     if auto:
-        lines.append(f"auto    {auto['searched']} {auto[auto['searched']]:.3g}: {auto['budget']}; "
+        lines.append(f"auto    {auto['searched']} {auto[auto['searched']]:.3g} ({auto['channel_share']:.1%} of the "
+                     f"prunable channels): {auto['budget']}; "
                      f"inputs: {auto['inputs']}")
         lines.append(f"        stopped: {auto['stopped']}")
         final = auto.get("final") or {}

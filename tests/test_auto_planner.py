@@ -98,7 +98,7 @@ def test_the_report_says_what_each_step_measured(macs_run):
     assert "budget measured on its last 32 and met on the refit" in a["inputs"] and "cosine >= 0.99" in a["budget"]
     assert a["search"] and a["stopped"] and a["seconds"] >= 0
     for row in a["search"]:
-        assert {"schedule", "ratio", "allocation", "cost", "speedup_estimate", "figures", "within_budget"} <= set(row)
+        assert {"schedule", "channel_share", "allocation", "cost", "speedup_estimate", "figures", "within_budget"} <= set(row)
         assert row["cost"] < a["input_cost"] or row["channels_removed"] == 0
     assert a["final"]["faster"] and a["final"]["speedup"] > 1
     chosen = next(r for r in a["search"] if r["schedule"] == a["schedule"])
@@ -224,12 +224,29 @@ def test_recovery_follows_the_user(planted):
     assert report["auto"]["recovery"].startswith("mean compensation")
 
 
-def test_latency_objective_rounds_kept_counts_to_multiples_of_eight():
-    """With --round-to automatic, the latency objective keeps counts the CPU kernels run fast; an explicit
-    --round-to wins."""
-    from onnxprune.auto import LATENCY_ROUND_TO, BudgetPlanner
+def test_latency_objective_rounds_kept_counts_to_the_measured_channel_block(monkeypatch):
+    """With --round-to automatic, the latency objective keeps counts in the channel block the CPU kernels
+    measure flat in; an explicit --round-to wins; the MACs objective keeps exact counts."""
+    from onnxprune.auto import BudgetPlanner
     from onnxprune.config import from_keywords
+    from onnxprune.validate import latency
 
-    assert BudgetPlanner(from_keywords(ratio="auto").validate()).config.allocation.round_to == LATENCY_ROUND_TO
+    monkeypatch.setattr(latency, "channel_block", lambda threads: (16, "measured: flat"))
+    planner = BudgetPlanner(from_keywords(ratio="auto").validate())
+    assert planner.config.allocation.round_to == 16 and "measured: flat" in planner._allocation()
     assert BudgetPlanner(from_keywords(ratio="auto", round_to=1).validate()).config.allocation.round_to == 1
     assert BudgetPlanner(from_keywords(ratio="auto", auto_objective="macs").validate()).config.allocation.round_to == 0
+
+
+@pytest.mark.parametrize("speedups, block", [([1.02], 16), ([1.33, 1.01], 8), ([1.33, 1.3], 8)])
+def test_channel_block_is_the_largest_block_that_runs_flat(monkeypatch, speedups, block):
+    """3/4 of a block's channels as slow as the whole block: the kernels pad to that block."""
+    from onnxprune.validate import latency
+
+    timings = iter(speedups)
+    monkeypatch.setattr(latency, "paired_latency", lambda *a, **k: {"speedup": next(timings)})
+    latency.channel_block.cache_clear()
+    try:
+        assert latency.channel_block(1)[0] == block
+    finally:
+        latency.channel_block.cache_clear()
