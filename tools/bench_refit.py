@@ -141,7 +141,7 @@ def run_cell(path: Path, calib: Path, heldout: dict, reference: list, ratio: flo
     refit.SEQUENTIAL = mode == "sequential"
     extra = {"ignore": ["attention", "self_attn"]} if transformer else {}
     t0 = time.perf_counter()
-    m, report = onnxprune.prune(str(path), ratio=ratio, validate=False, refit=mode != "none",
+    m, report = onnxprune.prune(str(path), ratio=ratio, validate=False, refit=True if mode != "none" else None,
                                 data=str(calib) if mode != "none" else None, **extra)
     seconds = time.perf_counter() - t0
     cell = {"params": report["params_after"], "params_before": report["params_before"], "seconds": seconds,
