@@ -495,4 +495,10 @@ def refit_candidate(model: ir.Model, analysis: Analysis, plan: Plan, original: M
     batches, what = calibration_batches(context, original, samples)
     section = refit_model(model, analysis, plan, original, batches, status=status)
     section["inputs"] = what
+    from onnxprune.transforms import RefitSelection
+
+    if RefitSelection().applies(context.config):
+        from onnxprune.refit_select import SELECTION
+
+        section["selection"] = SELECTION
     return section

@@ -9,7 +9,8 @@ removing the columns R and refitting on the kept ones K costs
     e(R) = trace(W_R^T (G_RR - G_RK G_KK^-1 G_KR) W_R),   G = X^T X + lambda I (the refit's ridge)
 
 a Schur complement. With H = G^-1 over the channels still kept, removing channel j (its columns c) costs
-trace(W_c^T H_cc^-1 W_c); the best refit of the rest then moves W_K by -H_Kc H_cc^-1 W_c and H becomes
+trace(W_c^T (H_cc^-1 - lambda I) W_c) (the ridge damps the kept channels' moves, not the removed
+channel's own weights); the best refit of the rest then moves W_K by -H_Kc H_cc^-1 W_c and H becomes
 H_KK - H_Kc H_cc^-1 H_cK (the optimal-brain-surgeon update, here on whole channels). Channels go
 greedily, the cheapest first, so each step's cost is exactly what the refit cannot put back. A group
 read by several consumers sums their costs, each relative to its own output energy ||Y||^2. The
@@ -63,8 +64,9 @@ class ConsumerCost:
         self.cols = cols  # [channels, t]: rows of G (and of W) each channel of the group owns
         diag = np.diag(g)[:k]
         lam = RIDGE * float(np.mean(diag)) if k else 0.0
+        self.lam = lam if lam > 0 else 1.0
         damped = g.copy()
-        damped[np.arange(k), np.arange(k)] += lam if lam > 0 else 1.0
+        damped[np.arange(k), np.arange(k)] += self.lam
         self.h = np.linalg.inv(damped)
         self.w = z.copy()
         energy = float(np.einsum("ij,ij->", z, g @ z))
@@ -74,7 +76,10 @@ class ConsumerCost:
         self.dead |= np.all(z[cols] == 0, axis=(1, 2))
 
     def costs(self, alive: np.ndarray) -> np.ndarray:
-        """Relative output error the refit cannot recover if each ``alive`` channel went next."""
+        """Relative output error the refit cannot recover if each ``alive`` channel went next. The ridge
+        damps the kept channels' moves only: trace(W_c^T H_cc^-1 W_c) counts lambda ||W_c||^2 for the
+        removed channel's own columns too, which is taken off (else an exactly redundant channel with
+        large weights would look costly)."""
         cols = self.cols[alive]
         w = self.w[cols]  # [n, t, N]
         if cols.shape[1] == 1:
@@ -82,7 +87,8 @@ class ConsumerCost:
         else:
             hb = self.h[cols[:, :, None], cols[:, None, :]]
             c = np.einsum("itn,itn->i", w, np.linalg.solve(hb, w))
-        return c * self.scale
+        c -= self.lam * np.einsum("itn,itn->i", w, w)
+        return np.maximum(c, 0.0) * self.scale
 
     def remove(self, channels: np.ndarray) -> None:
         """Remove ``channels`` and move the kept rows of W to their best refit."""
@@ -140,7 +146,10 @@ def greedy_removal(group: Group, costs: list[ConsumerCost], counts: list[np.ndar
 
 # -- the plan transform ---------------------------------------------------------------------------
 _GRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # ScoreContext -> {consumer: Gram | why}
-SELECTED = "the kept channels predict them best (least refit cost)"
+# The refit report's account of the selection
+SELECTION = ("which channels each group loses (the allocation's count) under --refit: those the kept ones predict "
+             "best, by the least-squares refit cost of the group's consumers on the calibration inputs (greedy, "
+             "dead channels first); a group whose consumers are not refit keeps the criterion's choice")
 
 
 def select_for_refit(model: ir.Model, analysis: Analysis, plan: Plan, context) -> None:
@@ -186,8 +195,8 @@ def select_for_refit(model: ir.Model, analysis: Analysis, plan: Plan, context) -
             continue
         counts = [np.isin(part, cls).sum(axis=1) for part in balanced_parts(group)]
         plan.removed[gid] = greedy_removal(group, costs, counts)
-        count = reason.split(" (", 1)[1].rstrip(")") if " (" in reason else "the allocation's count"
-        plan.reasons[gid] = f"{len(plan.removed[gid])} of {group.size}: {SELECTED} (how many: {count})"
+        count = f" ({reason.split(' (', 1)[1]}" if " (" in reason else ""
+        plan.reasons[gid] = f"{len(plan.removed[gid])} of {group.size} by refit cost{count}"
 
 
 def _key(layer) -> str:
