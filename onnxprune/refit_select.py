@@ -124,10 +124,9 @@ def greedy_removal(group: Group, costs: list[ConsumerCost], counts: list[np.ndar
         total = np.zeros(len(idx))
         for c in costs:
             total += c.costs(idx)
-        total[dead[idx]] = 0.0
         picked: list[int] = []
         taken = np.zeros_like(quota)
-        for i in np.lexsort((idx, total)):  # cheapest first, ties by index
+        for i in np.lexsort((idx, total, ~dead[idx])):  # dead first, then cheapest first, ties by index
             j = int(idx[i])
             if taken[row_of[j]] < quota[row_of[j]]:
                 picked.append(j)
