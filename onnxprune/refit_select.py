@@ -38,9 +38,11 @@ from onnxprune.allocation import balanced_parts, keep_segments
 from onnxprune.graph import Analysis, Group
 from onnxprune.plan import Plan
 
-# Above this many channels a greedy step removes several at once (size // this), so that a wide
-# layer costs about as many steps as this one: each step is a K x K update.
-STEP_CHANNELS = 512
+# Each greedy step rewrites H (K x K per consumer): over a whole group at most about this many values
+# are rewritten, more channels going per step where K is large (a 512-channel 3x3 Conv: K = 4608, 3
+# channels a step at 30%; a 512-wide FFN: one at a time up to ratio 0.99). Memory traffic, not flops,
+# is what a step costs.
+UPDATE_BUDGET = 1e9
 
 
 @dataclass
@@ -67,7 +69,7 @@ class ConsumerCost:
         self.lam = lam if lam > 0 else 1.0
         damped = g.copy()
         damped[np.arange(k), np.arange(k)] += self.lam
-        self.h = np.linalg.inv(damped)
+        self.h = _spd_inverse(damped)
         self.w = z.copy()
         energy = float(np.einsum("ij,ij->", z, g @ z))
         self.scale = 1.0 / energy if energy > 0 else 0.0
@@ -103,6 +105,19 @@ class ConsumerCost:
         self.h[c, c] = 1.0  # removed: never read again, kept invertible for the batched solves
 
 
+def _spd_inverse(a: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive definite matrix through its Cholesky factor (half the work of a
+    general inverse); a general one where rounding left it indefinite."""
+    from scipy.linalg import lapack
+
+    c, info = lapack.dpotrf(a, lower=False)
+    if info == 0:
+        inv, info = lapack.dpotri(c, lower=False)
+        if info == 0:
+            return np.triu(inv) + np.triu(inv, 1).T
+    return np.linalg.inv(a)
+
+
 def greedy_removal(group: Group, costs: list[ConsumerCost], counts: list[np.ndarray]) -> np.ndarray:
     """Class indices of ``group`` to remove: per balanced block row (``allocation.balanced_parts``) the
     count in ``counts``, cheapest refit cost first, exactly dead channels before any other."""
@@ -117,7 +132,8 @@ def greedy_removal(group: Group, costs: list[ConsumerCost], counts: list[np.ndar
         dead &= c.dead
     alive = np.ones(size, bool)
     order: list[int] = []
-    step = max(1, size // STEP_CHANNELS)
+    work = int(quota.sum()) * sum(len(c.h) ** 2 for c in costs)
+    step = max(1, int(np.ceil(work / UPDATE_BUDGET)))
     while quota.sum() > 0:
         eligible = alive & (quota[row_of] > 0)
         idx = np.nonzero(eligible)[0]
