@@ -99,10 +99,9 @@ class ConsumerCost:
         s = hc[c]
         self.w -= hc @ np.linalg.solve(s, self.w[c])
         self.h -= hc @ np.linalg.solve(s, hc.T)
-        self.w[c] = 0.0
+        self.w[c] = 0.0  # (exactly: rounding left them near 0; removed channels are never read again)
         self.h[c, :] = 0.0
         self.h[:, c] = 0.0
-        self.h[c, c] = 1.0  # removed: never read again, kept invertible for the batched solves
 
 
 def _spd_inverse(a: np.ndarray) -> np.ndarray:

@@ -198,8 +198,8 @@ def render(results: dict, seconds: float) -> str:
               "down projection's own calibration error halved; earlier measurements there ruled out the ridge "
               "strength (lambda 1e-1 / 1e-2 / 1e-4 / 1e-6 x the mean diagonal: error ratio 0.629 / 0.551 / 0.551 "
               "/ 0.551 at 0.3), a missing intercept (0.552 with a fitted bias column) and the number of "
-              "calibration sequences (16: 0.668, 256: 0.522). The refit-aware selection removes channels whose "
-              "loss is less costly to start with and more recoverable, on every model of the table.", "",
+              "calibration sequences (16: 0.668, 256: 0.522). The refit-aware selection lowers the refit model's "
+              "held-out error on every model of the table (criterion's channels -> --refit).", "",
               "With random weights a SwiGLU FFN's channels act(x g_j) * (x u_j) are products of two independent "
               "projections (near-quadratic forms of the hidden state at the small init scale), nearly linearly "
               "independent, so the removed ones are not recoverable from the kept ones whichever go (the per-layer "
