@@ -265,7 +265,7 @@ def pruned_layers(analysis: Analysis, plan: Plan) -> tuple[list[Layer], list[dic
     layers, skipped = [], []
     order = {id(n): i for i, n in enumerate(analysis.model.graph)}
     for node in sorted(touched.values(), key=lambda n: order.get(id(n), len(order))):
-        found = _layer(analysis, node, keep)
+        found = consumer_layer(analysis, node, keep)
         if isinstance(found, str):
             skipped.append({"layer": node.name or node.outputs[0].name, "op": node.op_type, "why": found})
         else:
@@ -273,7 +273,8 @@ def pruned_layers(analysis: Analysis, plan: Plan) -> tuple[list[Layer], list[dic
     return layers, skipped
 
 
-def _layer(analysis: Analysis, node: ir.Node, keep) -> Layer | str:
+def consumer_layer(analysis: Analysis, node: ir.Node, keep) -> Layer | str:
+    """``node`` as a layer the refit can solve (``keep(atoms)``: which channels remain), or why not."""
     make = LAYERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
     if make is None:
         return f"{node.op_type}: refit solves Conv, Gemm and MatMul layers"
@@ -342,7 +343,7 @@ def snapshot(model: ir.Model, folder: Path) -> Model:
     return path
 
 
-def _reference(original: Model, names: list[str]) -> tuple[Model, set[str]]:
+def original_exposing(original: Model, names: list[str]) -> tuple[Model, set[str]]:
     """The original with ``names`` as outputs (a file beside the snapshot's data where it has some),
     and the tensor names it computes."""
     if isinstance(original, bytes):
@@ -371,7 +372,7 @@ def _pruned(model: ir.Model, names: list[str], folder: Path) -> Model:
     return path
 
 
-def _fetch(sess, names: list[str], feeds: dict[str, np.ndarray], role: str) -> dict[str, np.ndarray]:
+def fetch_tensors(sess, names: list[str], feeds: dict[str, np.ndarray], role: str) -> dict[str, np.ndarray]:
     """``names`` on one batch: graph inputs straight from the feeds, the rest from the session."""
     todo = [n for n in dict.fromkeys(names) if n not in feeds]
     try:
@@ -399,7 +400,7 @@ def _refit_model(model: ir.Model, analysis: Analysis, plan: Plan, original: Mode
     layers, skipped = pruned_layers(analysis, plan)
     rows: list[dict] = []
     if layers:
-        loadable, known = _reference(original, [layer.y for layer in layers])
+        loadable, known = original_exposing(original, [layer.y for layer in layers])
         ref = session(loadable, role="original model for --refit")
         for layer in [la for la in layers if la.y not in known]:
             layers.remove(layer)
@@ -421,8 +422,8 @@ def _refit_level(model: ir.Model, level: list[Layer], ref, batches: Batches, sta
     pruned = session(_pruned(model, [la.x for la in level], tmp), role="pruned model for --refit")
     normals: list[Normal | None] = [None] * len(level)
     for feeds in batches():
-        xs = _fetch(pruned, [la.x for la in level], feeds, "pruned model")
-        ys = _fetch(ref, [la.y for la in level], feeds, "original model")
+        xs = fetch_tensors(pruned, [la.x for la in level], feeds, "pruned model")
+        ys = fetch_tensors(ref, [la.y for la in level], feeds, "original model")
         for i, la in enumerate(level):
             axis = CHANNEL_AXIS[la.node.op_type]
             y = la.targets(ys[la.y].astype(np.float64), axis)
@@ -494,4 +495,10 @@ def refit_candidate(model: ir.Model, analysis: Analysis, plan: Plan, original: M
     batches, what = calibration_batches(context, original, samples)
     section = refit_model(model, analysis, plan, original, batches, status=status)
     section["inputs"] = what
+    from onnxprune.transforms import RefitSelection
+
+    if RefitSelection().applies(context.config):
+        from onnxprune.refit_select import SELECTION
+
+        section["selection"] = SELECTION
     return section

@@ -43,6 +43,18 @@ def lossless_plan(analysis: Analysis, ignore: tuple[str, ...] = ()) -> Plan:
     return plan
 
 
+class RefitSelection:
+    name = "refit selection"
+
+    def applies(self, config: PruneConfig) -> bool:
+        return bool(config.transforms.refit) and not config.target.remove and not config.lossless
+
+    def apply(self, model: ir.Model, analysis: Analysis, plan: Plan, context: ScoreContext) -> None:
+        from onnxprune.refit_select import select_for_refit
+
+        select_for_refit(model, analysis, plan, context)
+
+
 class Lossless:
     name = "lossless"
 
@@ -94,6 +106,6 @@ class Compensate:
         add_compensation(analysis, plan, context.activation_means(model))
 
 
-# In this order: lossless removals first, near copies on top of them, folds, then bias compensation of
-# whatever is neither merged nor folded.
-TRANSFORMS: tuple[PlanTransform, ...] = (Lossless(), NearCopies(), Merge(), Compensate())
+# In this order: under --refit, which of the allocated channels go (refit cost) first; lossless removals,
+# near copies on top of them, folds, then bias compensation of whatever is neither merged nor folded.
+TRANSFORMS: tuple[PlanTransform, ...] = (RefitSelection(), Lossless(), NearCopies(), Merge(), Compensate())
