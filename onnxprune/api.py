@@ -47,7 +47,9 @@ def prune(model: ModelLike, config: PruneConfig | None = None, **keywords) -> tu
     ``gaussian_outside``, ``data`` (.npz, image folder or ``onnxprune.data.DataSource``), ``budget``
     (``onnxprune.auto.Budget``), ``budget_metrics`` (``--budget-metric`` items, e.g. ["detection=0.98"]),
     ``compensate``, ``merge``, ``lumping_tolerance``, ``target_flops``, ``target_params``, ``target_latency``,
-    ``latency_threads``, ``auto_objective``, ``finetune``, ``refit``, ``gradient_options``
+    ``latency_threads``, ``auto_objective``, ``finetune``, ``refit``, ``refit_selects`` (under ``refit``: the
+    removed channels chosen by what the refit cannot put back; default: when no ``criterion`` is named),
+    ``gradient_options``
     (tau, energy, sampling, beta, alpha0, steps, samples, mass, lr) and ``checks``
     (``onnxprune.validate.ValidationOptions``). A positional second argument that is not a config is
     the ratio, a third the criterion. Every option is either used or refused (``OptionError``);

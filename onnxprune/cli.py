@@ -162,8 +162,9 @@ def _transform_options(g) -> None:
                    help="after pruning, re-solve every Conv/Gemm/MatMul that lost input channels by ridge least "
                         "squares so it reproduces the original model's output of that layer on --data (else on "
                         "seeded synthetic inputs); no labels; the report gives each layer's error before and after. "
-                        "Also chooses which channels go: in each group (the allocation still decides how many) those "
-                        "the kept ones predict best, where the group's consumers are such layers. "
+                        "Without --criterion it also chooses which channels go: in each group (the allocation still "
+                        "decides how many) those the kept ones predict best, where the group's consumers are such "
+                        "layers; a named --criterion keeps its own choice. "
                         "Runs before --finetune; --ratio auto refits every candidate it measures (one refit per trial), and "
                         "with --data does so by default (--no-refit or --compensate turn it off)")
 

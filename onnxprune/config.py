@@ -90,6 +90,9 @@ class TransformConfig:
     # re-solve pruned consumers by least squares on calibration inputs (onnxprune.refit); None: on for
     # --ratio auto with --data (its recovery: every candidate it measures is refit) unless --compensate
     refit: bool | None = None
+    # under --refit, choose the removed channels by what the refit cannot put back (onnxprune.refit_select);
+    # None: when no --criterion is named (a named criterion's choice is kept, and refit)
+    refit_selects: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,11 @@ class PruneConfig:
             _refuse("--no-refit", "turns off the refit --ratio auto does by default with --data; nothing refits here")
         if self.transforms.refit is None:
             self = replace(self, transforms=replace(self.transforms, refit=self.refits_by_default))
+        if self.transforms.refit_selects and not self.transforms.refit:
+            _refuse("refit_selects", "chooses the channels --refit re-solves; it needs --refit")
+        if self.transforms.refit_selects is None:
+            self = replace(self, transforms=replace(self.transforms, refit_selects=bool(
+                self.transforms.refit) and self.score.criterion is None))
         if self.transforms.compensate is None:  # the criterion's own default (flap folds removed means),
             # off under --refit, which re-solves the bias the compensation would correct
             compensates = _criterion(self).compensates and not self.transforms.refit
@@ -415,7 +423,7 @@ def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, rem
                   gaussian_outside: bool = False, data=None, budget=None, compensate: bool | None = None,
                   merge: bool | None = None, lumping_tolerance: float = 0.0, target_flops=None, target_params=None,
                   target_latency=None, latency_threads: int = 1, finetune: int = 0, refit: bool | None = None,
-                  gradient_options: dict | None = None, checks=None, attention_unit: str = "head",
+                  refit_selects: bool | None = None, gradient_options: dict | None = None, checks=None, attention_unit: str = "head",
                   budget_metrics=None, auto_objective: str = "latency") -> PruneConfig:
     """A PruneConfig from ``onnxprune.prune``'s keyword arguments (their names predate the sections)."""
     from onnxprune.data import as_source
@@ -452,7 +460,8 @@ def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, rem
                                     ignore=tuple(ignore or ()), attention_unit=attention_unit),
         target=target,
         transforms=TransformConfig(merge=merge, compensate=compensate, lumping_tolerance=lumping_tolerance,
-                                   finetune=finetune, lr=g.get("lr", 1e-4), refit=refit),
+                                   finetune=finetune, lr=g.get("lr", 1e-4), refit=refit,
+                                   refit_selects=refit_selects),
         data=DataConfig(source=as_source(data), seed=seed, input_shapes=dict(input_shapes or {})),
         validation=ValidationConfig(enabled=validate, checks=checks),
         output=OutputConfig(path=output, progress=progress))

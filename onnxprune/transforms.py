@@ -47,7 +47,7 @@ class RefitSelection:
     name = "refit selection"
 
     def applies(self, config: PruneConfig) -> bool:
-        return bool(config.transforms.refit) and not config.target.remove and not config.lossless
+        return bool(config.transforms.refit_selects) and not config.target.remove and not config.lossless
 
     def apply(self, model: ir.Model, analysis: Analysis, plan: Plan, context: ScoreContext) -> None:
         from onnxprune.refit_select import select_for_refit

@@ -14,6 +14,7 @@ from oracle import assert_removed_exactly, plant_dead_channels
 
 import onnxprune
 import onnxprune.refit
+from onnxprune.errors import OptionError
 from onnxprune.graph import Group
 from onnxprune.refit_select import ConsumerCost, ConsumerGram, greedy_removal
 from onnxprune.runtime import session
@@ -123,7 +124,7 @@ def test_planted_dead_channels_still_removed_exactly_under_refit(zero_consumers,
     planted_path = tmp_path / "planted.onnx"
     planted, _ = plant_dead_channels(model, planted_path, 0.5, seed=2, zero_consumers=zero_consumers)
     _, report = onnxprune.prune(str(planted_path), ratio=0.5, criterion="l1", allocation="local", refit=True,
-                                data=str(data))
+                                refit_selects=True, data=str(data))
     assert_removed_exactly(report, planted)
     assert all("by refit cost" in g["why"] for g in report["groups"] if g["removed"])
 
@@ -133,7 +134,7 @@ def test_planted_dead_heads_and_ffn_channels_removed_exactly_under_refit(transfo
     planted_path = tmp_path / "planted.onnx"
     planted, _ = plant_dead_channels(path, planted_path, 0.3)
     _, report = onnxprune.prune(planted_path, ratio=0.3, criterion="l1", allocation="local", merge=False,
-                                data=data, refit=True)
+                                data=data, refit=True, refit_selects=True)
     assert_removed_exactly(report, planted, 1e-5)
 
 
@@ -166,3 +167,15 @@ def test_cli_refit_selection(cli, tmp_path):
     assert res.code == 0, res.err
     report = json.loads(rep.read_text())
     assert report["remove"] == ["fc1:3"] and "selection" not in report["refit"]
+
+
+def test_a_named_criterion_keeps_its_choice_under_refit(tiny_files):
+    """--criterion given: its channels are refit (the option is not ignored); unnamed: refit cost chooses.
+    refit_selects without a refit is refused."""
+    model, data = tiny_files
+    _, named = onnxprune.prune(model, ratio=0.5, criterion="l2", refit=True, data=str(data), validate=False)
+    assert not any("by refit cost" in g["why"] for g in named["groups"] if g["removed"])
+    _, default = onnxprune.prune(model, ratio=0.5, refit=True, data=str(data), validate=False)
+    assert all("by refit cost" in g["why"] for g in default["groups"] if g["removed"])
+    with pytest.raises(OptionError, match="needs --refit"):
+        onnxprune.prune(model, ratio=0.5, refit_selects=True, validate=False)

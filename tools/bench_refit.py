@@ -139,14 +139,12 @@ def run_cell(path: Path, calib: Path, heldout: dict, reference: list, ratio: flo
     import onnx_ir as ir
 
     import onnxprune
-    import onnxprune.planners as planners
     import onnxprune.refit as refit
-    from onnxprune.transforms import TRANSFORMS
 
     refit.SEQUENTIAL = mode != "one pass"
-    # "criterion's channels": the refit-aware selection left out of the plan transforms
-    planners.TRANSFORMS = tuple(t for t in TRANSFORMS if mode != "criterion's channels" or t.name != "refit selection")
     extra = {"ignore": ["attention", "self_attn"]} if transformer else {}
+    if mode == "criterion's channels":  # the refit-aware selection off: the criterion's channels, refit
+        extra["refit_selects"] = False
     t0 = time.perf_counter()
     m, report = onnxprune.prune(str(path), ratio=ratio, validate=False, refit=True if mode != "none" else None,
                                 data=str(calib) if mode != "none" else None, **extra)
