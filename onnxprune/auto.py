@@ -26,6 +26,10 @@ found by bisection over full candidates (all search samples, full recovery, time
 local|global`` one ratio, raised in steps of RATIO_STEP, is searched instead; with a threshold criterion
 (gaussian) the interval k by bisection.
 
+Time: ``--auto-time`` (TargetConfig.auto_time) bounds the search. The probes run in order of the time
+they would save and stop at PROBE_SHARE of it (the groups left out are not scheduled); no full candidate
+starts after SEARCH_SHARE; the report states where time ran out.
+
 Never slower: the chosen candidate is timed interleaved against the input model. If it is not at least
 MIN_SPEEDUP times as fast, the next candidate within the budget is tried (latency: those that remove most
 first, as single timings are noisy; MACs: fewest first), and in the end the lossless model (which
@@ -36,7 +40,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx_ir as ir
@@ -64,6 +68,8 @@ FINAL_TRIES = 3  # candidates timed against the input before falling back to the
 MIN_SPEEDUP = 1.02  # interleaved speedup over the input that counts as faster (timing noise is ~1%)
 CANDIDATE_TIMING_S = 0.6  # seconds of timed runs per full candidate (after warm-up)
 FINAL_TIMING_S = 2.0  # seconds of interleaved runs of the final candidate against the input
+PROBE_SHARE = 0.5  # of --auto-time: the sensitivity probes stop here (the most promising groups go first)
+SEARCH_SHARE = 0.8  # of --auto-time: no new full candidate after this (the final check takes the rest)
 
 
 @dataclass
@@ -85,12 +91,34 @@ def worst_cosine(reference: list[np.ndarray], outputs: list[np.ndarray]) -> floa
     return min((row_cosine(r, o) for r, o in zip(reference, outputs)), default=1.0)
 
 
-def search_k(measure: Callable[[float], dict]) -> tuple[float, list[dict]]:
+@dataclass
+class Deadline:
+    """--auto-time: whether a share of the search's time is left, and what stopped for lack of it."""
+
+    seconds: float
+    start: float = field(default_factory=time.monotonic)
+    hit: str = ""
+
+    def before(self, share: float, what: str) -> bool:
+        """True while less than ``share`` of the time is spent; else records that ``what`` stopped there."""
+        if time.monotonic() - self.start < share * self.seconds:
+            return True
+        self.hit = self.hit or f"{what} at {share:.0%} of --auto-time {self.seconds:g} s"
+        return False
+
+
+def _always() -> bool:
+    return True
+
+
+def search_k(measure: Callable[[float], dict], go_on: Callable[[], bool] = _always) -> tuple[float, list[dict]]:
     """Largest k in K_RANGE (bisection) whose pruned model is within the budget; 0 if none is.
     ``measure(k)`` prunes a fresh copy at k and returns its trace row (with ``within_budget``)."""
     lo, hi = 0.0, K_RANGE[1]
     trace = []
     for step in range(STEPS):
+        if step and not go_on():
+            break
         k = K_RANGE[0] if step == 0 else (lo + hi) / 2
         trace.append(measure(k))
         if step == 0 and not trace[-1]["within_budget"]:
@@ -99,12 +127,14 @@ def search_k(measure: Callable[[float], dict]) -> tuple[float, list[dict]]:
     return lo, trace
 
 
-def search_ratio(measure: Callable[[float], dict]) -> tuple[float, list[dict]]:
+def search_ratio(measure: Callable[[float], dict], go_on: Callable[[], bool] = _always) -> tuple[float, list[dict]]:
     """Largest ratio on the RATIO_STEP grid (then one half step) whose pruned model is within the budget,
     raised until the first failure; 0 if the first step fails."""
     trace, ratio = [], 0.0
 
     def attempt(r: float) -> bool:
+        if trace and not go_on():
+            return False
         trace.append(measure(r))
         return trace[-1]["within_budget"]
 
@@ -115,11 +145,13 @@ def search_ratio(measure: Callable[[float], dict]) -> tuple[float, list[dict]]:
     return ratio, trace
 
 
-def search_prefix(measure: Callable[[int], dict], length: int, trials: int = MAX_TRIALS) -> tuple[int, list[dict], str]:
+def search_prefix(measure: Callable[[int], dict], length: int, trials: int = MAX_TRIALS,
+                  go_on: Callable[[], bool] = _always) -> tuple[int, list[dict], str]:
     """Longest prefix (0..length) of a schedule whose candidate is within the budget, by bisection (prefix 0,
-    the lossless model, is within it by definition); at most ``trials`` measurements. Also why it stopped."""
+    the lossless model, is within it by definition); at most ``trials`` measurements, the second and later
+    ones while ``go_on()``. Also why it stopped."""
     lo, hi, trace = 0, length + 1, []
-    while hi - lo > 1 and len(trace) < trials:
+    while hi - lo > 1 and len(trace) < trials and (not trace or go_on()):
         mid = (lo + hi) // 2
         trace.append(measure(mid))
         lo, hi = (mid, hi) if trace[-1]["within_budget"] else (lo, mid)
@@ -128,7 +160,7 @@ def search_prefix(measure: Callable[[int], dict], length: int, trials: int = MAX
                f"{lo} of {length} schedule steps are within the budget and {hi} are not" if lo else
                f"even the first {hi} schedule step(s) are over the budget")
     else:
-        why = f"{trials} full candidates measured: {lo} of {length} steps within the budget, {hi} over it"
+        why = f"{len(trace)} full candidates measured: {lo} of {length} steps within the budget, {hi} over it"
     return lo, trace, why
 
 
@@ -219,7 +251,9 @@ class BudgetPlanner:
 
         started = time.monotonic()
         trial.config = self.config  # the rounding chosen for the objective applies to every candidate
-        search = _Search(trial, self.config)
+        deadline = Deadline(self.config.target.auto_time, started)
+        search = _Search(trial, self.config, deadline)
+        go_on = lambda: deadline.before(SEARCH_SHARE, "the search")  # noqa: E731
         key = "k" if self.threshold else "schedule" if self.sensitivity else "ratio"
         section: dict = {}
         if self.sensitivity:
@@ -227,13 +261,14 @@ class BudgetPlanner:
             steps = schedule(probes, self.config.allocation.max_group_ratio)
             amounts = {n: Amount(ratio=0.0, fractions=fractions_at(steps, n), why="auto: measured sensitivity")
                        for n in range(len(steps) + 1)}
-            value, trace, stopped = search_prefix(lambda n: search.full(amounts[n], {"schedule": n}), len(steps))
+            value, trace, stopped = search_prefix(lambda n: search.full(amounts[n], {"schedule": n}), len(steps),
+                                                  go_on=go_on)
             over = min((t for t in trace if not t["within_budget"]), key=lambda t: t["schedule"], default=None)
             stopped += f"; {over['schedule']} steps gave {over['figures']}" if over else ""
             section.update(sensitivity=[p.row() for p in probes], schedule_steps=len(steps))
         else:
             value, trace = (search_k if self.threshold else search_ratio)(
-                lambda v: search.full(self.amount(v), {key: v}))
+                lambda v: search.full(self.amount(v), {key: v}), go_on)
             how = "bisection over k" if self.threshold else f"ratio raised in steps of {RATIO_STEP:g}"
             over = next((t for t in trace if not t["within_budget"]), None)
             stopped = (f"{how}: {key} = {value:.3g} is the largest tried within the budget" + (
@@ -251,7 +286,9 @@ class BudgetPlanner:
             "input_cost": search.objective.input_cost, "unit": search.objective.unit,
             "search": [{k: v for k, v in t.items() if k != "measured"} for t in trace],
             "final": {k: v for k, v in verdict.items() if k != "row"},
-            "stopped": stopped + ("; " + verdict["fallback"] if verdict.get("fallback") else ""),
+            "stopped": stopped + ("; " + verdict["fallback"] if verdict.get("fallback") else "")
+            + (f"; time ran out: {deadline.hit}" if deadline.hit else ""),
+            "time_limit": {"seconds": deadline.seconds, "ran_out": deadline.hit or None},
             "allocation": self._allocation(), "seconds": round(time.monotonic() - started, 1),
             "remove_applies_to": "the model after lossless lumping" + (" (BatchNormalization folded)"
                                                                          if self.fold_bn else "")})
@@ -282,12 +319,12 @@ class _Search:
     """What the planner measures: the search inputs and the original's outputs on them, the budget, and
     the objective; full candidates (with the config's recovery) and quick per-group probes."""
 
-    def __init__(self, trial, config) -> None:
+    def __init__(self, trial, config, deadline: Deadline) -> None:
         from onnxprune.runtime import fixed_batch, run_outputs, session
         from onnxprune.validate.fidelity import validation_feeds
         from onnxprune.validate.tasks import TaskBudget  # onnxruntime: only when searching
 
-        self.trial, self.config = trial, config
+        self.trial, self.config, self.deadline = trial, config, deadline
         data = config.data
         ref = session(trial.context.original, role="original model")
         feeds, source = validation_feeds(ref, data.source, data.seed, data.input_shapes or None, samples=32)
@@ -354,21 +391,25 @@ class _Search:
         plans = {name: self.trial.plan(amount) for name, amount in amounts.items()}
         gains = self.objective.gains(plans)
         best = self.budget.measure(self.probe_reference, self.probe_reference)["margin"]
-        out = []
-        for i, g in enumerate(groups):
+        out = {}
+        # the groups that save most first: when --auto-time runs short, the probes left out save least
+        for i, g in enumerate(sorted(groups, key=lambda g: -gains[g.name])):
             removed = plans[g.name].count()
             if removed == 0 or gains[g.name] <= 0:
-                out.append(Probe(g.name, g.size, removed, 0.0, gains[g.name], "not probed: nothing to gain"))
+                out[g.name] = Probe(g.name, g.size, removed, 0.0, gains[g.name], "not probed: nothing to gain")
+                continue
+            if not self.deadline.before(PROBE_SHARE, "the sensitivity probes"):  # left out of the schedule
+                out[g.name] = Probe(g.name, g.size, 0, 0.0, gains[g.name], "not probed: --auto-time")
                 continue
             cand = self.trial.copy(amounts[g.name], samples=min(self.probe_n, self.fit or self.probe_n))
             _, outputs = self._outputs(cand.model, self.probe_feeds)
             measured = self.budget.measure(self.probe_reference, outputs)
             loss = max(0.0, best - measured["margin"]) + 1.0 - worst_cosine(self.probe_reference, outputs)
             head = self.budget.headline(measured)
-            out.append(Probe(g.name, g.size, removed, loss, gains[g.name], head))
+            out[g.name] = Probe(g.name, g.size, removed, loss, gains[g.name], head)
             self.trial.status(f"auto: probe {i + 1}/{len(groups)} {g.name[:40]} -{removed}/{g.size}: {head}, "
                               f"saves {self.objective.show(gains[g.name])}")
-        return out
+        return [out[g.name] for g in groups]
 
     def full(self, amount, key: dict) -> dict:
         """A full candidate: a fresh copy with the config's recovery, measured on every search sample and
@@ -410,6 +451,8 @@ class _Search:
                     key=self.objective.rank)
         tried = []
         for row in ok[:FINAL_TRIES]:
+            if tried and not self.deadline.before(1.0, "the checks against the input"):
+                break
             amount = next(a for r, a in self.amounts if r is row)
             cand = self.trial.copy(amount, samples=self.fit)
             verdict = self.objective.verdict(restored_bytes(cand.model), cand)

@@ -123,6 +123,10 @@ def _target_options(g) -> None:
     g.add_argument("--auto-objective", choices=("latency", "macs"), default="latency",
                    help="what --ratio auto makes smallest within its budget: latency measured in onnxruntime at "
                         "--latency-threads (default) or MACs (deterministic, no timing)")
+    g.add_argument("--auto-time", type=float, default=900.0, metavar="SECONDS",
+                   help="how long --ratio auto's search may take (default 900): the sensitivity probes stop at "
+                        "half of it (most promising groups first), the bisection at 80%%, and the report says "
+                        "where time ran out; the best candidate within the budget found by then is used")
     g.add_argument("--remove", action="append", default=[], metavar="NAME:I,J,...",
                    help="remove exactly these output channels of the Conv/Gemm/MatMul NAME (node or output "
                         "tensor name) and everything coupled to them; repeatable; the report lists a plan in "
@@ -347,7 +351,8 @@ def config_from_args(args):
             flops=None if args.target_flops is None else parse_target(args.target_flops, "--target-flops"),
             params=None if args.target_params is None else parse_target(args.target_params, "--target-params"),
             latency=None if args.target_latency is None else parse_latency(args.target_latency),
-            latency_threads=args.latency_threads, auto_objective=args.auto_objective, remove=tuple(args.remove),
+            latency_threads=args.latency_threads, auto_objective=args.auto_objective, auto_time=args.auto_time,
+            remove=tuple(args.remove),
             budget_cosine=args.budget_cosine, budget_top1=args.budget_top1,
             budget_synthetic_cosine=args.budget_synthetic_cosine, budget_metrics=tuple(args.budget_metric)),
         transforms=c.TransformConfig(merge=args.merge, compensate=args.compensate,

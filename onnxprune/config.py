@@ -65,6 +65,7 @@ class TargetConfig:
     latency: tuple[float, bool] | None = None  # (value, relative): ms, or a share of the original's
     latency_threads: int = 1
     auto_objective: str = "latency"  # what --ratio auto maximises within its budget: "latency" or "macs"
+    auto_time: float = 900.0  # seconds --ratio auto's search aims to stay within (onnxprune.auto)
     remove: tuple[str, ...] = ()
     budget_cosine: float = 0.99
     budget_top1: float = 0.99
@@ -282,6 +283,10 @@ def _check_target(c: PruneConfig) -> None:
         _refuse("--auto-objective", f"must be latency or macs, got {t.auto_objective!r}")
     if _given(t, "auto_objective") and not t.auto:
         _refuse("--auto-objective", "is what --ratio auto maximises: give --ratio auto")
+    if not isinstance(t.auto_time, (int, float)) or not t.auto_time > 0:
+        _refuse("--auto-time", f"must be a number of seconds > 0, got {t.auto_time!r}")
+    if _given(t, "auto_time") and not t.auto:
+        _refuse("--auto-time", "limits the search of --ratio auto: give --ratio auto")
     budget = [f"--{n.replace('_', '-')}" for n in ("budget_cosine", "budget_top1", "budget_synthetic_cosine")
               if _given(t, n)]
     if budget and not t.auto:
@@ -342,8 +347,8 @@ def _check_criterion(c: PruneConfig) -> None:
     if crit.sizes_itself and t.auto and any(_given(t, n) for n in ("budget_cosine", "budget_top1",
                                                                    "budget_synthetic_cosine", "budget_metrics")):
         _refuse("--budget-*", f"set the fidelity budget; --criterion {crit.name} with --ratio auto uses its own count")
-    if crit.sizes_itself and t.auto and (_given(t, "auto_objective") or _given(t, "latency_threads")):
-        _refuse("--auto-objective/--latency-threads", f"steer --ratio auto's search; --criterion {crit.name} with "
+    if crit.sizes_itself and t.auto and any(_given(t, n) for n in ("auto_objective", "latency_threads", "auto_time")):
+        _refuse("--auto-objective/--latency-threads/--auto-time", f"steer --ratio auto's search; --criterion {crit.name} with "
                 "--ratio auto uses its own count")
     if c.target.remove and (_given(c.score, "criterion") or any(_given(c.score, n) for n in crit.options)):
         _refuse("--remove", "names the channels itself: give no --criterion or criterion options")
@@ -424,7 +429,7 @@ def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, rem
                   merge: bool | None = None, lumping_tolerance: float = 0.0, target_flops=None, target_params=None,
                   target_latency=None, latency_threads: int = 1, finetune: int = 0, refit: bool | None = None,
                   refit_selects: bool | None = None, gradient_options: dict | None = None, checks=None, attention_unit: str = "head",
-                  budget_metrics=None, auto_objective: str = "latency") -> PruneConfig:
+                  budget_metrics=None, auto_objective: str = "latency", auto_time: float = 900.0) -> PruneConfig:
     """A PruneConfig from ``onnxprune.prune``'s keyword arguments (their names predate the sections)."""
     from onnxprune.data import as_source
     from onnxprune.targets import parse_latency, parse_target
@@ -451,7 +456,7 @@ def from_keywords(ratio: float | str = 0.0, criterion: str | None = None, *, rem
         flops=None if target_flops is None else parse_target(str(target_flops), "--target-flops"),
         params=None if target_params is None else parse_target(str(target_params), "--target-params"),
         latency=None if target_latency is None else parse_latency(str(target_latency)),
-        latency_threads=latency_threads, auto_objective=auto_objective, remove=tuple(remove or ()), **budget_fields,
+        latency_threads=latency_threads, auto_objective=auto_objective, auto_time=auto_time, remove=tuple(remove or ()), **budget_fields,
         budget_metrics=(budget_metrics,) if isinstance(budget_metrics, str) else tuple(budget_metrics or ()))
     return PruneConfig(
         score=score,

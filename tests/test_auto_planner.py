@@ -208,6 +208,9 @@ def test_cli_runs_auto_end_to_end(planted, tmp_path):
     (["--ratio", "auto", "--criterion", "singularity", "--auto-objective", "macs"], "--auto-objective"),
     (["--ratio", "0.3", "--no-refit"], "--no-refit"),
     (["--ratio", "auto", "--compensate", "--no-refit"], "--no-refit"),
+    (["--ratio", "0.3", "--auto-time", "60"], "--auto-time"),
+    (["--ratio", "auto", "--auto-time", "0"], "--auto-time"),
+    (["--ratio", "auto", "--criterion", "singularity", "--auto-time", "60"], "--auto-time"),
 ])
 def test_auto_options_refused_where_unused(cli, tmp_path, planted, extra, fragment):
     model, calib, _ = planted
@@ -250,3 +253,22 @@ def test_channel_block_is_the_largest_block_that_runs_flat(monkeypatch, speedups
         assert latency.channel_block(1)[0] == block
     finally:
         latency.channel_block.cache_clear()
+
+
+@pytest.mark.parametrize("share, stage", [(0.0, "the sensitivity probes"), (0.5, "the search")])
+def test_the_search_stops_where_auto_time_runs_out(planted, monkeypatch, share, stage):
+    """Out of time before any probe: nothing to schedule, the lossless model; out of time after the probes:
+    one full candidate (the bisection's first), and the report says which stage time stopped."""
+    model, calib, _ = planted
+    monkeypatch.setattr(auto, "PROBE_SHARE", share)
+    monkeypatch.setattr(auto, "SEARCH_SHARE", 0.0)
+    _, report = onnxprune.prune(model, ratio="auto", data=calib, auto_objective="macs", validate=False, auto_time=1e3
+                                if share else 1e-9)
+    a = report["auto"]
+    assert a["time_limit"]["ran_out"].startswith(stage) and "time ran out: " + stage in a["stopped"]
+    if share:
+        assert len(a["search"]) == 1 and a["sensitivity"] and all(
+            not p["figures"].startswith("not probed: --auto-time") for p in a["sensitivity"])
+    else:
+        assert a["search"] == [] and report["channels_removed"] == a["lossless_channels_removed"]
+        assert any(p["figures"] == "not probed: --auto-time" for p in a["sensitivity"])
