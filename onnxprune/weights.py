@@ -163,17 +163,28 @@ class Selection(ir.LazyTensor):
         # blocks of about 1 MiB, as onnx-ir copies an unchanged external tensor: the write is the peak
         # of saving a large model
         array, release = _mapped(self.source)
+        masks = _axis_masks(array.shape, self.steps)
         step = max(1, _COPY_BYTES // max(1, array[0].nbytes))
         for start in range(0, len(array), step):
             rows = slice(start, start + step)
             block = array[rows]
-            for axis, keep in self.steps:
+            for axis, keep in masks.items():
                 block = np.compress(keep[rows] if axis == 0 else keep, block, axis=axis)
             file.write(np.ascontiguousarray(block).view(np.uint8))  # the buffer itself, no bytes copy
             release()
 
     def tobytes(self) -> bytes:
         return self._whole().tobytes()
+
+
+def _axis_masks(shape: tuple[int, ...], steps: list[tuple[int, np.ndarray]]) -> dict[int, np.ndarray]:
+    """One keep mask per cut axis of an array of ``shape``: the steps on one axis composed (each step
+    indexes the positions the ones before it kept), so the blocks of the source can be cut directly."""
+    masks: dict[int, np.ndarray] = {}
+    for axis, keep in steps:
+        mask = masks.setdefault(axis, np.ones(shape[axis], dtype=bool))
+        mask[np.flatnonzero(mask)[~np.asarray(keep, dtype=bool)]] = False
+    return masks
 
 
 # copy_file_range errors that mean "not between these two files": onnx-ir falls back on the same ones
@@ -197,10 +208,7 @@ def _copied_rows(source: ir.TensorProtocol, steps: list[tuple[int, np.ndarray]],
     except (OSError, ValueError):  # no descriptor (an in-memory file that has the method)
         return False
     array = source.numpy()  # onnx-ir's checks of the tensor and its path, as the slab path makes them
-    keep = np.ones(len(array), dtype=bool)
-    for _, step in steps:  # each step indexes the rows the previous ones kept
-        kept = np.flatnonzero(keep)
-        keep[kept[~step]] = False
+    keep = _axis_masks(array.shape, steps)[0]
     row = array[0].nbytes if len(array) else 0
     edges = np.flatnonzero(np.diff(keep.astype(np.int8), prepend=0, append=0))  # run starts, stops
     file.flush()

@@ -131,6 +131,9 @@ def test_selection_of_rows_copies_exactly_np_compress_into_a_file(tmp_path, smal
             expected.append(a.tobytes())
             weights.Selection(model.graph.initializers[name].const_value, steps, name).tofile(f)
             assert f.tell() == sum(map(len, expected))
+            in_memory = _io.BytesIO()  # no file to copy into: written a slab at a time
+            weights.Selection(model.graph.initializers[name].const_value, steps, name).tofile(in_memory)
+            assert in_memory.getvalue() == expected[-1]
         f.write(b"tail")
     assert (tmp_path / "out.bin").read_bytes() == b"".join(expected) + b"tail"
     if kernel_copy == "available":  # one copy per run of kept rows, never the rows one by one
