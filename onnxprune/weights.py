@@ -12,8 +12,10 @@ makes one instead of slicing every weight in memory.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import stat
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -151,24 +153,86 @@ class Selection(ir.LazyTensor):
         return ir.Tensor(self._array, dtype=self.dtype, name=self.name)
 
     def tofile(self, file) -> None:
-        """Write the selected bytes (C order) a slab of the source at a time."""
+        """Write the selected bytes (C order) a slab of the source at a time, or, where only whole rows
+        (axis 0) go from an external-data source, copy the kept rows' runs of bytes file to file."""
         if self._array is not None or len(self.source.shape) == 0:
             file.write(self._whole().tobytes())
+            return
+        if _copied_rows(self.source, self.steps, file):
             return
         # blocks of about 1 MiB, as onnx-ir copies an unchanged external tensor: the write is the peak
         # of saving a large model
         array, release = _mapped(self.source)
+        masks = _axis_masks(array.shape, self.steps)
         step = max(1, _COPY_BYTES // max(1, array[0].nbytes))
         for start in range(0, len(array), step):
             rows = slice(start, start + step)
             block = array[rows]
-            for axis, keep in self.steps:
+            for axis, keep in masks.items():
                 block = np.compress(keep[rows] if axis == 0 else keep, block, axis=axis)
             file.write(np.ascontiguousarray(block).view(np.uint8))  # the buffer itself, no bytes copy
             release()
 
     def tobytes(self) -> bytes:
         return self._whole().tobytes()
+
+
+def _axis_masks(shape: tuple[int, ...], steps: list[tuple[int, np.ndarray]]) -> dict[int, np.ndarray]:
+    """One keep mask per cut axis of an array of ``shape``: the steps on one axis composed (each step
+    indexes the positions the ones before it kept), so the blocks of the source can be cut directly."""
+    masks: dict[int, np.ndarray] = {}
+    for axis, keep in steps:
+        mask = masks.setdefault(axis, np.ones(shape[axis], dtype=bool))
+        mask[np.flatnonzero(mask)[~np.asarray(keep, dtype=bool)]] = False
+    return masks
+
+
+# copy_file_range errors that mean "not between these two files": onnx-ir falls back on the same ones
+_NO_KERNEL_COPY = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM, errno.EXDEV}
+
+
+def _copied_rows(source: ir.TensorProtocol, steps: list[tuple[int, np.ndarray]], file) -> bool:
+    """Write the kept rows of ``source`` (every step on axis 0) into ``file`` at its position, each run of
+    consecutive kept rows one range of bytes of the source's data file; False, having written nothing,
+    where that does not apply: another axis is cut, the source is not external data of whole-byte
+    elements, or ``file`` is not a regular file. The kernel copies the bytes (``os.copy_file_range``, as
+    onnx-ir copies an unchanged tensor) without their passing through the process, or, where it
+    cannot, they are read and written a run at a time."""
+    if (not isinstance(source, ir.ExternalTensor) or any(axis != 0 for axis, _ in steps)
+            or source.dtype.bitwidth % 8 or not all(callable(getattr(file, m, None)) for m in ("fileno", "flush",
+                                                                                             "tell", "seek"))):
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return False
+    except (OSError, ValueError):  # no descriptor (an in-memory file that has the method)
+        return False
+    array = source.numpy()  # onnx-ir's checks of the tensor and its path, as the slab path makes them
+    keep = _axis_masks(array.shape, steps)[0]
+    row = array[0].nbytes if len(array) else 0
+    edges = np.flatnonzero(np.diff(keep.astype(np.int8), prepend=0, append=0))  # run starts, stops
+    file.flush()
+    dst = file.tell()
+    kernel = hasattr(os, "copy_file_range")
+    with open(source.path, "rb") as src:
+        fin, fout = src.fileno(), file.fileno()
+        for first, stop in zip(edges[0::2].tolist(), edges[1::2].tolist()):
+            at, left = (source.offset or 0) + first * row, (stop - first) * row
+            while left:
+                try:
+                    done = os.copy_file_range(fin, fout, left, at, dst) if kernel else 0
+                except OSError as exc:
+                    if exc.errno not in _NO_KERNEL_COPY:
+                        raise
+                    kernel, done = False, 0
+                if not done:  # no kernel copy here (or the source ended early: the read says so)
+                    chunk = os.pread(fin, min(left, _COPY_BYTES), at)
+                    if not chunk:
+                        raise OSError(errno.EIO, f"{source.path}: ends before the bytes of tensor '{source.name}'")
+                    done = os.pwrite(fout, chunk, dst)
+                at, dst, left = at + done, dst + done, left - done
+    file.seek(dst)  # writes at explicit offsets leave the position: advance it as write() would
+    return True
 
 
 def file_of(tensor: ir.TensorProtocol) -> str | None:

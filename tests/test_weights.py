@@ -5,7 +5,9 @@ never reads the weights of groups --ignore leaves whole."""
 
 from __future__ import annotations
 
+import errno
 import io as _io
+import os
 import subprocess
 import sys
 
@@ -96,6 +98,46 @@ def test_selection_writes_and_computes_exactly_np_compress(tmp_path, small_slabs
     np.testing.assert_array_equal(sel.numpy(), expected)
     assert sel.tobytes() == expected.tobytes()
     assert weights.file_of(sel) == (str(tmp_path / "m.onnx.data") if external else None)
+
+
+@pytest.mark.parametrize("kernel_copy", ["available", "refused", "absent"])
+def test_selection_of_rows_copies_exactly_np_compress_into_a_file(tmp_path, small_slabs, monkeypatch, kernel_copy):
+    """Rows cut from an external-data weight are copied file to file in runs of consecutive rows (the
+    kernel's copy_file_range, or reads and writes where it refuses or is absent): the bytes are those of
+    np.compress on the in-memory array, written at the file's position, which moves past them."""
+    model = _external(tmp_path, ARRAYS)
+    rng = np.random.default_rng(4)
+    cases = [("w2", [(0, rng.random(37) > 0.3)]),
+             ("w2", [(0, np.arange(37) >= 20), (0, np.arange(17) % 3 != 1)]),  # the second cuts what the first kept
+             ("w4", [(0, np.array([True, False, False, True, True, True, False, False, True]))]),
+             ("h", [(0, np.arange(11) < 0)])]  # every row
+    copies = []
+    if kernel_copy == "refused":
+        def refuse(*args):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    elif kernel_copy == "absent":
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
+    else:
+        real = os.copy_file_range
+        monkeypatch.setattr(os, "copy_file_range", lambda *a: copies.append(a[2]) or real(*a))
+    expected = [b"head"]
+    with open(tmp_path / "out.bin", "wb") as f:
+        f.write(b"head")  # a buffered write not yet flushed: the copy lands after it
+        for name, steps in cases:
+            a = ARRAYS[name]
+            for axis, keep in steps:
+                a = np.compress(keep, a, axis=axis)
+            expected.append(a.tobytes())
+            weights.Selection(model.graph.initializers[name].const_value, steps, name).tofile(f)
+            assert f.tell() == sum(map(len, expected))
+            in_memory = _io.BytesIO()  # no file to copy into: written a slab at a time
+            weights.Selection(model.graph.initializers[name].const_value, steps, name).tofile(in_memory)
+            assert in_memory.getvalue() == expected[-1]
+        f.write(b"tail")
+    assert (tmp_path / "out.bin").read_bytes() == b"".join(expected) + b"tail"
+    if kernel_copy == "available":  # one copy per run of kept rows, never the rows one by one
+        assert len(copies) == 7 + 6 + 3 and sum(copies) == sum(map(len, expected[1:]))
 
 
 def test_saving_over_the_file_a_selection_reads_is_refused(tmp_path):
