@@ -349,6 +349,7 @@ class _Search:
         if config.transforms.refit and data.source is not None and n >= 2 * MIN_SAMPLES:
             held = whole(min(max(MIN_SAMPLES, n // HELD_OUT), cap))
             self.fit = whole(min(n - held, cap))
+            trial.context.fit_samples = self.fit  # the refit's channel selection learns from these only
             fit_feeds = {k: v[:self.fit] for k, v in feeds.items()}
             self.fit_check = (fit_feeds, run_outputs(ref, fit_feeds))
             feeds = {k: v[n - held:] for k, v in feeds.items()}

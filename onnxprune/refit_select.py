@@ -249,7 +249,7 @@ def _consumer_grams(model: ir.Model, layers: list, context) -> dict[str, Consume
             if la.x not in known:
                 cache[key] = f"its input '{la.x}' is not a tensor of the original model"
                 del need[key]
-        batches, _ = calibration_batches(context, original)
+        batches, _ = calibration_batches(context, original, context.fit_samples)
         sess = session(loadable, role="original model for --refit")
         grams: dict[str, np.ndarray] = {}
         rows = dict.fromkeys(need, 0)

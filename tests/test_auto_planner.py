@@ -272,3 +272,22 @@ def test_the_search_stops_where_auto_time_runs_out(planted, monkeypatch, share, 
     else:
         assert a["search"] == [] and report["channels_removed"] == a["lossless_channels_removed"]
         assert any(p["figures"] == "not probed: --auto-time" for p in a["sensitivity"])
+
+
+def test_the_channel_selection_never_sees_the_budgets_samples(planted, monkeypatch):
+    """The refit's channel selection learns from the refit's samples only: the held-out ones measure the
+    budget, so what is fit to them would make the budget optimistic."""
+    import onnxprune.refit as refit
+
+    model, calib, _ = planted
+    asked = []
+    real = refit.calibration_batches
+
+    def spy(context, original, samples=None):
+        asked.append(samples)
+        return real(context, original, samples)
+
+    monkeypatch.setattr(refit, "calibration_batches", spy)
+    _, report = onnxprune.prune(model, ratio="auto", data=calib, auto_objective="macs", validate=False)
+    fit = int(report["auto"]["inputs"].split("refit on its first ")[1].split()[0])
+    assert asked and None not in asked and max(asked) <= fit
