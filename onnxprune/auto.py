@@ -253,7 +253,10 @@ class BudgetPlanner:
         trial.config = self.config  # the rounding chosen for the objective applies to every candidate
         deadline = Deadline(self.config.target.auto_time, started)
         search = _Search(trial, self.config, deadline)
-        go_on = lambda: deadline.before(SEARCH_SHARE, "the search")  # noqa: E731
+
+        def go_on() -> bool:  # a further full candidate, while the search's share of --auto-time lasts
+            return deadline.before(SEARCH_SHARE, "the search")
+
         key = "k" if self.threshold else "schedule" if self.sensitivity else "ratio"
         section: dict = {}
         if self.sensitivity:

@@ -182,8 +182,9 @@ class PruneConfig:
             _refuse("--no-refit", "turns off the refit --ratio auto does by default with --data; nothing refits here")
         if self.transforms.refit is None:
             self = replace(self, transforms=replace(self.transforms, refit=self.refits_by_default))
-        if self.transforms.refit_selects and not self.transforms.refit:
-            _refuse("refit_selects", "chooses the channels --refit re-solves; it needs --refit")
+        if self.transforms.refit_selects and (not self.transforms.refit or self.target.remove or self.lossless):
+            _refuse("refit_selects", "chooses the channels --refit re-solves from a ratio's counts; it needs --refit "
+                    "and a ratio, auto or a target (not --remove or lossless mode)")
         if self.transforms.refit_selects is None:
             self = replace(self, transforms=replace(self.transforms, refit_selects=bool(
                 self.transforms.refit) and self.score.criterion is None))

@@ -179,3 +179,5 @@ def test_a_named_criterion_keeps_its_choice_under_refit(tiny_files):
     assert all("by refit cost" in g["why"] for g in default["groups"] if g["removed"])
     with pytest.raises(OptionError, match="needs --refit"):
         onnxprune.prune(model, ratio=0.5, refit_selects=True, validate=False)
+    with pytest.raises(OptionError, match="not --remove"):
+        onnxprune.prune(model, remove=["fc1:3"], refit=True, refit_selects=True, data=str(data), validate=False)
