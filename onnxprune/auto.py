@@ -463,10 +463,9 @@ class _Search:
             verdict["row"] = row
             self.trial.status(f"auto: against the input: {verdict['speedup']:.2f}x")
             if verdict["faster"]:
-                from onnxprune.passes.normalize import clear_inferred_shapes, infer_shapes
+                from onnxprune.passes.normalize import reinfer_shapes
 
-                clear_inferred_shapes(cand.model)  # written: its dims named as a fixed prune names them
-                infer_shapes(cand.model)
+                reinfer_shapes(cand.model)  # written: its dims named as a fixed prune names them
                 if tried:
                     verdict["fallback"] = (f"{len(tried)} other candidate(s) within the budget were not "
                                            f"faster than the input when timed against it ({', '.join(tried)})")

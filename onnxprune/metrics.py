@@ -43,7 +43,7 @@ def macs_per_node(model: ir.Model, input_shapes: dict[str, tuple] | None = None)
     """MACs of each Conv/ConvTranspose/Gemm/MatMul node at concrete input shapes.
 
     Free input dims are fixed for the count only (shapes re-inferred), then restored."""
-    from onnxprune.passes.normalize import clear_inferred_shapes, infer_shapes
+    from onnxprune.passes.normalize import reinfer_shapes
     shapes = concrete_input_shapes(model, input_shapes)
     declared = {v.name: v.shape for v in model.graph.inputs}
     dynamic = any(declared[n] is None or list(declared[n]) != list(s) for n, s in shapes.items())
@@ -54,8 +54,7 @@ def macs_per_node(model: ir.Model, input_shapes: dict[str, tuple] | None = None)
         if v.name in shapes:
             v.shape = ir.Shape(shapes[v.name])
     try:
-        clear_inferred_shapes(model)
-        infer_shapes(model)
+        reinfer_shapes(model)
         return _macs_per_node(model)
     finally:
         for v in model.graph.inputs:

@@ -12,7 +12,7 @@ from onnxprune.errors import PlanError
 from onnxprune.graph import Analysis, optable
 from onnxprune.graph.context import ParamMember
 from onnxprune.graph.edit import set_constant_input
-from onnxprune.passes.normalize import STRICT_SHAPES_OK, clear_inferred_shapes, infer_shapes
+from onnxprune.passes.normalize import STRICT_SHAPES_OK, reinfer_shapes
 from onnxprune.plan import Plan, check_removable
 from onnxprune.weights import Selection
 
@@ -87,9 +87,8 @@ def apply_plan(analysis: Analysis, plan: Plan, name_dims: bool = True) -> None:
     for r in analysis.rewrites:
         r.apply(keep)
     RemoveUnusedNodesPass()(analysis.model)  # originals of tensors that were copied before editing
-    clear_inferred_shapes(analysis.model)
     strict = analysis.model.meta.get(STRICT_SHAPES_OK, True)  # as the input model was, before surgery
-    infer_shapes(analysis.model, name_dims)
+    reinfer_shapes(analysis.model, name_dims)
     check_pruned(analysis.model, strict)
 
 

@@ -192,10 +192,12 @@ def _infer_onnx_shapes(model: ir.Model, name_dims: bool = True) -> None:
                 out.dtype = ir.DataType(types[out.name])
 
 
-def clear_inferred_shapes(model: ir.Model) -> None:
-    """Forget intermediate shapes so they are re-inferred after surgery (graph I/O keep theirs)."""
+def reinfer_shapes(model: ir.Model, name_dims: bool = True) -> None:
+    """Forget the intermediate shapes (graph I/O keep theirs) and infer them again (``infer_shapes``):
+    after surgery, or at other input shapes."""
     outputs = set(model.graph.outputs)
     for node in model.graph:
         for out in node.outputs:
             if out not in outputs:
                 out.shape = None
+    infer_shapes(model, name_dims)
