@@ -174,6 +174,7 @@ class Probe:
     loss: float  # fall of the budget's margin plus (1 - worst cosine), on PROBE_SAMPLES samples
     gain: float  # ms (or MACs) saved
     headline: str
+    measured: bool = True  # False: left out by --auto-time (not scheduled)
 
     def row(self) -> dict:
         return {"group": self.group, "channels": self.size, "removed": self.removed, "loss": round(self.loss, 6),
@@ -187,7 +188,7 @@ def schedule(probes: list[Probe], cap: float | None) -> list[tuple[str, float]]:
     levels = int(np.floor(top / LEVEL + 1e-9))
     steps = []
     for p in probes:
-        if p.gain <= 0 or p.removed == 0:
+        if not p.measured or p.gain <= 0 or p.removed == 0:
             continue
         for k in range(1, levels + 1):
             marginal = (p.loss + 1e-6) * (2 * k - 1) * LEVEL / PROBE_STEP / p.gain
@@ -402,8 +403,9 @@ class _Search:
             if removed == 0 or gains[g.name] <= 0:
                 out[g.name] = Probe(g.name, g.size, removed, 0.0, gains[g.name], "not probed: nothing to gain")
                 continue
-            if not self.deadline.before(PROBE_SHARE, "the sensitivity probes"):  # left out of the schedule
-                out[g.name] = Probe(g.name, g.size, 0, 0.0, gains[g.name], "not probed: --auto-time")
+            if not self.deadline.before(PROBE_SHARE, "the sensitivity probes"):
+                out[g.name] = Probe(g.name, g.size, removed, 0.0, gains[g.name], "not probed: --auto-time",
+                                    measured=False)
                 continue
             cand = self.trial.copy(amounts[g.name], samples=min(self.probe_n, self.fit or self.probe_n))
             _, outputs = self._outputs(cand.model, self.probe_feeds)
