@@ -22,7 +22,12 @@ model (one group's share of the time is a few percent, below the noise of timing
 machine) or the MACs it saves. The loss of a group is taken to grow with the square of its pruned share
 and the saving linearly, so the steps of LEVEL of every group are ordered by loss per millisecond gained
 (cheap groups first, each at most GROUP_MAX); the longest prefix of that schedule within the budget is
-found by bisection over full candidates (all search samples, full recovery, timed). With ``--allocation
+found by bisection over full candidates (all search samples, full recovery, timed). Where one group's step
+crosses the budget, that group is held at its level (its probe, on a few samples, underestimated it) and the
+search goes on over the rest of the schedule: up from the last prefix within the budget by 1, 2, 4 ... steps,
+then bisection, until the step right after a held group crosses the budget too.
+With --data and refit, a candidate within the budget on the held-out samples is confirmed with the halves
+swapped (refit on the held-out samples, measured on the others): within the budget means both. With ``--allocation
 local|global`` one ratio, raised in steps of RATIO_STEP, is searched instead; with a threshold criterion
 (gaussian) the interval k by bisection.
 
@@ -64,7 +69,7 @@ PROBE_SAMPLES = 8  # calibration samples a probe is refit and measured on
 HELD_OUT = 2  # with --data and refit: 1 / HELD_OUT of the samples (at least MIN_SAMPLES) measure the budget
 MIN_SAMPLES = 4
 SEARCH_ELEMENTS = 8_000_000  # input elements the budget's samples (and the refit's) hold at most
-MAX_TRIALS = 9  # full candidates of the schedule's bisection
+MAX_TRIALS = 12  # full candidates of the schedule's bisection (and of its continuation past a held group)
 FINAL_TRIES = 3  # candidates timed against the input before falling back to the lossless model
 PROBE_SHARE = 0.5  # of --auto-time: the sensitivity probes stop here (the most promising groups go first)
 SEARCH_SHARE = 0.8  # of --auto-time: no new full candidate after this (the final check takes the rest)
@@ -143,23 +148,48 @@ def search_ratio(measure: Callable[[float], dict], go_on: Callable[[], bool] = _
     return ratio, trace
 
 
-def search_prefix(measure: Callable[[int], dict], length: int, trials: int = MAX_TRIALS,
-                  go_on: Callable[[], bool] = _always) -> tuple[int, list[dict], str]:
-    """Longest prefix (0..length) of a schedule whose candidate is within the budget, by bisection (prefix 0,
-    the lossless model, is within it by definition); at most ``trials`` measurements, the second and later
-    ones while ``go_on()``. Also why it stopped."""
-    lo, hi, trace = 0, length + 1, []
-    while hi - lo > 1 and len(trace) < trials and (not trace or go_on()):
-        mid = (lo + hi) // 2
-        trace.append(measure(mid))
-        lo, hi = (mid, hi) if trace[-1]["within_budget"] else (lo, mid)
-    if hi - lo <= 1:
-        why = (f"the whole schedule ({length} steps) is within the budget" if lo == length else
-               f"{lo} of {length} schedule steps are within the budget and {hi} are not" if lo else
-               f"even the first {hi} schedule step(s) are over the budget")
-    else:
-        why = f"{len(trace)} full candidates measured: {lo} of {length} steps within the budget, {hi} over it"
-    return lo, trace, why
+def search_schedule(steps: list[tuple[str, float]], measure: Callable[[tuple, int], dict], trials: int = MAX_TRIALS,
+                    go_on: Callable[[], bool] = _always) -> tuple[list[dict], str, dict | None]:
+    """The longest prefix of the schedule ``steps`` whose candidate is within the budget, by bisection (prefix 0,
+    the lossless model, is within it by definition). ``measure(fractions, n)`` measures the candidate of the
+    first n steps and returns its trace row (with ``within_budget``). Once the bisection has found the step
+    that crosses the budget, and trials remain, that step's group is held where it is (its probe underestimated
+    what it costs: its later steps are dropped) and the search goes on over the rest of the schedule, up from the
+    last prefix within the budget by 1, 2, 4 ... steps and then by bisection; it ends when the step right after
+    a held group crosses the budget too (the budget is spent, not one group's share). At
+    most ``trials`` measurements, the second and later ones while ``go_on()``. Returns the trace, why it
+    stopped, and the row of the step that crossed the budget (None if none was measured)."""
+    steps, lo, held, trace, over = list(steps), 0, [], [], None
+    hi, gallop, spent = len(steps) + 1, 0, False
+    while len(trace) < trials and (not trace or go_on()):
+        if not gallop and hi - lo <= 1:  # step ``hi`` crosses the budget: hold its group, go on over the rest
+            if hi > len(steps) or spent:
+                break
+            held.append(steps[hi - 1][0])
+            steps = steps[:hi - 1] + [st for st in steps[hi - 1:] if st[0] != held[-1]]
+            # the boundary is likely near: up from the last prefix within the budget by 1, 2, 4 ... steps; if
+            # the very next step crosses it too, the budget is spent, not one group's share
+            hi, over, gallop = len(steps) + 1, None, 1
+            if lo >= len(steps):
+                break
+        mid = min(lo + gallop, len(steps)) if gallop else (lo + hi) // 2
+        trace.append(measure(fractions_at(steps, mid), mid))
+        if held:
+            trace[-1]["held"] = list(held)
+        if trace[-1]["within_budget"]:
+            lo, gallop = mid, (2 * gallop if gallop and mid < len(steps) else 0)
+        else:
+            hi, over, spent, gallop = mid, trace[-1], gallop == 1, 0
+    done = hi - lo <= 1
+    why = (f"the whole schedule ({len(steps)} steps) is within the budget" if done and lo == len(steps) else
+           f"{lo} of {len(steps)} schedule steps are within the budget and {hi} are not" if done and lo else
+           f"even the first {hi} schedule step(s) are over the budget" if done else
+           f"{len(trace)} full candidates measured: {lo} of {len(steps)} steps within the budget"
+           + (f", {hi} over it" if hi <= len(steps) else ""))
+    if held:
+        why += (f" (after holding {', '.join(held)} where a step of it crossed the budget"
+                + ("; the step after the last one crossed it too" if spent else "") + ")")
+    return trace, why, over
 
 
 @dataclass
@@ -261,11 +291,9 @@ class BudgetPlanner:
         if self.sensitivity:
             probes = search.probes()
             steps = schedule(probes, self.config.allocation.max_group_ratio)
-            amounts = {n: Amount(ratio=0.0, fractions=fractions_at(steps, n), why="auto: measured sensitivity")
-                       for n in range(len(steps) + 1)}
-            value, trace, stopped = search_prefix(lambda n: search.full(amounts[n], {"schedule": n}), len(steps),
-                                                  go_on=go_on)
-            over = min((t for t in trace if not t["within_budget"]), key=lambda t: t["schedule"], default=None)
+            trace, stopped, over = search_schedule(steps, lambda fractions, n: search.full(
+                Amount(ratio=0.0, fractions=fractions, why="auto: measured sensitivity"), {"schedule": n}),
+                go_on=go_on)
             stopped += f"; {over['schedule']} steps gave {over['figures']}" if over else ""
             section.update(sensitivity=[p.row() for p in probes], schedule_steps=len(steps))
         else:
@@ -280,13 +308,14 @@ class BudgetPlanner:
         chosen = verdict.get("row")
         section.update({
             "objective": search.objective.describe(), "budget": search.budget.describe(), "inputs": search.source,
+            "evidence": search.evidence(),
             "checks": [{"output": c.output, "kind": c.kind, "threshold": c.threshold, "why": c.why}
                        for c in search.budget.checks],
             "recovery": _recovery(self.config), "lossless_channels_removed": self.lossless, "searched": key,
             key: chosen[key] if chosen else 0, "channel_share": chosen["channel_share"] if chosen else 0.0,
             "fidelity": chosen["measured"] if chosen else None,
             "input_cost": search.objective.input_cost, "unit": search.objective.unit,
-            "search": [{k: v for k, v in t.items() if k != "measured"} for t in trace],
+            "search": [{**{k: v for k, v in t.items() if k != "measured"}, "chosen": t is chosen} for t in trace],
             "final": {k: v for k, v in verdict.items() if k != "row"},
             "stopped": stopped + ("; " + verdict["fallback"] if verdict.get("fallback") else "")
             + (f"; time ran out: {deadline.hit}" if deadline.hit else ""),
@@ -338,25 +367,27 @@ class _Search:
             source += (": N(0, 1)" + (
                 f"; {', '.join(moments)} scaled to the mean and spread its first BatchNormalization saw"
                 if moments else ""))
-        n = len(next(iter(feeds.values())))
+        n = self.data_samples = len(next(iter(feeds.values())))
         batch = fixed_batch(ref) or 1
         # Large inputs (a detector at 736x544): fewer samples, so a candidate costs about the same.
         per_sample = sum(int(np.prod(v.shape[1:])) for v in feeds.values()) or 1
-        cap = max(MIN_SAMPLES, SEARCH_ELEMENTS // per_sample)
+        cap = self.cap = max(MIN_SAMPLES, SEARCH_ELEMENTS // per_sample)
         whole = lambda count: max(batch, count // batch * batch)  # noqa: E731  # whole fixed batches
         # The refit sees the first samples only and the budget the last ones, so a refit that fits the
         # calibration samples without generalising shows as a loss.
-        # The budget must hold on the refit's own samples too: a few held-out samples alone pass by luck.
-        self.fit, self.fit_check = None, None
+        # The budget must also hold on the refit's own samples (cheap: no refit) and, refit on the held-out
+        # samples instead, on the others (``confirm``): a few held-out samples alone pass by luck.
+        self.fit, self.fit_check, self.held_window = None, None, None
         if config.transforms.refit and data.source is not None and n >= 2 * MIN_SAMPLES:
             held = whole(min(max(MIN_SAMPLES, n // HELD_OUT), cap))
             self.fit = whole(min(n - held, cap))
-            trial.context.fit_samples = self.fit  # the refit's channel selection learns from these only
+            trial.context.fit_window = (0, self.fit)  # the refit and its channel selection learn from these only
+            self.held_window = (n - held, n)  # the confirmation's refit learns from these (see ``confirm``)
             fit_feeds = {k: v[:self.fit] for k, v in feeds.items()}
             self.fit_check = (fit_feeds, run_outputs(ref, fit_feeds))
             feeds = {k: v[n - held:] for k, v in feeds.items()}
-            source += (f"; refit on its first {self.fit} samples; the budget measured on its last {held} and "
-                       "met on the refit's samples too")
+            source += (f"; refit on its first {self.fit} samples; the budget measured on its last {held}, met on "
+                       "the refit's samples too, and confirmed: refit on the last samples, met on the first")
         elif n > cap:
             feeds = {k: v[:whole(cap)] for k, v in feeds.items()}
             source += f"; the first {whole(cap)} samples"
@@ -423,13 +454,18 @@ class _Search:
         sess, outputs = self._outputs(cand.model, self.feeds)
         measured = self.budget.measure(self.reference, outputs)
         ok = bool(self.budget.met(measured))
-        extra = {}
+        extra, missed = {}, []  # missed: the figures of the other checks that failed, for the report
         if self.fit_check is not None:  # the same session on the refit's own samples
             from onnxprune.runtime import run_outputs
 
             on_fit = self.budget.measure(self.fit_check[1], run_outputs(sess, self.fit_check[0]))
-            ok = ok and bool(self.budget.met(on_fit))
             extra["on_refit_samples"] = self.budget.headline(on_fit)
+            if not self.budget.met(on_fit):
+                ok, missed = False, [f"on the refit's own samples: {extra['on_refit_samples']}"]
+        if ok and self.held_window is not None:
+            extra["confirmation"] = self.confirm(amount)
+            if not extra["confirmation"]["met"]:
+                ok, missed = False, [f"refit on those samples instead: {extra['confirmation']['figures']}"]
         cost = self.objective.cost(restored_bytes(cand.model), cand)
         sizes = {g.name: g.size for g in cand.analysis.groups}
         prunable = sum(g.size for g in self.trial.analysis.prunable_groups) or 1
@@ -437,14 +473,52 @@ class _Search:
                "allocation": {cand.analysis.groups[gid].name: round(len(c) / sizes[cand.analysis.groups[gid].name], 4)
                               for gid, c in sorted(cand.plan.removed.items())},
                "cost": cost, "speedup_estimate": round(self.objective.input_cost / cost, 4) if cost else None,
-               **measured, "figures": self.budget.headline(measured), **extra,
+               **measured, "figures": ", ".join([self.budget.headline(measured), *missed]), **extra,
                "within_budget": ok, "measured": measured, "seconds": round(time.monotonic() - t0, 2)}
         what = ", ".join(f"{k}={v:.3g}" for k, v in key.items())
-        fit = f" (refit samples: {extra['on_refit_samples']})" if extra else ""
+        fit = f" (refit samples: {extra['on_refit_samples']})" if "on_refit_samples" in extra else ""
         self.trial.status(f"auto: {what} removes {cand.plan.count()} channels: {self.objective.show(cost)} "
                           f"({row['speedup_estimate']:.2f}x), {row['figures']}{fit}: {'ok' if ok else 'over budget'}")
         self.amounts.append((row, amount))
         return row
+
+    def evidence(self) -> str | None:
+        """What the number of samples measured can tell about new inputs, where the budget counts samples
+        (top-1, CTC strings): the report's caveat."""
+        from onnxprune.validate.fidelity import MAX_DATA_SAMPLES
+        from onnxprune.validate.tasks import METRICS, SHARE_KINDS, wilson_interval
+
+        shares = [c for c in self.budget.checks if c.kind in SHARE_KINDS]
+        if not shares or self.budget.synthetic:
+            return None
+        held = len(next(iter(self.feeds.values())))
+        n = held + (self.fit if self.held_window is not None else 0)
+        how = (f" no fit saw (the budget's {held} and, through the confirmation, the refit's {self.fit})"
+               if self.held_window is not None else "")
+        low = wilson_interval(1.0, n)[0]
+        more = (f"; the search measured {n} of the {self.data_samples} samples in --data (at these input sizes "
+                f"at most {self.cap} per check)" if n < self.data_samples else
+                f"; more samples in --data (up to {MAX_DATA_SAMPLES}) narrow it" if self.data_samples < MAX_DATA_SAMPLES
+                else "")
+        return (f"{', '.join(METRICS[c.kind].says for c in shares)} measured on {n} samples{how}: all of them "
+                f"agreeing still allows as little as {low:.3f} on new inputs (95% Wilson interval){more}")
+
+    def confirm(self, amount) -> dict:
+        """The candidate's recovery fit to the budget's samples instead, and the budget measured on the
+        samples the search fit to: the budget then holds on every search sample without one fit to it (a
+        few held-out samples alone let a borderline candidate through by luck, and the search keeps the
+        largest candidate they let through)."""
+        context, kept = self.trial.context, self.trial.context.fit_window
+        context.fit_window = self.held_window
+        try:
+            cand = self.trial.copy(amount)
+        finally:
+            context.fit_window = kept
+        _, outputs = self._outputs(cand.model, self.fit_check[0])
+        measured = self.budget.measure(self.fit_check[1], outputs)
+        return {"refit_on": f"calibration samples {self.held_window[0]} to {self.held_window[1]}",
+                "measured_on": f"calibration samples 0 to {self.fit}", "figures": self.budget.headline(measured),
+                "met": bool(self.budget.met(measured))}
 
     def final(self, trace: list[dict], lossless: Callable) -> tuple[object, dict]:
         """The first candidate within the budget, in the objective's ``rank`` order, that is measurably faster
@@ -466,6 +540,8 @@ class _Search:
                 from onnxprune.passes.normalize import reinfer_shapes
 
                 reinfer_shapes(cand.model)  # written: its dims named as a fixed prune names them
+                if "confirmation" in row:
+                    verdict["confirmation"] = row["confirmation"]
                 if tried:
                     verdict["fallback"] = (f"{len(tried)} other candidate(s) within the budget were not "
                                            f"faster than the input when timed against it ({', '.join(tried)})")

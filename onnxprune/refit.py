@@ -457,18 +457,20 @@ def _refit_level(model: ir.Model, level: list[Layer], ref, batches: Batches, sta
 
 def calibration_batches(context, original: Model, samples: int | None = None) -> tuple[Batches, str]:
     """The feeds --refit solves on: --data (in the pipeline's calibration batches), else seeded synthetic
-    inputs (SYNTHETIC_SAMPLES samples); ``samples``: at most about that many (--ratio auto's quick probes);
-    and what they are, for the report."""
+    inputs (SYNTHETIC_SAMPLES samples), within ``context.fit_window`` where --ratio auto set one; ``samples``:
+    at most about that many (--ratio auto's quick probes); and what they are, for the report."""
     if context.config.data.source is not None:
         calib = context.calibration()
-        limit = calib.samples if samples is None else min(samples, calib.samples)
+        start, stop = context.fit_window or (0, calib.samples)
+        stop = min(stop, calib.samples - calib.samples % calib.batch)  # whole batches where the batch is fixed
+        limit = stop - start if samples is None else min(samples, stop - start)
 
-        def first() -> Iterator[dict[str, np.ndarray]]:  # the first ``limit`` samples (whole batches if fixed)
-            for i, (feeds, _) in enumerate(calib.batches()):
-                if i * calib.batch < limit:
-                    yield {k: v[:limit - i * calib.batch] for k, v in feeds.items()}
+        def first() -> Iterator[dict[str, np.ndarray]]:  # the window's first ``limit`` samples, batch by batch
+            for i in range(start, start + limit, calib.batch):
+                yield {k: v[i:min(i + calib.batch, start + limit)] for k, v in calib.feeds.items()}
 
-        return first, f"{context.config.data.source.describe()}, {limit} samples"
+        where = f" ({start} to {start + limit})" if start else ""
+        return first, f"{context.config.data.source.describe()}, {limit} samples{where}"
     from onnxprune.runtime import fixed_batch, session, synthetic_inputs
 
     sess = session(original, role="original model for --refit")
@@ -498,7 +500,8 @@ def refit_candidate(model: ir.Model, analysis: Analysis, plan: Plan, original: M
     from onnxprune.transforms import RefitSelection
 
     if RefitSelection().applies(context.config):
-        from onnxprune.refit_select import SELECTION
+        from onnxprune.refit_select import SELECTION, selected_groups
 
-        section["selection"] = SELECTION
+        section["selection"] = (SELECTION if selected_groups(plan) else f"applied to no group: each of the {len(plan.removed)} "
+                                "pruned groups kept the criterion's choice (its why says which consumer is not refit)")
     return section

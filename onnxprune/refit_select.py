@@ -159,8 +159,9 @@ def greedy_removal(group: Group, costs: list[ConsumerCost], counts: list[np.ndar
 
 
 # -- the plan transform ---------------------------------------------------------------------------
-_GRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # ScoreContext -> {consumer: Gram | why}
+_GRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # ScoreContext -> {fit window: {consumer: Gram | why}}
 # The refit report's account of the selection
+BY_CRITERION = "chosen by the criterion, not by refit cost"  # a group's why where the selection fell back
 SELECTION = ("which channels each group loses (the allocation's count) under --refit: those the kept ones predict "
              "best, by the least-squares refit cost of the group's consumers on the calibration inputs (greedy, "
              "dead channels first); a group whose consumers are not refit keeps the criterion's choice")
@@ -205,7 +206,7 @@ def select_for_refit(model: ir.Model, analysis: Analysis, plan: Plan, context) -
             costs.append(ConsumerCost(gram, layer.current(), cols))
         reason = plan.reasons.get(gid, "")
         if why:
-            plan.reasons[gid] = f"{reason}; chosen by the criterion, not by refit cost: {why}"
+            plan.reasons[gid] = f"{reason}; {BY_CRITERION}: {why}"
             continue
         counts = [np.isin(part, cls).sum(axis=1) for part in balanced_parts(group)]
         plan.removed[gid] = greedy_removal(group, costs, counts)
@@ -232,13 +233,18 @@ def _class_rows(analysis: Analysis, group: Group, p, layer) -> np.ndarray | None
     return np.stack(per)
 
 
+def selected_groups(plan: Plan) -> list[int]:
+    """The pruned groups whose removed channels the selection chose (the others fell back, and say so)."""
+    return [gid for gid in plan.removed if BY_CRITERION not in plan.reasons.get(gid, "")]
+
+
 def _consumer_grams(model: ir.Model, layers: list, context) -> dict[str, ConsumerGram | str]:
     """X^T X of every layer's input on the unpruned ``model`` (``layers`` of it), over the --refit
     calibration inputs; kept per run (``context``), so each consumer is measured once."""
     from onnxprune.refit import calibration_batches, fetch_tensors, has_external_data, original_exposing, snapshot
     from onnxprune.runtime import session
 
-    cache = _GRAMS.setdefault(context, {})
+    cache = _GRAMS.setdefault(context, {}).setdefault(context.fit_window, {})  # per set of samples fit to
     need = {_key(la): la for la in layers if _key(la) not in cache}
     if not need:
         return cache
@@ -249,7 +255,7 @@ def _consumer_grams(model: ir.Model, layers: list, context) -> dict[str, Consume
             if la.x not in known:
                 cache[key] = f"its input '{la.x}' is not a tensor of the original model"
                 del need[key]
-        batches, _ = calibration_batches(context, original, context.fit_samples)
+        batches, _ = calibration_batches(context, original)
         sess = session(loadable, role="original model for --refit")
         grams: dict[str, np.ndarray] = {}
         rows = dict.fromkeys(need, 0)

@@ -99,6 +99,11 @@ def format_summary(report: dict) -> str:
                      f"inputs: {auto['inputs']}")
         lines.append(f"        stopped: {auto['stopped']}")
         final = auto.get("final") or {}
+        if final.get("confirmation"):
+            c = final["confirmation"]
+            lines.append(f"        confirmed: refit on {c['refit_on']} and measured on {c['measured_on']}: {c['figures']}")
+        if auto.get("evidence"):
+            lines.append(f"        evidence: {auto['evidence']}")
         if final.get("speedup") is not None:
             lines.append(f"        {final['speedup']:.2f}x as fast as the input ({final['method']}); "
                          f"recovery: {auto['recovery']}; search took {auto['seconds']:.0f} s")

@@ -12,7 +12,7 @@ import pytest
 import onnxprune
 from onnxprune.config import TargetConfig
 from onnxprune.errors import InputError, OptionError
-from onnxprune.validate.tasks import TaskBudget
+from onnxprune.validate.tasks import TaskBudget, wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 CNN = ROOT / "models" / "digits_cnn.onnx"
@@ -47,6 +47,11 @@ def test_auto_with_data_stays_within_its_budget(tmp_path, criterion, allocation,
     assert all(not t["within_budget"] for t in auto["search"] if t[key] > auto[key])
     assert all(t["within_budget"] for t in auto["search"] if t[key] < auto[key])
     assert "largest tried within the budget" in auto["stopped"]
+    # what the sample count can tell: every sample no fit saw agreed, and how low the agreement may still be
+    fit = int(auto["inputs"].split("refit on its first ")[1].split()[0])
+    held = int(auto["inputs"].split("measured on its last ")[1].split(",")[0])
+    low = wilson_interval(1.0, fit + held)[0]
+    assert f"measured on {fit + held} samples no fit saw" in auto["evidence"] and f"{low:.3f}" in auto["evidence"]
 
 
 def test_auto_without_data_meets_the_digits_target(tmp_path):

@@ -95,14 +95,14 @@ def test_the_report_says_what_each_step_measured(macs_run):
     a = report["auto"]
     assert a["searched"] == "schedule" and a["unit"] == "MACs" and "MACs" in a["objective"]
     assert "refit" in a["recovery"] and "held" not in a["recovery"]
-    assert "budget measured on its last 32 and met on the refit" in a["inputs"] and "cosine >= 0.99" in a["budget"]
+    assert "budget measured on its last 32, met on the refit" in a["inputs"] and "confirmed" in a["inputs"] and "cosine >= 0.99" in a["budget"]
     assert a["search"] and a["stopped"] and a["seconds"] >= 0
     for row in a["search"]:
         assert {"schedule", "channel_share", "allocation", "cost", "speedup_estimate", "figures", "within_budget"} <= set(row)
         assert row["cost"] < a["input_cost"] or row["channels_removed"] == 0
     assert a["final"]["faster"] and a["final"]["speedup"] > 1
-    chosen = next(r for r in a["search"] if r["schedule"] == a["schedule"])
-    assert chosen["within_budget"] and chosen["allocation"] == {
+    (chosen,) = [r for r in a["search"] if r["chosen"]]
+    assert chosen["schedule"] == a["schedule"] and chosen["within_budget"] and chosen["allocation"] == {
         g["name"]: round(g["removed"] / (g["kept"] + g["removed"]), 4) for g in report["groups"] if g["removed"]}
 
 
@@ -116,15 +116,30 @@ def test_the_schedule_orders_steps_by_loss_per_gain():
     assert max(f for _, f in auto.schedule(probes, cap=0.25)) == 0.25
 
 
-def test_search_prefix_bisects_to_the_longest_prefix_within_budget():
-    seen = []
+def test_the_schedule_search_bisects_to_the_longest_prefix_within_budget():
+    steps = [(f"g{i}", auto.LEVEL) for i in range(100)]
+    trace, why, over = auto.search_schedule(steps, lambda fractions, n: {"n": n, "within_budget": n <= 37})
+    best = max(r["n"] for r in trace if r["within_budget"])
+    assert best == 37 and over["n"] == 38 and len(trace) <= auto.MAX_TRIALS and "37 of 99" in why
+    # g37's step crossed the budget; held, the next step crossed it too: the budget is spent, the search ends
+    assert trace[-1]["held"] == ["g37"] and not trace[-1]["within_budget"] and "crossed it too" in why
 
-    def measure(n: int) -> dict:
-        seen.append(n)
-        return {"within_budget": n <= 37}
 
-    best, trace, why = auto.search_prefix(measure, 100)
-    assert best == 37 and len(trace) == len(seen) <= auto.MAX_TRIALS and "37 of 100" in why
+def test_a_group_whose_step_crosses_the_budget_is_held_and_the_search_goes_on():
+    """The probe underestimated one group: its step alone crosses the budget. The search holds that group and
+    goes on over the rest of the schedule instead of stopping at the step before it."""
+    steps = [(f"g{i}", auto.LEVEL) for i in range(100)]
+    steps.insert(37, ("bad", auto.LEVEL))
+
+    def measure(fractions, n):
+        groups = dict(fractions)
+        return {"n": n, "groups": groups, "within_budget": "bad" not in groups and len(groups) <= 80}
+
+    trace, why, over = auto.search_schedule(steps, measure, trials=30)
+    best = max((r for r in trace if r["within_budget"]), key=lambda r: len(r["groups"]))
+    assert len(best["groups"]) == 80 and "bad" not in best["groups"] and best["held"] == ["bad"]
+    assert "holding bad" in why and over["n"] == 81
+    assert len(auto.search_schedule(steps, measure, trials=5)[0]) == 5
 
 
 class _Timer:
@@ -275,20 +290,67 @@ def test_the_search_stops_where_auto_time_runs_out(planted, monkeypatch, share, 
         assert any(p["figures"] == "not probed: --auto-time" for p in a["sensitivity"])
 
 
-def test_the_channel_selection_never_sees_the_budgets_samples(planted, monkeypatch):
-    """The refit's channel selection learns from the refit's samples only: the held-out ones measure the
-    budget, so what is fit to them would make the budget optimistic."""
+def test_no_fit_sees_the_samples_it_is_measured_on(planted, monkeypatch):
+    """The refit and its channel selection learn from the first samples and the budget is measured on the
+    last ones; the confirmation swaps the two. A fit that read both would make the budget optimistic."""
     import onnxprune.refit as refit
 
     model, calib, _ = planted
-    asked = []
+    x = np.load(calib)["x"]
+    reads = []  # per read of the calibration data: the indices of the samples read
     real = refit.calibration_batches
 
     def spy(context, original, samples=None):
-        asked.append(samples)
-        return real(context, original, samples)
+        batches, what = real(context, original, samples)
+
+        def recorded():
+            for feeds in batches():
+                reads.append({int(np.flatnonzero((x == row).all(axis=(1, 2, 3)))[0]) for row in feeds["x"]})
+                yield feeds
+        return recorded, what
 
     monkeypatch.setattr(refit, "calibration_batches", spy)
     _, report = onnxprune.prune(model, ratio="auto", data=calib, auto_objective="macs", validate=False)
     fit = int(report["auto"]["inputs"].split("refit on its first ")[1].split()[0])
-    assert asked and None not in asked and max(asked) <= fit
+    held = int(report["auto"]["inputs"].split("measured on its last ")[1].split(",")[0])
+    assert fit + held <= len(x)
+    confirmed = [r for r in report["auto"]["search"] if "confirmation" in r]
+    assert confirmed and report["auto"]["final"]["confirmation"]["met"]
+    assert reads and all(r <= set(range(fit)) or r <= set(range(len(x) - held, len(x))) for r in reads)
+    assert any(r <= set(range(len(x) - held, len(x))) for r in reads)  # the confirmation's refit
+
+
+def test_a_candidate_the_confirmation_rejects_is_over_the_budget(planted, monkeypatch):
+    """A candidate that meets the budget on the held-out samples is refit on them instead and measured on the
+    refit's samples; if it misses there, it is over the budget: the search goes on below it and the report
+    shows both figures."""
+    model, calib, _ = planted
+    real, checked = auto._Search.confirm, []
+
+    def confirm(self, amount):
+        check = real(self, amount)
+        checked.append(amount)
+        return {**check, "met": False, "figures": "planted miss"} if len(checked) == 1 else check
+
+    monkeypatch.setattr(auto._Search, "confirm", confirm)
+    _, report = onnxprune.prune(model, ratio="auto", data=calib, auto_objective="macs", validate=False)
+    a = report["auto"]
+    rejected = next(r for r in a["search"] if "planted miss" in r["figures"])
+    assert not rejected["within_budget"] and rejected["confirmation"]["figures"] == "planted miss"
+    assert len(checked) >= 2 and all(r["confirmation"]["met"] for r in a["search"] if r["within_budget"])
+    (chosen,) = [r for r in a["search"] if r["chosen"]]
+    assert chosen is not rejected and chosen["within_budget"] and report["channels_removed"] > a["lossless_channels_removed"]
+
+
+def test_the_evidence_says_when_the_search_measured_fewer_samples_than_given(tiny_files, monkeypatch):
+    """Large inputs cap the samples each check runs on (SEARCH_ELEMENTS): the report then says how many of the
+    given samples were measured, instead of suggesting more samples."""
+    model, calib = tiny_files  # a 4-class classifier: a top-1 budget, which counts samples; 32 samples of 2x6x6
+    _, full = onnxprune.prune(model, ratio="auto", data=calib, auto_objective="macs", validate=False)
+    assert "top-1 agreement measured on 32 samples no fit saw" in full["auto"]["evidence"]
+    assert "more samples in --data (up to 256) narrow it" in full["auto"]["evidence"]
+    monkeypatch.setattr(auto, "SEARCH_ELEMENTS", 72 * 8)  # 8 samples per check
+    _, capped = onnxprune.prune(model, ratio="auto", data=calib, auto_objective="macs", validate=False)
+    assert "measured on 16 samples no fit saw" in capped["auto"]["evidence"]
+    assert "the search measured 16 of the 32 samples in --data (at these input sizes at most 8 per check)" in (
+        capped["auto"]["evidence"])

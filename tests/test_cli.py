@@ -191,3 +191,19 @@ def test_pruning_path_imports_no_heavy_optional_modules():
             "print(sorted(m for m in ('torch', 'scipy.stats', 'onnxruntime') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_long_run_shows_progress_when_piped(cli, model, tmp_path, monkeypatch, quiet):
+    """Piped (CI, a log file), the terminal's bars are off; a run longer than progress.LOG_INTERVAL prints its
+    stage as plain lines on stderr instead, so a ten-minute auto shows it is alive. --quiet prints none."""
+    import onnxprune.progress as progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)  # every stage counts as long here
+    res = cli(model, tmp_path / "out.onnx", "--ratio", "0.3", *(["--quiet"] if quiet else []))
+    assert res.code == 0
+    lines = [ln for ln in res.err.splitlines() if ln.startswith("onnxprune: ")]
+    if quiet:
+        assert res.err == ""
+    else:
+        assert {"onnxprune: loading", "onnxprune: saving"} <= set(lines) and len(lines) == len(res.err.splitlines())

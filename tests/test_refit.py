@@ -279,8 +279,10 @@ def test_refit_runs_inside_auto_trials(cli, tiny_files, tmp_path, monkeypatch):
     report = json.loads(rep.read_text())
     assert "refit" in report
     probed = [p for p in report["auto"]["sensitivity"] if p["removed"]]
-    # every probe of one group, every measured trial, and the final model (rebuilt once: it is faster in MACs)
-    assert len(calls) == len(probed) + len(report["auto"]["search"]) + 1
+    # every probe of one group, every measured trial, the confirmation of each that met the budget (refit on
+    # the budget's samples) and the final model (rebuilt once: it is faster in MACs)
+    confirmed = [t for t in report["auto"]["search"] if "confirmation" in t]
+    assert confirmed and len(calls) == len(probed) + len(report["auto"]["search"]) + len(confirmed) + 1
 
 
 def test_refit_with_nothing_removed_is_a_no_op(tiny_files):

@@ -149,6 +149,10 @@ def test_group_without_a_refit_consumer_keeps_the_criterions_choice():
     assert "chosen by the criterion, not by refit cost: it has no consumer layer to refit" in groups["q_proj"]["why"]
     _, plain = onnxprune.prune(model, ratio=0.5, attention_unit="dim", validate=False)
     assert _removed(plain, "q_proj") == _removed(report, "q_proj")
+    # where every pruned group fell back, the report does not claim a selection
+    _, only_qk = onnxprune.prune(model, ratio=0.5, refit=True, attention_unit="dim", ignore=["v_proj"], validate=False)
+    assert "the kept ones predict best" in report["refit"]["selection"]
+    assert only_qk["refit"]["selection"].startswith("applied to no group")
 
 
 def test_cli_refit_selection(cli, tmp_path):

@@ -23,6 +23,7 @@ from onnxprune.validate.tasks import (
     row_cosine,
     snr_db,
     topk_agreement,
+    wilson_interval,
 )
 
 A = 64  # anchors of the synthetic detection heads
@@ -396,3 +397,12 @@ def test_python_api_takes_budget_metrics(tiny_files):
     assert [(c["kind"], c["threshold"]) for c in report["auto"]["checks"]] == [("snr", 3.0)]
     with pytest.raises(OptionError, match="--ratio auto"):
         onnxprune.prune(model, ratio=0.5, budget_metrics="snr")
+
+
+def test_the_wilson_interval_says_how_little_a_few_samples_can_tell():
+    # every one of n agreeing: the lower end is n / (n + z^2); 32 samples cannot tell 0.99 from 0.9
+    assert wilson_interval(1.0, 32)[0] == pytest.approx(32 / (32 + 1.96 ** 2)) and wilson_interval(1.0, 32)[0] < 0.9
+    assert wilson_interval(1.0, 32)[1] == 1.0
+    low, high = wilson_interval(0.5, 100)  # the textbook case
+    assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)
+    assert wilson_interval(0.0, 0) == (0.0, 1.0)

@@ -116,9 +116,9 @@ class ScoreContext:
         self._calibration = None
         self._reference = None
         self._stats: dict[tuple[str, int], ChannelStats] = {}
-        # --ratio auto keeps the samples past these for its budget: what is fit to data (the refit, its
-        # channel selection) reads only the first ``fit_samples`` (None: all)
-        self.fit_samples: int | None = None
+        # --ratio auto keeps some calibration samples for its budget: what is fit to data (the refit, its
+        # channel selection) reads only the samples [start, stop) of ``fit_window`` (None: all)
+        self.fit_window: tuple[int, int] | None = None
 
     @property
     def options(self) -> ScoreConfig:

@@ -17,6 +17,10 @@ from onnxprune.runtime import session
 WARMUP_RUNS = 3
 BLOCK = 5  # timed runs of one model before switching to the other
 MIN_RUNS, MAX_RUNS = 5, 500
+# interleaved: at least 4 block pairs. The speedup is a median of block ratios, and for a model of 200 ms the
+# time budget alone gave one block, whose ratio on a busy machine ranged 0.83-1.30 (auto took a 0.91x model
+# as faster than its input)
+PAIRED_MIN_RUNS = 4 * BLOCK
 # Seconds of timed runs per thread setting when no run count is given: quick by default.
 DEFAULT_BUDGET_S = 2.0
 
@@ -53,7 +57,7 @@ def median_latency_ms(model, feeds: dict, threads: int, budget_s: float = 1.0) -
 def paired_latency(original, pruned, feeds: dict, threads: int, runs: int | None = None,
                    budget_s: float = DEFAULT_BUDGET_S) -> dict:
     """One thread setting: warm-up, then ``runs`` timed runs of each model in interleaved blocks
-    (default: as many as fit the budget, MIN_RUNS..MAX_RUNS). The speedup is the median over blocks of
+    (default: as many as fit the budget, PAIRED_MIN_RUNS..MAX_RUNS). The speedup is the median over blocks of
     the ratio of the two models' block medians: each pair of blocks ran back to back, so slow drift and
     other processes' bursts cancel in the ratio where they would not between overall medians."""
     a = session(original, threads=threads, role="original model")
@@ -61,7 +65,7 @@ def paired_latency(original, pruned, feeds: dict, threads: int, runs: int | None
     warm = [_timed(s, feeds) for _ in range(WARMUP_RUNS) for s in (a, b)]
     if runs is None:
         per_pair = max(sum(warm[-2:]), 1e-6)
-        runs = int(min(MAX_RUNS, max(MIN_RUNS, budget_s / per_pair)))
+        runs = int(min(MAX_RUNS, max(PAIRED_MIN_RUNS, budget_s / per_pair)))
     ta, tb, ratios = [], [], []
     done = 0
     while done < runs:
