@@ -212,7 +212,7 @@ def _budget_metric_option(g, lead: str) -> None:
                    help=lead + "KIND: top1, topk (top-5; topK for another k), detection (decoded boxes matched by "
                    "IoU >= 0.5 and class: F1), ctc (share of sequences decoded to the same string), regions (boxes of a "
                    "probability map's regions above 0.3 matched by IoU >= 0.5: F1), mask (pixel IoU of the map above "
-                   "0.3), cosine, snr (dB), or auto (auto:OUTPUT: that output's chosen kind; bare auto in validate: "
+                   "0.3), equal (share of identical values: integer labels, indices, ids), cosine, snr (dB), or auto (auto:OUTPUT: that output's chosen kind; bare auto in validate: "
                    "the chosen kinds, made binding). T: the minimum "
                    f"(default: --budget-top1 for top-k, --budget-cosine for cosine, {DEFAULT_SNR_DB:g} dB for snr, "
                    f"{DEFAULT_AGREEMENT:g} otherwise); OUTPUT: one graph output (BOXES+SCORES for a pair of "

@@ -18,6 +18,7 @@ from onnxprune.validate.tasks import (
     ctc_agreement,
     ctc_strings,
     detection_f1,
+    equal_share,
     mask_iou,
     parse_metric_requests,
     row_cosine,
@@ -207,7 +208,23 @@ def test_choice_by_shape_and_values():
     assert c.kind == "cosine" and "whole output" in c.why
     ids = np.arange(16).reshape(2, 8)
     (c,) = chosen(ids)
-    assert c.kind == "cosine" and "int64" in c.why
+    assert c.kind == "equal" and "int64" in c.why
+
+
+def test_integer_labels_are_compared_value_by_value_not_by_cosine():
+    labels = np.arange(100) % 7 + 1  # an ArgMax output: class indices
+    moved = labels.copy()
+    moved[:10] += 1  # 10 of 100 answers change: a cosine barely notices
+    assert row_cosine(labels, moved) > 0.99
+    assert equal_share(labels, moved) == 0.9
+    b = TaskBudget.choose(["label"], [labels], TargetConfig(), False)
+    assert [c.kind for c in b.checks] == ["equal"] and not b.met(b.measure([labels], [moved]))
+    assert b.met(b.measure([labels], [labels.copy()]))
+    with pytest.raises(OptionError, match="holds floats"):  # floats never repeat exactly
+        TaskBudget.choose(["y"], [labels.astype(np.float32)], TargetConfig(), False,
+                          requests=parse_metric_requests(["equal:y"]))
+    with pytest.raises(OptionError, match="need real inputs"):
+        TaskBudget.choose(["label"], [labels], TargetConfig(), True, requests=parse_metric_requests(["equal"]))
 
 
 def test_regressions_next_to_class_probabilities_are_compared_by_cosine():
@@ -302,6 +319,7 @@ def test_measure_met_margin_and_headline():
     ("regions=0.95,mask=0.9:map", [("regions", 0.95, None), ("mask", 0.9, "map")]),
     ("detection:boxes+scores", [("detection", None, "boxes+scores")]),
     ("auto:logits", [("auto", None, "logits")]),
+    ("equal=0.95:label", [("equal", 0.95, "label")]),
 ])
 def test_budget_metric_syntax(text, expected):
     assert [(r.kind, r.threshold, r.output) for r in parse_metric_requests([text])] == expected

@@ -35,9 +35,9 @@ import numpy as np
 
 from onnxprune.errors import OptionError
 
-KINDS = ("top1", "topk", "detection", "ctc", "regions", "mask", "cosine", "snr")
+KINDS = ("top1", "topk", "detection", "ctc", "regions", "mask", "equal", "cosine", "snr")
 # Kinds that read the task's answers; on noise inputs they measure nothing.
-TASK_KINDS = ("top1", "topk", "detection", "ctc", "regions", "mask")
+TASK_KINDS = ("top1", "topk", "detection", "ctc", "regions", "mask", "equal")
 DEFAULT_AGREEMENT = 0.99  # detection F1, CTC strings, mask IoU
 DEFAULT_SNR_DB = 20.0
 DEFAULT_TOPK = 5
@@ -165,6 +165,12 @@ def row_cosine(ref: np.ndarray, out: np.ndarray, dims: int | None = None) -> flo
     both = (nr > 0) & (no > 0)
     cos = np.where(both, (r * o).sum(1) / np.where(both, nr * no, 1.0), (nr == no).astype(float))
     return float(cos.mean()) if cos.size else 1.0
+
+
+def equal_share(ref: np.ndarray, out: np.ndarray) -> float:
+    """Share of the values that are identical: labels, indices and token ids are right or wrong (a class
+    index 3 -> 4 barely moves a cosine)."""
+    return float(np.mean(ref == out)) if ref.size else 1.0
 
 
 def snr_db(ref: np.ndarray, out: np.ndarray) -> float:
@@ -324,6 +330,7 @@ METRICS: dict[str, Metric] = {
     "ctc": Metric(lambda r, o, s: ctc_agreement(r[0], o[0], s), DEFAULT_AGREEMENT, None, "same decoded string"),
     "regions": Metric(lambda r, o, s: region_f1(r[0], o[0], s), DEFAULT_AGREEMENT, None, "map-region F1"),
     "mask": Metric(lambda r, o, s: mask_iou(r[0], o[0], s.level), DEFAULT_AGREEMENT, None, "map pixel IoU"),
+    "equal": Metric(lambda r, o, s: equal_share(r[0], o[0]), DEFAULT_AGREEMENT, None, "share of identical values"),
     "cosine": Metric(lambda r, o, s: row_cosine(r[0], o[0], s.dims), "budget_cosine", None, "cosine"),
     "snr": Metric(lambda r, o, s: snr_db(r[0], o[0]), DEFAULT_SNR_DB, 10.0, "SNR dB"),
 }
@@ -457,6 +464,12 @@ def read_embedding(a: np.ndarray, forced: bool) -> Reading:
     return Rows(1), f"{_shape(a)}: {what}; mean row-wise cosine"
 
 
+def read_exact(a: np.ndarray, forced: bool) -> Reading:
+    if np.issubdtype(a.dtype, np.floating):
+        raise _NotThis(f"{_shape(a)} holds floats: their values never repeat exactly (cosine or snr compare them)")
+    return None, f"{_shape(a)} {a.dtype}: labels, indices or ids; share of identical values"
+
+
 def read_whole(a: np.ndarray, forced: bool) -> Reading:
     return Rows(None), f"{_shape(a)}: cosine of the whole output"
 
@@ -490,6 +503,7 @@ def _reading(kind: str, a: np.ndarray, forced: bool, batch: int | None, k: int =
         "detection": lambda: ("detection", read_head(a, forced)),
         "regions": lambda: ("regions", read_map(a, forced)),
         "mask": lambda: ("mask", read_map(a, forced)),
+        "equal": lambda: ("equal", read_exact(a, forced)),
         "embedding": lambda: ("cosine", read_embedding(a, forced)),
         "cosine": lambda: ("cosine", _embedding_or_whole(a)),
     }
@@ -498,7 +512,7 @@ def _reading(kind: str, a: np.ndarray, forced: bool, batch: int | None, k: int =
 
 # ---------------------------------------------------------------- --budget-metric
 
-_SPEC = re.compile(r"^(?P<kind>auto|top1|topk|top(?P<k>\d+)|detection|ctc|regions|mask|cosine|snr)"
+_SPEC = re.compile(r"^(?P<kind>auto|top1|topk|top(?P<k>\d+)|detection|ctc|regions|mask|equal|cosine|snr)"
                    r"(?:=(?P<threshold>[^:]+))?(?::(?P<output>.+))?$")
 
 
@@ -712,6 +726,9 @@ class _Chooser:
 
     def auto(self, i: int, stated: bool) -> OutputCheck:
         a, name = self.reference[i], self.names[i]
+        if not self.synthetic and not np.issubdtype(a.dtype, np.floating) and a.size:
+            spec, why = read_exact(a, False)
+            return OutputCheck(name, "equal", self.threshold("equal", None), why, (i,), spec, stated)
         if self.synthetic or not np.issubdtype(a.dtype, np.floating) or a.ndim == 0 or a.size == 0:
             why = ("synthetic inputs" if self.synthetic else f"{_shape(a)} {a.dtype}") + ": cosine of the whole output"
             return OutputCheck(name, "cosine", self.threshold("cosine", None), why, (i,), Rows(None), stated)
