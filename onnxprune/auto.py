@@ -308,6 +308,7 @@ class BudgetPlanner:
         chosen = verdict.get("row")
         section.update({
             "objective": search.objective.describe(), "budget": search.budget.describe(), "inputs": search.source,
+            "samples": search.samples,
             "evidence": search.evidence(),
             "checks": [{"output": c.output, "kind": c.kind, "threshold": c.threshold, "why": c.why}
                        for c in search.budget.checks],
@@ -388,9 +389,13 @@ class _Search:
             feeds = {k: v[n - held:] for k, v in feeds.items()}
             source += (f"; refit on its first {self.fit} samples; the budget measured on its last {held}, met on "
                        "the refit's samples too, and confirmed: refit on the last samples, met on the first")
+            self.samples = {"total": n, "refit": [0, self.fit], "budget": list(self.held_window)}
         elif n > cap:
             feeds = {k: v[:whole(cap)] for k, v in feeds.items()}
             source += f"; the first {whole(cap)} samples"
+            self.samples = {"total": n, "refit": None, "budget": [0, whole(cap)]}
+        else:
+            self.samples = {"total": n, "refit": None, "budget": [0, n]}
         self.feeds, self.source = feeds, source
         self.reference = run_outputs(ref, feeds)
         n = len(next(iter(feeds.values())))

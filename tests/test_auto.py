@@ -48,8 +48,9 @@ def test_auto_with_data_stays_within_its_budget(tmp_path, criterion, allocation,
     assert all(t["within_budget"] for t in auto["search"] if t[key] < auto[key])
     assert "largest tried within the budget" in auto["stopped"]
     # what the sample count can tell: every sample no fit saw agreed, and how low the agreement may still be
-    fit = int(auto["inputs"].split("refit on its first ")[1].split()[0])
-    held = int(auto["inputs"].split("measured on its last ")[1].split(",")[0])
+    samples = auto["samples"]
+    fit, held = samples["refit"][1], samples["budget"][1] - samples["budget"][0]
+    assert samples["refit"][0] == 0 and samples["budget"][1] == samples["total"]
     low = wilson_interval(1.0, fit + held)[0]
     assert f"measured on {fit + held} samples no fit saw" in auto["evidence"] and f"{low:.3f}" in auto["evidence"]
 

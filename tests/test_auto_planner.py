@@ -311,8 +311,9 @@ def test_no_fit_sees_the_samples_it_is_measured_on(planted, monkeypatch):
 
     monkeypatch.setattr(refit, "calibration_batches", spy)
     _, report = onnxprune.prune(model, ratio="auto", data=calib, auto_objective="macs", validate=False)
-    fit = int(report["auto"]["inputs"].split("refit on its first ")[1].split()[0])
-    held = int(report["auto"]["inputs"].split("measured on its last ")[1].split(",")[0])
+    samples = report["auto"]["samples"]
+    fit, held = samples["refit"][1], samples["budget"][1] - samples["budget"][0]
+    assert samples["refit"][0] == 0 and samples["budget"][1] == samples["total"]
     assert fit + held <= len(x)
     confirmed = [r for r in report["auto"]["search"] if "confirmation" in r]
     assert confirmed and report["auto"]["final"]["confirmation"]["met"]
