@@ -89,7 +89,7 @@ class Budget:
 
 def worst_cosine(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
     """The smallest cosine between an output and its reference (a continuous loss for ranking probes)."""
-    from onnxprune.validate.tasks import row_cosine
+    from onnxprune.validate.measures import row_cosine
 
     return min((row_cosine(r, o) for r, o in zip(reference, outputs)), default=1.0)
 
@@ -491,7 +491,7 @@ class _Search:
         """What the number of samples measured can tell about new inputs, where the budget counts samples
         (top-1, CTC strings): the report's caveat."""
         from onnxprune.validate.fidelity import MAX_DATA_SAMPLES
-        from onnxprune.validate.tasks import METRICS, SHARE_KINDS, wilson_interval
+        from onnxprune.validate.measures import METRICS, SHARE_KINDS, wilson_interval
 
         shares = [c for c in self.budget.checks if c.kind in SHARE_KINDS]
         if not shares or self.budget.synthetic:

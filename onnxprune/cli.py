@@ -206,7 +206,7 @@ def _add_check_options(p: argparse.ArgumentParser, latency_default: bool) -> Non
 
 
 def _budget_metric_option(g, lead: str) -> None:
-    from onnxprune.validate.tasks import DEFAULT_AGREEMENT, DEFAULT_SNR_DB, DEFAULT_TOPK
+    from onnxprune.validate.measures import DEFAULT_AGREEMENT, DEFAULT_SNR_DB, DEFAULT_TOPK
 
     g.add_argument("--budget-metric", action="append", default=[], metavar="KIND[=T][:OUTPUT]",
                    help=lead + "KIND: top1, topk (top-5; topK for another k), detection (decoded boxes matched by "

@@ -12,7 +12,8 @@ import pytest
 import onnxprune
 from onnxprune.config import TargetConfig
 from onnxprune.errors import InputError, OptionError
-from onnxprune.validate.tasks import TaskBudget, wilson_interval
+from onnxprune.validate.measures import wilson_interval
+from onnxprune.validate.tasks import TaskBudget
 
 ROOT = Path(__file__).resolve().parents[1]
 CNN = ROOT / "models" / "digits_cnn.onnx"

@@ -12,20 +12,19 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.config import TargetConfig
 from onnxprune.errors import OptionError
-from onnxprune.validate.tasks import (
+from onnxprune.validate.measures import (
     Head,
-    TaskBudget,
     ctc_agreement,
     ctc_strings,
     detection_f1,
     equal_share,
     mask_iou,
-    parse_metric_requests,
     row_cosine,
     snr_db,
     topk_agreement,
     wilson_interval,
 )
+from onnxprune.validate.tasks import TaskBudget, parse_metric_requests
 
 A = 64  # anchors of the synthetic detection heads
 CLASSES = 3
@@ -99,7 +98,7 @@ def test_ctc_agreement_is_the_share_of_sequences_decoded_alike():
     out[2, 1] = np.eye(5)[4] * 2  # one blank of sequence 2 becomes class 4: "2 3 1" -> "2 4 3 1"
     out[3, 4] = np.eye(5)[0] * 2  # "1 1" collapses to 1 either way: sequence 3 decodes alike
     assert ctc_strings(out)[2:] == [(2, 4, 3, 1), (1,)]
-    from onnxprune.validate.tasks import Sequences
+    from onnxprune.validate.measures import Sequences
 
     assert ctc_agreement(ref, out, Sequences(False, 0)) == 0.75
     assert ctc_agreement(ref, ref * 3, Sequences(False, 0)) == 1.0
@@ -132,7 +131,7 @@ def test_mask_iou_of_the_regions_above_the_level():
 
 
 def test_region_f1_matches_the_boxes_a_text_detector_would_cut():
-    from onnxprune.validate.tasks import Map, region_f1
+    from onnxprune.validate.measures import Map, region_f1
 
     ref = np.zeros((2, 1, 32, 32))
     ref[0, 0, 2:8, 2:20] = 0.9  # a text line

@@ -46,7 +46,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pretrained_models as pm  # noqa: E402
 
-from onnxprune.validate.tasks import wilson_interval  # noqa: E402
+from onnxprune.validate.measures import wilson_interval  # noqa: E402
 
 SPEEDUP_GOAL = 1.5
 AGREEMENT_GOAL = 0.99
