@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -134,12 +135,14 @@ _EXTERNAL_THRESHOLD = 1_800_000_000
 
 
 def save_model(model: ir.Model, out_path: str | os.PathLike, external_data: bool | None = None,
-               before_replace: Callable[[Path], None] | None = None) -> Path:
+               before_replace: Callable[[Path], None] | None = None, copy_of: Path | None = None) -> Path:
     """Write atomically: a temp file beside OUT, then rename; external data goes next to OUT.
 
     ``external_data=None`` keeps external data when the input had it or the weights are large.
     ``before_replace(temp_path)`` runs on the written temp model (e.g. validation); if it raises,
-    nothing is left at OUT.
+    nothing is left at OUT. ``copy_of``: the file ``model`` was loaded from, unchanged: its bytes are
+    written as they are (a re-serialisation adds the value types onnx-ir knows), unless its weights live
+    in a data file (OUT must name its own).
     """
     out = Path(out_path)
     _refuse_overwriting_sources(model, [out, external_data_path(out)])
@@ -163,7 +166,10 @@ def save_model(model: ir.Model, out_path: str | os.PathLike, external_data: bool
             _relocate_external_name(tmp, tmp_data.name, data_name)
             os.replace(tmp_data, out.parent / data_name)
         else:
-            ir.save(model, tmp)
+            if copy_of is not None and not _uses_external_data(model):
+                shutil.copyfile(copy_of, tmp)
+            else:
+                ir.save(model, tmp)
             if before_replace is not None:
                 before_replace(tmp)
         os.replace(tmp, out)

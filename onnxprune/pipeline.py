@@ -72,9 +72,11 @@ def run(model: ModelLike, config: PruneConfig) -> tuple[ir.Model, dict]:
         extra = {**scores.report, **candidate.sections, **finetune(candidate, context)}
         report = make_report(candidate, config, before, {**section, **extra, "shapes": deploy.section()})
         # IN itself when nothing changed; else IN's spelling kept where the plan did not reach (speed)
-        m = output_model(model, candidate.model, changed=report["channels_removed"] > 0 or bool(extra.get("finetune")))
+        changed = report["channels_removed"] > 0 or bool(extra.get("finetune"))
+        m = output_model(model, candidate.model, changed=changed)
         stages.next("saving" if config.output.path is not None else "serialising")
-        return finish(m, report, original if config.validation.enabled else None, config, stages)
+        same = Path(model) if not changed and isinstance(model, (str, os.PathLike)) else None
+        return finish(m, report, original if config.validation.enabled else None, config, stages, same)
 
 
 def score(analysis: Analysis, context: ScoreContext) -> Scores:
@@ -130,13 +132,15 @@ def make_report(candidate: Candidate, config: PruneConfig, before: tuple[int, in
     return report
 
 
-def finish(m: ir.Model, report: dict, original, config: PruneConfig, stages: Stages) -> tuple[ir.Model, dict]:
+def finish(m: ir.Model, report: dict, original, config: PruneConfig, stages: Stages,
+           same: Path | None = None) -> tuple[ir.Model, dict]:
     """Save (if asked) and validate; with an output file, fidelity runs before it replaces OUT, and the
-    checks that need the final file (latency, edge readiness, --quantize) after."""
+    checks that need the final file (latency, edge readiness, --quantize) after. ``same``: IN's file, when
+    ``m`` is IN unchanged (OUT then gets IN's bytes where its weights are inside it)."""
     output = config.output.path
     if original is None:  # --no-validate: onnxruntime stays unloaded
         if output is not None:
-            io.save_model(m, output)
+            io.save_model(m, output, copy_of=same)
         return m, report
     from onnxprune.validate import suite  # onnxruntime loads only when validating
 
@@ -151,7 +155,7 @@ def finish(m: ir.Model, report: dict, original, config: PruneConfig, stages: Sta
 
     macs = (report["flops_before"], report["flops_after"])
     if output is not None:
-        io.save_model(m, output, before_replace=_validate)
+        io.save_model(m, output, before_replace=_validate, copy_of=same)
         if isinstance(original, Path):
             report["file_bytes_before"] = suite.model_file_bytes(original)
         report["file_bytes_after"] = suite.model_file_bytes(output)

@@ -174,6 +174,20 @@ def test_external_data_round_trip(tmp_path):
     onnx.checker.check_model(onnx.load(out / "p.onnx"))  # its data loads from beside it
 
 
+def test_a_prune_that_removes_nothing_writes_in_byte_for_byte(tmp_path, model):
+    """A re-serialisation would add the value types onnx-ir knows (51 value_info entries on the digits ResNet)."""
+    res = run(model, tmp_path / "same.onnx", "--ratio", "0")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "same.onnx").read_bytes() == model.read_bytes()
+    onnx.save(onnx.load(CNN), tmp_path / "ext.onnx", save_as_external_data=True, location="ext.onnx.data",
+              size_threshold=0)
+    res = run(tmp_path / "ext.onnx", tmp_path / "same_ext.onnx", "--ratio", "0", "--no-validate")
+    assert res.returncode == 0, res.stderr
+    refs = onnx.load(tmp_path / "same_ext.onnx", load_external_data=False)  # its own data file, not IN's
+    assert {e.value for t in refs.graph.initializer for e in t.external_data if e.key == "location"} == {
+        "same_ext.onnx.data"}
+
+
 def test_truncated_external_data(tmp_path):
     m = onnx.load(CNN)
     onnx.save(m, tmp_path / "ext.onnx", save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
