@@ -29,6 +29,8 @@ Usage::
     python tools/bench_embedder.py                 # the grid (7.5 min with 2 workers on 2 loaded cores)
     python tools/bench_embedder.py --quick         # a reduced grid
     python tools/bench_embedder.py --out tools/bench_embedder_results.md
+    # --ratio auto (MACs objective) through the CLI on both MiniLM embedders, 64 and 256 calibration sentences
+    python tools/bench_embedder.py --auto 64,256 --out tools/bench_embedder_auto_results.md
     # the best recovery: flap + refit on 512 sentences, then distillation, at two MACs fractions
     python tools/bench_embedder.py --curve flap/head/refit+distil/global --fractions 0.06,0.10 --calib 64 \
         --distil-steps 100 --out /tmp/curve.md
@@ -382,6 +384,55 @@ def curve(setups_: list[Setup], fractions: list[float], jobs: int, n_calib: int,
     return "\n".join(lines) + "\n\n```json\n" + json.dumps(runs, indent=1) + "\n```\n"
 
 
+AUTO_MODELS = {"minilm-l3-paraphrase": "461", "minilm-l6": None}  # the embedding output; None: pool last_hidden_state
+
+
+def auto_embeddings(path, model_key: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """The sentence embedding, L2-normalised: the model's own pooled output where it has one, else pooled here."""
+    if AUTO_MODELS[model_key] is None:
+        return embeddings(session_of(str(path)), feeds)
+    out = np.concatenate([session_of(str(path)).run([AUTO_MODELS[model_key]], {k: v[i:i + 64] for k, v in feeds.items()})[0]
+                          for i in range(0, len(feeds["input_ids"]), 64)])
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def auto_table(calib_sizes: list[int], work: Path) -> str:
+    """``onnxprune IN OUT --ratio auto --auto-objective macs --data calib.npz`` (the real CLI, defaults otherwise)
+    on both MiniLM embedders, for each calibration size; MACs removed and embedding cosine on N_EVAL other
+    sentences."""
+    import subprocess
+
+    import pretrained_models as pm
+
+    from onnxprune.api import load_normalized
+    from onnxprune.metrics import count_macs
+
+    work.mkdir(parents=True, exist_ok=True)
+    lines = ["| model | calibration sentences | MACs removed | mean cosine (min) on 256 other sentences | "
+             "auto wall | auto stopped |", "|---|---|---|---|---|---|"]
+    for key in AUTO_MODELS:
+        model = pm.BY_KEY[key]
+        src = pm.onnx_path(model)
+        ev = pm.build_sentences(model, 2 * N_EVAL, pm.EVAL, seq_len=SEQ_LEN)
+        eval_feeds = {k: v[0::2] for k, v in ev.feeds.items()}  # the distinct sentences, not their shortened copies
+        reference = auto_embeddings(src, key, eval_feeds)
+        shapes = {k: (1, SEQ_LEN) for k in eval_feeds}
+        macs0 = count_macs(load_normalized(src), shapes)
+        for n in calib_sizes:
+            calib, out, rep = work / f"{key}-calib{n}.npz", work / f"{key}-auto{n}.onnx", work / f"{key}-auto{n}.json"
+            np.savez(calib, **pm.build_sentences(model, n, pm.CALIB, seq_len=SEQ_LEN).feeds)
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "onnxprune", str(src), str(out), "--ratio", "auto", "--auto-objective",
+                            "macs", "--data", str(calib), "--report", str(rep), "--quiet"], check=True)
+            wall = time.perf_counter() - t0
+            cos = np.sum(auto_embeddings(out, key, eval_feeds) * reference, axis=1)
+            removed = 1 - count_macs(load_normalized(out), shapes) / macs0
+            stopped = json.loads(rep.read_text())["auto"]["stopped"].split(";")[0]
+            lines.append(f"| {key} | {n} | {removed:.1%} | {cos.mean():.4f} ({cos.min():.3f}) | {wall:.0f} s | {stopped} |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="whole heads, global allocation, no recovery: the four criteria only")
@@ -400,7 +451,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fractions", default="0.10,0.15,0.20,0.25", help="MACs fractions removed for --curve")
     ap.add_argument("--calib", type=int, default=None, help=f"calibration sentences (default {N_CALIB})")
     ap.add_argument("--distil-steps", type=int, default=DISTIL_STEPS, help="steps of refit+distil")
+    ap.add_argument("--auto", default=None, metavar="SIZES", help="instead of the grid: --ratio auto (MACs objective) "
+                    "on both MiniLM embedders with these comma-separated calibration sizes, e.g. 64,256")
     args = ap.parse_args(argv)
+    if args.auto:
+        with tempfile.TemporaryDirectory() as tmp:
+            table = auto_table([int(n) for n in args.auto.split(",")], Path(tmp))
+        args.out.write_text(table)
+        print(table)
+        return 0
     if args.curve:
         chosen = [Setup(*name.split("/")) for name in args.curve.split(",")]
         table = curve(chosen, [float(f) for f in args.fractions.split(",")], args.jobs, args.calib or N_CALIB, args.distil_steps)
