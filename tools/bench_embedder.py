@@ -396,6 +396,16 @@ def auto_embeddings(path, model_key: str, feeds: dict[str, np.ndarray]) -> np.nd
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
+def first_clause(text: str) -> str:
+    """``text`` up to its first "; " outside parentheses."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and text.startswith("; ", i):
+            return text[:i]
+    return text
+
+
 def auto_table(calib_sizes: list[int], work: Path) -> str:
     """``onnxprune IN OUT --ratio auto --auto-objective macs --data calib.npz`` (the real CLI, defaults otherwise)
     on both MiniLM embedders, for each calibration size; MACs removed and embedding cosine on N_EVAL other
@@ -427,7 +437,7 @@ def auto_table(calib_sizes: list[int], work: Path) -> str:
             wall = time.perf_counter() - t0
             cos = np.sum(auto_embeddings(out, key, eval_feeds) * reference, axis=1)
             removed = 1 - count_macs(load_normalized(out), shapes) / macs0
-            stopped = json.loads(rep.read_text())["auto"]["stopped"].split(";")[0]
+            stopped = first_clause(json.loads(rep.read_text())["auto"]["stopped"])
             lines.append(f"| {key} | {n} | {removed:.1%} | {cos.mean():.4f} ({cos.min():.3f}) | {wall:.0f} s | {stopped} |")
             print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
@@ -451,12 +461,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fractions", default="0.10,0.15,0.20,0.25", help="MACs fractions removed for --curve")
     ap.add_argument("--calib", type=int, default=None, help=f"calibration sentences (default {N_CALIB})")
     ap.add_argument("--distil-steps", type=int, default=DISTIL_STEPS, help="steps of refit+distil")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/bench_embedder_auto"), help="--auto: calibration files, "
+                    "pruned models and reports")
     ap.add_argument("--auto", default=None, metavar="SIZES", help="instead of the grid: --ratio auto (MACs objective) "
                     "on both MiniLM embedders with these comma-separated calibration sizes, e.g. 64,256")
     args = ap.parse_args(argv)
     if args.auto:
-        with tempfile.TemporaryDirectory() as tmp:
-            table = auto_table([int(n) for n in args.auto.split(",")], Path(tmp))
+        table = auto_table([int(n) for n in args.auto.split(",")], args.work)
         args.out.write_text(table)
         print(table)
         return 0
