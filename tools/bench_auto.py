@@ -389,6 +389,8 @@ def bench_model(key: str, setup: Setup, work: Path, timeout: float, latency_s: f
     row["speedup"] = lat["speedup"]
     if ratios:
         row["frontier"] = frontier(key, setup, src, calib, eval_in, ref, work, ratios, latency_s / 2)
+    elif previous and previous.get("frontier"):
+        row["frontier"] = previous["frontier"]  # --reuse without --frontier: the earlier run's fixed ratios
     goal_met = row["speedup"] >= SPEEDUP_GOAL and row["task_agreement"]["agreement"] >= AGREEMENT_GOAL
     row["limited_by"] = "-" if goal_met else limited_by(row)
     print(f"[{key}] speedup {row['speedup']:.2f}x, agreement {row['task_agreement']['agreement']:.3f}", flush=True)
