@@ -181,7 +181,12 @@ def search_schedule(steps: list[tuple[str, float]], measure: Callable[[tuple, in
         else:
             hi, over, spent, gallop = mid, trace[-1], gallop == 1, 0
     done = hi - lo <= 1
-    why = (f"the whole schedule ({len(steps)} steps) is within the budget" if done and lo == len(steps) else
+    # every step (left after holding) is within the budget; none left, or none to begin with
+    whole = ((f"the {lo} schedule steps left are all within the budget" if lo else
+              "no schedule step is within the budget") if held else
+             f"the whole schedule ({lo} steps) is within the budget" if lo else
+             "the schedule is empty: no group saves anything")
+    why = (whole if done and lo == len(steps) else
            f"{lo} of {len(steps)} schedule steps are within the budget and {hi} are not" if done and lo else
            f"even the first {hi} schedule step(s) are over the budget" if done else
            f"{len(trace)} full candidates measured: {lo} of {len(steps)} steps within the budget"

@@ -142,6 +142,18 @@ def test_a_group_whose_step_crosses_the_budget_is_held_and_the_search_goes_on():
     assert len(auto.search_schedule(steps, measure, trials=5)[0]) == 5
 
 
+def test_the_stop_reason_at_the_edges_of_the_schedule():
+    """One group whose first step crosses the budget leaves no step: the reason says none was within it (it
+    said "the whole schedule (0 steps) is within the budget")."""
+    one = [("h", auto.LEVEL), ("h", 2 * auto.LEVEL)]
+    trace, why, _ = auto.search_schedule(one, lambda fractions, n: {"n": n, "within_budget": n == 0})
+    assert why.startswith("no schedule step is within the budget") and "holding h" in why and len(trace) == 1
+    assert auto.search_schedule([], lambda f, n: {"within_budget": True})[1].startswith("the schedule is empty")
+    steps = [(f"g{i}", auto.LEVEL) for i in range(5)]
+    assert auto.search_schedule(steps, lambda f, n: {"n": n, "within_budget": True})[1] == (
+        "the whole schedule (5 steps) is within the budget")
+
+
 class _Timer:
     """Replaces onnxruntime timing: every model runs in 1 ms, and interleaved comparisons return the
     speedups given, in order."""
