@@ -323,7 +323,8 @@ def frontier(key: str, setup: Setup, src: Path, calib: Path, eval_in, ref: list[
         agreement = AGREEMENTS[setup.agreement](ref, new, eval_in, model)["agreement"]
         lat = paired_latency(src, out, one, threads=1, runs=latency_runs(src, one, latency_s))
         points.append({"ratio": r, "macs_kept": sizes(out, shapes)[1] / sizes(src, shapes)[1],
-                       "agreement": agreement, "speedup": lat["speedup"], "prune_s": round(time.perf_counter() - t, 1)})
+                       "agreement": agreement, "speedup": lat["speedup"],
+                       "seconds": round(time.perf_counter() - t, 1)})  # prune, evaluation and timing
         print(f"[{key}] ratio {r:g} + refit: agreement {agreement:.3f}, {lat['speedup']:.2f}x", flush=True)
     return points
 
@@ -475,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                    "measured again without re-running the CLI (its wall time is kept)")
     p.add_argument("--out", type=Path, default=HERE / "bench_auto_results", help="writes OUT.md and OUT.json")
     p.add_argument("--frontier", default="", help="comma-separated fixed ratios (e.g. 0.05,0.1,0.2) also pruned "
-                   "with --refit and measured as auto's output is: what the model allows whatever auto's budget")
+                   "with --refit and measured as auto's output is, for comparison with auto's measured-sensitivity allocation")
     p.add_argument("--combine", type=Path, nargs="+", help="write one table from these results .json files (runs "
                    "split over several processes), in MODELS order; nothing is run")
     args = p.parse_args(argv)
@@ -499,10 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"commit": commit, "machine": f"{os.cpu_count()} cores (shared), onnxruntime CPU, 1 thread",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "label": args.label}
     earlier = {r["model"]: r for r in json.loads(args.reuse.read_text())["rows"]} if args.reuse else {}
-    rows = []
+    rows, ratios = [], tuple(float(r) for r in args.frontier.split(",") if r)
     for key in args.models:
         try:
-            ratios = tuple(float(r) for r in args.frontier.split(",") if r)
             rows.append(bench_model(key, MODELS[key], args.work, args.timeout, args.latency_budget, earlier.get(key),
                                     ratios))
         except Exception as exc:  # one broken model does not hide the others' rows
