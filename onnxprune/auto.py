@@ -394,13 +394,9 @@ class _Search:
             feeds = {k: v[n - held:] for k, v in feeds.items()}
             source += (f"; refit on its first {self.fit} samples; the budget measured on its last {held}, met on "
                        "the refit's samples too, and confirmed: refit on the last samples, met on the first")
-            self.samples = {"total": n, "refit": [0, self.fit], "budget": list(self.held_window)}
         elif n > cap:
             feeds = {k: v[:whole(cap)] for k, v in feeds.items()}
             source += f"; the first {whole(cap)} samples"
-            self.samples = {"total": n, "refit": None, "budget": [0, whole(cap)]}
-        else:
-            self.samples = {"total": n, "refit": None, "budget": [0, n]}
         self.feeds, self.source = feeds, source
         self.reference = run_outputs(ref, feeds)
         n = len(next(iter(feeds.values())))
@@ -414,6 +410,13 @@ class _Search:
                           else Macs(trial, config))
         self.trace: list[dict] = []
         self.amounts: list = []
+
+    @property
+    def samples(self) -> dict:
+        """Which --data samples the search read, as numbers for the report: the refit's range and the budget's."""
+        budget = self.held_window or (0, len(next(iter(self.feeds.values()))))
+        return {"total": self.data_samples, "refit": [0, self.fit] if self.held_window else None,
+                "budget": list(budget)}
 
     def _outputs(self, model: ir.Model, feeds: dict) -> tuple[object, list[np.ndarray]]:
         """The pruned model's onnxruntime session and its outputs on ``feeds``."""
