@@ -311,6 +311,7 @@ def frontier(key: str, setup: Setup, src: Path, calib: Path, eval_in, ref: list[
     shapes = {k: (1, *v.shape[1:]) for k, v in eval_in.feeds.items()}
     one = {k: v[:1] for k, v in eval_in.feeds.items()}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    macs_before = sizes(src, shapes)[1]
     for r in ratios:
         out = work / f"{key}-ratio{r:g}.onnx"
         t = time.perf_counter()
@@ -322,7 +323,7 @@ def frontier(key: str, setup: Setup, src: Path, calib: Path, eval_in, ref: list[
         new, _ = run_model(out, eval_in.feeds)
         agreement = AGREEMENTS[setup.agreement](ref, new, eval_in, model)["agreement"]
         lat = paired_latency(src, out, one, threads=1, runs=latency_runs(src, one, latency_s))
-        points.append({"ratio": r, "macs_kept": sizes(out, shapes)[1] / sizes(src, shapes)[1],
+        points.append({"ratio": r, "macs_kept": sizes(out, shapes)[1] / macs_before,
                        "agreement": agreement, "speedup": lat["speedup"],
                        "seconds": round(time.perf_counter() - t, 1)})  # prune, evaluation and timing
         print(f"[{key}] ratio {r:g} + refit: agreement {agreement:.3f}, {lat['speedup']:.2f}x", flush=True)
