@@ -53,6 +53,7 @@ from onnxprune.validate.measures import wilson_interval  # noqa: E402
 
 SPEEDUP_GOAL = 1.5
 AGREEMENT_GOAL = 0.99
+CLI_ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # the CLI of this checkout, one thread
 EVAL_CHUNK = 16  # evaluation samples per onnxruntime run (64 pages at 736x544 overfill memory in one)
 
 
@@ -260,11 +261,10 @@ def frozen_mac_share(path: Path, shapes: dict[str, tuple]) -> float:
 def run_cli(src: Path, out: Path, calib: Path, report: Path, log: Path, timeout: float) -> dict:
     cmd = [sys.executable, "-m", "onnxprune", str(src), str(out), "--ratio", "auto", "--data", str(calib),
            "--report", str(report)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     t = time.perf_counter()
     with open(log, "w") as f:  # streamed: a run cut off by the time limit still shows how far it got
         try:
-            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, env=env).returncode
+            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, env=CLI_ENV).returncode
         except subprocess.TimeoutExpired:
             code = None
             f.write(f"\ntimed out after {timeout:.0f} s\n")
@@ -310,13 +310,12 @@ def frontier(key: str, setup: Setup, src: Path, calib: Path, eval_in, ref: list[
     model, points = pm.BY_KEY[key], []
     shapes = {k: (1, *v.shape[1:]) for k, v in eval_in.feeds.items()}
     one = {k: v[:1] for k, v in eval_in.feeds.items()}
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     macs_before = sizes(src, shapes)[1]
     for r in ratios:
         out = work / f"{key}-ratio{r:g}.onnx"
         t = time.perf_counter()
         res = subprocess.run([sys.executable, "-m", "onnxprune", str(src), str(out), "--ratio", f"{r:g}", "--refit",
-                              "--data", str(calib), "--no-validate", "--quiet"], capture_output=True, text=True, env=env)
+                              "--data", str(calib), "--no-validate", "--quiet"], capture_output=True, text=True, env=CLI_ENV)
         if res.returncode != 0:
             points.append({"ratio": r, "error": res.stderr.strip()[-300:]})
             continue
